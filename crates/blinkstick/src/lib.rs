@@ -1,0 +1,1 @@
+//! BlinkStick driver (placeholder: being written).

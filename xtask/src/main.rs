@@ -1,0 +1,81 @@
+//! Project automation for the extbackup workspace.
+//!
+//! Run `cargo xtask help` for the list of tasks. Every task finds the repository root
+//! from this crate's manifest directory, so it works from any folder of the checkout.
+
+mod deps;
+mod util;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask <TASK> [OPTIONS]
+
+Tasks:
+  test [--quick]   Install missing system packages (apt, as root), then run
+                   cargo fmt --check, clippy -D warnings, the docs build and every
+                   test (unit, host integration on loop devices, and the QEMU guest
+                   suite unless --quick).
+  deps             Only install the system packages the workspace needs.
+  help             This text.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "test" => test(rest),
+        "deps" => deps::ensure(deps::Set::All),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("unknown task `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    let mut quick = false;
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            other => anyhow::bail!("unknown option `{other}` for `cargo xtask test`"),
+        }
+    }
+    deps::ensure(deps::Set::All)?;
+    let root = util::root();
+    util::cargo(&root, &["fmt", "--all", "--", "--check"], &[])?;
+    util::cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    util::cargo(
+        &root,
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    util::cargo(&root, &["test", "--workspace", "--all-features"], &[])?;
+    if quick {
+        eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
+    }
+    Ok(())
+}
