@@ -3,6 +3,7 @@
 //! Run `cargo xtask help` for the list of tasks. Every task finds the repository root
 //! from this crate's manifest directory, so it works from any folder of the checkout.
 
+mod bench;
 mod deps;
 mod util;
 
@@ -16,6 +17,7 @@ Tasks:
                    cargo fmt --check, clippy -D warnings, the docs build and every
                    test (unit, host integration on loop devices, and the QEMU guest
                    suite unless --quick).
+  bench            Benchmarks, each against a baseline measured in the same run.
   deps             Only install the system packages the workspace needs.
   help             This text.
 ";
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match task {
         "test" => test(rest),
         "deps" => deps::ensure(deps::Set::All),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
