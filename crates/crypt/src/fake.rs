@@ -1,0 +1,205 @@
+//! An in-memory `Crypt` for tests of other crates: volumes are entries in a map, unlocking
+//! "maps" a device to itself, and every call is recorded.
+
+use crate::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// A volume known to the fake.
+#[derive(Clone, Debug)]
+pub struct FakeVolume {
+    /// Its header.
+    pub info: LuksInfo,
+    /// The key files (by path) that open it.
+    pub keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    volumes: BTreeMap<PathBuf, FakeVolume>,
+    active: BTreeMap<String, PathBuf>,
+    calls: Vec<String>,
+    busy: Vec<String>,
+}
+
+/// In-memory `Crypt`; clones share state.
+#[derive(Clone, Debug, Default)]
+pub struct FakeCrypt {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeCrypt {
+    /// An empty fake.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a LUKS volume at `device` with `uuid`, opened by `key`.
+    pub fn add_volume(&self, device: impl Into<PathBuf>, uuid: &str, key: impl Into<PathBuf>) {
+        let info = LuksInfo {
+            version: 2,
+            uuid: uuid.into(),
+            label: None,
+            cipher: "aes-xts-plain64".into(),
+            keyslots: vec![0],
+        };
+        self.inner.lock().unwrap().volumes.insert(
+            device.into(),
+            FakeVolume {
+                info,
+                keys: vec![key.into()],
+            },
+        );
+    }
+    /// Makes `lock(name, Normal)` fail with `Busy` until cleared.
+    pub fn set_busy(&self, name: &str, busy: bool) {
+        let mut i = self.inner.lock().unwrap();
+        i.busy.retain(|n| n != name);
+        if busy {
+            i.busy.push(name.into());
+        }
+    }
+    /// Every call so far, as `op device-or-name`.
+    pub fn calls(&self) -> Vec<String> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+    /// The names of the active mappings.
+    pub fn active(&self) -> Vec<String> {
+        self.inner.lock().unwrap().active.keys().cloned().collect()
+    }
+
+    fn record(&self, op: &str, what: &Path) {
+        self.inner
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("{op} {}", what.display()));
+    }
+
+    fn volume(&self, device: &Path) -> Result<FakeVolume, CryptError> {
+        self.inner
+            .lock()
+            .unwrap()
+            .volumes
+            .get(device)
+            .cloned()
+            .ok_or_else(|| {
+                CryptError::new(
+                    ErrorKind::NotLuks,
+                    format!("{} is not a LUKS volume", device.display()),
+                )
+            })
+    }
+
+    fn check_key(&self, device: &Path, key: &Path) -> Result<u32, CryptError> {
+        let v = self.volume(device)?;
+        match v.keys.iter().position(|k| k == key) {
+            Some(slot) => Ok(slot as u32),
+            None => Err(CryptError::new(
+                ErrorKind::WrongKey,
+                format!(
+                    "the key file {} opens no keyslot of {}",
+                    key.display(),
+                    device.display()
+                ),
+            )),
+        }
+    }
+}
+
+impl Crypt for FakeCrypt {
+    fn inspect(&self, device: &Path) -> Result<LuksInfo, CryptError> {
+        self.record("inspect", device);
+        Ok(self.volume(device)?.info)
+    }
+    fn format(&self, device: &Path, opts: &FormatOptions) -> Result<LuksInfo, CryptError> {
+        self.record("format", device);
+        let info = LuksInfo {
+            version: 2,
+            uuid: opts
+                .uuid
+                .clone()
+                .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
+            label: opts.label.clone(),
+            cipher: "aes-xts-plain64".into(),
+            keyslots: vec![0],
+        };
+        self.inner.lock().unwrap().volumes.insert(
+            device.into(),
+            FakeVolume {
+                info: info.clone(),
+                keys: vec![opts.key_file.clone()],
+            },
+        );
+        Ok(info)
+    }
+    fn add_key_file(&self, device: &Path, existing: &Path, new: &Path) -> Result<u32, CryptError> {
+        self.record("add_key_file", device);
+        self.check_key(device, existing)?;
+        let mut i = self.inner.lock().unwrap();
+        let v = i.volumes.get_mut(device).expect("checked above");
+        v.keys.push(new.into());
+        let slot = (v.keys.len() - 1) as u32;
+        v.info.keyslots.push(slot);
+        Ok(slot)
+    }
+    fn verify_key_file(&self, device: &Path, key: &Path) -> Result<u32, CryptError> {
+        self.record("verify_key_file", device);
+        self.check_key(device, key)
+    }
+    fn unlock(&self, device: &Path, key: &Path, name: &str) -> Result<PathBuf, CryptError> {
+        self.record("unlock", device);
+        self.check_key(device, key)?;
+        self.inner
+            .lock()
+            .unwrap()
+            .active
+            .insert(name.into(), device.into());
+        Ok(device.into())
+    }
+    fn lock(&self, name: &str, mode: LockMode) -> Result<LockOutcome, CryptError> {
+        self.record("lock", Path::new(name));
+        let mut i = self.inner.lock().unwrap();
+        if !i.active.contains_key(name) {
+            return Ok(LockOutcome::NotActive);
+        }
+        if i.busy.iter().any(|n| n == name) {
+            match mode {
+                LockMode::Normal => {
+                    return Err(CryptError::new(
+                        ErrorKind::Busy,
+                        format!("mapping {name} is in use"),
+                    ))
+                }
+                LockMode::Deferred => return Ok(LockOutcome::Deferred),
+                LockMode::Force => {}
+            }
+        }
+        i.active.remove(name);
+        Ok(LockOutcome::Closed)
+    }
+    fn status(&self, name: &str) -> Result<MappingStatus, CryptError> {
+        let i = self.inner.lock().unwrap();
+        Ok(match i.active.get(name) {
+            None => MappingStatus::Inactive,
+            Some(dev) => MappingStatus::Active {
+                path: dev.clone(),
+                backing: Some(dev.clone()),
+                busy: i.busy.iter().any(|n| n == name),
+            },
+        })
+    }
+    fn backup_header(&self, device: &Path, to: &Path) -> Result<(), CryptError> {
+        self.record("backup_header", device);
+        self.volume(device)?;
+        std::fs::write(to, b"fake LUKS header backup").map_err(|e| {
+            CryptError::new(ErrorKind::Other, format!("writing {}", to.display())).with_source(e)
+        })
+    }
+    fn restore_header(&self, device: &Path, _from: &Path) -> Result<(), CryptError> {
+        self.record("restore_header", device);
+        self.volume(device).map(|_| ())
+    }
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+}

@@ -1,0 +1,98 @@
+//! The `Syncer` trait: make the drive's copy equal to the NAS's backup repository.
+//!
+//! `sync(source, target, options, progress)` returns a report (files and bytes copied and
+//! deleted, duration, warnings). Before touching the target, the guard refuses a source that
+//! is missing, empty, or (when so configured) not a mount point, and a run that would delete
+//! more than a configured share of the target's files: a mirror from an empty source would
+//! otherwise wipe the backup. The source lock (`flock` on a configured file, compatible with
+//! `flock(1)`) is held for the whole sync by the caller.
+//!
+//! Backends: `RsyncSyncer` (`rsync -aHAX --numeric-ids --delete-delay`), `CommandSyncer`
+//! (the user's own script, with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET`, `EXTBACKUP_DRIVE`),
+//! and [`fake::FakeSyncer`] (copies nothing, records calls).
+#![warn(missing_docs)]
+
+pub mod fake;
+
+use std::path::Path;
+use std::time::Duration;
+
+/// What went wrong, in broad terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The source is missing, empty, or not a mount point: refusing to mirror it.
+    SourceUnusable,
+    /// The run would delete more of the target than allowed.
+    TooManyDeletions,
+    /// The target ran out of space (rsync exit 11, ENOSPC).
+    NoSpace,
+    /// Some files could not be transferred (rsync exit 23).
+    PartialTransfer,
+    /// The source lock is held by someone else and the timeout passed.
+    LockTimeout,
+    /// The sync program is missing or could not start.
+    NotFound,
+    /// Interrupted by a signal or cancelled.
+    Interrupted,
+    /// Any other failure (the message has the exit status and stderr tail).
+    Other,
+}
+
+/// A Syncer error: a kind plus the backend's own error as the source.
+pub type SyncError = backend_error::Error<ErrorKind>;
+
+/// How to sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncOptions {
+    /// The drive's name, passed to command syncers as `EXTBACKUP_DRIVE`.
+    pub drive: String,
+    /// Refuse unless the source is a mount point.
+    pub require_source_mount_point: bool,
+    /// Refuse when more than this share (0.0..=1.0) of the target's files would be deleted;
+    /// `None` disables the check.
+    pub max_delete_fraction: Option<f64>,
+    /// Override the guard (the user said so explicitly).
+    pub force: bool,
+}
+
+/// Progress during a sync.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Bytes transferred so far.
+    pub bytes: u64,
+    /// Share done, 0.0..=1.0, when known.
+    pub fraction: Option<f32>,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncReport {
+    /// Files created or updated on the target.
+    pub files_copied: u64,
+    /// Bytes transferred.
+    pub bytes_copied: u64,
+    /// Files deleted from the target.
+    pub files_deleted: u64,
+    /// Files in the source.
+    pub files_total: u64,
+    /// Bytes in the source.
+    pub bytes_total: u64,
+    /// How long it took.
+    pub duration: Duration,
+    /// Non-fatal problems (e.g. rsync exit 24: files vanished during the run).
+    pub warnings: Vec<String>,
+}
+
+/// Mirrors a source tree onto a target tree. Object safe: chosen at run time.
+pub trait Syncer: Send + Sync {
+    /// Makes `target` equal to `source`, after the guard's checks.
+    fn sync(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: &SyncOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SyncReport, SyncError>;
+    /// A short name for logs.
+    fn describe(&self) -> String;
+}
