@@ -1,0 +1,1 @@
+//! systemd unit-name escaping, equal to `systemd-escape` and `systemd-escape --path`.

@@ -1,0 +1,1 @@
+//! `extbackup install`: the udev rule, the systemd template unit and the check timer.

@@ -1,0 +1,1 @@
+//! `extbackup watch`: a udev monitor for configured drives, for systems without systemd.
