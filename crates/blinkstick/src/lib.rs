@@ -1,1 +1,21 @@
-//! BlinkStick driver (placeholder: being written).
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod anim;
+pub mod color;
+mod device;
+pub mod emulator;
+mod error;
+#[cfg(feature = "hidapi")]
+pub mod hidapi_backend;
+#[cfg(feature = "rusb")]
+pub mod rusb_backend;
+pub mod transport;
+pub mod variant;
+
+pub use anim::{CancelToken, Clock, ManualClock, Outcome, Player, SystemClock};
+pub use color::Rgb;
+pub use device::{BlinkStick, Mode, RetryPolicy, Selector};
+pub use error::{Error, ErrorKind, Result};
+pub use transport::{Backend, DeviceInfo, Direction, Transport};
+pub use variant::{Variant, PRODUCT_ID, VENDOR_ID};

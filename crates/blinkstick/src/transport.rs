@@ -1,0 +1,109 @@
+//! The transport trait (feature reports on endpoint 0) and discovery of devices.
+//!
+//! Backends: [`HidapiBackend`](crate::hidapi_backend::HidapiBackend) (feature `hidapi`,
+//! default), [`RusbBackend`](crate::rusb_backend::RusbBackend) (feature `rusb`) and the
+//! in-memory [`EmulatedBus`](crate::emulator::EmulatedBus).
+
+use crate::error::Result;
+
+/// What identifies a device, as enumeration reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceInfo {
+    /// Backend-specific path (`/dev/hidraw3`, `usb:1-4`, `emu:BS000001-3.0`).
+    pub path: String,
+    /// Serial number, `BSnnnnnn-M.m`.
+    pub serial: String,
+    /// Manufacturer string (empty over uhid).
+    pub manufacturer: String,
+    /// Product string ("BlinkStick", "BlinkStick Nano", ...).
+    pub product: String,
+    /// `bcdDevice` (0 when the backend cannot know it, e.g. hidraw over uhid).
+    pub release: u16,
+}
+
+/// One open device: HID feature reports in both directions. Object safe.
+///
+/// Reports are passed with their report-id byte first, as on the wire.
+pub trait Transport: Send {
+    /// Sends a feature report; `data[0]` is the report id.
+    fn set_feature_report(&mut self, data: &[u8]) -> Result<()>;
+    /// Reads feature report `report_id` of `len` bytes (id included); the reply starts
+    /// with the report id.
+    fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>>;
+    /// What the device said about itself when it was opened.
+    fn device_info(&self) -> &DeviceInfo;
+}
+
+/// Finds and opens devices. Object safe; shared by a [`BlinkStick`](crate::BlinkStick)
+/// so it can reopen its stick by serial after a replug.
+pub trait Backend: Send + Sync {
+    /// Every BlinkStick currently attached.
+    fn list(&self) -> Result<Vec<DeviceInfo>>;
+    /// Opens the device at `path` (as listed).
+    fn open(&self, path: &str) -> Result<Box<dyn Transport>>;
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
+        (**self).set_feature_report(data)
+    }
+    fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>> {
+        (**self).get_feature_report(report_id, len)
+    }
+    fn device_info(&self) -> &DeviceInfo {
+        (**self).device_info()
+    }
+}
+
+/// Direction of a traced report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Host to device (SET_REPORT).
+    Sent,
+    /// Device to host (GET_REPORT reply).
+    Received,
+}
+
+/// Formats a report as lower-case hex bytes separated by spaces.
+pub fn hex(data: &[u8]) -> String {
+    let mut s = String::with_capacity(data.len() * 3);
+    for (i, b) in data.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A transport that hands every report sent and received to a callback (the CLI's
+/// `--trace`), then passes it on.
+pub struct Traced<T> {
+    inner: T,
+    hook: Box<dyn FnMut(Direction, &[u8]) + Send>,
+}
+
+impl<T: Transport> Traced<T> {
+    /// Wraps `inner`, calling `hook` for each report.
+    pub fn new(inner: T, hook: impl FnMut(Direction, &[u8]) + Send + 'static) -> Self {
+        Traced {
+            inner,
+            hook: Box::new(hook),
+        }
+    }
+}
+
+impl<T: Transport> Transport for Traced<T> {
+    fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
+        (self.hook)(Direction::Sent, data);
+        self.inner.set_feature_report(data)
+    }
+    fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>> {
+        let r = self.inner.get_feature_report(report_id, len)?;
+        (self.hook)(Direction::Received, &r);
+        Ok(r)
+    }
+    fn device_info(&self) -> &DeviceInfo {
+        self.inner.device_info()
+    }
+}
