@@ -11,6 +11,14 @@
 #![warn(missing_docs)]
 
 pub mod fake;
+mod loopback;
+mod luks;
+mod util;
+
+pub use loopback::{
+    AllowTestBackend, LoopbackTestCrypt, ALLOW_ENV, DEFAULT_STATE_DIR, HEADER_AREA,
+};
+pub use luks::LibcryptsetupCrypt;
 
 use std::path::{Path, PathBuf};
 
