@@ -5,7 +5,9 @@
 
 mod bench;
 mod deps;
+mod hw_test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,16 @@ Tasks:
                    test (unit, host integration on loop devices, and the QEMU guest
                    suite unless --quick).
   bench            Benchmarks, each against a baseline measured in the same run.
+  vm-test [--filter SUBSTR] [--keep-going] [--verbose] [--timeout SECS] [-p PKG]
+                   Build the test binaries, boot Debian's kernel in QEMU (tcg) and
+                   run every `vm_` test there (dm-crypt, uhid, USB gadget).
+                   Ends with `N passed, N failed`; see docs/testing.md.
+  vm-run [--verbose] [--timeout SECS] -- CMD [ARGS...]
+                   Run one command in the same QEMU guest (as root, chrooted into
+                   the host's /, cwd = repository root) and print its output.
+  hw-test [--blinkstick SERIAL] [--drive /dev/sdX --yes-destroy]
+                   Tests against real hardware (a BlinkStick, a USB drive); lists
+                   and skips what is absent. See docs/hardware-testing.md.
   deps             Only install the system packages the workspace needs.
   help             This text.
 ";
@@ -32,6 +44,9 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "deps" => deps::ensure(deps::Set::All),
         "bench" => bench::run(rest),
+        "vm-test" => vm::vm_test(rest),
+        "vm-run" => vm::vm_run(rest),
+        "hw-test" => hw_test::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -79,6 +94,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     util::cargo(&root, &["test", "--workspace", "--all-features"], &[])?;
     if quick {
         eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
+    } else {
+        vm::vm_test(&[])?;
     }
     Ok(())
 }

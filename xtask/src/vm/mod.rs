@@ -1,0 +1,739 @@
+//! `cargo xtask vm-test`: runs every workspace test named `vm_*` (they are `#[ignore]`d on
+//! the host) inside a QEMU guest booted on Debian's 6.1 kernel, which has what the host
+//! kernel lacks: device-mapper/dm-crypt, uhid, dummy_hcd + USB gadget configfs.
+//!
+//! The guest mounts the host's `/` read-only over 9p, chroots into it (tmpfs on /tmp, /run,
+//! /var/tmp; an in-memory overlay on /etc), starts systemd-udevd and runs the host's own
+//! test binaries. Results come back through a second, writable 9p share; qemu's exit code
+//! is never trusted. [`run_in_guest`] runs any command in the same guest for other tasks.
+
+mod cache;
+mod initramfs;
+mod libtest;
+
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the guest's `/results` share (a folder under target/) appears inside the chroot.
+const GUEST_SHARE: &str = "/run/xtask-vm";
+
+/// How to boot the guest.
+#[derive(Debug, Clone)]
+pub struct GuestOpts {
+    /// Kill the guest after this long (counted from qemu's start).
+    pub timeout: Duration,
+    /// Copy the guest console to stderr while it runs.
+    pub verbose: bool,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Working directory of the command inside the guest (the host path; the guest sees
+    /// the host's tree at the same paths). Default: the repository root.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment for the command (EXTBACKUP_IN_VM=1 is always set).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for GuestOpts {
+    fn default() -> Self {
+        GuestOpts {
+            timeout: Duration::from_secs(240),
+            verbose: false,
+            memory_mib: 1024,
+            cwd: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// What a command run by [`run_in_guest`] did.
+#[derive(Debug, Clone)]
+pub struct GuestOutput {
+    /// The command's exit code inside the guest.
+    pub exit_code: i32,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// The guest's whole serial console (kernel messages, init's progress).
+    pub console: String,
+}
+
+impl GuestOutput {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+/// Runs `cmd` (program and arguments) inside a fresh guest with the same setup as the
+/// vm-test suite (modules loaded, chroot into the host root, udevd running,
+/// EXTBACKUP_IN_VM=1), and returns its exit code and output.
+///
+/// Fails if the guest could not boot, crashed, or hit `opts.timeout` before the command
+/// finished (the error carries the end of the console).
+pub fn run_in_guest(cmd: &[&str], opts: &GuestOpts) -> Result<GuestOutput> {
+    let Some(program) = cmd.first() else {
+        bail!("run_in_guest: empty command");
+    };
+    let _ = program;
+    let cache = cache::ensure()?;
+    let share = new_share()?;
+    let mut body = String::new();
+    let cwd = opts.cwd.clone().unwrap_or_else(util::root);
+    writeln!(body, "cd {}", sh_quote(&cwd.display().to_string()))?;
+    for (k, v) in &opts.env {
+        writeln!(body, "export {k}={}", sh_quote(v))?;
+    }
+    let quoted: Vec<String> = cmd.iter().map(|a| sh_quote(a)).collect();
+    writeln!(
+        body,
+        "{} >{GUEST_SHARE}/stdout 2>{GUEST_SHARE}/stderr </dev/null",
+        quoted.join(" ")
+    )?;
+    writeln!(body, "echo $? >{GUEST_SHARE}/exit-code.tmp")?;
+    writeln!(
+        body,
+        "mv {GUEST_SHARE}/exit-code.tmp {GUEST_SHARE}/exit-code"
+    )?;
+    let boot = boot(&cache, &share, &body, opts)?;
+    let read = |n: &str| fs::read_to_string(share.join(n)).unwrap_or_default();
+    let code = read("exit-code");
+    let Ok(exit_code) = code.trim().parse::<i32>() else {
+        bail!(
+            "the guest {} before the command finished (no exit code came back){}",
+            if boot.timed_out {
+                "timed out"
+            } else {
+                "stopped"
+            },
+            console_tail(&boot.console)
+        );
+    };
+    Ok(GuestOutput {
+        exit_code,
+        stdout: read("stdout"),
+        stderr: read("stderr"),
+        console: boot.console,
+    })
+}
+
+struct Boot {
+    console: String,
+    timed_out: bool,
+}
+
+static SHARE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty results folder under target/vm-share.
+fn new_share() -> Result<PathBuf> {
+    let n = SHARE_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = util::root()
+        .join("target/vm-share")
+        .join(format!("{}-{n}", std::process::id()));
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn console_tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    let start = lines.len().saturating_sub(25);
+    format!(
+        "\n--- last lines of the guest console ---\n{}",
+        lines[start..].join("\n")
+    )
+}
+
+/// The guest's `/init` (busybox sh, in the initramfs).
+fn init_script() -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+say() {{ echo "xtask-vm: $*"; }}
+fatal() {{ say "FATAL: $*"; poweroff -f; sleep 5; }}
+say "init on $(uname -r)"
+ln -s /bin/busybox /sbin/modprobe 2>/dev/null
+echo /sbin/modprobe > /proc/sys/kernel/modprobe
+while read -r m; do
+  insmod "$m" || say "insmod $m failed"
+done < /etc/modules-load
+R=/host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot $R || fatal "cannot mount the host root (9p)"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share /share || fatal "cannot mount the results share (9p)"
+mount -t proc proc $R/proc
+mount -t sysfs sysfs $R/sys
+mount -t devtmpfs devtmpfs $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+mount -t devpts devpts $R/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
+mount -t configfs configfs $R/sys/kernel/config || say "no configfs"
+mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+mount -t tmpfs -o mode=755 tmpfs $R/run
+mount -t tmpfs -o mode=1777 tmpfs $R/var/tmp
+mkdir -p /ovl && mount -t tmpfs tmpfs /ovl && mkdir -p /ovl/up /ovl/work
+mount -t overlay overlay -o lowerdir=$R/etc,upperdir=/ovl/up,workdir=/ovl/work $R/etc || say "no overlay on /etc (it stays read-only)"
+mkdir -p $R{GUEST_SHARE} && mount --bind /share $R{GUEST_SHARE}
+say "running the job"
+chroot $R /bin/sh {GUEST_SHARE}/job.sh
+say "job exited with $?"
+sync
+umount $R{GUEST_SHARE} /share 2>/dev/null
+poweroff -f
+"#
+    )
+}
+
+/// The start of every job inside the chroot: environment and udevd.
+fn job_prelude() -> String {
+    format!(
+        r#"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 EXTBACKUP_IN_VM=1
+# systemd tools (udevadm trigger/settle...) refuse to act in a chroot without this.
+export SYSTEMD_IGNORE_CHROOT=1
+if [ -x /lib/systemd/systemd-udevd ]; then
+  /lib/systemd/systemd-udevd --daemon && udevadm trigger --action=add && udevadm settle --timeout=30
+else
+  echo "xtask-vm: no systemd-udevd on the host root (install udev)"
+fi
+touch {GUEST_SHARE}/started
+"#
+    )
+}
+
+/// Boots the guest with `job` (shell, run in the chroot after the prelude) and waits.
+fn boot(cache: &cache::Cache, share: &Path, job: &str, opts: &GuestOpts) -> Result<Boot> {
+    let init = init_script();
+    let initrd = cache::dir().join("initramfs.cpio");
+    let tmp_initrd = cache::dir().join(format!("initramfs.{}.tmp", std::process::id()));
+    initramfs::build(cache, &init, &tmp_initrd)?;
+    fs::rename(&tmp_initrd, &initrd)?;
+    fs::write(share.join("job.sh"), format!("{}\n{job}", job_prelude()))?;
+
+    let mut append = String::from("console=ttyS0 panic=-1 oops=panic rdinit=/init");
+    if !opts.verbose {
+        append.push_str(" quiet loglevel=3");
+    }
+    let mut cmd = Command::new(cache.qemu());
+    cmd.env("LD_LIBRARY_PATH", cache.ld_library_path());
+    for l in cache.firmware_dirs() {
+        cmd.arg("-L").arg(l);
+    }
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
+        .args(["-m", &opts.memory_mib.to_string()])
+        .args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(cache.vmlinuz())
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append])
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        ])
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=share,security_model=none",
+            share.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", cache.qemu().display()))?;
+    let console = Arc::new(Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|stream| {
+        let console = Arc::clone(&console);
+        let verbose = opts.verbose;
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                let line = String::from_utf8_lossy(&buf).replace('\r', "");
+                if verbose {
+                    let _ = std::io::stderr().write_all(line.as_bytes());
+                }
+                console.lock().expect("console lock").push_str(&line);
+                buf.clear();
+            }
+        })
+    })
+    .collect();
+    let mut timed_out = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > opts.timeout {
+            timed_out = true;
+            eprintln!(
+                "xtask: the guest did not finish within {} s; killing qemu",
+                opts.timeout.as_secs()
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let console = console.lock().expect("console lock").clone();
+    let _ = fs::write(share.join("console.log"), &console);
+    if !share.join("started").exists() {
+        bail!(
+            "the guest never reached the job (boot failed{}){}",
+            if timed_out { ", timed out" } else { "" },
+            console_tail(&console)
+        );
+    }
+    Ok(Boot { console, timed_out })
+}
+
+/// Quotes for POSIX sh.
+fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs a command, failing with its stderr on a non-zero exit.
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}): {}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Options of `cargo xtask vm-test`.
+#[derive(Debug, Default)]
+struct Args {
+    filter: Option<String>,
+    keep_going: bool,
+    verbose: bool,
+    timeout: Option<u64>,
+    packages: Vec<String>,
+}
+
+const USAGE: &str = "cargo xtask vm-test [--filter SUBSTR] [--keep-going] [--verbose] \
+[--timeout SECS] [-p PACKAGE]...";
+
+fn parse_args(args: &[String]) -> Result<Args> {
+    let mut a = Args::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\nusage: {USAGE}"))
+        };
+        match arg.as_str() {
+            "--filter" => a.filter = Some(value("--filter")?),
+            "--keep-going" => a.keep_going = true,
+            "--verbose" | "-v" => a.verbose = true,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                a.timeout = Some(
+                    v.parse()
+                        .with_context(|| format!("--timeout {v}: not a number of seconds"))?,
+                );
+            }
+            "-p" | "--package" => a.packages.push(value("--package")?),
+            "-h" | "--help" => bail!("usage: {USAGE}"),
+            other => bail!("unknown option `{other}`\nusage: {USAGE}"),
+        }
+    }
+    Ok(a)
+}
+
+/// One test binary and the vm_ tests it holds.
+struct TestBin {
+    label: String,
+    exe: PathBuf,
+    manifest_dir: PathBuf,
+    tests: Vec<String>,
+}
+
+/// Builds the workspace's test binaries on the host; returns them and whether the build
+/// had failures (only possible with `keep_going`).
+/// A built test binary: label, executable, its package's folder.
+type Built = (String, PathBuf, PathBuf);
+
+fn build_test_binaries(a: &Args) -> Result<(Vec<Built>, bool)> {
+    let root = util::root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root).args([
+        "test",
+        "--all-features",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    if a.packages.is_empty() {
+        cmd.arg("--workspace");
+    } else {
+        for p in &a.packages {
+            cmd.args(["-p", p]);
+        }
+    }
+    if a.keep_going {
+        cmd.arg("--no-fail-fast");
+    }
+    eprintln!("xtask: building the test binaries on the host");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test --no-run")?;
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-message" {
+            if let Some(rendered) = v["message"]["rendered"].as_str() {
+                if v["message"]["level"] == "error" {
+                    eprint!("{rendered}");
+                }
+            }
+        }
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        let target = v["target"]["name"].as_str().unwrap_or("?");
+        let kind = v["target"]["kind"][0].as_str().unwrap_or("?");
+        let pkg = v["package_id"]
+            .as_str()
+            .map(package_name)
+            .unwrap_or_else(|| "?".into());
+        let label = match kind {
+            "lib" => format!("{pkg} (lib)"),
+            "test" => format!("{pkg} (test {target})"),
+            k => format!("{pkg} ({k} {target})"),
+        };
+        let manifest_dir = v["manifest_path"]
+            .as_str()
+            .and_then(|m| Path::new(m).parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.clone());
+        bins.push((label, PathBuf::from(exe), manifest_dir));
+    }
+    let failed = !out.status.success();
+    if failed && !a.keep_going {
+        bail!("building the test binaries failed (use --keep-going to run what built)");
+    }
+    Ok((bins, failed))
+}
+
+/// `path+file:///work/main/crates/x#0.1.0` or `x 0.1.0 (path+...)` → `x`.
+fn package_name(id: &str) -> String {
+    if let Some((_, rest)) = id.split_once('#') {
+        if let Some((name, _)) = rest.split_once('@') {
+            return name.to_string();
+        }
+        if let Some(url) = id.split_once('#').map(|(u, _)| u) {
+            return url.rsplit('/').next().unwrap_or(url).to_string();
+        }
+    }
+    id.split_whitespace().next().unwrap_or(id).to_string()
+}
+
+fn list_vm_tests(exe: &Path, filter: Option<&str>) -> Result<Vec<String>> {
+    let out = Command::new(exe)
+        .args(["--list", "--ignored"])
+        .output()
+        .with_context(|| format!("listing the tests of {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} --list failed: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(libtest::parse_list(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|n| n.contains("vm_") && filter.is_none_or(|f| n.contains(f)))
+        .collect())
+}
+
+/// `cargo xtask vm-test`.
+pub fn vm_test(args: &[String]) -> Result<()> {
+    let a = parse_args(args)?;
+    let (built, build_failed) = build_test_binaries(&a)?;
+    let mut bins = Vec::new();
+    for (label, exe, manifest_dir) in built {
+        let tests = list_vm_tests(&exe, a.filter.as_deref())?;
+        if !tests.is_empty() {
+            bins.push(TestBin {
+                label,
+                exe,
+                manifest_dir,
+                tests,
+            });
+        }
+    }
+    let total: usize = bins.iter().map(|b| b.tests.len()).sum();
+    if total == 0 {
+        bail!(
+            "no vm_ tests found{}: 0 passed, 0 failed",
+            a.filter
+                .as_ref()
+                .map(|f| format!(" matching `{f}`"))
+                .unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "xtask: {total} vm_ tests in {} binaries; booting the guest",
+        bins.len()
+    );
+    let cache = cache::ensure()?;
+    let share = new_share()?;
+    let mut job = String::new();
+    writeln!(job, "mkdir -p {GUEST_SHARE}/out")?;
+    for (i, b) in bins.iter().enumerate() {
+        let names: Vec<String> = b.tests.iter().map(|t| sh_quote(t)).collect();
+        let dir = sh_quote(&b.manifest_dir.display().to_string());
+        writeln!(
+            job,
+            "echo 'xtask-vm: running {}'",
+            b.label.replace('\'', "")
+        )?;
+        writeln!(
+            job,
+            "(cd {dir} && CARGO_MANIFEST_DIR={dir} {} --ignored --exact --test-threads=1 {}) \
+             >{GUEST_SHARE}/out/{i}.log 2>&1 </dev/null",
+            sh_quote(&b.exe.display().to_string()),
+            names.join(" ")
+        )?;
+        writeln!(job, "echo $? >{GUEST_SHARE}/out/{i}.rc")?;
+    }
+    writeln!(job, "touch {GUEST_SHARE}/done")?;
+    let opts = GuestOpts {
+        timeout: Duration::from_secs(a.timeout.unwrap_or(280)),
+        verbose: a.verbose,
+        ..GuestOpts::default()
+    };
+    let started = Instant::now();
+    let boot = boot(&cache, &share, &job, &opts)?;
+    eprintln!(
+        "xtask: guest finished in {:.1} s (console: {})",
+        started.elapsed().as_secs_f64(),
+        share.join("console.log").display()
+    );
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let mut failures = String::new();
+    for (i, b) in bins.iter().enumerate() {
+        let log = fs::read_to_string(share.join(format!("out/{i}.log")));
+        let rc = fs::read_to_string(share.join(format!("out/{i}.rc")))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let log = match log {
+            Ok(l) => l,
+            Err(_) => {
+                for t in &b.tests {
+                    println!(
+                        "vm: FAILED {} :: {t} (never ran: the guest stopped first)",
+                        b.label
+                    );
+                    failed += 1;
+                }
+                continue;
+            }
+        };
+        let report = libtest::parse(&log);
+        for t in &b.tests {
+            match report.outcomes.get(t) {
+                Some(true) => {
+                    println!("vm: ok     {} :: {t}", b.label);
+                    passed += 1;
+                }
+                Some(false) => {
+                    println!("vm: FAILED {} :: {t}", b.label);
+                    failed += 1;
+                    let out = report.failure_output.get(t).cloned().unwrap_or_default();
+                    writeln!(failures, "---- {} :: {t} ----\n{}", b.label, out.trim_end())?;
+                }
+                None => {
+                    let why = if report.unfinished.as_deref() == Some(t.as_str()) {
+                        if boot.timed_out && rc.is_none() {
+                            "hung: the guest timed out in it"
+                        } else {
+                            "crashed: the binary died in it"
+                        }
+                    } else if report.finished {
+                        "not run by the binary"
+                    } else {
+                        "no result: the binary stopped first"
+                    };
+                    println!("vm: FAILED {} :: {t} ({why})", b.label);
+                    failed += 1;
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    writeln!(
+                        failures,
+                        "---- {} :: {t} ({why}; exit {}) ----\n{}",
+                        b.label,
+                        rc.map(|c| c.to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                        tail.join("\n")
+                    )?;
+                }
+            }
+        }
+        if report.finished && rc.is_some_and(|c| c != 0) && report.outcomes.values().all(|ok| *ok) {
+            println!(
+                "vm: FAILED {} (the binary exited {})",
+                b.label,
+                rc.unwrap_or(-1)
+            );
+            failed += 1;
+        }
+    }
+    if !failures.is_empty() {
+        println!("\nfailures:\n{failures}");
+    }
+    if build_failed {
+        println!("vm: some test targets did not build (see above); their tests did not run");
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 || build_failed {
+        bail!("the QEMU guest suite failed");
+    }
+    Ok(())
+}
+
+/// `cargo xtask vm-run [--verbose] [--timeout SECS] -- CMD...`: [`run_in_guest`] from the
+/// command line; exits with the command's status.
+pub fn vm_run(args: &[String]) -> Result<()> {
+    let mut opts = GuestOpts::default();
+    let mut it = args.iter();
+    let mut cmd: Vec<&str> = Vec::new();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--verbose" | "-v" => opts.verbose = true,
+            "--timeout" => {
+                let v = it.next().context("--timeout needs a value")?;
+                opts.timeout = Duration::from_secs(
+                    v.parse()
+                        .with_context(|| format!("--timeout {v}: not a number of seconds"))?,
+                );
+            }
+            "--" => {
+                cmd.extend(it.by_ref().map(String::as_str));
+            }
+            other => bail!("unknown option `{other}`\nusage: cargo xtask vm-run [--verbose] [--timeout SECS] -- CMD [ARGS...]"),
+        }
+    }
+    if cmd.is_empty() {
+        bail!("usage: cargo xtask vm-run [--verbose] [--timeout SECS] -- CMD [ARGS...]");
+    }
+    let out = run_in_guest(&cmd, &opts)?;
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    if !out.success() {
+        if !opts.verbose {
+            eprintln!("{}", console_tail(&out.console));
+        }
+        bail!("`{}` exited {} in the guest", cmd.join(" "), out.exit_code);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sh_quote_leaves_plain_words_and_quotes_the_rest() {
+        assert_eq!(sh_quote("/a/b-c.d"), "/a/b-c.d");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn package_name_reads_both_id_formats() {
+        assert_eq!(
+            package_name("path+file:///work/main/crates/crypt#0.1.0"),
+            "crypt"
+        );
+        assert_eq!(
+            package_name("path+file:///work/main/hw-tests#hw-tests@0.1.0"),
+            "hw-tests"
+        );
+        assert_eq!(package_name("foo 0.1.0 (path+file:///x)"), "foo");
+    }
+
+    #[test]
+    fn parse_args_reads_every_option() {
+        let a = parse_args(
+            &[
+                "--filter",
+                "gadget",
+                "--keep-going",
+                "--verbose",
+                "--timeout",
+                "90",
+                "-p",
+                "x",
+            ]
+            .map(String::from),
+        )
+        .expect("valid options");
+        assert_eq!(a.filter.as_deref(), Some("gadget"));
+        assert!(a.keep_going && a.verbose);
+        assert_eq!(a.timeout, Some(90));
+        assert_eq!(a.packages, vec!["x"]);
+        assert!(parse_args(&["--bogus".to_string()]).is_err());
+        assert!(parse_args(&["--timeout".to_string()]).is_err());
+    }
+}
