@@ -5,10 +5,48 @@
 //! ("extbackup: offsite-a FAILED at mount") and a plain-text body; a delivery that fails is
 //! spooled and sent on the next run, so nothing is lost.
 //!
-//! Backends: `MailNotifier`, and [`fake::RecordingNotifier`] (in memory, records events).
+//! Backends: [`MailNotifier`], and [`fake::RecordingNotifier`] (in memory, records events).
+//!
+//! ```no_run
+//! use notify::{Event, MailConfig, MailNotifier, MailTransport, Notifier, Outcome, Security};
+//! use std::time::Duration;
+//!
+//! let notifier = MailNotifier::new(MailConfig {
+//!     from: "extbackup@nas.example".into(),
+//!     to: vec!["owner@example.org".into()],
+//!     transport: MailTransport::Smtp {
+//!         host: "smtp.example.org".into(),
+//!         port: 587,
+//!         security: Security::StartTls,
+//!         username: Some("nas".into()),
+//!         password_file: Some("/etc/extbackup/smtp-password".into()),
+//!     },
+//!     spool_dir: "/var/spool/extbackup/mail".into(),
+//! })?;
+//! notifier.flush_spool()?; // what earlier runs could not send
+//! let event = Event {
+//!     drive: "offsite-a".into(),
+//!     host: "nas".into(),
+//!     outcome: Outcome::Success,
+//!     failed_step: None,
+//!     error_chain: vec![],
+//!     log_tail: String::new(),
+//!     duration: Duration::from_secs(600),
+//!     files: 120,
+//!     bytes: 1 << 30,
+//!     details: vec![],
+//! };
+//! notifier.notify(&event)?;
+//! # Ok::<(), notify::NotifyError>(())
+//! ```
 #![warn(missing_docs)]
 
+mod body;
 pub mod fake;
+mod mail;
+
+pub use body::render_body;
+pub use mail::{MailConfig, MailNotifier, MailTransport, Security};
 
 use std::time::Duration;
 

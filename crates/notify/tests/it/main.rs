@@ -1,0 +1,271 @@
+//! Integration tests of `MailNotifier` against real transports: an SMTP server
+//! (Debian's python3-aiosmtpd) started on a free port of 127.0.0.1, a fake `sendmail`
+//! script, and the `.eml` file transport (parsed back with Python's `email` module).
+
+mod server;
+
+use notify::{
+    ErrorKind, Event, MailConfig, MailNotifier, MailTransport, Notifier, Outcome, Security,
+};
+use server::{free_port, parse_eml, SmtpServer};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+fn event(drive: &str, outcome: Outcome) -> Event {
+    Event {
+        drive: drive.into(),
+        host: "phobos".into(),
+        outcome,
+        failed_step: (outcome == Outcome::Failure).then(|| "mount".to_string()),
+        error_chain: vec![
+            "mounting /dev/mapper/extbackup on /extbackup".into(),
+            "wrong fs type, bad superblock".into(),
+        ],
+        log_tail: "step unlock ok\nstep mount failed".into(),
+        duration: Duration::from_secs(42),
+        files: 7,
+        bytes: 4096,
+        details: vec!["last successful backup: 3 days ago".into()],
+    }
+}
+
+fn smtp_config(port: u16, spool: &Path, auth: Option<(&str, &Path)>) -> MailConfig {
+    MailConfig {
+        from: "extbackup <root@phobos.example>".into(),
+        to: vec![
+            "owner@example.org".into(),
+            "Second Person <second@example.org>".into(),
+        ],
+        transport: MailTransport::Smtp {
+            host: "127.0.0.1".into(),
+            port,
+            security: Security::None,
+            username: auth.map(|(u, _)| u.to_string()),
+            password_file: auth.map(|(_, p)| p.to_path_buf()),
+        },
+        spool_dir: spool.to_path_buf(),
+    }
+}
+
+fn spool_count(dir: &Path) -> usize {
+    match fs::read_dir(dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .count(),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn smtp_delivers_with_headers_and_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(free_port(), None);
+    let n = MailNotifier::new(smtp_config(server.port, &tmp.path().join("spool"), None)).unwrap();
+    let ev = event("offsite-a", Outcome::Failure);
+    n.notify(&ev).expect("delivered");
+
+    let msgs = server.wait_for(1);
+    let m = &msgs[0];
+    assert_eq!(m.mail_from, "root@phobos.example");
+    assert_eq!(m.rcpt_to, vec!["owner@example.org", "second@example.org"]);
+    let eml = parse_eml(&m.raw);
+    assert_eq!(
+        eml.header("Subject"),
+        "extbackup: offsite-a FAILED at mount"
+    );
+    assert_eq!(eml.header("Subject"), ev.subject());
+    assert!(eml.header("From").contains("root@phobos.example"));
+    let to = eml.header("To");
+    assert!(
+        to.contains("owner@example.org") && to.contains("second@example.org"),
+        "{to}"
+    );
+    assert!(!eml.header("Date").is_empty(), "Date header missing");
+    let mid = eml.header("Message-ID");
+    assert!(
+        mid.starts_with('<') && mid.ends_with('>') && mid.contains('@'),
+        "{mid}"
+    );
+    assert!(
+        eml.body.contains("It failed at step: mount"),
+        "{}",
+        eml.body
+    );
+    assert!(eml
+        .body
+        .contains("caused by: wrong fs type, bad superblock"));
+    assert!(eml.body.contains("step mount failed"));
+    assert_eq!(spool_count(&tmp.path().join("spool")), 0);
+}
+
+#[test]
+fn smtp_auth_with_password_file_and_password_never_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "Tr0ub4dor&3-unique-secret";
+    let pw = tmp.path().join("smtp-password");
+    fs::write(&pw, format!("{secret}\n")).unwrap();
+    let server = SmtpServer::start(free_port(), Some(("nas", secret)));
+    let spool = tmp.path().join("spool");
+    let n = MailNotifier::new(smtp_config(server.port, &spool, Some(("nas", &pw)))).unwrap();
+    n.notify(&event("offsite-b", Outcome::Success))
+        .expect("delivered with AUTH");
+    let msgs = server.wait_for(1);
+    assert_eq!(msgs[0].auth, "nas", "server saw the login");
+    assert!(
+        !format!("{n:?}").contains(secret),
+        "Debug shows the password"
+    );
+
+    // A wrong password: the server refuses AUTH, the mail is spooled, and neither the
+    // error (Display, Debug, `{:#}`-style chain) nor the spool file shows any password.
+    fs::write(&pw, "wrong-password-xyz\n").unwrap();
+    let e = n.notify(&event("offsite-b", Outcome::Failure)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Spooled, "{e:?}");
+    let shown = format!("{e} {e:?}");
+    assert!(
+        !shown.contains("wrong-password-xyz") && !shown.contains(secret),
+        "{shown}"
+    );
+    assert_eq!(spool_count(&spool), 1);
+    for f in fs::read_dir(&spool).unwrap() {
+        let text = fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(!text.contains("wrong-password-xyz") && !text.contains(secret));
+    }
+    assert_eq!(server.messages().len(), 1, "nothing delivered without AUTH");
+}
+
+#[test]
+fn refused_connection_spools_and_flush_delivers_oldest_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let port = free_port(); // nothing listens here yet
+    let n = MailNotifier::new(smtp_config(port, &spool, None)).unwrap();
+
+    let first = n
+        .notify(&event("first-drive", Outcome::Failure))
+        .unwrap_err();
+    assert_eq!(first.kind(), ErrorKind::Spooled, "{first:?}");
+    assert!(first.to_string().contains("next run"), "{first}");
+    let second = n
+        .notify(&event("second-drive", Outcome::Success))
+        .unwrap_err();
+    assert_eq!(second.kind(), ErrorKind::Spooled);
+    assert_eq!(spool_count(&spool), 2);
+    assert_eq!(n.spooled().unwrap().len(), 2);
+
+    // Still down: flushing keeps everything.
+    let e = n.flush_spool().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Spooled);
+    assert_eq!(spool_count(&spool), 2);
+
+    let server = SmtpServer::start(port, None);
+    assert_eq!(n.flush_spool().expect("flush"), 2);
+    let msgs = server.wait_for(2);
+    let subjects: Vec<String> = msgs
+        .iter()
+        .map(|m| parse_eml(&m.raw).header("Subject"))
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            "extbackup: first-drive FAILED at mount".to_string(),
+            "extbackup: second-drive done, safe to remove".to_string()
+        ]
+    );
+    assert_eq!(spool_count(&spool), 0, "delivered mails are removed");
+    assert_eq!(n.flush_spool().unwrap(), 0, "nothing sent twice");
+    assert_eq!(server.messages().len(), 2);
+}
+
+#[test]
+fn unwritable_spool_reports_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_dir = tmp.path().join("file");
+    fs::write(&not_a_dir, "x").unwrap();
+    let n = MailNotifier::new(smtp_config(free_port(), &not_a_dir.join("spool"), None)).unwrap();
+    let e = n.notify(&event("x", Outcome::Failure)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Lost, "{e:?}");
+    assert!(e.to_string().contains("lost"), "{e}");
+}
+
+#[test]
+fn file_transport_writes_a_parsable_eml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let n = MailNotifier::new(MailConfig {
+        from: "root@phobos.example".into(),
+        to: vec!["owner@example.org".into()],
+        transport: MailTransport::File { dir: out.clone() },
+        spool_dir: tmp.path().join("spool"),
+    })
+    .unwrap();
+    let ev = event("offsite-a", Outcome::Reminder);
+    n.notify(&ev).unwrap();
+    let files: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let eml = parse_eml(&fs::read(&files[0]).unwrap());
+    assert_eq!(eml.header("Subject"), ev.subject());
+    assert_eq!(eml.header("To"), "owner@example.org");
+    assert!(!eml.header("Message-ID").is_empty());
+    assert!(!eml.header("Date").is_empty());
+    assert!(eml.body.contains("has no recent backup"), "{}", eml.body);
+}
+
+#[test]
+fn sendmail_transport_pipes_the_message_to_the_program() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("sendmail");
+    let args = tmp.path().join("args");
+    let stdin = tmp.path().join("stdin");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\ncat > '{}'\n",
+            args.display(),
+            stdin.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let n = MailNotifier::new(MailConfig {
+        from: "root@phobos.example".into(),
+        to: vec!["owner@example.org".into()],
+        transport: MailTransport::Sendmail { program: script },
+        spool_dir: tmp.path().join("spool"),
+    })
+    .unwrap();
+    n.notify(&event("offsite-a", Outcome::Failure)).unwrap();
+    let a = fs::read_to_string(&args).unwrap();
+    assert!(a.lines().any(|l| l == "owner@example.org"), "{a}");
+    assert!(a.lines().any(|l| l == "root@phobos.example"), "{a}");
+    let eml = parse_eml(&fs::read(&stdin).unwrap());
+    assert_eq!(
+        eml.header("Subject"),
+        "extbackup: offsite-a FAILED at mount"
+    );
+}
+
+#[test]
+fn failing_sendmail_spools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = MailNotifier::new(MailConfig {
+        from: "root@phobos.example".into(),
+        to: vec!["owner@example.org".into()],
+        transport: MailTransport::Sendmail {
+            program: "/bin/false".into(),
+        },
+        spool_dir: tmp.path().join("spool"),
+    })
+    .unwrap();
+    let e = n.notify(&event("a", Outcome::Failure)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Spooled);
+    assert_eq!(spool_count(&tmp.path().join("spool")), 1);
+}
