@@ -121,7 +121,10 @@ impl ManualClock {
 
     /// Every deadline slept until, in order.
     pub fn sleeps(&self) -> Vec<Duration> {
-        self.sleeps.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.sleeps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Calls `hook(now)` after each sleep (e.g. to cancel at some time).
@@ -390,21 +393,35 @@ mod tests {
 
     #[test]
     fn morph_shape() {
-        let t = morph_timeline(Rgb::OFF, Rgb::new(255, 0, 51), Duration::from_millis(1000), 50);
+        let t = morph_timeline(
+            Rgb::OFF,
+            Rgb::new(255, 0, 51),
+            Duration::from_millis(1000),
+            50,
+        );
         assert_eq!(t.len(), 52);
         assert_eq!(t[0].color, Rgb::OFF);
         assert_eq!(t[51].color, Rgb::new(255, 0, 51));
         assert_eq!(t[51].at, Duration::from_millis(1000));
         // d = 1/51: 255/51 = 5.0, 51/51 = 1.0 (truncated as Python's int())
         assert_eq!(t[1].color, Rgb::new(5, 0, 1));
-        assert!(t.windows(2).all(|w| w[1].at - w[0].at >= MIN_FRAME_INTERVAL));
+        assert!(t
+            .windows(2)
+            .all(|w| w[1].at - w[0].at >= MIN_FRAME_INTERVAL));
     }
 
     #[test]
     fn fast_morph_has_fewer_steps() {
-        let t = morph_timeline(Rgb::OFF, Rgb::new(255, 255, 255), Duration::from_millis(100), 50);
+        let t = morph_timeline(
+            Rgb::OFF,
+            Rgb::new(255, 255, 255),
+            Duration::from_millis(100),
+            50,
+        );
         assert_eq!(t.len(), 11); // 9 steps + start + end at 10 ms spacing
-        assert!(t.windows(2).all(|w| w[1].at - w[0].at >= MIN_FRAME_INTERVAL));
+        assert!(t
+            .windows(2)
+            .all(|w| w[1].at - w[0].at >= MIN_FRAME_INTERVAL));
     }
 
     #[test]

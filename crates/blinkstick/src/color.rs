@@ -344,7 +344,10 @@ mod tests {
         assert_eq!(max_rgb_value(33), 84);
         // (51,194,128) at max 25: 51/255*25 = 5.0, 194/255*25 = 19.02, 128/255*25 = 12.55
         assert_eq!(Rgb::from_u32(0x33c280).limited(10), Rgb::new(5, 19, 12));
-        assert_eq!(Rgb::new(255, 255, 255).limited(100), Rgb::new(255, 255, 255));
+        assert_eq!(
+            Rgb::new(255, 255, 255).limited(100),
+            Rgb::new(255, 255, 255)
+        );
         assert_eq!(Rgb::new(1, 2, 3).limited(0), Rgb::OFF);
         assert_eq!(
             Rgb::from_u32(0x33c280).limited(10).inverted(),

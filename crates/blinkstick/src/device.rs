@@ -155,7 +155,10 @@ impl BlinkStick {
                     "no BlinkStick with serial `{s}` ({} attached: {}); check the serial with \
                      `blinkstick --list`",
                     list.len(),
-                    list.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>().join(", ")
+                    list.iter()
+                        .map(|d| d.serial.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 Selector::Path(p) => {
                     format!("no BlinkStick at `{p}`: check the path with `blinkstick --list`")
@@ -499,7 +502,10 @@ impl BlinkStick {
         self.require(4, "the mode")?;
         let b = self.read_report(4)?[1];
         Mode::from_byte(b).ok_or_else(|| {
-            Error::new(ErrorKind::Io, format!("the stick reports an unknown mode {b}"))
+            Error::new(
+                ErrorKind::Io,
+                format!("the stick reports an unknown mode {b}"),
+            )
         })
     }
 

@@ -72,9 +72,12 @@ pub struct HidapiTransport {
 
 impl Transport for HidapiTransport {
     fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
-        self.dev
-            .send_feature_report(data)
-            .map_err(|e| convert(e, &format!("sending report {} to {}", data[0], self.info.path)))
+        self.dev.send_feature_report(data).map_err(|e| {
+            convert(
+                e,
+                &format!("sending report {} to {}", data[0], self.info.path),
+            )
+        })
     }
 
     fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>> {
@@ -123,10 +126,7 @@ fn errno_in_message(m: &str) -> Option<i32> {
         ("busy", EBUSY),
         ("Protocol error", EPROTO),
     ];
-    table
-        .iter()
-        .find(|(s, _)| m.contains(s))
-        .map(|&(_, n)| n)
+    table.iter().find(|(s, _)| m.contains(s)).map(|&(_, n)| n)
 }
 
 #[cfg(test)]

@@ -1,1 +1,338 @@
-fn main(){}
+//! `blinkstick`: the command-line tool, a drop-in for the Python `blinkstick` CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use blinkstick::anim::{blink_timeline, morph_timeline, pulse_timeline, Frame};
+use blinkstick::emulator::EmulatedBus;
+use blinkstick::transport::hex;
+use blinkstick::{Backend, BlinkStick, Direction, Mode, Player, Rgb, Selector, Variant};
+use clap::Parser;
+
+/// The environment variable that makes the tool use in-process emulated sticks
+/// (`variant:serial[,variant:serial...]`), for tests. Never the default.
+const EMULATE_ENV: &str = "BLINKSTICK_EMULATE";
+
+const HIDRAW_RULE: &str = "KERNEL==\"hidraw*\", SUBSYSTEM==\"hidraw\", ATTRS{idVendor}==\"20a0\", ATTRS{idProduct}==\"41e5\", MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\"";
+const USB_RULE: &str = "SUBSYSTEM==\"usb\", ATTR{idVendor}==\"20a0\", ATTR{idProduct}==\"41e5\", MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\"";
+
+/// Control BlinkStick USB LEDs (compatible with the Python `blinkstick` tool).
+///
+/// Without -s/--serial every attached stick is acted on. Colours: CSS3 names (green),
+/// #rgb, #rrggbb, six hex digits (33c280), random, off.
+#[derive(Parser, Debug)]
+#[command(name = "blinkstick", version, max_term_width = 100)]
+#[command(
+    after_help = "Examples:\n  blinkstick --index 1 --limit 10 --set-color 33c280\n  \
+blinkstick --set-color green\n  blinkstick --pulse --repeats 3 red\n\n\
+Testing: BLINKSTICK_EMULATE=square:BS000001-3.0 makes the tool use an in-process emulated stick."
+)]
+struct Cli {
+    /// Display BlinkStick info.
+    #[arg(short = 'i', long)]
+    info: bool,
+    /// Select the device by serial number; without it, act on all BlinkSticks.
+    #[arg(short = 's', long, value_name = "SERIAL")]
+    serial: Option<String>,
+    /// Channel (0-2, Pro only).
+    #[arg(long, default_value_t = 0)]
+    channel: u8,
+    /// LED index.
+    #[arg(long, default_value_t = 0)]
+    index: u8,
+    /// Limit the brightness of the colour, 0..100 (same as --limit).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
+    brightness: Option<u8>,
+    /// Limit the brightness of the colour, 0..100 (default 100).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT")]
+    limit: Option<u8>,
+    /// Set the colour (name, #rgb, #rrggbb, rrggbb, random, off).
+    #[arg(long, value_name = "COLOR")]
+    set_color: Option<String>,
+    /// The colour, as an alternative to --set-color.
+    #[arg(value_name = "COLOR")]
+    color: Option<String>,
+    /// Send 255 - value for each channel (common-anode LEDs), after the limit.
+    #[arg(long)]
+    inverse: bool,
+    /// Set the number of LEDs (Flex).
+    #[arg(long, value_name = "COUNT")]
+    set_led_count: Option<u8>,
+    /// Blink the LED (with --repeats, --delay).
+    #[arg(long)]
+    blink: bool,
+    /// Pulse the LED (with --repeats, --duration).
+    #[arg(long)]
+    pulse: bool,
+    /// Morph from the current colour to the new one (with --duration).
+    #[arg(long)]
+    morph: bool,
+    /// Duration of one morph or pulse half, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    duration: u64,
+    /// Delay between blinks, in milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    delay: u64,
+    /// How many times to blink or pulse.
+    #[arg(long, default_value_t = 1)]
+    repeats: u32,
+    /// Set the mode: 0 normal, 1 inverse, 2 WS2812, 3 WS2812 mirror.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3), value_name = "MODE")]
+    set_mode: Option<u8>,
+    /// Write info block 1 (the name, up to 32 bytes).
+    #[arg(long, value_name = "TEXT")]
+    set_infoblock1: Option<String>,
+    /// Write info block 2 (data, up to 32 bytes).
+    #[arg(long, value_name = "TEXT")]
+    set_infoblock2: Option<String>,
+    /// Install the udev rules (hidraw and libusb) so users in group plugdev can use sticks.
+    #[arg(long)]
+    add_udev_rule: bool,
+    /// With --add-udev-rule: print the rules instead of writing them.
+    #[arg(long, requires = "add_udev_rule")]
+    print: bool,
+    /// Where --add-udev-rule writes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/udev/rules.d/85-blinkstick.rules"
+    )]
+    udev_rules_file: PathBuf,
+    /// List the attached sticks (path, serial, variant, product).
+    #[arg(long)]
+    list: bool,
+    /// Print every report sent and received, as hex, on stderr.
+    #[arg(long)]
+    trace: bool,
+    /// Treat the sticks as this variant (blinkstick, pro, square, strip, nano, flex)
+    /// instead of detecting it.
+    #[arg(long, value_name = "VARIANT")]
+    variant: Option<Variant>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("blinkstick: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backend() -> Result<Arc<dyn Backend>> {
+    if let Ok(spec) = std::env::var(EMULATE_ENV) {
+        let bus =
+            EmulatedBus::from_spec(&spec).with_context(|| format!("parsing {EMULATE_ENV}"))?;
+        return Ok(Arc::new(bus));
+    }
+    hidapi_backend()
+}
+
+#[cfg(feature = "hidapi")]
+fn hidapi_backend() -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(blinkstick::hidapi_backend::HidapiBackend::new()?))
+}
+
+#[cfg(all(not(feature = "hidapi"), feature = "rusb"))]
+fn hidapi_backend() -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(blinkstick::rusb_backend::RusbBackend::new()?))
+}
+
+#[cfg(all(not(feature = "hidapi"), not(feature = "rusb")))]
+fn hidapi_backend() -> Result<Arc<dyn Backend>> {
+    bail!("built without a USB backend (features `hidapi` or `rusb`); set {EMULATE_ENV} to use an emulated stick")
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    if cli.add_udev_rule {
+        return add_udev_rule(cli);
+    }
+    let color_word = cli.set_color.as_deref().or(cli.color.as_deref());
+    // parse before touching any device: an unknown colour is an error, never black
+    let color = color_word.map(Rgb::parse).transpose()?;
+    let has_action = cli.info
+        || cli.list
+        || color.is_some()
+        || cli.set_mode.is_some()
+        || cli.set_led_count.is_some()
+        || cli.set_infoblock1.is_some()
+        || cli.set_infoblock2.is_some();
+    if !has_action {
+        bail!("nothing to do: give a colour (e.g. `blinkstick --set-color green`), --info, --list or a --set-* option; see --help");
+    }
+    if (cli.blink || cli.pulse || cli.morph) && color.is_none() {
+        bail!("--blink, --pulse and --morph need a colour (--set-color COLOR)");
+    }
+    let backend = backend()?;
+    if cli.list {
+        let list = backend.list()?;
+        if list.is_empty() && cli.serial.is_none() && !cli.info && color.is_none() {
+            bail!("no BlinkStick found: plug one in (and install the udev rules with `sudo blinkstick --add-udev-rule`)");
+        }
+        for d in &list {
+            let v = cli
+                .variant
+                .or_else(|| Variant::detect(&d.serial, d.release, &d.product));
+            println!(
+                "{}\t{}\t{}\t{}",
+                d.path,
+                d.serial,
+                v.map_or("unknown", Variant::name),
+                d.product
+            );
+        }
+    }
+    if !(cli.info
+        || color.is_some()
+        || cli.set_mode.is_some()
+        || cli.set_led_count.is_some()
+        || cli.set_infoblock1.is_some()
+        || cli.set_infoblock2.is_some())
+    {
+        return Ok(());
+    }
+    let sticks: Vec<blinkstick::Result<BlinkStick>> = match &cli.serial {
+        Some(s) => vec![Ok(BlinkStick::open_with(
+            backend.clone(),
+            &Selector::Serial(s.clone()),
+        )?)],
+        None => BlinkStick::open_all_with(backend.clone())?,
+    };
+    if sticks.is_empty() {
+        bail!("no BlinkStick found: plug one in (and install the udev rules with `sudo blinkstick --add-udev-rule`)");
+    }
+    let mut failed = 0;
+    for stick in sticks {
+        let r = stick.map_err(anyhow::Error::from).and_then(|mut s| {
+            act(cli, &mut s, color).with_context(|| format!("BlinkStick {}", s.serial()))
+        });
+        if let Err(e) = r {
+            eprintln!("blinkstick: error: {e:#}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} stick(s) failed");
+    }
+    Ok(())
+}
+
+fn act(cli: &Cli, stick: &mut BlinkStick, color: Option<Rgb>) -> Result<()> {
+    if let Some(v) = cli.variant {
+        stick.set_variant(v);
+    }
+    if cli.trace {
+        stick.set_trace(|serial, dir, data| {
+            let d = match dir {
+                Direction::Sent => "set",
+                Direction::Received => "get",
+            };
+            eprintln!("blinkstick: trace {serial} {d} {}", hex(data));
+        });
+    }
+    if cli.info {
+        print_info(cli, stick)?;
+    }
+    if let Some(t) = &cli.set_infoblock1 {
+        stick.set_info_block1(t).context("writing info block 1")?;
+    }
+    if let Some(t) = &cli.set_infoblock2 {
+        stick.set_info_block2(t).context("writing info block 2")?;
+    }
+    if let Some(m) = cli.set_mode {
+        let mode = Mode::from_byte(m).context("mode must be 0-3")?;
+        if let Some(w) = mode.warning_for(stick.variant()) {
+            eprintln!("blinkstick: warning: {w}");
+        }
+        stick.set_mode(mode).context("setting the mode")?;
+    }
+    if let Some(n) = cli.set_led_count {
+        stick.set_led_count(n).context("setting the LED count")?;
+    }
+    if let Some(c) = color {
+        set_color(cli, stick, c)?;
+    }
+    Ok(())
+}
+
+fn set_color(cli: &Cli, stick: &mut BlinkStick, c: Rgb) -> Result<()> {
+    let limit = cli.limit.or(cli.brightness).unwrap_or(100);
+    let target = c.limited(limit);
+    let out = |c: Rgb| if cli.inverse { c.inverted() } else { c };
+    if !(cli.blink || cli.pulse || cli.morph) {
+        return stick
+            .set_led(cli.channel, cli.index, out(target))
+            .with_context(|| format!("setting LED {} of channel {}", cli.index, cli.channel));
+    }
+    let frames: Vec<Frame> = if cli.blink {
+        blink_timeline(target, cli.repeats, Duration::from_millis(cli.delay))
+    } else if cli.pulse {
+        pulse_timeline(target, cli.repeats, Duration::from_millis(cli.duration), 50)
+    } else {
+        let from = out(stick.led(cli.channel, cli.index)?);
+        morph_timeline(from, target, Duration::from_millis(cli.duration), 50)
+    };
+    let frames: Vec<Frame> = frames
+        .into_iter()
+        .map(|f| Frame {
+            at: f.at,
+            color: out(f.color),
+        })
+        .collect();
+    Player::new(cli.channel, cli.index)
+        .play(stick, &frames)
+        .context("animating")?;
+    Ok(())
+}
+
+fn print_info(cli: &Cli, stick: &mut BlinkStick) -> Result<()> {
+    let v = stick.variant();
+    let info = stick.info().clone();
+    println!("Found device:");
+    println!("    Manufacturer:  {}", info.manufacturer);
+    println!("    Description:   {}", v.description());
+    println!("    Variant:       {}", v.name());
+    println!("    Serial:        {}", info.serial);
+    println!("    Path:          {}", info.path);
+    let c = stick
+        .led(cli.channel, cli.index)
+        .context("reading the current colour")?;
+    println!("    Current Color: {c}");
+    if v.supports_report(4) {
+        let m = stick.mode().context("reading the mode")?;
+        println!("    Mode:          {}", m.as_byte());
+    }
+    if v.has_led_count() {
+        println!("    LED count:     {}", stick.led_count()?);
+    }
+    println!("    Info Block 1:  {}", stick.info_block1()?);
+    println!("    Info Block 2:  {}", stick.info_block2()?);
+    Ok(())
+}
+
+fn add_udev_rule(cli: &Cli) -> Result<()> {
+    let text = format!(
+        "# BlinkStick: hidraw (hidapi) and raw USB (libusb) access for group plugdev\n\
+         {HIDRAW_RULE}\n{USB_RULE}\n"
+    );
+    if cli.print {
+        print!("{text}");
+        return Ok(());
+    }
+    std::fs::write(&cli.udev_rules_file, &text).with_context(|| {
+        format!(
+            "writing {} (run as root, or use --print and install it yourself)",
+            cli.udev_rules_file.display()
+        )
+    })?;
+    println!(
+        "wrote {}; now run `udevadm control --reload-rules && udevadm trigger` and re-plug the stick",
+        cli.udev_rules_file.display()
+    );
+    Ok(())
+}

@@ -90,7 +90,9 @@ impl Backend for RusbBackend {
                     format!("no BlinkStick at {path}: list them with `blinkstick --list`"),
                 )
             })?;
-        let h = d.open().map_err(|e| convert(e, &format!("opening {path}")))?;
+        let h = d
+            .open()
+            .map_err(|e| convert(e, &format!("opening {path}")))?;
         let info = info_of(&d, &h, &path);
         Ok(Box::new(RusbTransport { h, info }))
     }
@@ -107,7 +109,12 @@ impl Transport for RusbTransport {
         let value = 0x0300 | u16::from(data[0]);
         self.h
             .write_control(0x20, 0x09, value, 0, data, TIMEOUT)
-            .map_err(|e| convert(e, &format!("sending report {} to {}", data[0], self.info.path)))?;
+            .map_err(|e| {
+                convert(
+                    e,
+                    &format!("sending report {} to {}", data[0], self.info.path),
+                )
+            })?;
         Ok(())
     }
 

@@ -172,10 +172,15 @@ impl Variant {
         for &id in ALL_REPORTS.iter().filter(|&&id| self.supports_report(id)) {
             let count = report_len(id).expect("known report") - 1;
             d.extend_from_slice(&[
-                0x85, id, // report id
-                0x95, count as u8, // report count
-                0x09, 0x00, // usage (undefined)
-                0xB2, 0x02, 0x01, // feature (data, var, abs, buffered bytes)
+                0x85,
+                id, // report id
+                0x95,
+                count as u8, // report count
+                0x09,
+                0x00, // usage (undefined)
+                0xB2,
+                0x02,
+                0x01, // feature (data, var, abs, buffered bytes)
             ]);
         }
         d.push(0xC0); // end collection

@@ -413,7 +413,10 @@ impl EmulatedDevice {
             s.fail_next -= 1;
             return Err(Error::new(
                 ErrorKind::Busy,
-                format!("{what}: emulated BlinkStick {} is busy; retry shortly", s.fw.serial),
+                format!(
+                    "{what}: emulated BlinkStick {} is busy; retry shortly",
+                    s.fw.serial
+                ),
             ));
         }
         Ok(())
