@@ -191,9 +191,20 @@ impl Crypt for FakeCrypt {
     fn backup_header(&self, device: &Path, to: &Path) -> Result<(), CryptError> {
         self.record("backup_header", device);
         self.volume(device)?;
-        std::fs::write(to, b"fake LUKS header backup").map_err(|e| {
-            CryptError::new(ErrorKind::Other, format!("writing {}", to.display())).with_source(e)
-        })
+        // Like the real backends: never overwrite an existing backup.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"fake LUKS header backup"))
+            .map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    ErrorKind::InvalidArgument
+                } else {
+                    ErrorKind::Other
+                };
+                CryptError::new(kind, format!("writing {}", to.display())).with_source(e)
+            })
     }
     fn restore_header(&self, device: &Path, _from: &Path) -> Result<(), CryptError> {
         self.record("restore_header", device);

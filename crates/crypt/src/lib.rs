@@ -8,6 +8,31 @@
 //! Backends: `LibcryptsetupCrypt` (real LUKS2 through libcryptsetup), `LoopbackTestCrypt`
 //! (no encryption, for tests and the demo on kernels without dm-crypt; refuses unless
 //! explicitly enabled), and [`fake::FakeCrypt`] (in memory, records calls).
+//!
+//! ```no_run
+//! use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
+//! use std::path::Path;
+//! let c: Box<dyn Crypt> = Box::new(LibcryptsetupCrypt::new());
+//! let dev = Path::new("/dev/disk/by-uuid/0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9");
+//! let key = Path::new("/etc/extbackup/offsite.key");
+//! c.verify_key_file(dev, key)?; // the UUID is not proof: the key must open it
+//! let mapped = c.unlock(dev, key, "extbackup-offsite")?; // /dev/mapper/extbackup-offsite
+//! # let _ = mapped;
+//! c.lock("extbackup-offsite", LockMode::Deferred)?;
+//! # Ok::<(), crypt::CryptError>(())
+//! ```
+//!
+//! The fake, as other crates' tests use it:
+//!
+//! ```
+//! use crypt::{fake::FakeCrypt, Crypt, ErrorKind};
+//! use std::path::Path;
+//! let c = FakeCrypt::new();
+//! c.add_volume("/dev/sdx", "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", "/k");
+//! assert_eq!(c.verify_key_file(Path::new("/dev/sdx"), Path::new("/k")).unwrap(), 0);
+//! let e = c.verify_key_file(Path::new("/dev/sdx"), Path::new("/other")).unwrap_err();
+//! assert_eq!(e.kind(), ErrorKind::WrongKey);
+//! ```
 #![warn(missing_docs)]
 
 pub mod fake;

@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests of the crypt backends on real loop devices (as root) and, for the
+//! `vm_` tests, real dm-crypt in the QEMU guest (`cargo xtask vm-test`).
+
+mod loopback;
+mod luks;
+mod support;
+mod vm;

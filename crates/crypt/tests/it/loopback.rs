@@ -1,0 +1,232 @@
+//! `LoopbackTestCrypt` round trips on loop devices, and its refusals.
+
+use crate::support::*;
+use crypt::{
+    AllowTestBackend, Crypt, ErrorKind, FormatOptions, LockMode, LockOutcome, LoopbackTestCrypt,
+    MappingStatus, ALLOW_ENV,
+};
+use std::path::Path;
+use std::process::Command;
+
+fn backend(state: &Path) -> LoopbackTestCrypt {
+    std::env::set_var(ALLOW_ENV, "1");
+    LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, state).expect("enabled backend")
+}
+
+fn opts(key: &Path) -> FormatOptions {
+    FormatOptions {
+        key_file: key.to_path_buf(),
+        passphrase: None,
+        label: Some("demo".into()),
+        uuid: None,
+        fast_pbkdf_for_tests: true,
+    }
+}
+
+fn loop_attached(dev: &Path) -> bool {
+    let name = dev.file_name().unwrap().to_string_lossy().into_owned();
+    Path::new("/sys/block")
+        .join(name)
+        .join("loop/backing_file")
+        .exists()
+}
+
+#[test]
+fn loopback_round_trip_format_unlock_mkfs_mount_write_lock() {
+    if !root_or_skip("loopback_round_trip_format_unlock_mkfs_mount_write_lock") {
+        return;
+    }
+    let img = LoopImage::new(64);
+    let key = img.key("key", &random_key());
+    let c = backend(&img.dir.path().join("state"));
+    let info = c.format(&img.dev, &opts(&key)).expect("format");
+    assert_eq!(c.inspect(&img.dev).expect("inspect"), info);
+    assert_eq!(info.label.as_deref(), Some("demo"));
+
+    let mapped = c
+        .unlock(&img.dev, &key, "extbackup-lbt-rt")
+        .expect("unlock");
+    assert!(
+        mapped.to_string_lossy().starts_with("/dev/loop"),
+        "{mapped:?}"
+    );
+    match c.status("extbackup-lbt-rt").unwrap() {
+        MappingStatus::Active { path, busy, .. } => {
+            assert_eq!(path, mapped);
+            assert!(!busy);
+        }
+        other => panic!("expected active, got {other:?}"),
+    }
+    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
+    let mnt = img.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(Command::new("mount").arg(&mapped).arg(&mnt));
+    let guard = MountGuard(mnt.clone());
+    std::fs::write(mnt.join("hello.txt"), b"kept across lock/unlock").unwrap();
+    sh(Command::new("umount").arg(&mnt));
+    drop(guard);
+    assert_eq!(
+        c.lock("extbackup-lbt-rt", LockMode::Normal).unwrap(),
+        LockOutcome::Closed
+    );
+    assert!(!loop_attached(&mapped));
+    assert_eq!(
+        c.status("extbackup-lbt-rt").unwrap(),
+        MappingStatus::Inactive
+    );
+    assert_eq!(
+        c.lock("extbackup-lbt-rt", LockMode::Normal).unwrap(),
+        LockOutcome::NotActive
+    );
+    // mkfs on the mapped device did not touch the header; the data is still there.
+    assert_eq!(c.verify_key_file(&img.dev, &key).unwrap(), 0);
+    let mapped = c
+        .unlock(&img.dev, &key, "extbackup-lbt-rt")
+        .expect("unlock again");
+    sh(Command::new("mount").arg(&mapped).arg(&mnt));
+    let guard = MountGuard(mnt.clone());
+    assert_eq!(
+        std::fs::read(mnt.join("hello.txt")).unwrap(),
+        b"kept across lock/unlock"
+    );
+    sh(Command::new("umount").arg(&mnt));
+    drop(guard);
+    assert_eq!(
+        c.lock("extbackup-lbt-rt", LockMode::Normal).unwrap(),
+        LockOutcome::Closed
+    );
+}
+
+#[test]
+fn loopback_busy_lock_normal_fails_deferred_goes_on_unmount() {
+    if !root_or_skip("loopback_busy_lock_normal_fails_deferred_goes_on_unmount") {
+        return;
+    }
+    let img = LoopImage::new(64);
+    let key = img.key("key", &random_key());
+    let c = backend(&img.dir.path().join("state"));
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let mapped = c
+        .unlock(&img.dev, &key, "extbackup-lbt-busy")
+        .expect("unlock");
+    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
+    let mnt = img.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(Command::new("mount").arg(&mapped).arg(&mnt));
+    let guard = MountGuard(mnt.clone());
+    assert!(matches!(
+        c.status("extbackup-lbt-busy").unwrap(),
+        MappingStatus::Active { busy: true, .. }
+    ));
+    let e = c.lock("extbackup-lbt-busy", LockMode::Normal).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e:#}");
+    assert!(loop_attached(&mapped));
+    assert_eq!(
+        c.lock("extbackup-lbt-busy", LockMode::Deferred).unwrap(),
+        LockOutcome::Deferred
+    );
+    assert!(loop_attached(&mapped), "still there while mounted");
+    sh(Command::new("umount").arg(&mnt));
+    drop(guard);
+    let mut gone = false;
+    for _ in 0..50 {
+        if !loop_attached(&mapped) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        gone,
+        "{} should be auto-cleared after unmount",
+        mapped.display()
+    );
+}
+
+#[test]
+fn loopback_wrong_key_is_refused() {
+    if !root_or_skip("loopback_wrong_key_is_refused") {
+        return;
+    }
+    let img = LoopImage::new(8);
+    let key = img.key("key", &random_key());
+    let wrong = img.key("wrong", &random_key());
+    let c = backend(&img.dir.path().join("state"));
+    c.format(&img.dev, &opts(&key)).expect("format");
+    assert_eq!(
+        c.verify_key_file(&img.dev, &wrong).unwrap_err().kind(),
+        ErrorKind::WrongKey
+    );
+    let e = c
+        .unlock(&img.dev, &wrong, "extbackup-lbt-wrong")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
+    assert_eq!(
+        c.status("extbackup-lbt-wrong").unwrap(),
+        MappingStatus::Inactive
+    );
+    // A second key file works once added with the first.
+    let second = img.key("second", &random_key());
+    assert_eq!(c.add_key_file(&img.dev, &key, &second).unwrap(), 1);
+    assert_eq!(c.verify_key_file(&img.dev, &second).unwrap(), 1);
+}
+
+#[test]
+fn loopback_header_backup_and_restore() {
+    if !root_or_skip("loopback_header_backup_and_restore") {
+        return;
+    }
+    let img = LoopImage::new(8);
+    let key = img.key("key", &random_key());
+    let c = backend(&img.dir.path().join("state"));
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let bak = img.dir.path().join("hdr.bak");
+    c.backup_header(&img.dev, &bak).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.dev)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &[0u8; 4096]))
+        .unwrap();
+    assert_eq!(c.inspect(&img.dev).unwrap_err().kind(), ErrorKind::NotLuks);
+    c.restore_header(&img.dev, &bak).unwrap();
+    assert_eq!(c.verify_key_file(&img.dev, &key).unwrap(), 0);
+}
+
+#[test]
+fn loopback_refuses_devices_that_are_not_loop_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = backend(&dir.path().join("state"));
+    let key = dir.path().join("key");
+    std::fs::write(&key, random_key()).unwrap();
+    let e = c.format(Path::new("/dev/null"), &opts(&key)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e:#}");
+    assert!(e.to_string().contains("NO encryption"), "{e}");
+    let e = c.inspect(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e:#}");
+}
+
+#[test]
+fn loopback_refused_without_the_environment_variable() {
+    const CHILD: &str = "EXTBACKUP_TEST_LOOPBACK_ENV_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, dir.path()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains(ALLOW_ENV), "{e}");
+        return;
+    }
+    // Other tests set the variable in this process: check in a child without it.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "loopback::loopback_refused_without_the_environment_variable",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env_remove(ALLOW_ENV)
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    assert!(stdout.contains("1 passed"), "child ran no test: {stdout}");
+}

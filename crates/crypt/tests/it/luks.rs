@@ -1,0 +1,196 @@
+//! `LibcryptsetupCrypt` on loop devices: everything but activation works without
+//! device-mapper.
+
+use crate::support::*;
+use crypt::{Crypt, ErrorKind, FormatOptions, LibcryptsetupCrypt, Secret};
+
+fn opts(key: &std::path::Path) -> FormatOptions {
+    FormatOptions {
+        key_file: key.to_path_buf(),
+        passphrase: None,
+        label: Some("offsite-a".into()),
+        uuid: Some("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9".into()),
+        fast_pbkdf_for_tests: true,
+    }
+}
+
+#[test]
+fn format_then_inspect_shows_luks2_uuid_label_and_slot() {
+    if !root_or_skip("format_then_inspect_shows_luks2_uuid_label_and_slot") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    let made = c.format(&img.dev, &opts(&key)).expect("format");
+    let seen = c.inspect(&img.dev).expect("inspect");
+    assert_eq!(made, seen);
+    assert_eq!(seen.version, 2);
+    assert_eq!(seen.uuid, "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9");
+    assert_eq!(seen.label.as_deref(), Some("offsite-a"));
+    assert_eq!(seen.cipher, "aes-xts-plain64");
+    assert_eq!(seen.keyslots, vec![0]);
+    // cryptsetup itself agrees, and the key-file slot uses pbkdf2.
+    let dump = sh(std::process::Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&img.dev));
+    assert!(
+        dump.contains("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"),
+        "{dump}"
+    );
+    assert!(dump.contains("pbkdf2"), "{dump}");
+    assert!(dump.contains("512 bits"), "{dump}");
+}
+
+#[test]
+fn verify_accepts_the_right_key_and_refuses_a_wrong_one() {
+    if !root_or_skip("verify_accepts_the_right_key_and_refuses_a_wrong_one") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    let wrong = img.key("wrong", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    c.format(&img.dev, &opts(&key)).expect("format");
+    assert_eq!(c.verify_key_file(&img.dev, &key).expect("right key"), 0);
+    let e = c.verify_key_file(&img.dev, &wrong).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
+    // cryptsetup opens it with the same key file (same bytes, same meaning).
+    sh(std::process::Command::new("cryptsetup")
+        .args(["open", "--test-passphrase", "--key-file"])
+        .arg(&key)
+        .arg(&img.dev));
+}
+
+#[test]
+fn passphrase_slot_uses_argon2id_and_works() {
+    if !root_or_skip("passphrase_slot_uses_argon2id_and_works") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    let mut o = opts(&key);
+    o.passphrase = Some(Secret::new("correct horse battery staple"));
+    let info = c.format(&img.dev, &o).expect("format");
+    assert_eq!(info.keyslots, vec![0, 1]);
+    let pass = img.key("pass", b"correct horse battery staple");
+    assert_eq!(c.verify_key_file(&img.dev, &pass).expect("passphrase"), 1);
+    let dump = sh(std::process::Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&img.dev));
+    assert!(dump.contains("argon2id"), "{dump}");
+}
+
+#[test]
+fn add_key_file_needs_an_existing_key_and_adds_a_slot() {
+    if !root_or_skip("add_key_file_needs_an_existing_key_and_adds_a_slot") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    let second = img.key("second", &random_key());
+    let wrong = img.key("wrong", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let e = c.add_key_file(&img.dev, &wrong, &second).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
+    let slot = c.add_key_file(&img.dev, &key, &second).expect("add key");
+    assert_eq!(slot, 1);
+    assert_eq!(c.verify_key_file(&img.dev, &second).expect("second key"), 1);
+    assert_eq!(c.inspect(&img.dev).unwrap().keyslots, vec![0, 1]);
+}
+
+#[test]
+fn header_backup_restores_a_corrupted_header() {
+    if !root_or_skip("header_backup_restores_a_corrupted_header") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let backup = img.dir.path().join("header.bak");
+    c.backup_header(&img.dev, &backup).expect("backup");
+    // A second backup to the same file is refused (never overwrite a backup).
+    assert_eq!(
+        c.backup_header(&img.dev, &backup).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    // Wipe both LUKS2 header copies (primary at 0, secondary at 16 KiB).
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img.dev)
+            .unwrap();
+        f.write_all(&vec![0u8; 64 * 1024]).unwrap();
+        f.sync_all().unwrap();
+    }
+    let e = c.verify_key_file(&img.dev, &key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLuks, "{e:#}");
+    c.restore_header(&img.dev, &backup).expect("restore");
+    assert_eq!(
+        c.verify_key_file(&img.dev, &key)
+            .expect("key after restore"),
+        0
+    );
+    assert_eq!(
+        c.inspect(&img.dev).unwrap().uuid,
+        "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+    );
+}
+
+#[test]
+fn a_plain_device_is_not_luks() {
+    if !root_or_skip("a_plain_device_is_not_luks") {
+        return;
+    }
+    let img = LoopImage::new(8);
+    let e = LibcryptsetupCrypt::new().inspect(&img.dev).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLuks, "{e:#}");
+    assert!(e.to_string().contains("no LUKS header"), "{e}");
+}
+
+#[test]
+fn empty_and_missing_key_files_are_refused() {
+    if !root_or_skip("empty_and_missing_key_files_are_refused") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let empty = img.key("empty", b"");
+    let c = LibcryptsetupCrypt::new();
+    let e = c.format(&img.dev, &opts(&empty)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e:#}");
+    let e = c
+        .format(&img.dev, &opts(&img.dir.path().join("nope")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e:#}");
+    // Nothing was written.
+    assert_eq!(c.inspect(&img.dev).unwrap_err().kind(), ErrorKind::NotLuks);
+}
+
+#[test]
+fn unlock_without_device_mapper_is_unsupported() {
+    if !root_or_skip("unlock_without_device_mapper_is_unsupported") {
+        return;
+    }
+    let has_dm = std::fs::read_to_string("/proc/misc")
+        .unwrap_or_default()
+        .contains("device-mapper");
+    if has_dm {
+        eprintln!("SKIP unlock_without_device_mapper_is_unsupported: this kernel has device-mapper (the vm_ tests cover activation)");
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let e = c.unlock(&img.dev, &key, "extbackup-test-nodm").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:#}");
+    assert!(e.to_string().contains("dm-crypt"), "{e}");
+    assert_eq!(
+        c.status("extbackup-test-nodm").unwrap(),
+        crypt::MappingStatus::Inactive
+    );
+}
