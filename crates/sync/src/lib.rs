@@ -10,9 +10,40 @@
 //! Backends: `RsyncSyncer` (`rsync -aHAX --numeric-ids --delete-delay`), `CommandSyncer`
 //! (the user's own script, with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET`, `EXTBACKUP_DRIVE`),
 //! and [`fake::FakeSyncer`] (copies nothing, records calls).
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use std::time::Duration;
+//! use sync::{RsyncSyncer, SourceLock, SyncOptions, Syncer};
+//!
+//! let _lock = SourceLock::acquire(Path::new("/run/lock/backup-repo.lock"), Duration::from_secs(600))?;
+//! let opts = SyncOptions {
+//!     drive: "offsite-a".into(),
+//!     require_source_mount_point: true,
+//!     max_delete_fraction: Some(0.2),
+//!     force: false,
+//! };
+//! let report = RsyncSyncer::new().sync(
+//!     Path::new("/srv/backup"),
+//!     Path::new("/extbackup/backup"),
+//!     &opts,
+//!     &mut |p| eprintln!("{} bytes, {:?}", p.bytes, p.fraction),
+//! )?;
+//! println!("{} files copied, {} deleted", report.files_copied, report.files_deleted);
+//! # Ok::<(), sync::SyncError>(())
+//! ```
 #![warn(missing_docs)]
 
+mod command;
 pub mod fake;
+pub mod guard;
+mod lock;
+mod rsync;
+
+pub use command::CommandSyncer;
+pub use guard::{check_deletions, check_source, guard, DeletionCount};
+pub use lock::SourceLock;
+pub use rsync::RsyncSyncer;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,124 @@
+//! `CommandSyncer`: the user's own sync script.
+
+use crate::rsync::{collect_stderr, spawn_error};
+use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Runs the user's own program (like the seed's `phobos-backup-monthly`) after the guard,
+/// with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET` and `EXTBACKUP_DRIVE` in its environment.
+///
+/// Its stdout goes to the log (info), its stderr too (warnings). A non-zero exit is
+/// [`ErrorKind::Other`] with the exit status and the tail of stderr; death by a signal
+/// is [`ErrorKind::Interrupted`]. Progress is reported only at the start (unknown) and at
+/// the end (1.0); the report holds the duration only.
+#[derive(Clone, Debug)]
+pub struct CommandSyncer {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl CommandSyncer {
+    /// The program to run, without arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: vec![],
+        }
+    }
+
+    /// Arguments to pass to the program.
+    pub fn with_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+impl Syncer for CommandSyncer {
+    fn sync(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: &SyncOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SyncReport, SyncError> {
+        guard::guard(source, target, opts)?;
+        let start = Instant::now();
+        progress(Progress {
+            bytes: 0,
+            fraction: None,
+        });
+        tracing::info!("running {}", self.program.display());
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .env("EXTBACKUP_SOURCE", source)
+            .env("EXTBACKUP_TARGET", target)
+            .env("EXTBACKUP_DRIVE", &opts.drive)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stderr = collect_stderr(&mut child, "sync command");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut r = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            tracing::info!(
+                "sync command: {}",
+                String::from_utf8_lossy(&line).trim_end()
+            );
+            line.clear();
+        }
+        let status = child.wait().map_err(|e| {
+            SyncError::new(ErrorKind::Other, "waiting for the sync command").with_source(e)
+        })?;
+        let tail = stderr.join().unwrap_or_default();
+        let tail = if tail.is_empty() {
+            "(no error output)".to_string()
+        } else {
+            tail.join("\n")
+        };
+        if let Some(sig) = status.signal() {
+            return Err(SyncError::new(
+                ErrorKind::Interrupted,
+                format!(
+                    "the sync command {} was killed by signal {sig}; its stderr ended with:\n{tail}",
+                    self.program.display()
+                ),
+            ));
+        }
+        if !status.success() {
+            return Err(SyncError::new(
+                ErrorKind::Other,
+                format!(
+                    "the sync command {} failed ({status}); its stderr ended with:\n{tail}",
+                    self.program.display()
+                ),
+            ));
+        }
+        progress(Progress {
+            bytes: 0,
+            fraction: Some(1.0),
+        });
+        Ok(SyncReport {
+            duration: start.elapsed(),
+            ..SyncReport::default()
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("command {}", self.program.display())
+    }
+}

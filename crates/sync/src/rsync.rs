@@ -1,0 +1,524 @@
+//! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats.
+
+use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// How many lines of stderr an error message keeps.
+pub(crate) const TAIL_LINES: usize = 15;
+
+/// Mirrors with rsync: `-aHAX --numeric-ids --delete-delay --no-inc-recursive
+/// --info=progress2,stats2 --exclude=/lost+found SOURCE/ TARGET`.
+///
+/// Progress comes from rsync's `progress2` lines as they arrive; the report's figures
+/// from its `--stats`. Exit codes: 24 (files vanished) is a warning in the report; 11 or
+/// "No space left on device" is [`ErrorKind::NoSpace`]; 23 [`ErrorKind::PartialTransfer`];
+/// 20 or a signal [`ErrorKind::Interrupted`]; anything else [`ErrorKind::Other`] with the
+/// tail of stderr.
+#[derive(Clone, Debug)]
+pub struct RsyncSyncer {
+    program: PathBuf,
+    extra_args: Vec<OsString>,
+}
+
+impl Default for RsyncSyncer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RsyncSyncer {
+    /// `rsync` from `PATH`, no extra arguments.
+    pub fn new() -> Self {
+        Self {
+            program: "rsync".into(),
+            extra_args: vec![],
+        }
+    }
+
+    /// Uses another rsync binary.
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Adds arguments before the paths (e.g. `--exclude=/tmp`, `--bwlimit=50M`).
+    pub fn with_extra_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The full argument list for mirroring `source` onto `target`.
+    pub fn args(&self, source: &Path, target: &Path) -> Vec<OsString> {
+        let mut a: Vec<OsString> = [
+            "-aHAX",
+            "--numeric-ids",
+            "--delete-delay",
+            "--no-inc-recursive",
+            "--info=progress2,stats2",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        for n in guard::IGNORED_AT_ROOT {
+            a.push(format!("--exclude=/{n}").into());
+        }
+        a.extend(self.extra_args.iter().cloned());
+        // Copy the contents (trailing slash); never let a path read as an option.
+        let mut src = safe_path(source).into_os_string().into_vec();
+        if !src.ends_with(b"/") {
+            src.push(b'/');
+        }
+        a.push(OsString::from_vec(src));
+        a.push(safe_path(target).into_os_string());
+        a
+    }
+
+    fn run(
+        &self,
+        source: &Path,
+        target: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SyncReport, SyncError> {
+        let start = Instant::now();
+        let args = self.args(source, target);
+        tracing::info!(
+            "running {} {}",
+            self.program.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut child = Command::new(&self.program)
+            .args(&args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stderr = collect_stderr(&mut child, "rsync");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stats = Stats::default();
+        let mut last = Progress {
+            bytes: 0,
+            fraction: None,
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let mut pending: Vec<u8> = Vec::with_capacity(256);
+        let read_result = loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            };
+            for &b in &buf[..n] {
+                if b == b'\r' || b == b'\n' {
+                    handle_line(&pending, &mut stats, &mut last, progress);
+                    pending.clear();
+                } else {
+                    pending.push(b);
+                }
+            }
+        };
+        handle_line(&pending, &mut stats, &mut last, progress);
+        let status = child.wait();
+        let tail = stderr.join().unwrap_or_default();
+        let status = status.map_err(|e| {
+            SyncError::new(ErrorKind::Other, "waiting for rsync to finish").with_source(e)
+        })?;
+        if let Err(e) = read_result {
+            return Err(SyncError::new(ErrorKind::Other, "reading rsync's output").with_source(e));
+        }
+        let mut report = stats.report();
+        report.duration = start.elapsed();
+        map_status(status, &tail, target, &mut report)?;
+        progress(Progress {
+            bytes: report.bytes_copied.max(last.bytes),
+            fraction: Some(1.0),
+        });
+        tracing::info!(
+            "rsync done: {} files copied ({} bytes), {} deleted, {} files / {} bytes in the source, {:.1} s",
+            report.files_copied,
+            report.bytes_copied,
+            report.files_deleted,
+            report.files_total,
+            report.bytes_total,
+            report.duration.as_secs_f64()
+        );
+        Ok(report)
+    }
+}
+
+/// A path that cannot be mistaken for an option (`-x` becomes `./-x`).
+fn safe_path(p: &Path) -> PathBuf {
+    if p.as_os_str().as_bytes().starts_with(b"-") {
+        Path::new(".").join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+pub(crate) fn spawn_error(program: &Path, e: std::io::Error) -> SyncError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        let hint = if program.file_name() == Some(OsStr::new("rsync")) {
+            ": install it with `apt-get install rsync`"
+        } else {
+            ": check the configured path"
+        };
+        SyncError::new(
+            ErrorKind::NotFound,
+            format!("{} was not found{hint}", program.display()),
+        )
+        .with_source(e)
+    } else {
+        SyncError::new(
+            ErrorKind::NotFound,
+            format!(
+                "{} could not be started: check that it is executable",
+                program.display()
+            ),
+        )
+        .with_source(e)
+    }
+}
+
+/// Reads the child's stderr on a thread: each line goes to the log; the last
+/// [`TAIL_LINES`] are returned.
+pub(crate) fn collect_stderr(child: &mut Child, who: &'static str) -> JoinHandle<Vec<String>> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut tail = VecDeque::with_capacity(TAIL_LINES);
+        let mut r = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            line.clear();
+            if text.is_empty() {
+                continue;
+            }
+            tracing::warn!("{who}: {text}");
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+        tail.into()
+    })
+}
+
+fn handle_line(
+    line: &[u8],
+    stats: &mut Stats,
+    last: &mut Progress,
+    progress: &mut dyn FnMut(Progress),
+) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return;
+    }
+    if let Some((bytes, pct)) = parse_progress2(text) {
+        // Keep the figures monotonic, whatever rsync's rounding does.
+        let p = Progress {
+            bytes: bytes.max(last.bytes),
+            fraction: Some((pct as f32 / 100.0).max(last.fraction.unwrap_or(0.0))),
+        };
+        if p != *last {
+            *last = p;
+            progress(p);
+        }
+    } else if !stats.parse_line(text) {
+        tracing::debug!("rsync: {text}");
+    }
+}
+
+fn number(s: &str) -> Option<u64> {
+    let digits: String = s.chars().filter(|c| *c != ',').collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `"  3,000,004  99%  943.26MB/s  0:00:00 (xfr#3, to-chk=0/6)"` -> `(3000004, 99)`.
+pub(crate) fn parse_progress2(line: &str) -> Option<(u64, u8)> {
+    let mut it = line.split_whitespace();
+    let bytes = number(it.next()?)?;
+    let pct: u8 = it.next()?.strip_suffix('%')?.parse().ok()?;
+    // A rate and an elapsed/ETA time follow; require the rate to rule out stray lines.
+    let rate = it.next()?;
+    if !rate.ends_with("/s") || pct > 100 {
+        return None;
+    }
+    Some((bytes, pct))
+}
+
+/// The figures of rsync's `--stats` output.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stats {
+    files: Option<u64>,
+    created: Option<u64>,
+    created_reg: Option<u64>,
+    deleted: Option<u64>,
+    reg_transferred: Option<u64>,
+    total_size: Option<u64>,
+    transferred_size: Option<u64>,
+}
+
+/// `"6 (reg: 3, dir: 2, link: 1)"` -> (6, reg 3); `"3,000,011 bytes"` -> 3000011.
+fn leading_number_and_reg(v: &str) -> (Option<u64>, Option<u64>) {
+    let first = v.split_whitespace().next().and_then(number);
+    let reg = v.find("reg: ").and_then(|i| {
+        let rest = &v[i + 5..];
+        let end = rest.find([',', ')']).unwrap_or(rest.len());
+        number(rest[..end].trim())
+    });
+    (first, reg)
+}
+
+impl Stats {
+    /// Takes a stats line; false when it is not one.
+    pub(crate) fn parse_line(&mut self, line: &str) -> bool {
+        let Some((key, value)) = line.split_once(": ") else {
+            return false;
+        };
+        let (n, reg) = leading_number_and_reg(value);
+        match key {
+            "Number of files" => self.files = n,
+            "Number of created files" => {
+                self.created = n;
+                self.created_reg = Some(reg.unwrap_or(0));
+            }
+            "Number of deleted files" => self.deleted = n,
+            "Number of regular files transferred" => self.reg_transferred = n,
+            "Total file size" => self.total_size = n,
+            "Total transferred file size" => self.transferred_size = n,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Files copied = regular files transferred + new folders, links and devices.
+    pub(crate) fn report(&self) -> SyncReport {
+        let new_non_regular = self
+            .created
+            .unwrap_or(0)
+            .saturating_sub(self.created_reg.unwrap_or(0));
+        SyncReport {
+            files_copied: self.reg_transferred.unwrap_or(0) + new_non_regular,
+            bytes_copied: self.transferred_size.unwrap_or(0),
+            files_deleted: self.deleted.unwrap_or(0),
+            files_total: self.files.unwrap_or(0),
+            bytes_total: self.total_size.unwrap_or(0),
+            ..SyncReport::default()
+        }
+    }
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        "(no error output)".into()
+    } else {
+        tail.join("\n")
+    }
+}
+
+/// Maps rsync's exit status to the result.
+pub(crate) fn map_status(
+    status: ExitStatus,
+    stderr_tail: &[String],
+    target: &Path,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let no_space = stderr_tail
+        .iter()
+        .any(|l| l.contains("No space left on device"));
+    let Some(code) = status.code() else {
+        let sig = status.signal().unwrap_or(0);
+        return Err(SyncError::new(
+            ErrorKind::Interrupted,
+            format!(
+                "rsync was killed by signal {sig}; the drive's copy is incomplete until the \
+                 next complete run"
+            ),
+        ));
+    };
+    let tail = tail_text(stderr_tail);
+    match code {
+        0 => Ok(()),
+        24 => {
+            report.warnings.push(
+                "some source files vanished during the sync (rsync exit 24): they were being \
+                 changed or deleted meanwhile; usually harmless"
+                    .into(),
+            );
+            Ok(())
+        }
+        _ if no_space || code == 11 => Err(SyncError::new(
+            ErrorKind::NoSpace,
+            format!(
+                "the target {} ran out of space (rsync exit {code}): the drive is too small \
+                 for the source; use a larger drive or exclude data from the backup. \
+                 rsync said:\n{tail}",
+                target.display()
+            ),
+        )),
+        23 => Err(SyncError::new(
+            ErrorKind::PartialTransfer,
+            format!(
+                "rsync could not transfer some files (exit 23, partial transfer); the log \
+                 names them. rsync said:\n{tail}"
+            ),
+        )),
+        20 => Err(SyncError::new(
+            ErrorKind::Interrupted,
+            "rsync was interrupted (exit 20: it received SIGINT, SIGTERM or SIGHUP); the \
+             drive's copy is incomplete until the next complete run",
+        )),
+        _ => Err(SyncError::new(
+            ErrorKind::Other,
+            format!(
+                "rsync failed with exit code {code} ({}). rsync said:\n{tail}",
+                exit_meaning(code)
+            ),
+        )),
+    }
+}
+
+fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        1 => "syntax or usage error",
+        2 => "protocol incompatibility",
+        3 => "errors selecting input/output files or folders",
+        4 => "requested action not supported, e.g. ACLs or xattrs on the target filesystem",
+        5 => "error starting client-server protocol",
+        10 => "error in socket I/O",
+        12 => "error in the rsync protocol data stream",
+        13 => "errors with program diagnostics",
+        14 => "error in IPC code",
+        21 => "some error returned by waitpid()",
+        22 => "error allocating core memory buffers",
+        25 => "the --max-delete limit stopped deletions",
+        30 | 35 => "timeout",
+        _ => "see man rsync, EXIT VALUES",
+    }
+}
+
+impl Syncer for RsyncSyncer {
+    fn sync(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: &SyncOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SyncReport, SyncError> {
+        guard::guard(source, target, opts)?;
+        self.run(source, target, progress)
+    }
+
+    fn describe(&self) -> String {
+        format!("rsync ({})", self.program.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_progress2_lines() {
+        assert_eq!(
+            parse_progress2("3,000,004  99%  943.26MB/s    0:00:00 (xfr#3, to-chk=0/6)"),
+            Some((3_000_004, 99))
+        );
+        assert_eq!(
+            parse_progress2("0   0%    0.00kB/s    0:00:00 (xfr#0, to-chk=0/6)"),
+            Some((0, 0))
+        );
+        assert_eq!(parse_progress2("Number of files: 6 (reg: 3)"), None);
+        assert_eq!(parse_progress2("sent 144 bytes  received 11 bytes"), None);
+        assert_eq!(parse_progress2("12 100% oops"), None);
+    }
+
+    #[test]
+    fn parses_stats_into_a_report() {
+        let text = "Number of files: 1,206 (reg: 1,000, dir: 205, link: 1)\n\
+                    Number of created files: 12 (reg: 9, dir: 2, link: 1)\n\
+                    Number of deleted files: 3 (reg: 3)\n\
+                    Number of regular files transferred: 10\n\
+                    Total file size: 3,000,011 bytes\n\
+                    Total transferred file size: 2,004 bytes\n\
+                    Literal data: 2,004 bytes\n";
+        let mut s = Stats::default();
+        for l in text.lines() {
+            s.parse_line(l);
+        }
+        let r = s.report();
+        assert_eq!(r.files_total, 1206);
+        assert_eq!(r.files_copied, 10 + 3);
+        assert_eq!(r.files_deleted, 3);
+        assert_eq!(r.bytes_total, 3_000_011);
+        assert_eq!(r.bytes_copied, 2004);
+        let mut s = Stats::default();
+        assert!(s.parse_line("Number of created files: 0"));
+        assert!(!s.parse_line("sent 144 bytes  received 11 bytes"));
+        assert_eq!(s.report().files_copied, 0);
+    }
+
+    #[test]
+    fn exit_codes_map_to_kinds() {
+        let st = |code: i32| ExitStatus::from_raw(code << 8);
+        let t = Path::new("/t");
+        let mut r = SyncReport::default();
+        assert!(map_status(st(0), &[], t, &mut r).is_ok());
+        assert!(map_status(st(24), &[], t, &mut r).is_ok());
+        assert_eq!(r.warnings.len(), 1);
+        let kind = |code, tail: &[String]| {
+            map_status(st(code), tail, t, &mut SyncReport::default())
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(kind(11, &[]), ErrorKind::NoSpace);
+        assert_eq!(kind(23, &[]), ErrorKind::PartialTransfer);
+        let full = ["rsync: write failed on \"/t/x\": No space left on device (28)".into()];
+        assert_eq!(kind(23, &full), ErrorKind::NoSpace);
+        assert_eq!(kind(20, &[]), ErrorKind::Interrupted);
+        assert_eq!(kind(3, &[]), ErrorKind::Other);
+        let e = map_status(st(12), &["boom".into()], t, &mut r).unwrap_err();
+        assert!(e.to_string().contains("exit code 12") && e.to_string().contains("boom"));
+        // Killed by SIGKILL: no exit code.
+        let killed = map_status(ExitStatus::from_raw(9), &[], t, &mut r).unwrap_err();
+        assert_eq!(killed.kind(), ErrorKind::Interrupted);
+    }
+
+    #[test]
+    fn args_copy_contents_and_protect_dash_paths() {
+        let a = RsyncSyncer::new()
+            .with_extra_args(["--bwlimit=1M"])
+            .args(Path::new("-src"), Path::new("/t"));
+        let n = a.len();
+        assert_eq!(a[n - 2], "./-src/");
+        assert_eq!(a[n - 1], "/t");
+        assert_eq!(a[n - 3], "--bwlimit=1M");
+        assert!(a.contains(&"-aHAX".into()) && a.contains(&"--numeric-ids".into()));
+        let a = RsyncSyncer::new().args(Path::new("/s/"), Path::new("/t"));
+        assert_eq!(a[a.len() - 2], "/s/");
+    }
+}
