@@ -4,11 +4,30 @@
 //! to show it (a BlinkStick colour, a line on a terminal, nothing). An indicator failure
 //! (a stick unplugged mid-run) is logged by the caller and never fails a backup.
 //!
-//! Backends: [`fake::RecordingIndicator`] (in-memory, records every state; for tests),
-//! [`NoIndicator`]; the BlinkStick and console backends live in their own modules.
+//! Backends: [`stick::BlinkStickIndicator`] (a BlinkStick LED: steady colours, a breathing
+//! "working", a progress bar on multi-LED sticks), [`console::ConsoleIndicator`] (a
+//! coloured block and words on a terminal, plain lines elsewhere), [`NoIndicator`], and
+//! [`fake::RecordingIndicator`] (in-memory, records every state; for tests). The
+//! orchestrator builds one from its config with [`from_config`]:
+//!
+//! ```
+//! use indicator::{from_config, BackendKind, IndicatorConfig, State};
+//! let cfg = IndicatorConfig { backend: BackendKind::None, ..IndicatorConfig::default() };
+//! let mut ind = from_config(&cfg).unwrap();
+//! ind.show(State::Working { progress: Some(0.5) }).unwrap();
+//! assert_eq!(ind.describe(), "none");
+//! ```
+//!
+//! Defaults follow the seed's setup (`blinkstick --index 1 --limit 10 --set-color 33c280`
+//! while working, green when done, red on failure; orange for attention).
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod console;
 pub mod fake;
+pub mod stick;
+
+pub use config::{BackendKind, Colors, IndicatorConfig, Palette};
 
 use std::fmt;
 
@@ -79,4 +98,16 @@ impl Indicator for NoIndicator {
     fn describe(&self) -> String {
         "none".into()
     }
+}
+
+/// Builds the backend `config` names. A BlinkStick need not be plugged in yet (the first
+/// `show` reports it missing); colour words and the limit are checked here.
+pub fn from_config(config: &IndicatorConfig) -> Result<Box<dyn Indicator>, IndicatorError> {
+    Ok(match config.backend {
+        BackendKind::Blinkstick => Box::new(stick::BlinkStickIndicator::new(config)?),
+        BackendKind::Console => Box::new(console::ConsoleIndicator::stdout(Palette::parse(
+            &config.colors,
+        )?)),
+        BackendKind::None => Box::new(NoIndicator),
+    })
 }

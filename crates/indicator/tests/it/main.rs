@@ -1,0 +1,5 @@
+//! Integration tests of the indicator backends against the blinkstick crate's emulator.
+
+mod blinkstick_emulated;
+mod config;
+mod console;
