@@ -91,7 +91,7 @@ impl Error {
         Error::new(ErrorKind::Unsupported, message)
     }
 
-    pub(crate) fn permission(what: &str, source: impl Into<Source>) -> Self {
+    fn permission(what: &str, source: impl Into<Source>) -> Self {
         Error::with_source(
             ErrorKind::PermissionDenied,
             format!(
@@ -102,8 +102,11 @@ impl Error {
         )
     }
 
-    /// Classifies an OS error number from a transport (used by the backends).
-    pub(crate) fn from_errno(errno: i32, doing: &str, source: impl Into<Source>) -> Self {
+    /// Classifies an OS error number from a transport (`EACCES` → permission denied,
+    /// `ENODEV` → disconnected, `EPIPE`/`EIO`/`ETIMEDOUT`/`EAGAIN` → busy, else I/O);
+    /// for writers of other [`Transport`](crate::Transport)s. `doing` says what failed
+    /// ("opening /dev/hidraw3").
+    pub fn from_errno(errno: i32, doing: &str, source: impl Into<Source>) -> Self {
         let (kind, hint) = match errno {
             libc_errno::EACCES | libc_errno::EPERM => return Error::permission(doing, source),
             libc_errno::ENODEV | libc_errno::ENOENT | libc_errno::ENXIO => (

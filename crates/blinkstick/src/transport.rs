@@ -80,8 +80,10 @@ pub fn hex(data: &[u8]) -> String {
 /// `--trace`), then passes it on.
 pub struct Traced<T> {
     inner: T,
-    hook: Box<dyn FnMut(Direction, &[u8]) + Send>,
+    hook: TraceFn,
 }
+
+type TraceFn = Box<dyn FnMut(Direction, &[u8]) + Send>;
 
 impl<T: Transport> Traced<T> {
     /// Wraps `inner`, calling `hook` for each report.

@@ -1,0 +1,217 @@
+//! The `blinkstick` binary: options, exit status, and the seed's commands on an
+//! in-process emulated stick (`BLINKSTICK_EMULATE`, reports checked through `--trace`).
+
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_blinkstick"));
+    c.env_remove("BLINKSTICK_EMULATE");
+    c
+}
+
+fn run(c: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().expect("running blinkstick");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn emulated(spec: &str) -> Command {
+    let mut c = bin();
+    c.env("BLINKSTICK_EMULATE", spec);
+    c
+}
+
+#[test]
+fn help_lists_every_option() {
+    let (code, out, _) = run(bin().arg("--help"));
+    assert_eq!(code, 0);
+    for opt in [
+        "-i, --info",
+        "-s, --serial",
+        "--channel",
+        "--index",
+        "--brightness",
+        "--limit",
+        "--set-color",
+        "--inverse",
+        "--set-led-count",
+        "--blink",
+        "--pulse",
+        "--morph",
+        "--duration",
+        "--delay",
+        "--repeats",
+        "--set-mode",
+        "--set-infoblock1",
+        "--set-infoblock2",
+        "--add-udev-rule",
+        "--print",
+        "--list",
+        "--trace",
+        "[COLOR]",
+    ] {
+        assert!(out.contains(opt), "--help lacks {opt}:\n{out}");
+    }
+}
+
+#[test]
+#[cfg(any(feature = "hidapi", feature = "rusb"))]
+fn no_stick_is_an_error_with_status_1() {
+    if std::env::var_os("EXTBACKUP_IN_VM").is_some() {
+        eprintln!("SKIP no_stick_is_an_error_with_status_1: the VM may have uhid sticks");
+        return;
+    }
+    let (code, _, err) = run(bin().args(["--set-color", "red"]));
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(err.contains("no BlinkStick found"), "{err}");
+}
+
+#[test]
+fn seed_start_command_sends_report5() {
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
+        "--trace",
+        "--index",
+        "1",
+        "--limit",
+        "10",
+        "--set-color",
+        "33c280",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("set 05 00 01 05 13 0c"), "{err}");
+}
+
+#[test]
+fn seed_stop_command_and_positional_colour() {
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
+        "--trace",
+        "--index",
+        "1",
+        "--limit",
+        "10",
+        "--set-color",
+        "green",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("set 05 00 01 00 0c 00"), "{err}");
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args(["--trace", "green"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("set 01 00 80 00"), "{err}");
+}
+
+#[test]
+fn acts_on_all_sticks_without_serial_and_one_with() {
+    let spec = "square:BS000001-3.0,nano:BS000002-3.0";
+    let (code, _, err) = run(emulated(spec).args(["--trace", "--set-color", "#010203"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("BS000001-3.0 set 01 01 02 03"), "{err}");
+    assert!(err.contains("BS000002-3.0 set 01 01 02 03"), "{err}");
+    let (code, _, err) = run(emulated(spec).args(["--trace", "-s", "BS000002-3.0", "red"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("BS000001-3.0 set"), "{err}");
+    assert!(err.contains("BS000002-3.0 set 01 ff 00 00"), "{err}");
+}
+
+#[test]
+fn unknown_serial_or_colour_is_an_error() {
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args(["-s", "BS7", "red"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("BS7"), "{err}");
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args(["--trace", "greenish"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("`greenish`"), "{err}");
+    assert!(!err.contains(" set "), "nothing sent: {err}");
+}
+
+#[test]
+fn inverse_and_brightness() {
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
+        "--trace",
+        "--brightness",
+        "10",
+        "--inverse",
+        "33c280",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("set 01 fa ec f3"), "{err}");
+}
+
+#[test]
+fn info_mode_led_count_and_blocks() {
+    let (code, out, err) = run(emulated("flex:BS000006-3.0").args([
+        "--trace",
+        "--set-infoblock1",
+        "nas",
+        "--set-mode",
+        "3",
+        "--set-led-count",
+        "12",
+        "--info",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("BlinkStick Flex"), "{out}");
+    assert!(out.contains("BS000006-3.0"), "{out}");
+    assert!(err.contains("set 04 03"), "{err}");
+    assert!(err.contains("set 81 0c"), "{err}");
+    assert!(err.contains("set 02 6e 61 73 00"), "{err}");
+}
+
+#[test]
+fn nano_mode_1_warns() {
+    let (code, _, err) = run(emulated("nano:BS000005-3.0").args(["--set-mode", "1"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("dark"), "{err}");
+}
+
+#[test]
+fn blink_sends_on_and_off_at_the_index() {
+    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
+        "--trace",
+        "--blink",
+        "--repeats",
+        "2",
+        "--delay",
+        "10",
+        "--index",
+        "2",
+        "blue",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let sets: Vec<&str> = err.lines().filter(|l| l.contains(" set ")).collect();
+    assert_eq!(sets.len(), 4, "{err}");
+    assert!(sets[0].ends_with("05 00 02 00 00 ff"));
+    assert!(sets[3].ends_with("05 00 02 00 00 00"));
+}
+
+#[test]
+fn udev_rules_print_and_write() {
+    let (code, out, _) = run(bin().args(["--add-udev-rule", "--print"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("SUBSYSTEM==\"hidraw\""), "{out}");
+    assert!(out.contains("SUBSYSTEM==\"usb\""), "{out}");
+    let dir = std::env::temp_dir().join(format!("blinkstick-udev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("85-blinkstick.rules");
+    let (code, _, err) = run(bin()
+        .args(["--add-udev-rule", "--udev-rules-file"])
+        .arg(&file));
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, out);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn list_shows_serial_and_variant() {
+    let (code, out, err) = run(emulated("pro:BS000002-2.0,nano:BS000005-3.0").arg("--list"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("BS000002-2.0\tpro"), "{out}");
+    assert!(out.contains("BS000005-3.0\tnano"), "{out}");
+}
