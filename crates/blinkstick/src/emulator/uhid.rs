@@ -7,6 +7,8 @@
 //! [`UhidDevice`] destroys the kernel device.
 //!
 //! ```no_run
+//! # #[cfg(feature = "hidapi")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use blinkstick::emulator::{uhid::UhidDevice, EmulatedDevice};
 //! use blinkstick::{BlinkStick, Rgb, Variant};
 //!
@@ -15,7 +17,10 @@
 //! let mut stick = BlinkStick::open_serial("BS000001-3.0")?;
 //! stick.set_color(Rgb::new(1, 2, 3))?;
 //! assert_eq!(dev.leds(0)[0], Rgb::new(1, 2, 3));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "hidapi"))]
+//! # fn main() {}
 //! ```
 
 use std::fs::{File, OpenOptions};
