@@ -6,10 +6,30 @@
 //! resort, saying so in its report.
 //!
 //! Backends: `NixMounter` (mount(2)/umount2(2) through nix, fsck through `fsck -p`), and
-//! [`fake::FakeMounter`] (in memory, records calls).
+//! [`fake::FakeMounter`] (in memory, records calls). [`mountinfo`] parses
+//! `/proc/self/mountinfo`.
+//!
+//! ```no_run
+//! use mount::{MountOptions, Mounter, NixMounter};
+//! use std::path::Path;
+//! let m: Box<dyn Mounter> = Box::new(NixMounter::new().with_lazy_fallback(false));
+//! let dev = Path::new("/dev/mapper/extbackup-offsite");
+//! let report = m.fsck(dev)?; // FsckFailed stops the run
+//! if report.fixed {
+//!     println!("fsck fixed errors:\n{}", report.output);
+//! }
+//! m.mount(dev, Path::new("/mnt/extbackup"), &MountOptions::default())?;
+//! let done = m.unmount(Path::new("/mnt/extbackup"))?;
+//! assert!(!done.lazy);
+//! # Ok::<(), mount::MountError>(())
+//! ```
 #![warn(missing_docs)]
 
 pub mod fake;
+pub mod mountinfo;
+mod nix_mounter;
+
+pub use nix_mounter::NixMounter;
 
 use std::path::{Path, PathBuf};
 

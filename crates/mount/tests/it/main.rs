@@ -1,0 +1,4 @@
+//! `NixMounter` on loop devices with real ext4 (as root).
+
+mod mounter;
+mod support;
