@@ -26,6 +26,7 @@ const RUNTIME: &[&str] = &[
     "cryptsetup-bin",
     "e2fsprogs",
     "fdisk",
+    "mount",
     "python3-aiosmtpd",
     "rsync",
     "udev",
