@@ -3,6 +3,8 @@
 //! Each area has a module with `pub fn run(root: &Path) -> anyhow::Result<()>` that
 //! measures its subject and a baseline in the same run and prints the ratio.
 
+pub mod blinkstick;
+
 use anyhow::Result;
 
 /// Runs every benchmark in turn; stops at the first that fails.
@@ -12,5 +14,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let root = crate::util::root();
     let _ = &root; // each area's `run(&root)` is called below
+    blinkstick::run(&root)?;
     Ok(())
 }

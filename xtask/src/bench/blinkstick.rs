@@ -1,0 +1,136 @@
+//! `blinkstick` benchmark: process time of `blinkstick --set-color red` with no stick
+//! attached (our release build) against the Python CLI (PyPI `BlinkStick` 1.2.0 +
+//! pyusb, installed into a throwaway venv under target/), and the number of reports
+//! needed to set 64 LEDs (counted on the emulator).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const RUNS: usize = 25;
+
+/// Runs the benchmark and prints the figures and the ratio (target: >= 10x faster).
+pub fn run(root: &Path) -> Result<()> {
+    eprintln!("bench blinkstick: building the release binary");
+    crate::util::cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "blinkstick",
+            "--bin",
+            "blinkstick",
+            "--example",
+            "frames_bench",
+        ],
+        &[],
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let ours = target.join("release/blinkstick");
+
+    let mut cmd = Command::new(&ours);
+    cmd.args(["--set-color", "red"]);
+    let (ours_t, ours_code) = median(&mut cmd)?;
+    if ours_code != Some(1) {
+        bail!(
+            "`{} --set-color red` exited {ours_code:?}, expected 1 with no stick \
+             (is a BlinkStick attached?)",
+            ours.display()
+        );
+    }
+    println!(
+        "blinkstick: `blinkstick --set-color red`, no stick, median of {RUNS}: ours (Rust) {}",
+        fmt(ours_t)
+    );
+
+    match python_cli(&target) {
+        Ok(mut py) => {
+            py.args(["--set-color", "red"]);
+            let (py_t, py_code) = median(&mut py)?;
+            println!(
+                "blinkstick: Python CLI (BlinkStick 1.2.0 + pyusb) {} (exit {py_code:?}: it \
+                 exits 0 with no stick)",
+                fmt(py_t)
+            );
+            let ratio = py_t.as_secs_f64() / ours_t.as_secs_f64();
+            println!(
+                "blinkstick: ours is {ratio:.1}x faster (target >= 10x): {}",
+                if ratio >= 10.0 { "met" } else { "NOT met" }
+            );
+        }
+        Err(e) => println!(
+            "blinkstick: the Python CLI could not be installed, no ratio: {e:#} \
+             (our figure above stands alone)"
+        ),
+    }
+
+    let out = Command::new(target.join("release/examples/frames_bench"))
+        .output()
+        .context("running the frames_bench example")?;
+    print!("blinkstick: {}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!(
+            "frames_bench: setting 64 LEDs did not take exactly one report: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Median wall-clock time of `RUNS` runs (after one warm-up), and the last exit code.
+fn median(cmd: &mut Command) -> Result<(Duration, Option<i32>)> {
+    cmd.env_remove("BLINKSTICK_EMULATE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut times = Vec::with_capacity(RUNS);
+    let mut code = None;
+    for i in 0..=RUNS {
+        let t = Instant::now();
+        let status = cmd
+            .status()
+            .with_context(|| format!("running {:?}", cmd.get_program()))?;
+        if i > 0 {
+            times.push(t.elapsed());
+        }
+        code = status.code();
+    }
+    times.sort();
+    Ok((times[RUNS / 2], code))
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The Python CLI in a venv under target/ (created on first use): `python <script>`.
+fn python_cli(target: &Path) -> Result<Command> {
+    let venv = target.join("bench-python-blinkstick");
+    let python = venv.join("bin/python");
+    let script = venv.join("bin/blinkstick");
+    if !script.exists() {
+        eprintln!(
+            "bench blinkstick: installing BlinkStick 1.2.0 + pyusb into {}",
+            venv.display()
+        );
+        crate::util::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating the venv (Debian: apt-get install python3-venv)")?;
+        crate::util::run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "BlinkStick==1.2.0", "pyusb"]),
+        )
+        .context("pip install BlinkStick==1.2.0 pyusb (needs network access to PyPI)")?;
+    }
+    if !script.exists() {
+        bail!("pip installed no `blinkstick` script in {}", venv.display());
+    }
+    // the package installs its script without the executable bit: run it with the venv's python
+    let mut c = Command::new(python);
+    c.arg(script);
+    Ok(c)
+}
