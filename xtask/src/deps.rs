@@ -28,6 +28,7 @@ const RUNTIME: &[&str] = &[
     "fdisk",
     "mount",
     "python3-aiosmtpd",
+    "python3-venv", // cargo xtask bench: the Python BlinkStick CLI baseline
     "rsync",
     "udev",
     "util-linux",

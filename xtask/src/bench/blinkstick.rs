@@ -120,10 +120,12 @@ fn python_cli(target: &Path) -> Result<Command> {
         );
         crate::util::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
             .context("creating the venv (Debian: apt-get install python3-venv)")?;
-        crate::util::run(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "BlinkStick==1.2.0", "pyusb"]),
-        )
+        crate::util::run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "BlinkStick==1.2.0",
+            "pyusb",
+        ]))
         .context("pip install BlinkStick==1.2.0 pyusb (needs network access to PyPI)")?;
     }
     if !script.exists() {
