@@ -1,6 +1,440 @@
 //! The `extbackup` command (thin: the work is in the library).
+//!
+//! Exit codes: 0 done; 75 the drive is not ours, skipped; 1 failure; 2 usage or
+//! configuration error.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("extbackup: the command line is being written");
-    std::process::ExitCode::FAILURE
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+use extbackup::config::{self, Config};
+use extbackup::logcapture::LogCapture;
+use extbackup::pipeline::{Pipeline, RunOptions, RunOutcome, Target};
+use extbackup::{backends, prepare, state, status};
+
+/// Exit code: the drive is not a configured one; skipped (borgmatic's "soft failure").
+const EXIT_NOT_OURS: u8 = 75;
+/// Exit code: a usage or configuration error.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "extbackup",
+    version,
+    about = "Off-site backups onto rotating LUKS USB drives, with a status LED",
+    long_about = "Plug in a prepared backup drive; extbackup identifies it (configured UUID, \
+matching LUKS header and a key file that opens it), unlocks it, checks and mounts the \
+filesystem, copies the source onto it under the source lock, records the run, unmounts and \
+closes it. The LED shows working, then green (safe to remove) or red (a mail says why).\n\n\
+Start with `extbackup prepare /dev/sdX --name offsite-a`, then `extbackup install` so that \
+plugging the drive in starts `extbackup run`.",
+    after_help = "Exit codes: 0 done; 75 not a configured drive, skipped; 1 failure; 2 usage or configuration error.\n\
+Configuration: see docs/configuration.md. Operations (LED states, mail): docs/operations.md."
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH, value_name = "FILE")]
+    config: PathBuf,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output (warnings and errors only).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Back up onto one drive now (what the udev rule starts on plug-in).
+    #[command(
+        long_about = "Runs the pipeline for one drive: identify, run lock, unlock, fsck, mount, \
+source lock, free-space check, sync, record, unmount, close. On a failure everything done so \
+far is undone in reverse, the LED turns red and one mail names the failed step.\n\n\
+A drive that is not configured is left untouched and the exit code is 75."
+    )]
+    Run(RunArgs),
+    /// Wait for configured drives and back each up as it appears (systems without systemd).
+    Watch,
+    /// Erase a new disk and make it a backup drive (LUKS2, key file, ext4, config entry).
+    #[command(
+        long_about = "Prepares a new backup drive in one go, after a confirmation naming the \
+device: optional GPT with one partition (--partition), LUKS2 with a new random 4096-byte key \
+file stored 0400 in the keys folder, the LUKS header backup beside it, ext4 with a label, and \
+a [[drive]] table appended to the configuration file (your comments are kept).\n\n\
+A mounted device, or one with mounted partitions, is refused."
+    )]
+    Prepare(PrepareArgs),
+    /// Install (or print, or remove) the udev rule, the systemd unit and the check timer.
+    Install(InstallArgs),
+    /// Show the last success, its age and the last failure of every drive.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mail a reminder when the newest successful backup is too old (run by a timer).
+    Check {
+        /// The limit in days; `policy.reminder_age_days` from the configuration by default.
+        #[arg(long, value_name = "DAYS")]
+        max_age: Option<u32>,
+    },
+    /// Configuration file commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate the configuration (and key file permissions) and say what it contains.
+    Check,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// The drive's LUKS UUID (as in /dev/disk/by-uuid; what the udev rule passes).
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// The drive's block device (its LUKS partition).
+    #[arg(long, value_name = "PATH")]
+    device: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Sync even when the guard refuses (e.g. more deletions than policy.max_delete_fraction).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct PrepareArgs {
+    /// The disk to erase, e.g. /dev/sdX.
+    device: PathBuf,
+    /// The drive's name (letters, digits, `-`, `_`), e.g. offsite-a.
+    #[arg(long)]
+    name: String,
+    /// Make a GPT with one partition and put LUKS on it (otherwise LUKS on the whole device).
+    #[arg(long)]
+    partition: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+    /// Where the key file and the LUKS header backup go.
+    #[arg(long, default_value = prepare::DEFAULT_KEYS_DIR, value_name = "DIR")]
+    keys_dir: PathBuf,
+    /// Mount the drive here during runs instead of MOUNT_ROOT/NAME.
+    #[arg(long, value_name = "DIR")]
+    mount_point: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct InstallArgs {
+    /// Print the files instead of writing them.
+    #[arg(long, conflicts_with = "uninstall")]
+    print: bool,
+    /// Remove the installed files.
+    #[arg(long)]
+    uninstall: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let capture = LogCapture::default();
+    init_logging(&cli, &capture);
+    match dispatch(&cli, &capture) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.downcast_ref::<UsageError>().map_or(1, |_| EXIT_USAGE);
+            tracing::error!("{e:#}");
+            eprintln!("extbackup: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Marks an error as a usage or configuration error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn init_logging(cli: &Cli, capture: &LogCapture) {
+    let level = if cli.quiet {
+        LevelFilter::WARN
+    } else {
+        match cli.verbose {
+            0 => LevelFilter::INFO,
+            1 => LevelFilter::DEBUG,
+            _ => LevelFilter::TRACE,
+        }
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(level);
+    let sub = tracing_subscriber::registry()
+        .with(fmt)
+        .with(capture.layer());
+    let _ = tracing::subscriber::set_global_default(sub);
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    Config::load(&cli.config).map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
+    match &cli.command {
+        Command::Run(a) => {
+            let cfg = load(cli)?;
+            let target = match (&a.target.uuid, &a.target.device) {
+                (Some(u), _) => Target::Uuid(u.clone()),
+                (None, Some(d)) => Target::Device(d.clone()),
+                (None, None) => bail!(UsageError("give --uuid or --device".into())),
+            };
+            run(&cfg, &target, a.force, capture)
+        }
+        Command::Watch => watch(cli, capture),
+        Command::Prepare(a) => prepare_cmd(cli, a),
+        Command::Install(a) => install(cli, a),
+        Command::Status { json } => {
+            let cfg = load(cli)?;
+            let s = status::status(&cfg, state::now())
+                .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
+            Ok(0)
+        }
+        Command::Check { max_age } => {
+            let cfg = load(cli)?;
+            let days = max_age.unwrap_or(cfg.policy.reminder_age_days);
+            let s = status::status(&cfg, state::now())
+                .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
+            match s.reminder(&cfg, u64::from(days) * 86_400) {
+                None => {
+                    let (d, t) = s.newest_success().expect("fresh implies one success");
+                    println!(
+                        "ok: the newest backup ({d}) is {} old, within {days} days",
+                        state::fmt_age(state::now().saturating_sub(t))
+                    );
+                }
+                Some(ev) => {
+                    println!("{}", ev.details[0]);
+                    let n = backends::notifier(&cfg)?.ok_or_else(|| {
+                        UsageError("no [mail] configured: cannot send the reminder".into())
+                    })?;
+                    let _ = n.flush_spool();
+                    n.notify(&ev).context("sending the reminder mail")?;
+                    println!("reminder mail sent");
+                }
+            }
+            Ok(0)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let cfg = load(cli)?;
+            println!("{}: valid", cli.config.display());
+            print!("{}", cfg.summary());
+            Ok(0)
+        }
+    }
+}
+
+fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Result<u8> {
+    let b = backends::build(cfg).map_err(|e| UsageError(format!("{e:#}")))?;
+    let opts = RunOptions {
+        force,
+        ..RunOptions::default()
+    };
+    let mut p = Pipeline::new(cfg, b, capture.clone(), opts);
+    let mut bar = ProgressBar::new();
+    if std::io::stderr().is_terminal() {
+        p = p.on_progress(move |pr| bar.draw(pr));
+    }
+    Ok(match p.run(target) {
+        RunOutcome::Done(_) => 0,
+        RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
+        RunOutcome::Failed { drive, step, error } => {
+            eprintln!(
+                "extbackup: {drive}: FAILED at {step}: {}",
+                error.chain().join(": ")
+            );
+            1
+        }
+    })
+}
+
+struct ProgressBar {
+    last: Option<u32>,
+}
+
+impl ProgressBar {
+    fn new() -> Self {
+        Self { last: None }
+    }
+    fn draw(&mut self, p: sync::Progress) {
+        let Some(f) = p.fraction else { return };
+        let pct = (f.clamp(0.0, 1.0) * 100.0) as u32;
+        if self.last == Some(pct) {
+            return;
+        }
+        self.last = Some(pct);
+        let filled = (pct / 4) as usize;
+        let mut e = std::io::stderr();
+        let _ = write!(
+            e,
+            "\r[{}{}] {pct:3}% {}",
+            "=".repeat(filled),
+            " ".repeat(25 - filled),
+            extbackup::pipeline::human(p.bytes)
+        );
+        if pct == 100 {
+            let _ = writeln!(e);
+        }
+    }
+}
+
+fn confirm(question: &str) -> Result<bool> {
+    eprint!("{question} ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(line.trim() == "yes")
+}
+
+fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
+    // The crypt backend comes from the configuration when it exists.
+    let cfg_text = std::fs::read_to_string(&cli.config).ok();
+    let crypt_backend = match &cfg_text {
+        Some(t) => {
+            Config::parse(t)
+                .map_err(|e| UsageError(format!("{}: {e:#}", cli.config.display())))?
+                .crypt
+                .backend
+        }
+        None => config::CryptBackend::default(),
+    };
+    prepare::check_device(&a.device).map_err(|e| UsageError(format!("{e:#}")))?;
+    if !a.yes {
+        let what = prepare::describe_device(&a.device);
+        if !std::io::stdin().is_terminal() {
+            bail!(UsageError(format!(
+                "refusing to erase {what} without confirmation: run on a terminal or pass --yes"
+            )));
+        }
+        if !confirm(&format!(
+            "This ERASES everything on {what} and makes it backup drive {:?}. Type `yes` to go on:",
+            a.name
+        ))? {
+            eprintln!("extbackup: nothing done");
+            return Ok(1);
+        }
+    }
+    let mut crypt_cfg = Config::parse("source = \"/\"").expect("minimal config parses");
+    crypt_cfg.crypt.backend = crypt_backend;
+    if let Some(t) = &cfg_text {
+        if let Ok(c) = Config::parse(t) {
+            crypt_cfg = c;
+        }
+    }
+    let crypt = backends::crypt(&crypt_cfg).map_err(|e| UsageError(format!("{e:#}")))?;
+    let p = prepare::prepare(
+        crypt.as_ref(),
+        &prepare::PrepareOptions {
+            device: a.device.clone(),
+            name: a.name.clone(),
+            partition: a.partition,
+            keys_dir: a.keys_dir.clone(),
+            config_path: cli.config.clone(),
+            mount_point: a.mount_point.clone(),
+        },
+    )
+    .with_context(|| format!("preparing {}", a.device.display()))?;
+    println!(
+        "prepared {} as backup drive {}:\n  LUKS UUID {}\n  key file {}\n  LUKS header backup {} (keep a copy off this machine too)\n  filesystem label {}\n  added to {}",
+        p.luks_device.display(),
+        a.name,
+        p.uuid,
+        p.key_file.display(),
+        p.header_backup.display(),
+        p.label,
+        cli.config.display()
+    );
+    if cfg_text.is_none() {
+        println!(
+            "{} is new: set `source = ...` in it before the first run",
+            cli.config.display()
+        );
+    }
+    Ok(0)
+}
+
+fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
+    use extbackup::install;
+    let cfg = load(cli)?;
+    let config_path = std::path::absolute(&cli.config)
+        .with_context(|| format!("resolving {}", cli.config.display()))?;
+    let paths = install::InstallPaths {
+        binary: std::env::current_exe().context("finding the extbackup binary")?,
+        config: config_path,
+        ..install::InstallPaths::default()
+    };
+    if a.uninstall {
+        let (removed, notes) = install::uninstall(&paths)?;
+        for p in &removed {
+            println!("removed {}", p.display());
+        }
+        for n in notes.iter().chain(&install::reload(false)) {
+            println!("{n}");
+        }
+        return Ok(0);
+    }
+    let drives: Vec<(&str, &str)> = cfg
+        .drives
+        .iter()
+        .map(|d| (d.name.as_str(), d.uuid.as_str()))
+        .collect();
+    let files = install::render(&drives, &paths).map_err(|e| UsageError(format!("{e:#}")))?;
+    if a.print {
+        for (p, text) in &files {
+            println!("# {}\n{text}", p.display());
+        }
+        return Ok(0);
+    }
+    install::write(&files)?;
+    for (p, _) in &files {
+        println!("wrote {}", p.display());
+    }
+    for n in install::reload(true) {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
+    let _ = (load(cli)?, capture);
+    bail!("`extbackup watch` is not available in this build yet: use `extbackup install` (udev + systemd) instead")
 }

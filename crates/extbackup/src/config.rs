@@ -1,0 +1,788 @@
+//! The configuration file (`/etc/extbackup/config.toml`): what the drives are, what to
+//! copy, how to show and tell. Unknown keys and bad values are errors that name the line
+//! and column (serde's `deny_unknown_fields` plus toml's spans); checks across keys (two
+//! drives with one UUID, a key file others can read) come after parsing.
+//!
+//! Every key is described in `docs/configuration.md`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the configuration lives unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/extbackup/config.toml";
+
+/// What went wrong with a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file could not be read.
+    Io,
+    /// The TOML is malformed, has an unknown key or a bad value (with line and column).
+    Parse,
+    /// The values are individually fine but do not fit together.
+    Invalid,
+    /// A key file may be read by others than its owner.
+    InsecureKeyFile,
+}
+
+/// A configuration error: what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    kind: ConfigErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ConfigError {
+    fn new(kind: ConfigErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+    /// The broad kind of problem.
+    pub fn kind(&self) -> ConfigErrorKind {
+        self.kind
+    }
+}
+
+/// A drive name: letters, digits, `-` and `_`, 1..=32 characters; used in the mapping
+/// name (`extbackup-NAME`), the mount point and the state file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DriveName(String);
+
+impl DriveName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DriveName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(format!(
+                "bad drive name {s:?}: use 1 to 32 letters, digits, `-` or `_`"
+            ))
+        }
+    }
+}
+
+impl From<DriveName> for String {
+    fn from(n: DriveName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for DriveName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A LUKS UUID, lower-case and hyphenated (8-4-4-4-12 hex digits), as in
+/// `/dev/disk/by-uuid` and `cryptsetup luksUUID`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Uuid(String);
+
+impl Uuid {
+    /// The UUID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Uuid {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        let groups: Vec<&str> = lower.split('-').collect();
+        let lens = [8, 4, 4, 4, 12];
+        let ok = groups.len() == 5
+            && groups
+                .iter()
+                .zip(lens)
+                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ok {
+            Ok(Self(lower))
+        } else {
+            Err(format!(
+                "bad UUID {s:?}: expected 8-4-4-4-12 hex digits, as `cryptsetup luksUUID DEVICE` prints"
+            ))
+        }
+    }
+}
+
+impl From<Uuid> for String {
+    fn from(u: Uuid) -> String {
+        u.0
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A share 0.0..=1.0.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Fraction(f64);
+
+impl Fraction {
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Fraction {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(Self(v))
+        } else {
+            Err(format!("{v} is not a share between 0.0 and 1.0"))
+        }
+    }
+}
+
+impl From<Fraction> for f64 {
+    fn from(f: Fraction) -> f64 {
+        f.0
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The tree to copy onto the drives (the NAS's backup repository).
+    pub source: PathBuf,
+    /// Where runs are recorded and the run lock lives.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Drives without their own `mount_point` are mounted at `mount_root/NAME`.
+    #[serde(default = "default_mount_root")]
+    pub mount_root: PathBuf,
+    /// The host name used in mail; the system's when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The lock other jobs hold while they write to the source.
+    #[serde(default)]
+    pub source_lock: Option<SourceLockConfig>,
+    /// How the copy is made.
+    #[serde(default)]
+    pub syncer: SyncerConfig,
+    /// How the state is shown (the indicator crate's `[indicator]` table).
+    #[serde(default)]
+    pub indicator: indicator::IndicatorConfig,
+    /// Who is told, and how.
+    #[serde(default)]
+    pub mail: Option<MailConfig>,
+    /// Which LUKS backend unlocks the drives.
+    #[serde(default)]
+    pub crypt: CryptConfig,
+    /// Safety rules.
+    #[serde(default)]
+    pub policy: Policy,
+    /// The backup drives.
+    #[serde(default, rename = "drive")]
+    pub drives: Vec<DriveConfig>,
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/extbackup".into()
+}
+fn default_mount_root() -> PathBuf {
+    "/run/extbackup".into()
+}
+
+/// One backup drive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveConfig {
+    /// Its name in logs, mail and status.
+    pub name: DriveName,
+    /// The UUID of its LUKS header.
+    pub uuid: Uuid,
+    /// The key file that unlocks it (mode 0400 or 0600, owned by root).
+    pub key_file: PathBuf,
+    /// Where to mount it; `mount_root/NAME` when absent.
+    #[serde(default)]
+    pub mount_point: Option<PathBuf>,
+}
+
+/// The source lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceLockConfig {
+    /// The file to `flock` (compatible with `flock(1)`).
+    pub path: PathBuf,
+    /// How long to wait for it, in seconds.
+    #[serde(default = "default_lock_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_lock_timeout() -> u64 {
+    3600
+}
+
+impl SourceLockConfig {
+    /// The timeout as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// The syncer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+pub enum SyncerConfig {
+    /// `rsync -aHAX --numeric-ids --delete-delay` plus `extra_args`.
+    Rsync {
+        /// More rsync arguments (e.g. `["--exclude=/tmp"]`).
+        #[serde(default)]
+        extra_args: Vec<String>,
+    },
+    /// The user's own program: argv, with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET`,
+    /// `EXTBACKUP_DRIVE` in its environment.
+    Command {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
+}
+
+impl Default for SyncerConfig {
+    fn default() -> Self {
+        Self::Rsync { extra_args: vec![] }
+    }
+}
+
+/// Mail settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Sender; `extbackup@HOST` when absent.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Also mail when a run succeeds.
+    #[serde(default = "yes")]
+    pub on_success: bool,
+    /// Where undeliverable mail waits for the next run; `STATE_DIR/spool` when absent.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// How mail leaves the machine.
+    pub transport: MailTransport,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Mail transports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+pub enum MailTransport {
+    /// An SMTP server.
+    Smtp {
+        /// Server host name.
+        host: String,
+        /// Port (25, 465 or 587 usually).
+        #[serde(default = "smtp_port")]
+        port: u16,
+        /// `starttls`, `tls` or `none`.
+        #[serde(default)]
+        security: SmtpSecurity,
+        /// User name for AUTH.
+        #[serde(default)]
+        username: Option<String>,
+        /// A file holding the password (mode 0400/0600); never the password itself.
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+    },
+    /// The local `sendmail` program.
+    Sendmail {
+        /// Its path; `sendmail` on PATH when absent.
+        #[serde(default)]
+        program: Option<PathBuf>,
+    },
+    /// `.eml` files into a folder (tests, the demo).
+    File {
+        /// The folder.
+        dir: PathBuf,
+    },
+}
+
+fn smtp_port() -> u16 {
+    587
+}
+
+/// SMTP transport security.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+    /// No encryption (a relay on localhost only).
+    None,
+}
+
+/// The LUKS backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptConfig {
+    /// `libcryptsetup` (real LUKS2) or `loopback-test` (no encryption; tests and the demo
+    /// on kernels without dm-crypt, also needs env `EXTBACKUP_ALLOW_LOOPBACK_CRYPT=1`).
+    #[serde(default)]
+    pub backend: CryptBackend,
+}
+
+/// LUKS backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CryptBackend {
+    /// Real LUKS2 through libcryptsetup.
+    #[default]
+    Libcryptsetup,
+    /// No encryption, loop devices only; refuses unless enabled by env too.
+    LoopbackTest,
+}
+
+/// Safety rules.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Refuse a sync that would delete more than this share of the drive's files.
+    #[serde(default = "default_delete_share")]
+    pub max_delete_fraction: Fraction,
+    /// Refuse unless the source is a mount point (an unmounted source looks empty).
+    #[serde(default = "yes")]
+    pub require_source_mount_point: bool,
+    /// `extbackup check` mails a reminder when the newest backup is older than this.
+    #[serde(default = "default_reminder")]
+    pub reminder_age_days: u32,
+    /// Check the free space on the drive before copying.
+    #[serde(default = "yes")]
+    pub check_free_space: bool,
+    /// Show "attention" when a drive that is not configured is plugged in.
+    #[serde(default)]
+    pub attention_on_unknown_drive: bool,
+}
+
+fn default_delete_share() -> Fraction {
+    Fraction(0.5)
+}
+fn default_reminder() -> u32 {
+    35
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_delete_fraction: default_delete_share(),
+            require_source_mount_point: true,
+            reminder_age_days: default_reminder(),
+            check_free_space: true,
+            attention_on_unknown_drive: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`, including the key files' permissions.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            kind: ConfigErrorKind::Io,
+            message: format!(
+                "reading the configuration {}: create it (see docs/configuration.md) or pass --config",
+                path.display()
+            ),
+            source: Some(Box::new(e)),
+        })?;
+        let cfg = Self::parse(&text).map_err(|mut e| {
+            e.message = format!("{}: {}", path.display(), e.message);
+            e
+        })?;
+        cfg.check_key_files()?;
+        Ok(cfg)
+    }
+
+    /// Parses and checks `text` (without looking at the key files).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let mut msg = String::from("invalid configuration");
+            if let Some(span) = e.span() {
+                let (line, col) = line_col(text, span.start);
+                msg = format!("invalid configuration at line {line}, column {col}");
+            }
+            ConfigError::new(
+                ConfigErrorKind::Parse,
+                format!("{msg}: {}", e.message().trim_end()),
+            )
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::new(ConfigErrorKind::Invalid, m));
+        if !self.source.is_absolute() {
+            return bad(format!(
+                "source {} is not an absolute path",
+                self.source.display()
+            ));
+        }
+        for (i, d) in self.drives.iter().enumerate() {
+            for e in &self.drives[..i] {
+                if e.name == d.name {
+                    return bad(format!(
+                        "two [[drive]] tables are named {:?}: give each drive its own name",
+                        d.name.as_str()
+                    ));
+                }
+                if e.uuid == d.uuid {
+                    return bad(format!(
+                        "drives {:?} and {:?} have the same UUID {}",
+                        e.name.as_str(),
+                        d.name.as_str(),
+                        d.uuid
+                    ));
+                }
+            }
+            if !d.key_file.is_absolute() {
+                return bad(format!(
+                    "drive {:?}: key_file {} is not an absolute path",
+                    d.name.as_str(),
+                    d.key_file.display()
+                ));
+            }
+        }
+        if let SyncerConfig::Command { command } = &self.syncer {
+            if command.is_empty() {
+                return bad(
+                    "syncer: `command` is empty: give the program and its arguments".into(),
+                );
+            }
+        }
+        if let Err(e) = indicator::Palette::parse(&self.indicator.colors) {
+            return bad(format!("[indicator] {e:#}"));
+        }
+        if self.indicator.limit > 100 {
+            return bad(format!(
+                "[indicator] limit = {} is not a percentage between 0 and 100",
+                self.indicator.limit
+            ));
+        }
+        if let Some(m) = &self.mail {
+            if m.to.is_empty() {
+                return bad("mail: `to` is empty: name at least one recipient".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses key files that others than the owner may read, or that are missing.
+    pub fn check_key_files(&self) -> Result<(), ConfigError> {
+        for d in &self.drives {
+            check_key_file(&d.key_file).map_err(|e| ConfigError {
+                message: format!("drive {:?}: {}", d.name.as_str(), e.message),
+                ..e
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The drive with this LUKS UUID.
+    pub fn drive_by_uuid(&self, uuid: &str) -> Option<&DriveConfig> {
+        let uuid = uuid.to_ascii_lowercase();
+        self.drives.iter().find(|d| d.uuid.as_str() == uuid)
+    }
+
+    /// The drive with this name.
+    pub fn drive_by_name(&self, name: &str) -> Option<&DriveConfig> {
+        self.drives.iter().find(|d| d.name.as_str() == name)
+    }
+
+    /// Where `drive` is mounted during a run.
+    pub fn mount_point(&self, drive: &DriveConfig) -> PathBuf {
+        drive
+            .mount_point
+            .clone()
+            .unwrap_or_else(|| self.mount_root.join(drive.name.as_str()))
+    }
+
+    /// The host name for mail.
+    pub fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into())
+        })
+    }
+
+    /// A human summary of what the configuration says (for `extbackup config check`).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
+        line(format!("source: {}", self.source.display()));
+        match &self.source_lock {
+            Some(l) => line(format!(
+                "source lock: {} (wait up to {} s)",
+                l.path.display(),
+                l.timeout_secs
+            )),
+            None => line("source lock: none".into()),
+        }
+        line(format!("state dir: {}", self.state_dir.display()));
+        line(match &self.syncer {
+            SyncerConfig::Rsync { extra_args } if extra_args.is_empty() => "syncer: rsync".into(),
+            SyncerConfig::Rsync { extra_args } => {
+                format!("syncer: rsync, extra arguments {}", extra_args.join(" "))
+            }
+            SyncerConfig::Command { command } => format!("syncer: command {}", command.join(" ")),
+        });
+        line(format!(
+            "crypt backend: {}",
+            match self.crypt.backend {
+                CryptBackend::Libcryptsetup => "libcryptsetup",
+                CryptBackend::LoopbackTest => "loopback-test (NO ENCRYPTION: tests only)",
+            }
+        ));
+        line(format!("indicator: {:?}", self.indicator.backend).to_lowercase());
+        line(match &self.mail {
+            None => "mail: none (failures are only logged)".into(),
+            Some(m) => format!(
+                "mail: to {} via {}",
+                m.to.join(", "),
+                match &m.transport {
+                    MailTransport::Smtp { host, port, .. } => format!("smtp {host}:{port}"),
+                    MailTransport::Sendmail { .. } => "sendmail".into(),
+                    MailTransport::File { dir } => format!("files in {}", dir.display()),
+                }
+            ),
+        });
+        line(format!(
+            "policy: delete at most {:.0}% of the drive's files, source must {}be a mount point, remind after {} days",
+            self.policy.max_delete_fraction.get() * 100.0,
+            if self.policy.require_source_mount_point { "" } else { "not necessarily " },
+            self.policy.reminder_age_days
+        ));
+        if self.drives.is_empty() {
+            line("drives: none (add one with `extbackup prepare DEVICE --name NAME`)".into());
+        }
+        for d in &self.drives {
+            line(format!(
+                "drive {}: UUID {}, key file {}, mounted at {}",
+                d.name,
+                d.uuid,
+                d.key_file.display(),
+                self.mount_point(d).display()
+            ));
+        }
+        s
+    }
+}
+
+/// Refuses a key file that is missing, not a regular file, or readable by group or others.
+pub fn check_key_file(path: &Path) -> Result<(), ConfigError> {
+    let md = std::fs::metadata(path).map_err(|e| ConfigError {
+        kind: ConfigErrorKind::Io,
+        message: format!("key file {}: cannot read it", path.display()),
+        source: Some(Box::new(e)),
+    })?;
+    if !md.is_file() {
+        return Err(ConfigError::new(
+            ConfigErrorKind::Invalid,
+            format!("key file {} is not a regular file", path.display()),
+        ));
+    }
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::new(
+            ConfigErrorKind::InsecureKeyFile,
+            format!(
+                "key file {} has mode {mode:04o}: others may read it; run `chmod 0400 {}`",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The text of a `[[drive]]` table to append to a configuration file.
+pub fn drive_table(d: &DriveConfig) -> String {
+    let mut s = format!(
+        "\n[[drive]]\nname = {}\nuuid = {}\nkey_file = {}\n",
+        toml_str(d.name.as_str()),
+        toml_str(d.uuid.as_str()),
+        toml_str(&d.key_file.to_string_lossy()),
+    );
+    if let Some(mp) = &d.mount_point {
+        s.push_str(&format!(
+            "mount_point = {}\n",
+            toml_str(&mp.to_string_lossy())
+        ));
+    }
+    s
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.into()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+source = "/srv/backup"
+
+[[drive]]
+name = "offsite-a"
+uuid = "0B1C2D3E-aaaa-4bbb-8ccc-0123456789ab"
+key_file = "/etc/extbackup/keys/offsite-a.key"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_lowercases_uuid() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.state_dir, Path::new("/var/lib/extbackup"));
+        assert_eq!(
+            c.drives[0].uuid.as_str(),
+            "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab"
+        );
+        assert!(c
+            .drive_by_uuid("0B1C2D3E-AAAA-4BBB-8CCC-0123456789AB")
+            .is_some());
+        assert_eq!(
+            c.mount_point(&c.drives[0]),
+            Path::new("/run/extbackup/offsite-a")
+        );
+        assert_eq!(c.indicator.backend, indicator::BackendKind::Blinkstick);
+        assert!(c.policy.require_source_mount_point);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = format!("colour = \"red\"\n{MIN}");
+        let e = Config::parse(&text).unwrap_err();
+        assert_eq!(e.kind(), ConfigErrorKind::Parse);
+        let m = e.to_string();
+        assert!(m.contains("line 1, column 1"), "{m}");
+        assert!(m.contains("colour"), "{m}");
+    }
+
+    #[test]
+    fn bad_values_name_their_place() {
+        let text = MIN.replace("0B1C2D3E-aaaa", "nope");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("line 6, column 8"), "{e}");
+        assert!(e.contains("bad UUID"), "{e}");
+
+        let text = format!("{MIN}\n[indicator]\nbackend = \"consol\"\n");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("line 10"), "{e}");
+
+        let text =
+            format!("{MIN}\n[indicator]\nlimit = 150\n[indicator.colors]\nworking = \"blurple\"\n");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("blurple"), "{e}");
+
+        let text = format!("{MIN}\n[policy]\nmax_delete_fraction = 2.0\n");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("line 10"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_uuid_is_refused() {
+        let text = format!(
+            "{MIN}\n[[drive]]\nname = \"b\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/k\"\n"
+        );
+        let e = Config::parse(&text).unwrap_err();
+        assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+        assert!(e.to_string().contains("same UUID"));
+    }
+
+    #[test]
+    fn syncer_and_mail_tables_parse() {
+        let text = format!(
+            "{MIN}\n[syncer]\nkind = \"command\"\ncommand = [\"/bin/true\"]\n\n[mail]\nto = [\"root@localhost\"]\ntransport = {{ kind = \"file\", dir = \"/tmp/m\" }}\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(
+            c.syncer,
+            SyncerConfig::Command {
+                command: vec!["/bin/true".into()]
+            }
+        );
+        let m = c.mail.unwrap();
+        assert!(m.on_success);
+        assert_eq!(
+            m.transport,
+            MailTransport::File {
+                dir: "/tmp/m".into()
+            }
+        );
+    }
+
+    #[test]
+    fn readable_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, b"secret").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_key_file(&key).unwrap_err();
+        assert_eq!(e.kind(), ConfigErrorKind::InsecureKeyFile);
+        assert!(e.to_string().contains("chmod 0400"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        check_key_file(&key).unwrap();
+    }
+
+    #[test]
+    fn appended_drive_table_parses_back() {
+        let d = DriveConfig {
+            name: DriveName::try_from("new-1".to_string()).unwrap(),
+            uuid: Uuid::try_from("11111111-2222-4333-8444-555555555555".to_string()).unwrap(),
+            key_file: "/etc/extbackup/keys/new \"1\".key".into(),
+            mount_point: None,
+        };
+        let text = format!("# my comment\n{MIN}{}", drive_table(&d));
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.drives[1], d);
+        assert!(text.starts_with("# my comment"));
+    }
+}

@@ -1,0 +1,265 @@
+//! The operations of the pipeline that are not a backend: the run lock, the source lock,
+//! free space and tree sizes, and the record on the drive. Behind the [`Host`] trait so
+//! that the pipeline's order of operations can be pinned with mocks.
+
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::state::RunRecord;
+
+/// A failed host operation (locks, statvfs, walking a tree, writing the record).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HostError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl HostError {
+    /// An error with a message that says what failed and how to fix it.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+    fn io(message: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+/// Locks, space and records.
+pub trait Host: Send {
+    /// Takes the run lock without waiting; `false` when another run holds it.
+    fn try_lock_run(&mut self) -> Result<bool, HostError>;
+    /// Waits for the run lock.
+    fn wait_lock_run(&mut self) -> Result<(), HostError>;
+    /// Releases the run lock.
+    fn unlock_run(&mut self);
+    /// Takes the source lock at `path`, waiting up to `timeout`.
+    fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError>;
+    /// Releases the source lock.
+    fn unlock_source(&mut self);
+    /// Bytes available to us on the filesystem holding `path`.
+    fn free_space(&self, path: &Path) -> Result<u64, HostError>;
+    /// Bytes the files under `path` occupy (allocated blocks; 0 if it does not exist).
+    fn tree_size(&self, path: &Path) -> Result<u64, HostError>;
+    /// Writes the run record onto the drive mounted at `mountpoint`.
+    fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError>;
+}
+
+/// The real host: `flock(2)`, `statvfs(3)`, the filesystem.
+#[derive(Debug)]
+pub struct SystemHost {
+    run_lock_path: PathBuf,
+    run_lock: Option<Flock<File>>,
+    source_lock: Option<sync::SourceLock>,
+}
+
+impl SystemHost {
+    /// A host whose run lock is the file `run_lock_path`.
+    pub fn new(run_lock_path: impl Into<PathBuf>) -> Self {
+        Self {
+            run_lock_path: run_lock_path.into(),
+            run_lock: None,
+            source_lock: None,
+        }
+    }
+
+    fn open_run_lock(&self) -> Result<File, HostError> {
+        if let Some(dir) = self.run_lock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                HostError::io(format!("creating the state directory {}", dir.display()), e)
+            })?;
+        }
+        open_lock_file(&self.run_lock_path)
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, HostError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| HostError::io(format!("opening the lock file {}", path.display()), e))
+}
+
+/// Tries to `flock` `file` exclusively without blocking; gives the file back when taken by
+/// someone else.
+fn try_flock(file: File, path: &Path) -> Result<Result<Flock<File>, File>, HostError> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Ok(l)),
+        Err((f, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(f)),
+        Err((_, e)) => Err(HostError::io(
+            format!("locking {}", path.display()),
+            std::io::Error::from(e),
+        )),
+    }
+}
+
+impl Host for SystemHost {
+    fn try_lock_run(&mut self) -> Result<bool, HostError> {
+        let f = self.open_run_lock()?;
+        match try_flock(f, &self.run_lock_path)? {
+            Ok(l) => {
+                self.run_lock = Some(l);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn wait_lock_run(&mut self) -> Result<(), HostError> {
+        let f = self.open_run_lock()?;
+        let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
+            HostError::io(
+                format!("waiting for the run lock {}", self.run_lock_path.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        self.run_lock = Some(l);
+        Ok(())
+    }
+
+    fn unlock_run(&mut self) {
+        self.run_lock = None;
+    }
+
+    fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError> {
+        let l = sync::SourceLock::acquire(path, timeout).map_err(|e| {
+            HostError::io(
+                format!(
+                    "taking the source lock {} (waited up to {} s; `fuser -v {}` shows who \
+                     holds it; raise source_lock.timeout_secs to wait longer)",
+                    path.display(),
+                    timeout.as_secs(),
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        self.source_lock = Some(l);
+        Ok(())
+    }
+
+    fn unlock_source(&mut self) {
+        self.source_lock = None;
+    }
+
+    fn free_space(&self, path: &Path) -> Result<u64, HostError> {
+        let st = nix::sys::statvfs::statvfs(path).map_err(|e| {
+            HostError::io(
+                format!("statvfs {}", path.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    }
+
+    fn tree_size(&self, path: &Path) -> Result<u64, HostError> {
+        tree_size(path).map_err(|e| HostError::io(format!("measuring {}", path.display()), e))
+    }
+
+    fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError> {
+        crate::state::record_on_drive(mountpoint, run).map_err(|e| {
+            HostError::io(
+                format!("writing the run record under {}", mountpoint.display()),
+                e,
+            )
+        })
+    }
+}
+
+/// Allocated bytes of the files under `path`, not following symbolic links; hard links
+/// counted once.
+pub fn tree_size(path: &Path) -> std::io::Result<u64> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![(path.to_path_buf(), md)];
+    while let Some((p, md)) = stack.pop() {
+        if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        total += md.blocks() * 512;
+        if md.is_dir() {
+            for entry in std::fs::read_dir(&p)? {
+                let entry = entry?;
+                let md = entry.metadata()?;
+                stack.push((entry.path(), md));
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_lock_is_exclusive_between_hosts_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state/run.lock");
+        let mut a = SystemHost::new(&p);
+        let mut b = SystemHost::new(&p);
+        assert!(a.try_lock_run().unwrap());
+        assert!(!b.try_lock_run().unwrap());
+        a.unlock_run();
+        assert!(b.try_lock_run().unwrap());
+    }
+
+    #[test]
+    fn source_lock_times_out_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("src.lock");
+        let mut a = SystemHost::new(dir.path().join("r"));
+        let mut b = SystemHost::new(dir.path().join("r"));
+        a.lock_source(&p, Duration::ZERO).unwrap();
+        let e = b.lock_source(&p, Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("taking the source lock"), "{e}");
+        a.unlock_source();
+        b.lock_source(&p, Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn tree_size_counts_file_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(tree_size(&dir.path().join("missing")).unwrap(), 0);
+        let empty = tree_size(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), vec![1u8; 100_000]).unwrap();
+        std::fs::hard_link(dir.path().join("d/f"), dir.path().join("g")).unwrap();
+        let full = tree_size(dir.path()).unwrap();
+        assert!(full - empty >= 100_000, "{full} {empty}");
+        assert!(
+            full - empty < 200_000,
+            "hard link counted once: {full} {empty}"
+        );
+    }
+
+    #[test]
+    fn free_space_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = SystemHost::new(dir.path().join("r"));
+        let free = host.free_space(dir.path()).unwrap();
+        let st = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        #[allow(clippy::unnecessary_cast)]
+        let total = st.blocks() as u64 * st.fragment_size() as u64;
+        assert!(free <= total);
+    }
+}

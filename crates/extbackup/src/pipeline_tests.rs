@@ -1,0 +1,799 @@
+//! Unit tests of the pipeline with mockall mocks: the order of operations, and of the
+//! cleanup after a failure at every step.
+
+use super::*;
+use crate::config::Config;
+use crypt::{CryptError, FormatOptions, LuksInfo, MappingStatus};
+use indicator::IndicatorError;
+use mockall::{mock, Sequence};
+use mount::{FsckReport, MountError, MountInfo, UnmountReport};
+use notify::NotifyError;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+use sync::SyncError;
+
+mock! {
+    pub Crypt {}
+    impl crypt::Crypt for Crypt {
+        fn inspect(&self, device: &Path) -> Result<LuksInfo, CryptError>;
+        fn format(&self, device: &Path, opts: &FormatOptions) -> Result<LuksInfo, CryptError>;
+        fn add_key_file(&self, device: &Path, existing_key: &Path, new_key: &Path) -> Result<u32, CryptError>;
+        fn verify_key_file(&self, device: &Path, key_file: &Path) -> Result<u32, CryptError>;
+        fn unlock(&self, device: &Path, key_file: &Path, name: &str) -> Result<PathBuf, CryptError>;
+        fn lock(&self, name: &str, mode: LockMode) -> Result<LockOutcome, CryptError>;
+        fn status(&self, name: &str) -> Result<MappingStatus, CryptError>;
+        fn backup_header(&self, device: &Path, to: &Path) -> Result<(), CryptError>;
+        fn restore_header(&self, device: &Path, from: &Path) -> Result<(), CryptError>;
+        fn describe(&self) -> String;
+    }
+}
+
+mock! {
+    pub Mounter {}
+    impl mount::Mounter for Mounter {
+        fn fsck(&self, device: &Path) -> Result<FsckReport, MountError>;
+        fn mount(&self, device: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<MountInfo, MountError>;
+        fn unmount(&self, mountpoint: &Path) -> Result<UnmountReport, MountError>;
+        fn mounted_at(&self, mountpoint: &Path) -> Result<Option<MountInfo>, MountError>;
+        fn describe(&self) -> String;
+    }
+}
+
+mock! {
+    pub Syncer {}
+    impl sync::Syncer for Syncer {
+        fn sync(&self, source: &Path, target: &Path, opts: &SyncOptions, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport, SyncError>;
+        fn describe(&self) -> String;
+    }
+}
+
+mock! {
+    pub Notifier {}
+    impl notify::Notifier for Notifier {
+        fn notify(&self, event: &Event) -> Result<(), NotifyError>;
+        fn flush_spool(&self) -> Result<usize, NotifyError>;
+        fn describe(&self) -> String;
+    }
+}
+
+mock! {
+    pub Indicator {}
+    impl indicator::Indicator for Indicator {
+        fn show(&mut self, state: State) -> Result<(), IndicatorError>;
+        fn describe(&self) -> String;
+    }
+}
+
+mock! {
+    pub Host {}
+    impl crate::host::Host for Host {
+        fn try_lock_run(&mut self) -> Result<bool, HostError>;
+        fn wait_lock_run(&mut self) -> Result<(), HostError>;
+        fn unlock_run(&mut self);
+        fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError>;
+        fn unlock_source(&mut self);
+        fn free_space(&self, path: &Path) -> Result<u64, HostError>;
+        fn tree_size(&self, path: &Path) -> Result<u64, HostError>;
+        fn record_on_drive(&mut self, mountpoint: &Path, run: &crate::state::RunRecord) -> Result<(), HostError>;
+    }
+}
+
+const UUID: &str = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab";
+const DEV: &str = "/dev/by-uuid-test";
+const MAPPED: &str = "/dev/mapper/extbackup-offsite-a";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    cfg: Config,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("offsite-a.key");
+    std::fs::write(&key, [7u8; 64]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let text = format!(
+        r#"
+source = "{d}/src"
+state_dir = "{d}/state"
+mount_root = "{d}/mnt"
+host = "nas"
+[source_lock]
+path = "{d}/src.lock"
+timeout_secs = 5
+[mail]
+to = ["root@localhost"]
+transport = {{ kind = "file", dir = "{d}/mail" }}
+[[drive]]
+name = "offsite-a"
+uuid = "{UUID}"
+key_file = "{k}"
+"#,
+        d = dir.path().display(),
+        k = key.display()
+    );
+    let cfg = Config::parse(&text).unwrap();
+    Fixture { dir, cfg }
+}
+
+fn luks() -> LuksInfo {
+    LuksInfo {
+        version: 2,
+        uuid: UUID.into(),
+        label: None,
+        cipher: "aes-xts-plain64".into(),
+        keyslots: vec![0],
+    }
+}
+
+fn cerr(kind: crypt::ErrorKind) -> CryptError {
+    CryptError::new(kind, "injected crypt failure")
+}
+fn merr(kind: mount::ErrorKind) -> MountError {
+    MountError::new(kind, "injected mount failure")
+}
+
+struct Mocks {
+    seq: Sequence,
+    crypt: MockCrypt,
+    mounter: MockMounter,
+    syncer: MockSyncer,
+    notifier: MockNotifier,
+    indicator: MockIndicator,
+    host: MockHost,
+}
+
+impl Mocks {
+    fn new() -> Self {
+        let mut m = Self {
+            seq: Sequence::new(),
+            crypt: MockCrypt::new(),
+            mounter: MockMounter::new(),
+            syncer: MockSyncer::new(),
+            notifier: MockNotifier::new(),
+            indicator: MockIndicator::new(),
+            host: MockHost::new(),
+        };
+        m.crypt
+            .expect_describe()
+            .return_const("mock crypt".to_string());
+        m.mounter
+            .expect_describe()
+            .return_const("mock mounter".to_string());
+        m.syncer
+            .expect_describe()
+            .return_const("mock syncer".to_string());
+        m.notifier
+            .expect_describe()
+            .return_const("mock notifier".to_string());
+        m.indicator
+            .expect_describe()
+            .return_const("mock indicator".to_string());
+        m
+    }
+
+    fn show(&mut self, want: State) {
+        self.indicator
+            .expect_show()
+            .withf(move |s| *s == want)
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(|_| Ok(()));
+    }
+
+    fn mail(&mut self, outcome: MailOutcome, step: Option<Step>) {
+        self.notifier
+            .expect_notify()
+            .withf(move |e| {
+                e.outcome == outcome
+                    && e.failed_step.as_deref() == step.map(|s| s.name())
+                    && e.drive == "offsite-a"
+            })
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(|_| Ok(()));
+    }
+
+    fn into_backends(self) -> Backends {
+        Backends {
+            indicator: Box::new(self.indicator),
+            crypt: Box::new(self.crypt),
+            mounter: Box::new(self.mounter),
+            syncer: Box::new(self.syncer),
+            notifier: Some(Box::new(self.notifier)),
+            host: Box::new(self.host),
+        }
+    }
+}
+
+/// Expects the whole pipeline in order; `fail` makes that step fail and then expects the
+/// cleanup of exactly what was done, in reverse, red, one mail, the run lock released last.
+fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
+    let mut m = Mocks::new();
+    let mp = f.dir.path().join("mnt/offsite-a");
+    let is = move |s: Step| fail == Some(s);
+    let (mut run_locked, mut mapped, mut mounted, mut src_locked) = (false, false, false, false);
+
+    m.notifier
+        .expect_flush_spool()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|| Ok(0));
+    m.crypt
+        .expect_inspect()
+        .withf(|d| d == Path::new(DEV))
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|_| Ok(luks()));
+    m.crypt
+        .expect_verify_key_file()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(move |_, _| {
+            if is(Step::Identify) {
+                Err(cerr(crypt::ErrorKind::WrongKey))
+            } else {
+                Ok(0)
+            }
+        });
+    'steps: {
+        if is(Step::Identify) {
+            break 'steps;
+        }
+        m.show(State::Working { progress: None });
+        m.host
+            .expect_try_lock_run()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move || {
+                if is(Step::RunLock) {
+                    Err(HostError::new("injected lock failure"))
+                } else {
+                    Ok(true)
+                }
+            });
+        if is(Step::RunLock) {
+            break 'steps;
+        }
+        run_locked = true;
+        m.crypt
+            .expect_unlock()
+            .withf(|d, _, n| d == Path::new(DEV) && n == "extbackup-offsite-a")
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_, _, _| {
+                if is(Step::Unlock) {
+                    Err(cerr(crypt::ErrorKind::Other))
+                } else {
+                    Ok(MAPPED.into())
+                }
+            });
+        if is(Step::Unlock) {
+            break 'steps;
+        }
+        mapped = true;
+        m.mounter
+            .expect_fsck()
+            .withf(|d| d == Path::new(MAPPED))
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_| {
+                if is(Step::Fsck) {
+                    Err(merr(mount::ErrorKind::FsckFailed))
+                } else {
+                    Ok(FsckReport {
+                        exit_code: 0,
+                        fixed: false,
+                        output: String::new(),
+                    })
+                }
+            });
+        if is(Step::Fsck) {
+            break 'steps;
+        }
+        let mp2 = mp.clone();
+        m.mounter
+            .expect_mount()
+            .withf(move |d, p, _| d == Path::new(MAPPED) && p == mp2)
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |d, p, _| {
+                if is(Step::Mount) {
+                    Err(merr(mount::ErrorKind::UnknownFilesystem))
+                } else {
+                    Ok(MountInfo {
+                        source: d.into(),
+                        target: p.into(),
+                        fstype: "ext4".into(),
+                    })
+                }
+            });
+        if is(Step::Mount) {
+            break 'steps;
+        }
+        mounted = true;
+        m.host
+            .expect_lock_source()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_, _| {
+                if is(Step::SourceLock) {
+                    Err(HostError::new("injected: source lock still held"))
+                } else {
+                    Ok(())
+                }
+            });
+        if is(Step::SourceLock) {
+            break 'steps;
+        }
+        src_locked = true;
+        m.host
+            .expect_tree_size()
+            .times(2)
+            .in_sequence(&mut m.seq)
+            .returning(|p| Ok(if p.ends_with(DATA_DIR) { 0 } else { 1000 }));
+        m.host
+            .expect_free_space()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_| Ok(if is(Step::FreeSpace) { 0 } else { 1 << 30 }));
+        if is(Step::FreeSpace) {
+            break 'steps;
+        }
+        m.syncer
+            .expect_sync()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_, _, _, _| {
+                if is(Step::Sync) {
+                    Err(SyncError::new(sync::ErrorKind::NoSpace, "injected"))
+                } else {
+                    Ok(SyncReport {
+                        files_copied: 3,
+                        bytes_copied: 300,
+                        ..SyncReport::default()
+                    })
+                }
+            });
+        if is(Step::Sync) {
+            break 'steps;
+        }
+        m.host
+            .expect_unlock_source()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .return_const(());
+        src_locked = false;
+        m.host
+            .expect_record_on_drive()
+            .withf(|_, r| r.files_copied == 3 && r.result == RunResult::Success)
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_, _| {
+                if is(Step::Record) {
+                    Err(HostError::new("injected: disk full"))
+                } else {
+                    Ok(())
+                }
+            });
+        if is(Step::Record) {
+            break 'steps;
+        }
+        let mp3 = mp.clone();
+        m.mounter
+            .expect_unmount()
+            .withf(move |p| p == mp3)
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_| {
+                if is(Step::Unmount) {
+                    Err(merr(mount::ErrorKind::Busy))
+                } else {
+                    Ok(UnmountReport {
+                        attempts: 1,
+                        lazy: false,
+                    })
+                }
+            });
+        if is(Step::Unmount) {
+            // Still mounted: the close must not wait for it, it is deferred.
+            m.crypt
+                .expect_lock()
+                .withf(|n, mode| n == "extbackup-offsite-a" && *mode == LockMode::Deferred)
+                .times(1)
+                .in_sequence(&mut m.seq)
+                .returning(|_, _| Ok(LockOutcome::Deferred));
+            m.show(State::Failure);
+            m.mail(MailOutcome::Failure, fail);
+            m.host
+                .expect_unlock_run()
+                .times(1)
+                .in_sequence(&mut m.seq)
+                .return_const(());
+            return m;
+        }
+        mounted = false;
+        m.crypt
+            .expect_lock()
+            .withf(|n, mode| n == "extbackup-offsite-a" && *mode == LockMode::Normal)
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(move |_, _| {
+                if is(Step::Close) {
+                    Err(cerr(crypt::ErrorKind::Busy))
+                } else {
+                    Ok(LockOutcome::Closed)
+                }
+            });
+        if is(Step::Close) {
+            break 'steps;
+        }
+        m.show(State::Success);
+        m.mail(MailOutcome::Success, None);
+        m.host
+            .expect_unlock_run()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .return_const(());
+        return m;
+    }
+    // Cleanup after `fail`, in reverse order of what was done.
+    if src_locked {
+        m.host
+            .expect_unlock_source()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .return_const(());
+    }
+    if mounted {
+        let mp4 = mp.clone();
+        m.mounter
+            .expect_unmount()
+            .withf(move |p| p == mp4)
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(|_| {
+                Ok(UnmountReport {
+                    attempts: 1,
+                    lazy: false,
+                })
+            });
+    }
+    if mapped {
+        if is(Step::Close) {
+            // The normal close failed as busy: cleanup retries it deferred.
+            m.crypt
+                .expect_lock()
+                .withf(|_, mode| *mode == LockMode::Normal)
+                .times(1)
+                .in_sequence(&mut m.seq)
+                .returning(|_, _| Err(cerr(crypt::ErrorKind::Busy)));
+            m.crypt
+                .expect_lock()
+                .withf(|_, mode| *mode == LockMode::Deferred)
+                .times(1)
+                .in_sequence(&mut m.seq)
+                .returning(|_, _| Ok(LockOutcome::Deferred));
+        } else {
+            m.crypt
+                .expect_lock()
+                .withf(|n, mode| n == "extbackup-offsite-a" && *mode == LockMode::Normal)
+                .times(1)
+                .in_sequence(&mut m.seq)
+                .returning(|_, _| Ok(LockOutcome::Closed));
+        }
+    }
+    m.show(State::Failure);
+    m.mail(MailOutcome::Failure, fail);
+    if run_locked {
+        m.host
+            .expect_unlock_run()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .return_const(());
+    }
+    m
+}
+
+fn opts() -> RunOptions {
+    RunOptions {
+        by_uuid_dir: "/dev".into(),
+        ..RunOptions::default()
+    }
+}
+
+fn run_with(f: &Fixture, m: Mocks, target: Target) -> RunOutcome {
+    let mut p = Pipeline::new(&f.cfg, m.into_backends(), LogCapture::default(), opts());
+    let out = p.run(&target);
+    // Dropping the mocks checks that every expected call happened.
+    drop(p);
+    out
+}
+
+#[test]
+fn success_runs_every_step_in_order_and_shows_green_only_after_close() {
+    let f = fixture();
+    let out = run_with(&f, plan(None, &f), Target::Device(DEV.into()));
+    match out {
+        RunOutcome::Done(r) => assert_eq!(r.files_copied, 3),
+        other => panic!("expected success, got {other:?}"),
+    }
+    let st = StateDir::new(&f.cfg.state_dir).drive("offsite-a").unwrap();
+    assert_eq!(st.last_success.unwrap().bytes_copied, 300);
+    assert!(st.last_failure.is_none());
+    assert!(StateDir::new(&f.cfg.state_dir).current().is_none());
+}
+
+#[test]
+fn failure_at_every_step_undoes_in_reverse_shows_red_and_mails_once() {
+    for step in Step::ALL {
+        let f = fixture();
+        let out = run_with(&f, plan(Some(step), &f), Target::Device(DEV.into()));
+        match out {
+            RunOutcome::Failed { step: s, drive, .. } => {
+                assert_eq!(s, step);
+                assert_eq!(drive, "offsite-a");
+            }
+            other => panic!("failure at {step}: expected Failed, got {other:?}"),
+        }
+        let st = StateDir::new(&f.cfg.state_dir).drive("offsite-a").unwrap();
+        let fail = st.last_failure.expect("failure recorded");
+        assert_eq!(fail.failed_step.as_deref(), Some(step.name()));
+        assert!(st.last_success.is_none(), "failure at {step}");
+    }
+}
+
+#[test]
+fn uuid_not_configured_touches_nothing() {
+    let f = fixture();
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().times(1).returning(|| Ok(0));
+    // No other expectation: any crypt, mount, indicator or host call panics.
+    let out = run_with(
+        &f,
+        m,
+        Target::Uuid("11111111-2222-4333-8444-555555555555".into()),
+    );
+    assert!(matches!(out, RunOutcome::NotOurs(_)), "{out:?}");
+}
+
+#[test]
+fn device_with_a_foreign_luks_uuid_is_not_ours_and_may_show_attention() {
+    let mut f = fixture();
+    f.cfg.policy.attention_on_unknown_drive = true;
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt.expect_inspect().times(1).returning(|_| {
+        Ok(LuksInfo {
+            uuid: "99999999-2222-4333-8444-555555555555".into(),
+            ..luks()
+        })
+    });
+    m.show(State::Attention);
+    let out = run_with(&f, m, Target::Device(DEV.into()));
+    assert!(matches!(out, RunOutcome::NotOurs(_)), "{out:?}");
+}
+
+#[test]
+fn header_uuid_differing_from_the_udev_uuid_fails_identify() {
+    let f = fixture();
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt
+        .expect_inspect()
+        .withf(|d| d == Path::new("/dev").join(UUID))
+        .times(1)
+        .returning(|_| {
+            Ok(LuksInfo {
+                uuid: "99999999-2222-4333-8444-555555555555".into(),
+                ..luks()
+            })
+        });
+    m.show(State::Failure);
+    m.mail(MailOutcome::Failure, Some(Step::Identify));
+    let out = run_with(&f, m, Target::Uuid(UUID.to_uppercase()));
+    match out {
+        RunOutcome::Failed { step, error, .. } => {
+            assert_eq!(step, Step::Identify);
+            assert!(error.to_string().contains("not the configured"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_second_drive_waits_for_the_run_lock_showing_attention() {
+    let f = fixture();
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt.expect_inspect().returning(|_| Ok(luks()));
+    m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
+    m.show(State::Working { progress: None });
+    m.host
+        .expect_try_lock_run()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|| Ok(false));
+    m.show(State::Attention);
+    m.host
+        .expect_wait_lock_run()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|| Ok(()));
+    m.show(State::Working { progress: None });
+    // Then stop the run at unlock to keep the test short.
+    m.crypt
+        .expect_unlock()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|_, _, _| Err(cerr(crypt::ErrorKind::Other)));
+    m.show(State::Failure);
+    m.mail(MailOutcome::Failure, Some(Step::Unlock));
+    m.host
+        .expect_unlock_run()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .return_const(());
+    let out = run_with(&f, m, Target::Device(DEV.into()));
+    assert!(matches!(
+        out,
+        RunOutcome::Failed {
+            step: Step::Unlock,
+            ..
+        }
+    ));
+}
+
+/// Real fakes from the backend crates: progress reaches the indicator, and a broken
+/// indicator does not fail the run.
+mod with_fakes {
+    use super::*;
+    use crypt::fake::FakeCrypt;
+    use indicator::fake::RecordingIndicator;
+    use mount::fake::FakeMounter;
+    use notify::fake::RecordingNotifier;
+    use sync::fake::FakeSyncer;
+
+    struct NoopHost;
+    impl Host for NoopHost {
+        fn try_lock_run(&mut self) -> Result<bool, HostError> {
+            Ok(true)
+        }
+        fn wait_lock_run(&mut self) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn unlock_run(&mut self) {}
+        fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn unlock_source(&mut self) {}
+        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(1 << 40)
+        }
+        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(0)
+        }
+        fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
+            Ok(())
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn setup(
+        f: &Fixture,
+    ) -> (
+        Backends,
+        RecordingIndicator,
+        FakeCrypt,
+        FakeMounter,
+        RecordingNotifier,
+        FakeSyncer,
+    ) {
+        let ind = RecordingIndicator::new();
+        let crypt = FakeCrypt::new();
+        crypt.add_volume(DEV, UUID, &f.cfg.drives[0].key_file);
+        let mounter = FakeMounter::new();
+        let notifier = RecordingNotifier::new();
+        let syncer = FakeSyncer::new();
+        let b = Backends {
+            indicator: Box::new(ind.clone()),
+            crypt: Box::new(crypt.clone()),
+            mounter: Box::new(mounter.clone()),
+            syncer: Box::new(syncer.clone()),
+            notifier: Some(Box::new(notifier.clone())),
+            host: Box::new(NoopHost),
+        };
+        (b, ind, crypt, mounter, notifier, syncer)
+    }
+
+    #[test]
+    fn progress_reaches_the_indicator_between_working_and_success() {
+        let f = fixture();
+        let (b, ind, crypt, mounter, notifier, _s) = setup(&f);
+        let mut seen = vec![];
+        let mut p = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .on_progress(|pr| seen.push(pr.fraction));
+        let out = p.run(&Target::Device(DEV.into()));
+        drop(p);
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        assert_eq!(seen, vec![Some(0.5), Some(1.0)]);
+        assert_eq!(
+            ind.states(),
+            vec![
+                State::Working { progress: None },
+                State::Working {
+                    progress: Some(0.5)
+                },
+                State::Working {
+                    progress: Some(1.0)
+                },
+                State::Success
+            ]
+        );
+        assert!(crypt.active().is_empty());
+        assert_eq!(
+            mounter.calls().last().unwrap(),
+            &format!("unmount {}", f.dir.path().join("mnt/offsite-a").display())
+        );
+        let ev = notifier.events();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].outcome, MailOutcome::Success);
+    }
+
+    #[test]
+    fn a_broken_indicator_is_logged_and_the_run_still_succeeds() {
+        let f = fixture();
+        let (b, ind, crypt, _m, notifier, _s) = setup(&f);
+        ind.fail_with(Some(indicator::ErrorKind::NotFound));
+        let log = LogCapture::default();
+        let sub = tracing_subscriber::layer::SubscriberExt::with(
+            tracing_subscriber::registry(),
+            log.layer(),
+        );
+        let out = tracing::subscriber::with_default(sub, || {
+            Pipeline::new(&f.cfg, b, log.clone(), opts()).run(&Target::Device(DEV.into()))
+        });
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        assert_eq!(ind.last(), Some(State::Success));
+        assert!(crypt.active().is_empty());
+        assert!(log.tail(100).contains("indicator"), "{}", log.tail(100));
+        assert_eq!(notifier.events().len(), 1);
+    }
+
+    #[test]
+    fn failed_sync_mail_names_the_step_and_carries_chain_and_log() {
+        let f = fixture();
+        let (b, ind, crypt, mounter, notifier, syncer) = setup(&f);
+        syncer.fail_with(Some(sync::ErrorKind::PartialTransfer));
+        let log = LogCapture::default();
+        let sub = tracing_subscriber::layer::SubscriberExt::with(
+            tracing_subscriber::registry(),
+            log.layer(),
+        );
+        let out = tracing::subscriber::with_default(sub, || {
+            Pipeline::new(&f.cfg, b, log.clone(), opts()).run(&Target::Device(DEV.into()))
+        });
+        assert!(matches!(
+            out,
+            RunOutcome::Failed {
+                step: Step::Sync,
+                ..
+            }
+        ));
+        assert_eq!(ind.last(), Some(State::Failure));
+        assert!(crypt.active().is_empty(), "closed after the failure");
+        assert!(mounter.calls().iter().any(|c| c.starts_with("unmount")));
+        let ev = notifier.events();
+        assert_eq!(ev.len(), 1, "exactly one mail");
+        assert_eq!(ev[0].subject(), "extbackup: offsite-a FAILED at sync");
+        assert!(ev[0]
+            .error_chain
+            .iter()
+            .any(|l| l.contains("fake syncer told to fail")));
+        assert!(
+            ev[0].log_tail.contains("step 8/11: sync"),
+            "{}",
+            ev[0].log_tail
+        );
+    }
+}

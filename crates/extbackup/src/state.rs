@@ -1,0 +1,291 @@
+//! What runs leave behind: a record per run on the drive (`.extbackup/last-run.json` and
+//! `.extbackup/runs.jsonl` on its filesystem) and in the state directory
+//! (`drives/NAME.json` with the last success and the last failure, `runs.jsonl`, and
+//! `current.json` while a run is going on).
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How a recorded run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Copied, unmounted and closed.
+    Success,
+    /// Stopped at `failed_step`.
+    Failure,
+}
+
+/// One run, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The drive's name.
+    pub drive: String,
+    /// Its LUKS UUID.
+    pub uuid: String,
+    /// The host that ran it.
+    pub host: String,
+    /// Start, seconds since the Unix epoch.
+    pub started: u64,
+    /// End, seconds since the Unix epoch.
+    pub finished: u64,
+    /// How it ended.
+    pub result: RunResult,
+    /// The step that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// The error chain, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error: Vec<String>,
+    /// Files created or updated.
+    pub files_copied: u64,
+    /// Bytes transferred.
+    pub bytes_copied: u64,
+    /// Files deleted from the drive.
+    pub files_deleted: u64,
+    /// Files in the source.
+    pub files_total: u64,
+    /// Bytes in the source.
+    pub bytes_total: u64,
+}
+
+/// The last success and failure of one drive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriveState {
+    /// The newest successful run.
+    pub last_success: Option<RunRecord>,
+    /// The newest failed run.
+    pub last_failure: Option<RunRecord>,
+}
+
+/// The run going on now (`current.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentRun {
+    /// The drive.
+    pub drive: String,
+    /// Process id of the run.
+    pub pid: u32,
+    /// Start, seconds since the epoch.
+    pub started: u64,
+    /// The step it is at.
+    pub step: String,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `2026-11-27 00:27:22 UTC` for `secs` since the epoch.
+pub fn fmt_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// `3 days`, `5 hours`, `12 minutes`, `40 seconds`.
+pub fn fmt_age(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 2 * 86_400 => (s / 86_400, "days"),
+        s if s >= 2 * 3600 => (s / 3600, "hours"),
+        s if s >= 2 * 60 => (s / 60, "minutes"),
+        s => (s, "seconds"),
+    };
+    format!("{n} {unit}")
+}
+
+/// The state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The state directory at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The run lock file.
+    pub fn run_lock_path(&self) -> PathBuf {
+        self.root.join("run.lock")
+    }
+
+    fn drive_path(&self, drive: &str) -> PathBuf {
+        self.root.join("drives").join(format!("{drive}.json"))
+    }
+
+    /// The recorded state of `drive` (empty if never run).
+    pub fn drive(&self, drive: &str) -> std::io::Result<DriveState> {
+        match std::fs::read(self.drive_path(drive)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DriveState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records `run` as the drive's last success or failure, and appends it to `runs.jsonl`.
+    pub fn record(&self, run: &RunRecord) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.root.join("drives"))?;
+        let mut st = self.drive(&run.drive).unwrap_or_default();
+        match run.result {
+            RunResult::Success => st.last_success = Some(run.clone()),
+            RunResult::Failure => st.last_failure = Some(run.clone()),
+        }
+        write_atomic(
+            &self.drive_path(&run.drive),
+            &serde_json::to_vec_pretty(&st).map_err(std::io::Error::other)?,
+        )?;
+        append_line(&self.root.join("runs.jsonl"), run)
+    }
+
+    /// Notes the run going on now.
+    pub fn set_current(&self, cur: &CurrentRun) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        write_atomic(
+            &self.root.join("current.json"),
+            &serde_json::to_vec(cur).map_err(std::io::Error::other)?,
+        )
+    }
+
+    /// Forgets the current run.
+    pub fn clear_current(&self) {
+        let _ = std::fs::remove_file(self.root.join("current.json"));
+    }
+
+    /// The current run, if one is noted and its process is alive.
+    pub fn current(&self) -> Option<CurrentRun> {
+        let b = std::fs::read(self.root.join("current.json")).ok()?;
+        let cur: CurrentRun = serde_json::from_slice(&b).ok()?;
+        Path::new(&format!("/proc/{}", cur.pid))
+            .exists()
+            .then_some(cur)
+    }
+}
+
+/// Writes the run record onto the mounted drive.
+pub fn record_on_drive(mountpoint: &Path, run: &RunRecord) -> std::io::Result<()> {
+    let dir = mountpoint.join(".extbackup");
+    std::fs::create_dir_all(&dir)?;
+    write_atomic(
+        &dir.join("last-run.json"),
+        &serde_json::to_vec_pretty(run).map_err(std::io::Error::other)?,
+    )?;
+    append_line(&dir.join("runs.jsonl"), run)?;
+    // The record must survive a pull right after green.
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn append_line(path: &Path, run: &RunRecord) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut line = serde_json::to_vec(run).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(result: RunResult, finished: u64) -> RunRecord {
+        RunRecord {
+            drive: "a".into(),
+            uuid: "u".into(),
+            host: "h".into(),
+            started: finished - 5,
+            finished,
+            result,
+            failed_step: None,
+            error: vec![],
+            files_copied: 1,
+            bytes_copied: 2,
+            files_deleted: 0,
+            files_total: 3,
+            bytes_total: 4,
+        }
+    }
+
+    #[test]
+    fn utc_formatting_matches_known_dates() {
+        assert_eq!(fmt_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_utc(1_795_739_242), "2026-11-27 00:27:22 UTC");
+    }
+
+    #[test]
+    fn ages_pick_a_readable_unit() {
+        assert_eq!(fmt_age(40), "40 seconds");
+        assert_eq!(fmt_age(3 * 3600), "3 hours");
+        assert_eq!(fmt_age(40 * 86_400), "40 days");
+    }
+
+    #[test]
+    fn success_and_failure_are_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert_eq!(s.drive("a").unwrap(), DriveState::default());
+        s.record(&rec(RunResult::Success, 100)).unwrap();
+        s.record(&rec(RunResult::Failure, 200)).unwrap();
+        let st = s.drive("a").unwrap();
+        assert_eq!(st.last_success.unwrap().finished, 100);
+        assert_eq!(st.last_failure.unwrap().finished, 200);
+        let lines = std::fs::read_to_string(dir.path().join("runs.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 2);
+    }
+
+    #[test]
+    fn current_run_needs_a_live_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        let mut cur = CurrentRun {
+            drive: "a".into(),
+            pid: std::process::id(),
+            started: 1,
+            step: "sync".into(),
+        };
+        s.set_current(&cur).unwrap();
+        assert_eq!(s.current(), Some(cur.clone()));
+        cur.pid = u32::MAX;
+        s.set_current(&cur).unwrap();
+        assert_eq!(s.current(), None);
+        s.clear_current();
+        assert!(!dir.path().join("current.json").exists());
+    }
+}

@@ -1,0 +1,240 @@
+//! `extbackup status` (per drive: last success and its age, last failure, bytes; the
+//! current run) and `extbackup check --max-age DAYS` (a reminder when the newest
+//! successful backup is too old).
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::state::{fmt_age, fmt_utc, CurrentRun, RunRecord, StateDir};
+
+/// The status of one drive.
+#[derive(Clone, Debug, Serialize)]
+pub struct DriveStatus {
+    /// Its name.
+    pub name: String,
+    /// Its LUKS UUID.
+    pub uuid: String,
+    /// The newest successful run.
+    pub last_success: Option<RunRecord>,
+    /// Seconds since it finished.
+    pub last_success_age_secs: Option<u64>,
+    /// The newest failed run.
+    pub last_failure: Option<RunRecord>,
+}
+
+/// The status of every configured drive.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// When this was read, seconds since the epoch.
+    pub now: u64,
+    /// Per drive, in configuration order.
+    pub drives: Vec<DriveStatus>,
+    /// The run going on now.
+    pub current: Option<CurrentRun>,
+}
+
+/// Reads the state of the configured drives at time `now`.
+pub fn status(cfg: &Config, now: u64) -> std::io::Result<Status> {
+    let st = StateDir::new(&cfg.state_dir);
+    let mut drives = vec![];
+    for d in &cfg.drives {
+        let s = st.drive(d.name.as_str())?;
+        drives.push(DriveStatus {
+            name: d.name.to_string(),
+            uuid: d.uuid.to_string(),
+            last_success_age_secs: s
+                .last_success
+                .as_ref()
+                .map(|r| now.saturating_sub(r.finished)),
+            last_success: s.last_success,
+            last_failure: s.last_failure,
+        });
+    }
+    Ok(Status {
+        now,
+        drives,
+        current: st.current(),
+    })
+}
+
+impl Status {
+    /// The human form.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        if self.drives.is_empty() {
+            s.push_str("no drives configured (add one with `extbackup prepare`)\n");
+        }
+        for d in &self.drives {
+            s.push_str(&format!("{} (UUID {})\n", d.name, d.uuid));
+            match (&d.last_success, d.last_success_age_secs) {
+                (Some(r), Some(age)) => s.push_str(&format!(
+                    "  last success: {} ({} ago), {} files / {} copied, source {} files / {}\n",
+                    fmt_utc(r.finished),
+                    fmt_age(age),
+                    r.files_copied,
+                    crate::pipeline::human(r.bytes_copied),
+                    r.files_total,
+                    crate::pipeline::human(r.bytes_total)
+                )),
+                _ => s.push_str("  last success: never\n"),
+            }
+            match &d.last_failure {
+                Some(r) => s.push_str(&format!(
+                    "  last failure: {} at step {}: {}\n",
+                    fmt_utc(r.finished),
+                    r.failed_step.as_deref().unwrap_or("?"),
+                    r.error.join(": ")
+                )),
+                None => s.push_str("  last failure: none\n"),
+            }
+        }
+        match &self.current {
+            Some(c) => s.push_str(&format!(
+                "running now: {} since {} (pid {}), at step {}\n",
+                c.drive,
+                fmt_utc(c.started),
+                c.pid,
+                c.step
+            )),
+            None => s.push_str("running now: nothing\n"),
+        }
+        s
+    }
+
+    /// The newest success over all drives: (drive, finished).
+    pub fn newest_success(&self) -> Option<(&str, u64)> {
+        self.drives
+            .iter()
+            .filter_map(|d| {
+                d.last_success
+                    .as_ref()
+                    .map(|r| (d.name.as_str(), r.finished))
+            })
+            .max_by_key(|(_, t)| *t)
+    }
+
+    /// The reminder to send when the newest success is older than `max_age_secs` (or there
+    /// is none); `None` when a backup is recent enough.
+    pub fn reminder(&self, cfg: &Config, max_age_secs: u64) -> Option<notify::Event> {
+        let newest = self.newest_success();
+        if let Some((_, t)) = newest {
+            if self.now.saturating_sub(t) <= max_age_secs {
+                return None;
+            }
+        }
+        let mut details = vec![match newest {
+            Some((d, t)) => format!(
+                "The newest successful backup is {} old (drive {d}, {}); the limit is {}.",
+                fmt_age(self.now.saturating_sub(t)),
+                fmt_utc(t),
+                fmt_age(max_age_secs)
+            ),
+            None => "No drive has ever completed a backup.".into(),
+        }];
+        details.push("Plug in one of the backup drives to bring it up to date.".into());
+        for d in &self.drives {
+            details.push(match d.last_success_age_secs {
+                Some(a) => format!("{}: last success {} ago", d.name, fmt_age(a)),
+                None => format!("{}: never backed up", d.name),
+            });
+        }
+        let names: Vec<&str> = self.drives.iter().map(|d| d.name.as_str()).collect();
+        Some(notify::Event {
+            drive: if names.is_empty() {
+                "backup".into()
+            } else {
+                names.join("/")
+            },
+            host: cfg.host_name(),
+            outcome: notify::Outcome::Reminder,
+            failed_step: None,
+            error_chain: vec![],
+            log_tail: String::new(),
+            duration: std::time::Duration::ZERO,
+            files: 0,
+            bytes: 0,
+            details,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RunResult;
+
+    fn cfg(dir: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            r#"
+source = "/srv"
+state_dir = "{}"
+host = "nas"
+[[drive]]
+name = "a"
+uuid = "11111111-2222-4333-8444-555555555555"
+key_file = "/k/a"
+[[drive]]
+name = "b"
+uuid = "21111111-2222-4333-8444-555555555555"
+key_file = "/k/b"
+"#,
+            dir.display()
+        ))
+        .unwrap()
+    }
+
+    fn rec(drive: &str, result: RunResult, finished: u64) -> RunRecord {
+        RunRecord {
+            drive: drive.into(),
+            uuid: String::new(),
+            host: "nas".into(),
+            started: finished - 10,
+            finished,
+            result,
+            failed_step: (result == RunResult::Failure).then(|| "mount".into()),
+            error: vec![],
+            files_copied: 2,
+            bytes_copied: 2048,
+            files_deleted: 0,
+            files_total: 5,
+            bytes_total: 4096,
+        }
+    }
+
+    #[test]
+    fn status_shows_age_and_failure_per_drive() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let st = StateDir::new(dir.path());
+        st.record(&rec("a", RunResult::Success, 1000)).unwrap();
+        st.record(&rec("b", RunResult::Failure, 2000)).unwrap();
+        let s = status(&c, 1000 + 3 * 86_400).unwrap();
+        assert_eq!(s.drives[0].last_success_age_secs, Some(3 * 86_400));
+        assert!(s.drives[1].last_success.is_none());
+        let text = s.render();
+        assert!(text.contains("(3 days ago)"), "{text}");
+        assert!(text.contains("last success: never"), "{text}");
+        assert!(text.contains("at step mount"), "{text}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["drives"][0]["last_success"]["bytes_copied"], 2048);
+    }
+
+    #[test]
+    fn reminder_only_when_the_newest_success_is_too_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let st = StateDir::new(dir.path());
+        let day = 86_400;
+        let s = status(&c, 100 * day).unwrap();
+        let ev = s.reminder(&c, 30 * day).expect("never backed up: remind");
+        assert!(ev.details[0].contains("ever"));
+        st.record(&rec("a", RunResult::Success, 50 * day)).unwrap();
+        st.record(&rec("b", RunResult::Success, 80 * day)).unwrap();
+        let s = status(&c, 100 * day).unwrap();
+        assert!(s.reminder(&c, 30 * day).is_none(), "b is 20 days old");
+        let ev = s.reminder(&c, 10 * day).expect("20 days > 10");
+        assert_eq!(ev.outcome, notify::Outcome::Reminder);
+        assert!(ev.details[0].contains("20 days"), "{:?}", ev.details);
+        assert!(ev.details[0].contains("drive b"), "{:?}", ev.details);
+    }
+}

@@ -1,0 +1,1 @@
+//! Host end-to-end tests of the `extbackup` binary (as root, on loop devices).
