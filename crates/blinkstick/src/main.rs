@@ -107,6 +107,9 @@ struct Cli {
     /// Print every report sent and received, as hex, on stderr.
     #[arg(long)]
     trace: bool,
+    /// Display debug output (the Python option; same as --trace).
+    #[arg(short = 'v', long)]
+    verbose: bool,
     /// Treat the sticks as this variant (blinkstick, pro, square, strip, nano, flex)
     /// instead of detecting it.
     #[arg(long, value_name = "VARIANT")]
@@ -226,7 +229,7 @@ fn act(cli: &Cli, stick: &mut BlinkStick, color: Option<Rgb>) -> Result<()> {
     if let Some(v) = cli.variant {
         stick.set_variant(v);
     }
-    if cli.trace {
+    if cli.trace || cli.verbose {
         stick.set_trace(|serial, dir, data| {
             let d = match dir {
                 Direction::Sent => "set",

@@ -55,6 +55,7 @@ fn help_lists_every_option() {
         "--print",
         "--list",
         "--trace",
+        "-v, --verbose",
         "[COLOR]",
     ] {
         assert!(out.contains(opt), "--help lacks {opt}:\n{out}");
