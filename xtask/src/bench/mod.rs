@@ -4,6 +4,7 @@
 //! measures its subject and a baseline in the same run and prints the ratio.
 
 pub mod blinkstick;
+pub mod crypt;
 
 use anyhow::Result;
 
@@ -15,5 +16,6 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = crate::util::root();
     let _ = &root; // each area's `run(&root)` is called below
     blinkstick::run(&root)?;
+    crypt::run(&root)?;
     Ok(())
 }
