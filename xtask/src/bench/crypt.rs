@@ -27,5 +27,7 @@ pub fn run(root: &Path) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    crate::util::run(&mut Command::new(target.join("release/examples/verify_bench")))
+    crate::util::run(&mut Command::new(
+        target.join("release/examples/verify_bench"),
+    ))
 }
