@@ -15,7 +15,12 @@ use std::time::Instant;
 pub(crate) const TAIL_LINES: usize = 15;
 
 /// Mirrors with rsync: `-aHAX --numeric-ids --delete-delay --no-inc-recursive
-/// --info=progress2,stats2 --exclude=/lost+found SOURCE/ TARGET`.
+/// --modify-window=-1 --info=progress2,stats2 --exclude=/lost+found SOURCE/ TARGET`.
+///
+/// `--modify-window=-1` makes rsync compare modification times to the nanosecond (its
+/// default is whole seconds, which misses a same-size change made within the second of
+/// the previous sync). `lost+found` at the top of the source and the target is neither
+/// copied nor deleted.
 ///
 /// Progress comes from rsync's `progress2` lines as they arrive; the report's figures
 /// from its `--stats`. Exit codes: 24 (files vanished) is a warning in the report; 11 or
@@ -66,6 +71,10 @@ impl RsyncSyncer {
             "--numeric-ids",
             "--delete-delay",
             "--no-inc-recursive",
+            // Compare mtimes to the nanosecond: by default rsync compares whole seconds,
+            // so a file changed (same size) within the second of the last sync would be
+            // skipped, and times set within that second are left unfixed.
+            "--modify-window=-1",
             "--info=progress2,stats2",
         ]
         .iter()

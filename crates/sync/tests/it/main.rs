@@ -1,1 +1,18 @@
-//! tests
+//! Integration tests of the sync crate with the real rsync, real `flock(1)`, and (as
+//! root) loop-mounted ext4 filesystems.
+
+mod command;
+mod lock;
+mod rsync;
+mod util;
+
+use sync::SyncOptions;
+
+pub fn opts() -> SyncOptions {
+    SyncOptions {
+        drive: "offsite-a".into(),
+        require_source_mount_point: false,
+        max_delete_fraction: Some(0.5),
+        force: false,
+    }
+}
