@@ -109,3 +109,29 @@ impl<T: Transport> Transport for Traced<T> {
         self.inner.device_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::EmulatedDevice;
+    use crate::Variant;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn traced_sees_both_directions_and_passes_on() {
+        let dev = EmulatedDevice::new(Variant::Square, "BS000001-3.0");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut t = Traced::new(dev.transport(), move |d, r| {
+            s2.lock().unwrap().push(format!("{d:?} {}", hex(r)))
+        });
+        t.set_feature_report(&[1, 0xab, 2, 3]).unwrap();
+        assert_eq!(t.get_feature_report(1, 4).unwrap(), vec![1, 0xab, 2, 3]);
+        assert_eq!(t.device_info().serial, "BS000001-3.0");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["Sent 01 ab 02 03", "Received 01 ab 02 03"]
+        );
+        assert_eq!(dev.sent_reports(), vec![vec![1, 0xab, 2, 3]]);
+    }
+}

@@ -27,6 +27,23 @@ fn serve(variant: Variant, serial: &str) -> (EmulatedDevice, UhidDevice) {
     (dev, uhid)
 }
 
+/// Waits (up to 10 s) until `serial` is the only stick hidapi lists: devices of earlier
+/// tests are destroyed asynchronously, and the binary acts on every stick it finds.
+fn wait_alone(serial: &str) {
+    let t0 = Instant::now();
+    loop {
+        let list = BlinkStick::list().expect("listing through hidapi");
+        if list.len() == 1 && list[0].serial == serial {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "other sticks still listed besides {serial}: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn open(serial: &str) -> BlinkStick {
     let mut s = BlinkStick::open_serial(serial).expect("opening through hidapi");
     s.set_retry_policy(RetryPolicy::default());
@@ -83,6 +100,7 @@ fn vm_uhid_every_report_round_trips_through_hidapi() {
 #[ignore = "needs uhid: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_uhid_seed_commands_through_the_binary() {
     let (dev, _u) = serve(Variant::Square, "BS000103-3.0");
+    wait_alone("BS000103-3.0");
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_blinkstick"))
             .env_remove("BLINKSTICK_EMULATE")
