@@ -20,7 +20,11 @@ fn tool(args: &[&str], input: &str) -> Result<String, String> {
         });
     if out.status.success() {
         let mut s = String::from_utf8(out.stdout).expect("systemd-escape printed UTF-8");
-        assert_eq!(s.pop(), Some('\n'), "systemd-escape ends its output with a newline");
+        assert_eq!(
+            s.pop(),
+            Some('\n'),
+            "systemd-escape ends its output with a newline"
+        );
         Ok(s)
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
@@ -84,7 +88,11 @@ fn escape_path_equals_systemd_escape_path() {
     let ok_component = format!("/{}", "a".repeat(255));
     let long_path = format!("/{}", ["b"; 2048].join("/"));
     let mut inputs: Vec<&str> = INPUTS.to_vec();
-    inputs.extend([long_component.as_str(), ok_component.as_str(), long_path.as_str()]);
+    inputs.extend([
+        long_component.as_str(),
+        ok_component.as_str(),
+        long_path.as_str(),
+    ]);
     for input in inputs {
         match (escape::escape_path(input), tool(&["--path"], input)) {
             (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "escape_path({input:?})"),
@@ -101,8 +109,20 @@ fn unescape_equals_systemd_escape_unescape_on_escaped_and_broken_inputs() {
     let mut inputs: Vec<String> = INPUTS.iter().map(|s| escape::escape(s)).collect();
     inputs.extend(
         [
-            r"a\x2Db", r"a\xZZ", r"a\X2d", r"x\", r"a\x", "-a", "a-", "a--b", r"\x2e\x2e",
-            "a-..-b", "a-.-b", r"a\x2f", "-", "",
+            r"a\x2Db",
+            r"a\xZZ",
+            r"a\X2d",
+            r"x\",
+            r"a\x",
+            "-a",
+            "a-",
+            "a--b",
+            r"\x2e\x2e",
+            "a-..-b",
+            "a-.-b",
+            r"a\x2f",
+            "-",
+            "",
         ]
         .map(String::from),
     );
@@ -129,7 +149,11 @@ fn unescape_equals_systemd_escape_unescape_on_escaped_and_broken_inputs() {
 fn round_trips_through_the_tool() {
     for input in INPUTS.iter().filter(|s| !s.is_empty()) {
         let escaped = tool(&[], input).expect("escapes");
-        assert_eq!(escape::unescape(&escaped).as_deref(), Ok(*input), "{input:?}");
+        assert_eq!(
+            escape::unescape(&escaped).as_deref(),
+            Ok(*input),
+            "{input:?}"
+        );
     }
 }
 
