@@ -352,6 +352,7 @@ impl Crypt for LoopbackTestCrypt {
     fn format(&self, device: &Path, opts: &FormatOptions) -> Result<LuksInfo, CryptError> {
         check_test_device(device)?;
         let key = read_key_file(&opts.key_file)?;
+        crate::util::check_not_in_use(device)?;
         if let Some(l) = &opts.label {
             check_label(l)?;
         }

@@ -261,6 +261,7 @@ impl Crypt for LibcryptsetupCrypt {
                 .with_source(e)
             })?),
         };
+        crate::util::check_not_in_use(device)?;
         let mut dev = Self::open(device)?;
         let mut vk = Zeroizing::new(vec![0u8; VOLUME_KEY_BYTES]);
         rand::rngs::OsRng.fill_bytes(&mut vk);

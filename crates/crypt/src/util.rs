@@ -96,6 +96,33 @@ pub(crate) fn check_exists(device: &Path) -> Result<std::fs::Metadata, CryptErro
     std::fs::metadata(device).map_err(|e| io_error(e, "opening the device", device))
 }
 
+/// Refuses a block device that something holds exclusively (mounted, mapped, swap): a
+/// format would destroy a filesystem in use.
+pub(crate) fn check_not_in_use(device: &Path) -> Result<(), CryptError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let md = check_exists(device)?;
+    if !md.file_type().is_block_device() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(device)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(CryptError::new(
+            ErrorKind::Busy,
+            format!(
+                "refusing to format {}: it is in use (mounted, unlocked or otherwise held); \
+                 unmount and lock it first",
+                device.display()
+            ),
+        )
+        .with_source(e)),
+        Err(e) => Err(io_error(e, "opening the device", device)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,3 +194,30 @@ fn unlock_without_device_mapper_is_unsupported() {
         crypt::MappingStatus::Inactive
     );
 }
+
+#[test]
+fn format_refuses_a_mounted_device() {
+    if !root_or_skip("format_refuses_a_mounted_device") {
+        return;
+    }
+    let img = LoopImage::new(32);
+    let key = img.key("key", &random_key());
+    sh(std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&img.dev));
+    let mnt = img.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(std::process::Command::new("mount").arg(&img.dev).arg(&mnt));
+    let guard = MountGuard(mnt.clone());
+    let e = LibcryptsetupCrypt::new()
+        .format(&img.dev, &opts(&key))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e:#}");
+    assert!(e.to_string().contains("in use"), "{e}");
+    drop(guard);
+    // The filesystem is untouched.
+    let ty = sh(std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(&img.dev));
+    assert_eq!(ty.trim(), "ext4");
+}
