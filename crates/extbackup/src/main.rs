@@ -434,7 +434,58 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     Ok(0)
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
-    let _ = (load(cli)?, capture);
-    bail!("`extbackup watch` is not available in this build yet: use `extbackup install` (udev + systemd) instead")
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let cfg = load(cli)?;
+    if cfg.drives.is_empty() {
+        bail!(UsageError(
+            "no drives configured: add one with `extbackup prepare`".into()
+        ));
+    }
+    let act = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &act) }.context("installing the signal handler")?;
+    }
+    let uuids: Vec<String> = cfg.drives.iter().map(|d| d.uuid.to_string()).collect();
+    tracing::info!(
+        "watching for {} configured drive(s); SIGTERM or Ctrl-C stops",
+        uuids.len()
+    );
+    extbackup::watch::Watcher::new(&uuids).run(&STOP, |found| {
+        tracing::info!(
+            "drive {} {} at {}",
+            found.uuid,
+            if found.at_start {
+                "present"
+            } else {
+                "plugged in"
+            },
+            found.devnode.display()
+        );
+        // Re-read the configuration for each drive: it may have changed since the start.
+        let cfg = match Config::load(&cli.config) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return;
+            }
+        };
+        match run(&cfg, &Target::Device(found.devnode.clone()), false, capture) {
+            Ok(code) => tracing::info!("run for {} ended with exit code {code}", found.uuid),
+            Err(e) => tracing::error!("run for {}: {e:#}", found.uuid),
+        }
+    })?;
+    tracing::info!("watch stopped");
+    Ok(0)
 }

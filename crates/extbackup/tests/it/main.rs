@@ -1,3 +1,11 @@
-//! Host end-to-end tests of the `extbackup` binary (as root, on loop devices).
+//! End-to-end tests of the `extbackup` binary.
+//!
+//! Host tests (module `host`) need root for loop devices and mounts; they use the
+//! loopback-test crypt backend (no dm-crypt on the host), real ext4 through `NixMounter`,
+//! real rsync, and the file mail transport into a temp folder. The `vm_` test runs only
+//! in the QEMU guest (`cargo xtask vm-test`) with real LUKS through libcryptsetup.
 
+mod host;
+mod support;
 mod udev;
+mod vm;

@@ -1,0 +1,284 @@
+//! Host end-to-end tests: real loop devices, the loopback-test crypt backend, real ext4,
+//! real rsync, mail as files. As root only (they SKIP otherwise).
+
+use crate::support::{self, skip_unless_root, snapshot, Loop, World};
+use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Opens the drive read-only (outside the binary) and returns a snapshot of `data/` and
+/// the run record written on the drive.
+fn read_drive(w: &World, dev: &Path, name: &str) -> (Vec<(PathBuf, Vec<u8>, u32)>, String) {
+    std::env::set_var(crypt::ALLOW_ENV, "1");
+    let c =
+        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
+    let key = w.path(&format!("keys/{name}.key"));
+    let mapping = format!("check-{name}");
+    let mapped = c.unlock(dev, &key, &mapping).unwrap();
+    let mp = w.path("check-mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "ro"])
+        .arg(&mapped)
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let snap = snapshot(&mp.join("data"));
+    let rec = fs::read_to_string(mp.join(".extbackup/last-run.json")).unwrap_or_default();
+    assert!(Command::new("umount").arg(&mp).status().unwrap().success());
+    c.lock(&mapping, LockMode::Normal).unwrap();
+    (snap, rec)
+}
+
+fn mounted_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&root)))
+        .map(String::from)
+        .collect()
+}
+
+/// The checks every failure must pass: exit 1, exactly one mail naming `step`, the source
+/// untouched, nothing left mounted, red last on the indicator.
+fn assert_failed_cleanly(
+    w: &World,
+    out: &std::process::Output,
+    step: &str,
+    before: &[(PathBuf, Vec<u8>, u32)],
+    mails_before: usize,
+) {
+    assert_eq!(out.status.code(), Some(1), "exit code");
+    let subjects = w.subjects();
+    assert_eq!(
+        subjects.len(),
+        mails_before + 1,
+        "exactly one new mail: {subjects:?}"
+    );
+    let last = subjects.last().unwrap();
+    assert!(
+        last.ends_with(&format!("FAILED at {step}")),
+        "subject names the step {step}: {last}"
+    );
+    let mail = w.mails().pop().unwrap();
+    assert!(mail.contains(&format!("step {step}")) || mail.contains(step));
+    assert_eq!(w.source_snapshot(), before, "the source is untouched");
+    assert!(
+        mounted_under(w.dir.path()).is_empty(),
+        "nothing left mounted"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last_state = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last_state.contains("failure"),
+        "indicator ends red: {stdout}"
+    );
+    let st = w.drive_state("t1");
+    assert_eq!(st["last_failure"]["failed_step"], step);
+}
+
+#[test]
+fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change() {
+    if skip_unless_root(
+        "prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change",
+    ) {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 64);
+    w.prepare(&lo.dev, "t1");
+
+    // prepare: key file 0400, header backup, config appended with the comment kept.
+    let key = w.path("keys/t1.key");
+    assert_eq!(fs::read(&key).unwrap().len(), 4096);
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    assert!(w.path("keys/t1.luks-header").exists());
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    assert!(cfg.starts_with("# test configuration: this comment must survive"));
+    assert!(cfg.contains("[[drive]]\nname = \"t1\""), "{cfg}");
+    let check = w.cmd(&["config", "check"]);
+    assert_eq!(check.status.code(), Some(0));
+
+    // First run: the drive's data equals the source.
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let working = stdout.find("working").expect("working shown");
+    let success = stdout.rfind("success").expect("success shown");
+    assert!(working < success, "{stdout}");
+    assert!(
+        mounted_under(w.dir.path()).is_empty(),
+        "unmounted after the run"
+    );
+    let (snap, rec) = read_drive(&w, &lo.dev, "t1");
+    assert_eq!(snap, w.source_snapshot(), "the drive mirrors the source");
+    assert!(rec.contains("\"result\": \"success\""), "{rec}");
+    let st = w.drive_state("t1");
+    assert_eq!(st["last_success"]["result"], "success");
+    let first_files = st["last_success"]["files_copied"].as_u64().unwrap();
+    assert!(first_files >= 3, "{st}");
+    assert_eq!(w.subjects(), vec!["extbackup: t1 done, safe to remove"]);
+
+    // A change: one file edited, one added, one deleted.
+    fs::write(w.path("src/a.txt"), "alpha, edited\n").unwrap();
+    fs::write(w.path("src/new.txt"), "new\n").unwrap();
+    fs::remove_file(w.path("src/sub/c.txt")).unwrap();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let st = w.drive_state("t1");
+    assert_eq!(
+        st["last_success"]["files_copied"], 2,
+        "only the change: {st}"
+    );
+    assert_eq!(st["last_success"]["files_deleted"], 1, "{st}");
+    let (snap, _) = read_drive(&w, &lo.dev, "t1");
+    assert_eq!(
+        snap,
+        w.source_snapshot(),
+        "the drive mirrors the changed source"
+    );
+
+    // status shows it, in text and JSON.
+    let out = w.cmd(&["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("t1 (UUID"), "{text}");
+    assert!(text.contains("seconds ago"), "{text}");
+    let out = w.cmd(&["status", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["drives"][0]["last_success"]["files_copied"], 2);
+
+    // check: fresh, no reminder; with a zero-day limit and a backdated record, a reminder.
+    let out = w.cmd(&["check", "--max-age", "1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.subjects().len(), 2, "no reminder for a fresh backup");
+}
+
+#[test]
+fn a_held_source_lock_fails_at_source_lock_and_cleans_up() {
+    if skip_unless_root("a_held_source_lock_fails_at_source_lock_and_cleans_up") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 32);
+    w.prepare(&lo.dev, "t1");
+    let mut holder = Command::new("flock")
+        .arg(w.path("src.lock"))
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock(1) runs");
+    // Wait until the child holds it.
+    for _ in 0..50 {
+        let free = Command::new("flock")
+            .args(["-n"])
+            .arg(w.path("src.lock"))
+            .arg("true")
+            .status()
+            .unwrap()
+            .success();
+        if !free {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = w.source_snapshot();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_failed_cleanly(&w, &out, "source lock", &before, 0);
+}
+
+#[test]
+fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
+    if skip_unless_root("a_drive_too_small_fails_at_free_space_and_cleans_up") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 16);
+    w.prepare(&lo.dev, "t1");
+    // 24 MiB of incompressible data cannot fit on a 16 MiB drive.
+    let mut big = vec![0u8; 24 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(w.path("src/big.bin"), &big).unwrap();
+    let before = w.source_snapshot();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_failed_cleanly(&w, &out, "free space", &before, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not fit"), "{err}");
+}
+
+#[test]
+fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
+    if skip_unless_root("a_wrong_key_file_fails_at_identify_and_touches_nothing") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 32);
+    w.prepare(&lo.dev, "t1");
+    let wrong = w.path("keys/wrong.key");
+    fs::write(&wrong, vec![1u8; 4096]).unwrap();
+    fs::set_permissions(&wrong, fs::Permissions::from_mode(0o400)).unwrap();
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    let right = w.path("keys/t1.key");
+    fs::write(
+        &w.config,
+        cfg.replace(right.to_str().unwrap(), wrong.to_str().unwrap()),
+    )
+    .unwrap();
+    let before = w.source_snapshot();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_failed_cleanly(&w, &out, "identify", &before, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("working"), "never started: {stdout}");
+}
+
+#[test]
+fn a_drive_that_is_not_configured_is_skipped_with_75() {
+    if skip_unless_root("a_drive_that_is_not_configured_is_skipped_with_75") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 16);
+    let before_dev = fs::read(w.path("disk.img")).unwrap();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(75));
+    let out = w.cmd(&["run", "--uuid", "11111111-2222-4333-8444-555555555555"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(w.mails().is_empty(), "no mail for a foreign drive");
+    assert_eq!(
+        fs::read(w.path("disk.img")).unwrap(),
+        before_dev,
+        "untouched"
+    );
+}
+
+#[test]
+fn bad_configuration_and_usage_exit_2() {
+    let w = World::new("loopback-test");
+    let out = w.cmd(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "no --uuid/--device");
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    fs::write(&w.config, format!("{cfg}\nbogus = 1\n")).unwrap();
+    let out = w.cmd(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line"), "{err}");
+    let _ = support::is_root();
+}

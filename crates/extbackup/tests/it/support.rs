@@ -1,0 +1,203 @@
+//! A scratch world for one test: a temp folder with a source tree, a disk image on a loop
+//! device, a configuration, and helpers to run the real binary and read its mail.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Prints the conventional SKIP line and returns true when not root.
+pub fn skip_unless_root(name: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIP {name}: needs root (loop devices); run as root, e.g. cargo xtask test");
+    true
+}
+
+/// A loop device over an image file, detached on drop.
+pub struct Loop {
+    pub dev: PathBuf,
+}
+
+impl Loop {
+    pub fn new(image: &Path, size_mib: u64) -> Loop {
+        let f = fs::File::create(image).unwrap();
+        f.set_len(size_mib << 20).unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image)
+            .output()
+            .expect("losetup runs");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop {
+            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// One test's world.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl World {
+    /// A world whose configuration uses `crypt` (`loopback-test` or `libcryptsetup`).
+    pub fn new(crypt: &'static str) -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("extbackup-it-")
+            .tempdir()
+            .unwrap();
+        let w = World {
+            config: dir.path().join("config.toml"),
+            dir,
+        };
+        fs::create_dir_all(w.path("mail")).unwrap();
+        fs::create_dir_all(w.path("src/sub")).unwrap();
+        fs::write(w.path("src/a.txt"), "alpha\n").unwrap();
+        fs::write(w.path("src/sub/b.bin"), vec![42u8; 300_000]).unwrap();
+        fs::write(w.path("src/sub/c.txt"), "gamma\n").unwrap();
+        let text = format!(
+            r#"# test configuration: this comment must survive `prepare`
+source = "{d}/src"
+state_dir = "{d}/state"
+mount_root = "{d}/mnt"
+host = "testhost"
+
+[source_lock]
+path = "{d}/src.lock"
+timeout_secs = 1
+
+[indicator]
+backend = "console"
+
+[mail]
+to = ["root@localhost"]
+from = "extbackup@testhost"
+transport = {{ kind = "file", dir = "{d}/mail" }}
+
+[crypt]
+backend = "{crypt}"
+
+[policy]
+require_source_mount_point = false
+"#,
+            d = w.dir.path().display()
+        );
+        fs::write(&w.config, text).unwrap();
+        w
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs the binary with `--config` and the loopback-test permission in the environment.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("extbackup runs");
+        eprintln!(
+            "$ extbackup {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `prepare DEVICE --name NAME --yes --keys-dir DIR/keys`, which must succeed.
+    pub fn prepare(&self, dev: &Path, name: &str) {
+        let out = self.cmd(&[
+            "prepare",
+            dev.to_str().unwrap(),
+            "--name",
+            name,
+            "--yes",
+            "--keys-dir",
+            self.path("keys").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "prepare failed");
+    }
+
+    /// The mails written so far, as text, oldest first.
+    pub fn mails(&self) -> Vec<String> {
+        let mut v: Vec<(std::time::SystemTime, String)> = fs::read_dir(self.path("mail"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .map(|e| {
+                (
+                    e.metadata().unwrap().modified().unwrap(),
+                    fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by_key(|(t, _)| *t);
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The `Subject:` lines of the mails.
+    pub fn subjects(&self) -> Vec<String> {
+        self.mails()
+            .iter()
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("Subject: "))
+                    .map(|l| l["Subject: ".len()..].to_string())
+            })
+            .collect()
+    }
+
+    /// The recorded state of `drive` as JSON.
+    pub fn drive_state(&self, drive: &str) -> serde_json::Value {
+        let p = self.path(&format!("state/drives/{drive}.json"));
+        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+    }
+
+    /// A listing of the source tree with contents, to show it was not touched.
+    pub fn source_snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
+        snapshot(&self.path("src"))
+    }
+}
+
+/// Every file under `root` with its contents and mode.
+pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut v = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in fs::read_dir(&p).unwrap().flatten() {
+            let md = e.metadata().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            if md.is_dir() {
+                stack.push(e.path());
+                v.push((rel, vec![], md.permissions().mode()));
+            } else {
+                v.push((rel, fs::read(e.path()).unwrap(), md.permissions().mode()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
