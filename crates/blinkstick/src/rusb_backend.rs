@@ -56,8 +56,13 @@ fn info_of(d: &rusb::Device<Context>, h: &DeviceHandle<Context>, path: &str) -> 
         product: s(desc.as_ref().and_then(|d| d.product_string_index())),
         release: desc
             .map(|d| {
+                // back to bcdDevice (rusb decodes the major's two BCD digits to decimal)
                 let v = d.device_version();
-                u16::from(v.major()) << 8 | u16::from(v.minor()) << 4 | u16::from(v.sub_minor())
+                let major = u16::from(v.major());
+                (major / 10) << 12
+                    | (major % 10) << 8
+                    | u16::from(v.minor()) << 4
+                    | u16::from(v.sub_minor())
             })
             .unwrap_or(0),
     }

@@ -88,6 +88,12 @@ impl Firmware {
         &self.serial
     }
 
+    /// The HID report descriptor this device declares (for a kernel interface such as
+    /// uhid or a USB gadget).
+    pub fn report_descriptor(&self) -> Vec<u8> {
+        self.variant.report_descriptor()
+    }
+
     /// The current mode byte.
     pub fn mode(&self) -> u8 {
         self.mode
