@@ -78,32 +78,47 @@ fn hw_drive_prepare_then_backup_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("source");
     std::fs::create_dir_all(source.join("sub")).expect("source tree");
-    std::fs::write(source.join("sub/hello.txt"), b"hello from hw-test\n").expect("file");
+    let payload = b"hello from hw-test\n";
+    std::fs::write(source.join("sub/hello.txt"), payload).expect("file");
     let config = dir.path().join("config.toml");
     let keys = dir.path().join("keys");
+    let mnt = dir.path().join("mnt");
     std::fs::write(
         &config,
         format!(
-            "# written by hw_drive_prepare_then_backup_run\n[[source]]\npath = \"{}\"\n",
-            source.display()
+            "# written by hw_drive_prepare_then_backup_run\nsource = \"{}\"\n\
+             state_dir = \"{}\"\nmount_root = \"{}\"\n",
+            source.display(),
+            dir.path().join("state").display(),
+            dir.path().join("mounts").display(),
         ),
     )
     .expect("config");
     let cfg = config.to_str().expect("utf-8");
     let keys_s = keys.to_str().expect("utf-8");
+    let mnt_s = mnt.to_str().expect("utf-8");
     run(
         &bin,
         &[
+            "--config",
+            cfg,
             "prepare",
             &drive,
             "--name",
             "hwtest",
-            "--config",
-            cfg,
             "--keys-dir",
             keys_s,
+            "--mount-point",
+            mnt_s,
             "--yes",
         ],
     );
-    run(&bin, &["run", "--config", cfg, "--drive", "hwtest"]);
+    let written = std::fs::read_to_string(&config).expect("config after prepare");
+    assert!(
+        written.contains("hwtest"),
+        "prepare appended the drive to the configuration:\n{written}"
+    );
+    run(&bin, &["--config", cfg, "run", "--device", &drive]);
+    // The run unmounts and closes the drive; its record says it succeeded.
+    run(&bin, &["--config", cfg, "status"]);
 }
