@@ -18,7 +18,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(feature = "hidapi")]
 fn run() -> blinkstick::Result<()> {
     let mut s = match std::env::args().nth(1) {
         Some(serial) => BlinkStick::open_serial(&serial)?,
@@ -51,12 +50,4 @@ fn run() -> blinkstick::Result<()> {
         }
     );
     Ok(())
-}
-
-#[cfg(not(feature = "hidapi"))]
-fn run() -> blinkstick::Result<()> {
-    Err(blinkstick::Error::new(
-        blinkstick::ErrorKind::Unsupported,
-        "built without the `hidapi` feature: rebuild with default features",
-    ))
 }
