@@ -4,6 +4,7 @@
 //! from this crate's manifest directory, so it works from any folder of the checkout.
 
 mod bench;
+mod demo;
 mod deps;
 mod hw_test;
 mod util;
@@ -20,6 +21,9 @@ Tasks:
                    test (unit, host integration on loop devices, and the QEMU guest
                    suite unless --quick).
   bench            Benchmarks, each against a baseline measured in the same run.
+  demo [--vm] [--keep]
+                   Prepare a disk image on a loop device and back a sample tree up
+                   onto it with `extbackup`; shows the LED states, the mail, status.
   vm-test [--filter SUBSTR] [--keep-going] [--verbose] [--timeout SECS] [-p PKG]
                    Build the test binaries, boot Debian's kernel in QEMU (tcg) and
                    run every `vm_` test there (dm-crypt, uhid, USB gadget).
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "deps" => deps::ensure(deps::Set::All),
         "bench" => bench::run(rest),
+        "demo" => demo::run(rest),
         "vm-test" => vm::vm_test(rest),
         "vm-run" => vm::vm_run(rest),
         "hw-test" => hw_test::run(rest),

@@ -695,7 +695,7 @@ impl<'a> Pipeline<'a> {
         let free = self.b.host.free_space(mp)?;
         let need = src.saturating_sub(have);
         tracing::info!(
-            "source {} , on the drive {}, free {}",
+            "source {}, already on the drive {}, free on the drive {}",
             human(src),
             human(have),
             human(free)

@@ -163,6 +163,17 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     let out = w.cmd(&["check", "--max-age", "1"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.subjects().len(), 2, "no reminder for a fresh backup");
+    let state_file = w.path("state/drives/t1.json");
+    let mut st = w.drive_state("t1");
+    let finished = st["last_success"]["finished"].as_u64().unwrap();
+    st["last_success"]["finished"] = (finished - 10 * 86_400).into();
+    fs::write(&state_file, serde_json::to_vec(&st).unwrap()).unwrap();
+    let out = w.cmd(&["check", "--max-age", "7"]);
+    assert_eq!(out.status.code(), Some(0));
+    let subjects = w.subjects();
+    assert_eq!(subjects.len(), 3, "{subjects:?}");
+    assert_eq!(subjects[2], "extbackup: reminder: t1 needs a backup");
+    assert!(w.mails()[2].contains("10 days"), "{}", w.mails()[2]);
 }
 
 #[test]
