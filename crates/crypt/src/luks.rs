@@ -29,9 +29,16 @@ const VOLUME_KEY_BYTES: usize = 64;
 /// Activation needs device-mapper with dm-crypt; on a kernel without it, `unlock` fails
 /// with [`ErrorKind::Unsupported`] while everything else (format, inspect, verify, keys,
 /// header backup) still works on an image file or loop device.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LibcryptsetupCrypt {
     _private: (),
+}
+
+impl Default for LibcryptsetupCrypt {
+    fn default() -> Self {
+        route_logs_once();
+        Self { _private: () }
+    }
 }
 
 /// Which operation failed, to map errnos to kinds.
@@ -129,8 +136,34 @@ fn cheap_argon2id() -> CryptPbkdfType {
     }
 }
 
+/// libcryptsetup's messages go to `tracing` (target `libcryptsetup`) instead of stderr.
+/// They never contain key material.
+extern "C" fn log_to_tracing(
+    level: libc::c_int,
+    msg: *const libc::c_char,
+    _usrptr: *mut libc::c_void,
+) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: libcryptsetup passes a NUL-terminated string valid for this call.
+    let msg = unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy();
+    let msg = msg.trim();
+    if level == 1 {
+        tracing::info!(target: "libcryptsetup", "{msg}");
+    } else {
+        tracing::debug!(target: "libcryptsetup", "{msg}");
+    }
+}
+
+fn route_logs_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| libcryptsetup_rs::set_log_callback::<()>(Some(log_to_tracing), None));
+}
+
 impl LibcryptsetupCrypt {
-    /// The libcryptsetup backend.
+    /// The libcryptsetup backend. libcryptsetup's own messages are sent to `tracing`
+    /// (target `libcryptsetup`, errors at INFO, the rest at DEBUG), not to stderr.
     pub fn new() -> Self {
         Self::default()
     }

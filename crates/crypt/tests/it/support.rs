@@ -63,7 +63,11 @@ pub fn attach(image: &Path) -> PathBuf {
 
 /// `losetup -d DEV`, ignoring errors (already detached).
 pub fn detach(dev: &Path) {
-    let _ = Command::new("losetup").arg("-d").arg(dev).status();
+    let _ = Command::new("losetup")
+        .arg("-d")
+        .arg(dev)
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// Runs a command, panicking with its output when it fails.
