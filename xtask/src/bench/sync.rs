@@ -1,0 +1,194 @@
+//! `sync` benchmark: the Rust `RsyncSyncer` (guard + rsync + progress/stats parsing, the
+//! `sync_once` example of the sync crate built in release mode) against bare
+//! `rsync -aHAX`, and against rsync with the same flags as ours without the wrapper, on one
+//! generated tree (20,000 small files in 200 folders plus 4 files of 8 MiB): a first copy
+//! and a re-sync with nothing changed, 7 repetitions each, interleaved in a rotating order.
+//! Prints medians (and minimums, steadier on a busy machine) and the overhead ratios. Target: ours <= 1.05 x bare rsync.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REPS: usize = 7;
+const DIRS: usize = 200;
+const FILES_PER_DIR: usize = 100;
+const BIG_FILES: usize = 4;
+const BIG_SIZE: usize = 8 << 20;
+
+/// The flags `RsyncSyncer` passes (keep in step with crates/sync/src/rsync.rs).
+const OUR_FLAGS: &[&str] = &[
+    "-aHAX",
+    "--numeric-ids",
+    "--delete-delay",
+    "--no-inc-recursive",
+    "--modify-window=-1",
+    "--info=progress2,stats2",
+    "--exclude=/lost+found",
+];
+
+#[derive(Clone, Copy)]
+enum Tool {
+    Ours,
+    SameFlags,
+    Bare,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Ours => "RsyncSyncer (sync_once)",
+            Tool::SameFlags => "rsync, same flags",
+            Tool::Bare => "rsync -aHAX",
+        }
+    }
+}
+
+/// Builds the example, generates the tree, measures, prints, cleans up.
+pub fn run(root: &Path) -> Result<()> {
+    eprintln!("bench sync: building the release example");
+    crate::util::cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sync",
+            "--example",
+            "sync_once",
+        ],
+        &[],
+    )?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let example = target_dir.join("release/examples/sync_once");
+    let work = std::env::temp_dir().join(format!("extbackup-bench-sync-{}", std::process::id()));
+    let result = measure(&example, &work);
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn measure(example: &Path, work: &Path) -> Result<()> {
+    let src = work.join("src");
+    eprintln!(
+        "bench sync: generating {} small files and {BIG_FILES} x {} MiB in {}",
+        DIRS * FILES_PER_DIR,
+        BIG_SIZE >> 20,
+        src.display()
+    );
+    generate(&src)?;
+    let tools = [Tool::Ours, Tool::SameFlags, Tool::Bare];
+    let mut first: Vec<Vec<Duration>> = vec![vec![]; tools.len()];
+    let mut again: Vec<Vec<Duration>> = vec![vec![]; tools.len()];
+    for rep in 0..REPS {
+        for k in 0..tools.len() {
+            let i = (k + rep) % tools.len();
+            let tool = &tools[i];
+            let dst = work.join(format!("dst-{i}"));
+            if dst.exists() {
+                fs::remove_dir_all(&dst)?;
+            }
+            first[i].push(time(*tool, example, &src, &dst)?);
+            again[i].push(time(*tool, example, &src, &dst)?);
+        }
+        eprintln!("bench sync: repetition {}/{REPS} done", rep + 1);
+    }
+    let med = |v: &Vec<Duration>| {
+        let mut v = v.clone();
+        v.sort();
+        (v[v.len() / 2], v[0])
+    };
+    let first: Vec<(Duration, Duration)> = first.iter().map(med).collect();
+    let again: Vec<(Duration, Duration)> = again.iter().map(med).collect();
+    println!(
+        "bench sync: {REPS} runs each, tree of {} files + {} MiB; median (min)",
+        DIRS * FILES_PER_DIR,
+        (BIG_FILES * BIG_SIZE) >> 20
+    );
+    println!("  {:<26} {:>20} {:>20}", "", "first copy", "no-change sync");
+    for (i, tool) in tools.iter().enumerate() {
+        println!(
+            "  {:<26} {:>9.3} s ({:.3} s) {:>9.3} s ({:.3} s)",
+            tool.name(),
+            first[i].0.as_secs_f64(),
+            first[i].1.as_secs_f64(),
+            again[i].0.as_secs_f64(),
+            again[i].1.as_secs_f64()
+        );
+    }
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    for (label, j, note) in [
+        ("rsync -aHAX", 2, "target <= 1.05x"),
+        ("same-flag rsync", 1, "the wrapper's own cost"),
+    ] {
+        println!(
+            "  ours / {label:<16} first copy {:.3}x (min {:.3}x), no-change sync {:.3}x (min {:.3}x) ({note})",
+            ratio(first[0].0, first[j].0),
+            ratio(first[0].1, first[j].1),
+            ratio(again[0].0, again[j].0),
+            ratio(again[0].1, again[j].1),
+        );
+    }
+    Ok(())
+}
+
+fn time(tool: Tool, example: &Path, src: &Path, dst: &Path) -> Result<Duration> {
+    let mut cmd = match tool {
+        Tool::Ours => {
+            let mut c = Command::new(example);
+            c.arg(src).arg(dst);
+            c
+        }
+        Tool::SameFlags | Tool::Bare => {
+            let mut c = Command::new("rsync");
+            if matches!(tool, Tool::Bare) {
+                c.arg("-aHAX");
+            } else {
+                c.args(OUR_FLAGS).env("LC_ALL", "C");
+            }
+            let mut s = src.as_os_str().to_owned();
+            s.push("/");
+            c.arg(s).arg(dst);
+            c
+        }
+    };
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", tool.name()))?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{} failed ({status})", tool.name());
+    }
+    Ok(elapsed)
+}
+
+fn generate(src: &Path) -> Result<()> {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for d in 0..DIRS {
+        let dir = src.join(format!("dir{d:03}"));
+        fs::create_dir_all(&dir)?;
+        for f in 0..FILES_PER_DIR {
+            let len = 200 + (next() % 3800) as usize;
+            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+            fs::write(dir.join(format!("file{f:03}.dat")), data)?;
+        }
+    }
+    for b in 0..BIG_FILES {
+        let data: Vec<u8> = (0..BIG_SIZE / 8)
+            .flat_map(|_| next().to_le_bytes())
+            .collect();
+        fs::write(src.join(format!("big{b}.bin")), data)?;
+    }
+    Ok(())
+}
