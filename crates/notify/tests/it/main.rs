@@ -269,3 +269,19 @@ fn failing_sendmail_spools() {
     assert_eq!(e.kind(), ErrorKind::Spooled);
     assert_eq!(spool_count(&tmp.path().join("spool")), 1);
 }
+
+#[test]
+fn starttls_required_never_falls_back_to_plain_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(free_port(), None); // offers no STARTTLS
+    let mut config = smtp_config(server.port, &tmp.path().join("spool"), None);
+    if let MailTransport::Smtp { security, .. } = &mut config.transport {
+        *security = Security::StartTls;
+    }
+    let n = MailNotifier::new(config).unwrap();
+    let e = n.notify(&event("offsite-a", Outcome::Failure)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Spooled, "{e:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.messages().is_empty(), "sent in clear text");
+    assert_eq!(spool_count(&tmp.path().join("spool")), 1);
+}
