@@ -5,7 +5,7 @@
 
 pub mod blinkstick;
 pub mod crypt;
-pub mod sync;
+pub mod extbackup;
 
 use anyhow::Result;
 
@@ -18,6 +18,6 @@ pub fn run(args: &[String]) -> Result<()> {
     let _ = &root; // each area's `run(&root)` is called below
     blinkstick::run(&root)?;
     crypt::run(&root)?;
-    sync::run(&root)?;
+    extbackup::run(&root)?;
     Ok(())
 }
