@@ -55,9 +55,14 @@ fn vm_unlock_mkfs_mount_write_read_unmount_lock() {
     let _g = MappingGuard(&c, name);
     assert_eq!(mapped, Path::new("/dev/mapper").join(name));
     match c.status(name).unwrap() {
-        MappingStatus::Active { path, busy, .. } => {
+        MappingStatus::Active {
+            path,
+            busy,
+            backing,
+        } => {
             assert_eq!(path, mapped);
             assert!(!busy);
+            assert_eq!(backing.as_deref(), Some(img.dev.as_path()));
         }
         other => panic!("expected active, got {other:?}"),
     }
@@ -145,5 +150,31 @@ fn vm_force_lock_after_backing_device_was_detached() {
     assert_eq!(
         c.lock(name, LockMode::Force).unwrap(),
         LockOutcome::NotActive
+    );
+}
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_force_lock_while_mounted_is_deferred_and_goes_on_unmount() {
+    let (img, key, c) = formatted(64);
+    let name = "extbackup-vm-force";
+    let mapped = c.unlock(&img.dev, &key, name).expect("unlock");
+    let _g = MappingGuard(&c, name);
+    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
+    let mnt = img.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(Command::new("mount").arg(&mapped).arg(&mnt));
+    let mg = MountGuard(mnt.clone());
+    // Still held by the mount: the table is replaced by an error target, and the mapping
+    // is removed when the last user goes.
+    assert_eq!(
+        c.lock(name, LockMode::Force).unwrap(),
+        LockOutcome::Deferred
+    );
+    let _ = Command::new("umount").arg(&mnt).status();
+    drop(mg);
+    assert!(
+        wait_inactive(&c, name),
+        "mapping should go after the unmount"
     );
 }
