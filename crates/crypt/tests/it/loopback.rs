@@ -230,3 +230,25 @@ fn loopback_refused_without_the_environment_variable() {
     assert!(out.status.success(), "child failed: {stdout}");
     assert!(stdout.contains("1 passed"), "child ran no test: {stdout}");
 }
+
+#[test]
+fn loopback_says_not_luks_for_a_real_luks_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("luks.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(32 * 1024 * 1024))
+        .unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, random_key()).unwrap();
+    crypt::LibcryptsetupCrypt::new()
+        .format(&img, &opts(&key))
+        .expect("real LUKS2 on an image file");
+    let c = backend(&dir.path().join("state"));
+    let e = c.inspect(&img).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLuks, "{e:#}");
+    assert!(e.to_string().contains("real LUKS header"), "{e}");
+    assert_eq!(
+        c.verify_key_file(&img, &key).unwrap_err().kind(),
+        ErrorKind::NotLuks
+    );
+}
