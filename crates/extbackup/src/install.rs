@@ -176,7 +176,11 @@ fn render_rule(drives: &[(&str, &str)]) -> String {
          #\n\
          # Named 90-* so it runs after 60-persistent-storage.rules, which sets ID_FS_TYPE and\n\
          # ID_FS_UUID (an earlier file would see them empty). It only asks systemd to start\n\
-         # a unit: udev's RUN+= may neither mount nor run for long.\n",
+         # a unit: udev's RUN+= may neither mount nor run for long.\n\
+         #\n\
+         # Only ACTION==\"add\": systemd starts a listed unit that is not running on every\n\
+         # uevent that carries SYSTEMD_WANTS, and udev sends \"change\" whenever a writer\n\
+         # closes the device, so matching \"change\" would start the backup again and again.\n",
     );
     for (name, uuid) in drives {
         let unit = escape::instance_unit("extbackup", "service", uuid);

@@ -4,7 +4,13 @@
 //! [`Watcher::run`] first listens, then enumerates the LUKS block devices already
 //! present and calls back for each configured one, then calls back for each `add` event
 //! of a block device whose `ID_FS_TYPE` is `crypto_LUKS` and whose `ID_FS_UUID` is
-//! configured. Before calling back for an event it lets the device settle: it waits (up
+//! configured. It also calls back for a `change` event that shows a configured UUID on
+//! a device not seen with it since its `add`: udevd may probe a new device before its
+//! content is readable (measured in the QEMU guest: a new loop node's `add` sometimes
+//! lacks `ID_FS_*`, the `change` that follows has them). Later `change` events of a known
+//! device (udev sends one whenever a writer closes it) do not call back again, nor does
+//! a `change` that transiently lacks the UUID forget the device: only `remove` does.
+//! Before calling back for an event it lets the device settle: it waits (up
 //! to [`Watcher::settle_timeout`]) until udevd's event queue is empty, so partitions
 //! and `/dev/disk/by-uuid` links of the new drive are in place; no fixed sleep. The stop
 //! flag is checked at least every 200 ms, also while settling.
@@ -21,7 +27,7 @@
 //! # Ok::<(), extbackup::watch::WatchError>(())
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -42,7 +48,7 @@ pub struct Found {
     pub devnode: PathBuf,
     /// Its sysfs path.
     pub syspath: PathBuf,
-    /// `true` when it was already there when watching started; `false` for an `add`.
+    /// `true` when it was already there when watching started; `false` for an event.
     pub at_start: bool,
 }
 
@@ -177,11 +183,14 @@ impl Watcher {
         let present = en
             .scan_devices()
             .map_err(udev_err("enumerating block devices"))?;
+        // Configured devices seen, by syspath, until their `remove`.
+        let mut known: HashMap<PathBuf, String> = HashMap::new();
         for dev in present {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
             if let Some(f) = self.found(&dev, true) {
+                known.insert(f.syspath.clone(), f.uuid.clone());
                 on_found(f);
             }
         }
@@ -191,12 +200,13 @@ impl Watcher {
                 continue;
             }
             for event in socket.iter() {
-                if event.event_type() != udev::EventType::Add {
+                let dev = event.device();
+                let found = self.found(&dev, false);
+                let uuid = found.as_ref().map(|f| f.uuid.as_str());
+                if !decide(&mut known, event.event_type(), dev.syspath(), uuid) {
                     continue;
                 }
-                let Some(f) = self.found(&event.device(), false) else {
-                    continue;
-                };
+                let Some(f) = found else { continue };
                 if !self.settle(&f.devnode, stop) {
                     return Ok(());
                 }
@@ -207,6 +217,34 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether an event calls back, updating `known` (configured devices seen, by syspath):
+/// every `add` of a configured device does; a `change` only when it shows a configured
+/// UUID not known for that device; `remove` forgets the device.
+fn decide(
+    known: &mut HashMap<PathBuf, String>,
+    event: udev::EventType,
+    syspath: &Path,
+    uuid: Option<&str>,
+) -> bool {
+    match (event, uuid) {
+        (udev::EventType::Remove, _) => {
+            known.remove(syspath);
+            false
+        }
+        (udev::EventType::Add, Some(u)) => {
+            known.insert(syspath.to_path_buf(), u.to_string());
+            true
+        }
+        (udev::EventType::Change, Some(u)) => {
+            known
+                .insert(syspath.to_path_buf(), u.to_string())
+                .as_deref()
+                != Some(u)
+        }
+        _ => false,
     }
 }
 
@@ -238,7 +276,6 @@ fn wait_readable(fd: &impl AsFd, timeout: Duration) -> Result<bool, WatchError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn props(pairs: &[(&str, &str)]) -> HashMap<String, std::ffi::OsString> {
         pairs
@@ -260,6 +297,32 @@ mod tests {
         let ext4 = props(&[("ID_FS_TYPE", "ext4"), ("ID_FS_UUID", "0b1c-aa")]);
         assert_eq!(check(&ext4), None);
         assert_eq!(check(&props(&[("ID_FS_TYPE", "crypto_LUKS")])), None);
+    }
+
+    #[test]
+    fn add_always_calls_back_change_only_when_new_remove_forgets() {
+        use udev::EventType::{Add, Change, Remove};
+        let mut known = HashMap::new();
+        let sda1 = Path::new("/sys/block/sda/sda1");
+        // add without the UUID (probed too early), then the change that shows it
+        assert!(!decide(&mut known, Add, sda1, None));
+        assert!(decide(&mut known, Change, sda1, Some("u1")));
+        // writers closing the device: change events with the same UUID, or a transient
+        // probe failure without it, do not call back again
+        assert!(!decide(&mut known, Change, sda1, Some("u1")));
+        assert!(!decide(&mut known, Change, sda1, None));
+        assert!(!decide(&mut known, Change, sda1, Some("u1")));
+        // unplug and plug in again: a new add calls back
+        assert!(!decide(&mut known, Remove, sda1, None));
+        assert!(decide(&mut known, Add, sda1, Some("u1")));
+        // every add calls back (e.g. `udevadm trigger --action=add`)
+        assert!(decide(&mut known, Add, sda1, Some("u1")));
+        // reformatted with another configured UUID
+        assert!(decide(&mut known, Change, sda1, Some("u2")));
+        // a device that is not configured never calls back
+        let sdb1 = Path::new("/sys/block/sdb/sdb1");
+        assert!(!decide(&mut known, Add, sdb1, None));
+        assert!(!decide(&mut known, Change, sdb1, None));
     }
 
     #[test]
