@@ -30,6 +30,7 @@ const RUNTIME: &[&str] = &[
     "python3-aiosmtpd",
     "python3-venv", // cargo xtask bench: the Python BlinkStick CLI baseline
     "rsync",
+    "systemd", // systemd-escape, systemd-analyze: extbackup escape/install tests
     "udev",
     "util-linux",
 ];
