@@ -773,6 +773,20 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("an example") + "```toml\n".len();
+        let len = doc[start..].find("\n```").unwrap();
+        let c = Config::parse(&doc[start..start + len]).unwrap();
+        assert_eq!(c.drives.len(), 2);
+        assert_eq!(c.indicator.limit, 10);
+        assert!(matches!(
+            c.mail.unwrap().transport,
+            MailTransport::Smtp { port: 587, .. }
+        ));
+    }
+
+    #[test]
     fn appended_drive_table_parses_back() {
         let d = DriveConfig {
             name: DriveName::try_from("new-1".to_string()).unwrap(),

@@ -702,7 +702,7 @@ impl<'a> Pipeline<'a> {
         );
         if need > free {
             return Err(StepError::new(format!(
-                "the copy does not fit: the source needs about {} more on the drive, which has {} free; use a bigger drive or free space on it",
+                "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
                 human(need),
                 human(free)
             )));

@@ -232,7 +232,7 @@ fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
     let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
     assert_failed_cleanly(&w, &out, "free space", &before, 0);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not fit"), "{err}");
+    assert!(err.contains("no space on the drive"), "{err}");
 }
 
 #[test]
