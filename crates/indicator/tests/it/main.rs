@@ -3,3 +3,4 @@
 mod blinkstick_emulated;
 mod config;
 mod console;
+mod vm_uhid;
