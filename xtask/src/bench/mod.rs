@@ -6,6 +6,7 @@
 pub mod blinkstick;
 pub mod crypt;
 pub mod extbackup;
+pub mod indicator;
 
 use anyhow::Result;
 
@@ -19,5 +20,6 @@ pub fn run(args: &[String]) -> Result<()> {
     blinkstick::run(&root)?;
     crypt::run(&root)?;
     extbackup::run(&root)?;
+    indicator::run(&root)?;
     Ok(())
 }
