@@ -24,7 +24,8 @@ fn main() -> std::process::ExitCode {
     let mut ind = BlinkStickIndicator::with_backend(Arc::new(bus), &cfg).expect("config");
 
     // Breathing rate: frames sent in 2 s at a 1 s period (nominal 50 frames per breath).
-    ind.show(State::Working { progress: None }).expect("working");
+    ind.show(State::Working { progress: None })
+        .expect("working");
     dev.clear_log();
     std::thread::sleep(Duration::from_secs(2));
     let frames = dev.sent_reports().len();
@@ -34,7 +35,8 @@ fn main() -> std::process::ExitCode {
     // Switch latency, at varying phases of the breath.
     let mut times = Vec::with_capacity(SWITCHES);
     for i in 0..SWITCHES {
-        ind.show(State::Working { progress: None }).expect("working");
+        ind.show(State::Working { progress: None })
+            .expect("working");
         std::thread::sleep(Duration::from_millis(5 + (i as u64 * 7) % 40));
         let t = Instant::now();
         ind.show(State::Success).expect("success");
