@@ -70,6 +70,10 @@ pub struct MailConfig {
 
 /// Sends each event as a plain-text mail; failed deliveries are spooled.
 ///
+/// The spool holds formatted messages (`<time>-<pid>-<n>.eml`); `flush_spool` sends them
+/// with an envelope built from the current `from`/`to`, oldest first, removing each file
+/// only once the transport accepted it.
+///
 /// `Debug` shows the configuration, which holds the password file's path, never the password.
 #[derive(Debug)]
 pub struct MailNotifier {

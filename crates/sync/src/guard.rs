@@ -160,30 +160,32 @@ fn list(dir: &Path, top: bool) -> io::Result<Vec<(OsString, Kind)>> {
         };
         v.push((name, kind));
     }
-    v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
 }
 
 fn compare(source: &Path, target: &Path, top: bool, c: &mut DeletionCount) -> io::Result<()> {
     let tgt = list(target, top)?;
-    let src = match list(source, top) {
+    let mut src = match list(source, top) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
         Err(e) => return Err(e),
     };
+    // Only the source side is searched: sort it, scan the target in directory order.
+    src.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (name, kind) in tgt {
         c.total += 1;
         let in_src = src
-            .binary_search_by(|(n, _)| n.cmp(&name))
+            .binary_search_by(|(n, _)| n.as_os_str().cmp(&name))
             .ok()
             .map(|i| src[i].1);
-        let t = target.join(&name);
         match (kind, in_src) {
-            (Kind::Dir, Some(Kind::Dir)) => compare(&source.join(&name), &t, false, c)?,
+            (Kind::Dir, Some(Kind::Dir)) => {
+                compare(&source.join(&name), &target.join(&name), false, c)?
+            }
             (Kind::Dir, _) => {
                 // Replaced by a non-folder, or gone: the whole subtree goes.
                 c.deleted += 1;
-                let sub = count_all(&t)?;
+                let sub = count_all(&target.join(&name))?;
                 c.deleted += sub;
                 c.total += sub;
             }
