@@ -94,3 +94,17 @@ fn a_missing_program_is_not_found() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e:?}");
 }
+
+#[test]
+fn a_script_killed_by_a_signal_is_interrupted() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data"), "x").unwrap();
+    let prog = script(t.path(), "kill -TERM $$\nsleep 5\n");
+    let e = CommandSyncer::new(&prog)
+        .sync(&src, &t.path().join("dst"), &opts(), &mut |_| {})
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e:?}");
+    assert!(e.to_string().contains("signal 15"), "{e}");
+}

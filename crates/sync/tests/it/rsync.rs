@@ -287,3 +287,21 @@ fn a_same_size_change_within_the_same_second_is_copied() {
     assert_eq!(r.files_copied, 1, "{r:?}");
     assert_eq!(fs::read_to_string(dst.join("f")).unwrap(), "version 2");
 }
+
+#[test]
+fn rsync_killed_by_a_signal_is_interrupted() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("x"), "x").unwrap();
+    let fake = t.path().join("rsync");
+    fs::write(&fake, "#!/bin/sh\nkill -KILL $$\n").unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let e = RsyncSyncer::new()
+        .with_program(&fake)
+        .sync(&src, &t.path().join("dst"), &opts(), &mut no_progress)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e:?}");
+    assert!(e.to_string().contains("signal 9"), "{e}");
+}
