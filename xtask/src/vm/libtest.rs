@@ -52,6 +52,27 @@ pub fn parse(log: &str) -> Report {
         if line.starts_with("test result: ") {
             r.finished = true;
         }
+        // Output of a child process between `test NAME ... ` and the outcome pushes the
+        // outcome onto a line of its own.
+        if let Some(name) = r.unfinished.clone() {
+            match line.trim() {
+                "ok" => {
+                    r.outcomes.insert(name, true);
+                    r.unfinished = None;
+                    continue;
+                }
+                "FAILED" => {
+                    r.outcomes.insert(name, false);
+                    r.unfinished = None;
+                    continue;
+                }
+                "ignored" => {
+                    r.unfinished = None;
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if let Some(name) = line
             .strip_prefix("---- ")
             .and_then(|l| l.strip_suffix(" stdout ----"))
@@ -127,6 +148,14 @@ failures:\n    a::vm_two\n\ntest result: FAILED. 1 passed; 1 failed; 1 ignored\n
         let r = parse("test a::vm_x ... child says hi\nok\n\ntest result: ok. 1 passed\n");
         assert_eq!(r.outcomes.get("a::vm_x"), Some(&true));
         assert_eq!(r.unfinished, None);
+    }
+
+    #[test]
+    fn parse_takes_an_outcome_on_its_own_line_even_if_the_binary_dies_later() {
+        let r = parse("test a::vm_x ... losetup: detach failed\nok\ntest a::vm_y ... ");
+        assert_eq!(r.outcomes.get("a::vm_x"), Some(&true));
+        assert_eq!(r.unfinished.as_deref(), Some("a::vm_y"));
+        assert!(!r.finished);
     }
 
     #[test]

@@ -359,11 +359,12 @@ struct Args {
     keep_going: bool,
     verbose: bool,
     timeout: Option<u64>,
+    test_timeout: Option<u64>,
     packages: Vec<String>,
 }
 
 const USAGE: &str = "cargo xtask vm-test [--filter SUBSTR] [--keep-going] [--verbose] \
-[--timeout SECS] [-p PACKAGE]...";
+[--timeout SECS] [--test-timeout SECS] [-p PACKAGE]...";
 
 fn parse_args(args: &[String]) -> Result<Args> {
     let mut a = Args::default();
@@ -383,6 +384,13 @@ fn parse_args(args: &[String]) -> Result<Args> {
                 a.timeout = Some(
                     v.parse()
                         .with_context(|| format!("--timeout {v}: not a number of seconds"))?,
+                );
+            }
+            "--test-timeout" => {
+                let v = value("--test-timeout")?;
+                a.test_timeout = Some(
+                    v.parse()
+                        .with_context(|| format!("--test-timeout {v}: not a number of seconds"))?,
                 );
             }
             "-p" | "--package" => a.packages.push(value("--package")?),
@@ -537,105 +545,46 @@ pub fn vm_test(args: &[String]) -> Result<()> {
     );
     let cache = cache::ensure()?;
     let share = new_share()?;
-    let mut job = String::new();
-    writeln!(job, "mkdir -p {GUEST_SHARE}/out")?;
-    for (i, b) in bins.iter().enumerate() {
-        let names: Vec<String> = b.tests.iter().map(|t| sh_quote(t)).collect();
-        let dir = sh_quote(&b.manifest_dir.display().to_string());
-        writeln!(
-            job,
-            "echo 'xtask-vm: running {}'",
-            b.label.replace('\'', "")
-        )?;
-        writeln!(
-            job,
-            "(cd {dir} && CARGO_MANIFEST_DIR={dir} {} --ignored --exact --test-threads=1 {}) \
-             >{GUEST_SHARE}/out/{i}.log 2>&1 </dev/null",
-            sh_quote(&b.exe.display().to_string()),
-            names.join(" ")
-        )?;
-        writeln!(job, "echo $? >{GUEST_SHARE}/out/{i}.rc")?;
-    }
-    writeln!(job, "touch {GUEST_SHARE}/done")?;
+    let per_test = a.test_timeout.unwrap_or(DEFAULT_TEST_TIMEOUT);
+    let job = guest_job(&bins, per_test)?;
     let opts = GuestOpts {
-        timeout: Duration::from_secs(a.timeout.unwrap_or(280)),
+        timeout: Duration::from_secs(a.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         verbose: a.verbose,
         ..GuestOpts::default()
     };
     let started = Instant::now();
     let boot = boot(&cache, &share, &job, &opts)?;
     eprintln!(
-        "xtask: guest finished in {:.1} s (console: {})",
+        "xtask: guest finished in {:.1} s (console and logs: {})",
         started.elapsed().as_secs_f64(),
-        share.join("console.log").display()
+        share.display()
     );
+    if boot.timed_out {
+        println!(
+            "vm: the guest hit the {} s limit (--timeout); what had not finished counts as failed",
+            opts.timeout.as_secs()
+        );
+    }
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut failures = String::new();
     for (i, b) in bins.iter().enumerate() {
-        let log = fs::read_to_string(share.join(format!("out/{i}.log")));
-        let rc = fs::read_to_string(share.join(format!("out/{i}.rc")))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        let log = match log {
-            Ok(l) => l,
-            Err(_) => {
-                for t in &b.tests {
-                    println!(
-                        "vm: FAILED {} :: {t} (never ran: the guest stopped first)",
-                        b.label
-                    );
-                    failed += 1;
-                }
-                continue;
-            }
-        };
-        let report = libtest::parse(&log);
-        for t in &b.tests {
-            match report.outcomes.get(t) {
-                Some(true) => {
-                    println!("vm: ok     {} :: {t}", b.label);
+        for (j, t) in b.tests.iter().enumerate() {
+            let r = read_outcome(&share, i, j, t, per_test);
+            let secs = r
+                .seconds
+                .map(|s| format!(" ({s:.1} s)"))
+                .unwrap_or_default();
+            match &r.failure {
+                None => {
+                    println!("vm: ok     {} :: {t}{secs}", b.label);
                     passed += 1;
                 }
-                Some(false) => {
-                    println!("vm: FAILED {} :: {t}", b.label);
+                Some(why) => {
+                    println!("vm: FAILED {} :: {t}{secs}{}", b.label, why.headline());
                     failed += 1;
-                    let out = report.failure_output.get(t).cloned().unwrap_or_default();
-                    writeln!(failures, "---- {} :: {t} ----\n{}", b.label, out.trim_end())?;
-                }
-                None => {
-                    let why = if report.unfinished.as_deref() == Some(t.as_str()) {
-                        if boot.timed_out && rc.is_none() {
-                            "hung: the guest timed out in it"
-                        } else {
-                            "crashed: the binary died in it"
-                        }
-                    } else if report.finished {
-                        "not run by the binary"
-                    } else {
-                        "no result: the binary stopped first"
-                    };
-                    println!("vm: FAILED {} :: {t} ({why})", b.label);
-                    failed += 1;
-                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    writeln!(
-                        failures,
-                        "---- {} :: {t} ({why}; exit {}) ----\n{}",
-                        b.label,
-                        rc.map(|c| c.to_string())
-                            .unwrap_or_else(|| "unknown".into()),
-                        tail.join("\n")
-                    )?;
+                    writeln!(failures, "---- {} :: {t} ----\n{}", b.label, why.details())?;
                 }
             }
-        }
-        if report.finished && rc.is_some_and(|c| c != 0) && report.outcomes.values().all(|ok| *ok) {
-            println!(
-                "vm: FAILED {} (the binary exited {})",
-                b.label,
-                rc.unwrap_or(-1)
-            );
-            failed += 1;
         }
     }
     if !failures.is_empty() {
@@ -649,6 +598,111 @@ pub fn vm_test(args: &[String]) -> Result<()> {
         bail!("the QEMU guest suite failed");
     }
     Ok(())
+}
+
+/// Whole-guest limit (seconds) unless `--timeout`.
+const DEFAULT_TIMEOUT: u64 = 280;
+/// Per-test limit (seconds) unless `--test-timeout`.
+const DEFAULT_TEST_TIMEOUT: u64 = 90;
+
+/// The shell job: one invocation per test (so a hang or crash costs one test), each
+/// under `timeout`, with its log, exit code and duration written to the share.
+fn guest_job(bins: &[TestBin], per_test: u64) -> Result<String> {
+    let mut job = String::new();
+    writeln!(job, "mkdir -p {GUEST_SHARE}/out")?;
+    for (i, b) in bins.iter().enumerate() {
+        let dir = sh_quote(&b.manifest_dir.display().to_string());
+        let exe = sh_quote(&b.exe.display().to_string());
+        for (j, t) in b.tests.iter().enumerate() {
+            let out = format!("{GUEST_SHARE}/out/{i}-{j}");
+            writeln!(job, "echo {}", sh_quote(&format!("xtask-vm: {t}")))?;
+            writeln!(job, "s=$(date +%s%N)")?;
+            writeln!(
+                job,
+                "(cd {dir} && CARGO_MANIFEST_DIR={dir} timeout -k 5 {per_test} {exe} \
+                 --ignored --exact --test-threads=1 {}) >{out}.log 2>&1 </dev/null",
+                sh_quote(t)
+            )?;
+            writeln!(
+                job,
+                "echo $? $(( ($(date +%s%N) - s) / 1000000 )) >{out}.rc"
+            )?;
+        }
+    }
+    writeln!(job, "touch {GUEST_SHARE}/done")?;
+    Ok(job)
+}
+
+/// Why a test did not pass.
+enum Failure {
+    /// It ran and libtest reported FAILED; its captured output.
+    Failed(String),
+    /// It never started: the guest stopped (timeout, crash) first.
+    NeverRan,
+    /// The per-test `timeout` killed it.
+    TimedOut(u64, String),
+    /// It started but has no outcome (the binary crashed, or the guest died in it).
+    NoOutcome(String, Option<i32>),
+    /// libtest passed it but the binary exited non-zero.
+    BadExit(i32, String),
+}
+
+impl Failure {
+    fn headline(&self) -> String {
+        match self {
+            Failure::Failed(_) => String::new(),
+            Failure::NeverRan => " (never ran: the guest stopped first)".into(),
+            Failure::TimedOut(t, _) => format!(" (killed after {t} s: hung?)"),
+            Failure::NoOutcome(_, Some(c)) => format!(" (no outcome; the binary exited {c})"),
+            Failure::NoOutcome(_, None) => " (no outcome: the guest stopped in it)".into(),
+            Failure::BadExit(c, _) => format!(" (passed, but the binary exited {c})"),
+        }
+    }
+    fn details(&self) -> String {
+        match self {
+            Failure::Failed(out) => out.trim_end().to_string(),
+            Failure::NeverRan => "never started".into(),
+            Failure::TimedOut(_, log) | Failure::NoOutcome(log, _) | Failure::BadExit(_, log) => {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            }
+        }
+    }
+}
+
+/// What one test's files on the share say.
+struct Outcome {
+    failure: Option<Failure>,
+    seconds: Option<f64>,
+}
+
+fn read_outcome(share: &Path, i: usize, j: usize, name: &str, per_test: u64) -> Outcome {
+    let base = share.join(format!("out/{i}-{j}"));
+    let rc_text = fs::read_to_string(base.with_extension("rc")).unwrap_or_default();
+    let mut parts = rc_text.split_whitespace();
+    let rc = parts.next().and_then(|v| v.parse::<i32>().ok());
+    let seconds = parts
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| ms / 1000.0);
+    let Ok(log) = fs::read_to_string(base.with_extension("log")) else {
+        return Outcome {
+            failure: Some(Failure::NeverRan),
+            seconds,
+        };
+    };
+    let report = libtest::parse(&log);
+    let failure = match (report.outcomes.get(name), rc) {
+        (_, Some(124 | 137)) => Some(Failure::TimedOut(per_test, log)),
+        (Some(true), Some(0)) => None,
+        (Some(true), Some(c)) => Some(Failure::BadExit(c, log)),
+        (Some(true), None) => None,
+        (Some(false), _) => Some(Failure::Failed(
+            report.failure_output.get(name).cloned().unwrap_or(log),
+        )),
+        (None, c) => Some(Failure::NoOutcome(log, c)),
+    };
+    Outcome { failure, seconds }
 }
 
 /// `cargo xtask vm-run [--verbose] [--timeout SECS] -- CMD...`: [`run_in_guest`] from the
@@ -711,6 +765,36 @@ mod tests {
             "hw-tests"
         );
         assert_eq!(package_name("foo 0.1.0 (path+file:///x)"), "foo");
+    }
+
+    #[test]
+    fn read_outcome_tells_pass_fail_timeout_and_never_ran() {
+        let d = std::env::temp_dir().join(format!("xtask-vm-outcome-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("out")).expect("mkdir");
+        let w = |n: &str, v: &str| fs::write(d.join("out").join(n), v).expect("write");
+        w(
+            "0-0.log",
+            "running 1 test\ntest m::vm_a ... ok\n\ntest result: ok. 1 passed\n",
+        );
+        w("0-0.rc", "0 1500\n");
+        w("0-1.log", "running 1 test\ntest m::vm_b ... FAILED\n\nfailures:\n\n---- m::vm_b stdout ----\nboom\n\nfailures:\n    m::vm_b\n\ntest result: FAILED.\n");
+        w("0-1.rc", "101 20\n");
+        w("0-2.log", "running 1 test\ntest m::vm_c ... ");
+        w("0-2.rc", "124 90000\n");
+        w("0-3.log", "running 1 test\ntest m::vm_d ... ");
+        let ok = read_outcome(&d, 0, 0, "m::vm_a", 90);
+        assert!(ok.failure.is_none());
+        assert_eq!(ok.seconds, Some(1.5));
+        let failed = read_outcome(&d, 0, 1, "m::vm_b", 90);
+        assert!(matches!(&failed.failure, Some(Failure::Failed(o)) if o.contains("boom")));
+        let hung = read_outcome(&d, 0, 2, "m::vm_c", 90);
+        assert!(matches!(hung.failure, Some(Failure::TimedOut(90, _))));
+        let died = read_outcome(&d, 0, 3, "m::vm_d", 90);
+        assert!(matches!(died.failure, Some(Failure::NoOutcome(_, None))));
+        let never = read_outcome(&d, 0, 4, "m::vm_e", 90);
+        assert!(matches!(never.failure, Some(Failure::NeverRan)));
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
