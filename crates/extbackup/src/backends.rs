@@ -117,7 +117,7 @@ pub fn indicator(cfg: &Config) -> Box<dyn Indicator> {
     match indicator::from_config(&cfg.indicator) {
         Ok(i) => i,
         Err(e) => {
-            tracing::warn!("indicator: {e:#}; going on without one");
+            tracing::warn!("indicator: {}; going on without one", crate::chain(&e));
             Box::new(indicator::NoIndicator)
         }
     }

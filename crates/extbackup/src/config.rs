@@ -486,7 +486,7 @@ impl Config {
             }
         }
         if let Err(e) = indicator::Palette::parse(&self.indicator.colors) {
-            return bad(format!("[indicator] {e:#}"));
+            return bad(format!("[indicator] {}", crate::chain(&e)));
         }
         if self.indicator.limit > 100 {
             return bad(format!(
@@ -538,7 +538,12 @@ impl Config {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .ok()
-                .filter(|h| !h.is_empty())
+                // An unset kernel host name reads "(none)": not usable in an address.
+                .filter(|h| {
+                    !h.is_empty()
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                })
                 .unwrap_or_else(|| "localhost".into())
         })
     }

@@ -163,7 +163,6 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.downcast_ref::<UsageError>().map_or(1, |_| EXIT_USAGE);
-            tracing::error!("{e:#}");
             eprintln!("extbackup: error: {e:#}");
             ExitCode::from(code)
         }
@@ -197,7 +196,7 @@ fn init_logging(cli: &Cli, capture: &LogCapture) {
 }
 
 fn load(cli: &Cli) -> Result<Config> {
-    Config::load(&cli.config).map_err(|e| UsageError(format!("{e:#}")).into())
+    Config::load(&cli.config).map_err(|e| UsageError(extbackup::chain(&e)).into())
 }
 
 fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
@@ -262,7 +261,7 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
 }
 
 fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Result<u8> {
-    let b = backends::build(cfg).map_err(|e| UsageError(format!("{e:#}")))?;
+    let b = backends::build(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let opts = RunOptions {
         force,
         ..RunOptions::default()
@@ -331,13 +330,19 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
     let crypt_backend = match &cfg_text {
         Some(t) => {
             Config::parse(t)
-                .map_err(|e| UsageError(format!("{}: {e:#}", cli.config.display())))?
+                .map_err(|e| {
+                    UsageError(format!(
+                        "{}: {}",
+                        cli.config.display(),
+                        extbackup::chain(&e)
+                    ))
+                })?
                 .crypt
                 .backend
         }
         None => config::CryptBackend::default(),
     };
-    prepare::check_device(&a.device).map_err(|e| UsageError(format!("{e:#}")))?;
+    prepare::check_device(&a.device).map_err(|e| UsageError(extbackup::chain(&e)))?;
     if !a.yes {
         let what = prepare::describe_device(&a.device);
         if !std::io::stdin().is_terminal() {
@@ -360,7 +365,7 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             crypt_cfg = c;
         }
     }
-    let crypt = backends::crypt(&crypt_cfg).map_err(|e| UsageError(format!("{e:#}")))?;
+    let crypt = backends::crypt(&crypt_cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let p = prepare::prepare(
         crypt.as_ref(),
         &prepare::PrepareOptions {
@@ -417,7 +422,7 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         .iter()
         .map(|d| (d.name.as_str(), d.uuid.as_str()))
         .collect();
-    let files = install::render(&drives, &paths).map_err(|e| UsageError(format!("{e:#}")))?;
+    let files = install::render(&drives, &paths).map_err(|e| UsageError(extbackup::chain(&e)))?;
     if a.print {
         for (p, text) in &files {
             println!("# {}\n{text}", p.display());
@@ -477,7 +482,7 @@ fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         let cfg = match Config::load(&cli.config) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("{e:#}");
+                tracing::error!("{}", extbackup::chain(&e));
                 return;
             }
         };

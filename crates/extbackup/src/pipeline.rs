@@ -257,8 +257,9 @@ impl<'a> Pipeline<'a> {
         if let Err(e) = self.b.indicator.show(s) {
             if !self.indicator_failed {
                 tracing::warn!(
-                    "indicator {}: showing {s} failed (the backup goes on): {e:#}",
-                    self.b.indicator.describe()
+                    "indicator {}: showing {s} failed (the backup goes on): {}",
+                    self.b.indicator.describe(),
+                    crate::chain(&e)
                 );
             }
             self.indicator_failed = true;
@@ -289,7 +290,7 @@ impl<'a> Pipeline<'a> {
             match n.flush_spool() {
                 Ok(0) => {}
                 Ok(k) => tracing::info!("sent {k} mail(s) spooled by earlier runs"),
-                Err(e) => tracing::warn!("sending spooled mail: {e:#}"),
+                Err(e) => tracing::warn!("sending spooled mail: {}", crate::chain(&e)),
             }
         }
         tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
@@ -418,9 +419,9 @@ impl<'a> Pipeline<'a> {
         match n.notify(ev) {
             Ok(()) => tracing::debug!("mail sent: {}", ev.subject()),
             Err(e) if e.kind() == notify::ErrorKind::Spooled => {
-                tracing::warn!("mail spooled for the next run: {e:#}")
+                tracing::warn!("mail spooled for the next run: {}", crate::chain(&e))
             }
-            Err(e) => tracing::error!("mail {:?} lost: {e:#}", ev.subject()),
+            Err(e) => tracing::error!("mail {:?} lost: {}", ev.subject(), crate::chain(&e)),
         }
     }
 
@@ -744,7 +745,10 @@ impl<'a> Pipeline<'a> {
                         progress: p.fraction,
                     }) {
                         if !warned {
-                            tracing::warn!("indicator: showing progress failed: {e:#}");
+                            tracing::warn!(
+                                "indicator: showing progress failed: {}",
+                                crate::chain(&e)
+                            );
                             warned = true;
                         }
                     }
@@ -783,7 +787,7 @@ impl<'a> Pipeline<'a> {
                 Ok(_) => tracing::info!("undo: unmounted {}", mp.display()),
                 Err(e) => {
                     still_mounted = true;
-                    tracing::error!("undo: unmounting {}: {e:#}", mp.display())
+                    tracing::error!("undo: unmounting {}: {}", mp.display(), crate::chain(&e))
                 }
             }
         }
@@ -801,10 +805,10 @@ impl<'a> Pipeline<'a> {
                 Err(e) if e.kind() == crypt::ErrorKind::Busy && mode == LockMode::Normal => {
                     match self.b.crypt.lock(&m, LockMode::Deferred) {
                         Ok(_) => tracing::warn!("undo: {m} busy: deferred removal"),
-                        Err(e) => tracing::error!("undo: closing {m}: {e:#}"),
+                        Err(e) => tracing::error!("undo: closing {m}: {}", crate::chain(&e)),
                     }
                 }
-                Err(e) => tracing::error!("undo: closing {m}: {e:#}"),
+                Err(e) => tracing::error!("undo: closing {m}: {}", crate::chain(&e)),
             }
         }
     }
