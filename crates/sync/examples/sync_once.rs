@@ -2,22 +2,34 @@
 //! progress callback counting updates), and prints the report. Used by
 //! `cargo xtask bench` to time the Rust backend against bare rsync.
 //!
-//! usage: sync_once SOURCE TARGET
+//! usage: sync_once SOURCE TARGET [--no-delete-guard]
+//!
+//! `--no-delete-guard` sets `max_delete_fraction: None` (the source checks stay), to
+//! measure what the deletion count costs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use sync::{RsyncSyncer, SyncOptions, Syncer};
 
 fn main() -> ExitCode {
-    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let mut args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let guard = if args
+        .last()
+        .is_some_and(|a| a.as_os_str() == "--no-delete-guard")
+    {
+        args.pop();
+        false
+    } else {
+        true
+    };
     let [source, target] = args.as_slice() else {
-        eprintln!("usage: sync_once SOURCE TARGET");
+        eprintln!("usage: sync_once SOURCE TARGET [--no-delete-guard]");
         return ExitCode::from(2);
     };
     let opts = SyncOptions {
         drive: "bench".into(),
         require_source_mount_point: false,
-        max_delete_fraction: Some(0.5),
+        max_delete_fraction: guard.then_some(0.5),
         force: false,
     };
     let mut updates = 0u64;

@@ -1,9 +1,11 @@
 //! `sync` benchmark: the Rust `RsyncSyncer` (guard + rsync + progress/stats parsing, the
 //! `sync_once` example of the sync crate built in release mode) against bare
-//! `rsync -aHAX`, and against rsync with the same flags as ours without the wrapper, on one
+//! `rsync -aHAX`, against rsync with the same flags as ours without the wrapper, and ours
+//! without the guard's deletion count (what the safety check costs), on one
 //! generated tree (20,000 small files in 200 folders plus 4 files of 8 MiB): a first copy
 //! and a re-sync with nothing changed, 7 repetitions each, interleaved in a rotating order.
-//! Prints medians (and minimums, steadier on a busy machine) and the overhead ratios. Target: ours <= 1.05 x bare rsync.
+//! Prints medians (and minimums, steadier on a busy machine) and the overhead ratios.
+//! Target: ours <= 1.05 x bare rsync.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -31,6 +33,7 @@ const OUR_FLAGS: &[&str] = &[
 #[derive(Clone, Copy)]
 enum Tool {
     Ours,
+    OursNoDeleteGuard,
     SameFlags,
     Bare,
 }
@@ -39,6 +42,7 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Ours => "RsyncSyncer (sync_once)",
+            Tool::OursNoDeleteGuard => "  without deletion count",
             Tool::SameFlags => "rsync, same flags",
             Tool::Bare => "rsync -aHAX",
         }
@@ -80,7 +84,12 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
         src.display()
     );
     generate(&src)?;
-    let tools = [Tool::Ours, Tool::SameFlags, Tool::Bare];
+    let tools = [
+        Tool::Ours,
+        Tool::OursNoDeleteGuard,
+        Tool::SameFlags,
+        Tool::Bare,
+    ];
     let mut first: Vec<Vec<Duration>> = vec![vec![]; tools.len()];
     let mut again: Vec<Vec<Duration>> = vec![vec![]; tools.len()];
     for rep in 0..REPS {
@@ -121,8 +130,8 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
     }
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     for (label, j, note) in [
-        ("rsync -aHAX", 2, "target <= 1.05x"),
-        ("same-flag rsync", 1, "the wrapper's own cost"),
+        ("rsync -aHAX", 3, "target <= 1.05x"),
+        ("same-flag rsync", 2, "the wrapper's own cost"),
     ] {
         println!(
             "  ours / {label:<16} first copy {:.3}x (min {:.3}x), no-change sync {:.3}x (min {:.3}x) ({note})",
@@ -132,14 +141,23 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
             ratio(again[0].1, again[j].1),
         );
     }
+    let ms = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1000.0;
+    println!(
+        "  the deletion count costs {:.0} ms (min: {:.0} ms) on the no-change sync",
+        ms(again[0].0, again[1].0),
+        ms(again[0].1, again[1].1)
+    );
     Ok(())
 }
 
 fn time(tool: Tool, example: &Path, src: &Path, dst: &Path) -> Result<Duration> {
     let mut cmd = match tool {
-        Tool::Ours => {
+        Tool::Ours | Tool::OursNoDeleteGuard => {
             let mut c = Command::new(example);
             c.arg(src).arg(dst);
+            if matches!(tool, Tool::OursNoDeleteGuard) {
+                c.arg("--no-delete-guard");
+            }
             c
         }
         Tool::SameFlags | Tool::Bare => {
