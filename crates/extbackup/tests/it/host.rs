@@ -293,3 +293,59 @@ fn bad_configuration_and_usage_exit_2() {
     assert!(err.contains("line"), "{err}");
     let _ = support::is_root();
 }
+
+#[test]
+fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
+    if skip_unless_root("prepare_refuses_a_mounted_device_and_leaves_it_alone") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 16);
+    assert!(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&lo.dev)
+        .status()
+        .unwrap()
+        .success());
+    let mp = w.path("busy");
+    fs::create_dir_all(&mp).unwrap();
+    assert!(Command::new("mount")
+        .arg(&lo.dev)
+        .arg(&mp)
+        .status()
+        .unwrap()
+        .success());
+    fs::write(mp.join("precious"), "keep").unwrap();
+    let out = w.cmd(&[
+        "prepare",
+        lo.dev.to_str().unwrap(),
+        "--name",
+        "t1",
+        "--yes",
+        "--keys-dir",
+        w.path("keys").to_str().unwrap(),
+    ]);
+    let still = fs::read_to_string(mp.join("precious"));
+    let _ = Command::new("umount").arg(&mp).status();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is mounted at"), "{err}");
+    assert_eq!(still.unwrap(), "keep");
+    assert!(!w.path("keys/t1.key").exists(), "no key file made");
+    assert!(!fs::read_to_string(&w.config).unwrap().contains("[[drive]]"));
+}
+
+#[test]
+fn prepare_without_yes_and_without_a_terminal_refuses() {
+    if skip_unless_root("prepare_without_yes_and_without_a_terminal_refuses") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 16);
+    let before = fs::read(w.path("disk.img")).unwrap();
+    let out = w.cmd(&["prepare", lo.dev.to_str().unwrap(), "--name", "t1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without confirmation"), "{err}");
+    assert_eq!(fs::read(w.path("disk.img")).unwrap(), before, "untouched");
+}

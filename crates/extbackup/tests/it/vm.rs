@@ -44,3 +44,33 @@ fn vm_prepare_and_run_with_real_luks_copies_the_source() {
     c.lock("extbackup-vm-check", LockMode::Normal).unwrap();
     assert_eq!(snap, w.source_snapshot(), "the drive mirrors the source");
 }
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
+    let w = World::new("libcryptsetup");
+    let lo = Loop::new(&w.path("disk.img"), 64);
+    let out = w.cmd(&[
+        "prepare",
+        lo.dev.to_str().unwrap(),
+        "--name",
+        "t1",
+        "--partition",
+        "--yes",
+        "--keys-dir",
+        w.path("keys").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let part = format!("{}p1", lo.dev.display());
+    let info = LibcryptsetupCrypt::new()
+        .inspect(std::path::Path::new(&part))
+        .unwrap();
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    assert!(
+        cfg.contains(&info.uuid),
+        "the partition's UUID is configured: {cfg}"
+    );
+    let out = w.cmd(&["run", "--device", &part]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.drive_state("t1")["last_success"]["result"], "success");
+}
