@@ -45,6 +45,11 @@ impl LogCapture {
         l.push_back(line);
     }
 
+    /// Forgets every line (between runs of `extbackup watch`).
+    pub fn clear(&self) {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The last `n` lines, joined with newlines.
     pub fn tail(&self, n: usize) -> String {
         let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,5 +126,7 @@ mod tests {
         assert!(t.contains(" WARN step two"), "{t}");
         assert!(t.ends_with("INFO four\n"), "{t}");
         assert_eq!(cap.tail(1).lines().count(), 1);
+        cap.clear();
+        assert_eq!(cap.tail(10), "");
     }
 }

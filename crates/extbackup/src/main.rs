@@ -261,6 +261,8 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
 }
 
 fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Result<u8> {
+    // The mail's log tail is this run's (watch runs several in one process).
+    capture.clear();
     let b = backends::build(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let opts = RunOptions {
         force,

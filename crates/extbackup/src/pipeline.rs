@@ -598,6 +598,8 @@ impl<'a> Pipeline<'a> {
 
         self.enter(&name, Step::Unlock, started);
         let mapping = mapping_name(&name);
+        let mp = self.cfg.mount_point(drive);
+        self.close_stale(&mapping, &mp).map_err(at(Step::Unlock))?;
         let mapped = self
             .b
             .crypt
@@ -619,7 +621,6 @@ impl<'a> Pipeline<'a> {
         }
 
         self.enter(&name, Step::Mount, started);
-        let mp = self.cfg.mount_point(drive);
         self.b
             .mounter
             .mount(&mapped, &mp, &MountOptions::default())
@@ -688,6 +689,32 @@ impl<'a> Pipeline<'a> {
         done.mapping = None;
         tracing::info!("closed {mapping}");
         Ok(report)
+    }
+
+    /// A run that was killed (SIGKILL, a crash) leaves its mapping open and maybe mounted;
+    /// we hold the run lock, so nobody else uses it: unmount and close it first.
+    fn close_stale(&self, mapping: &str, mp: &Path) -> Result<(), StepError> {
+        let active = matches!(
+            self.b.crypt.status(mapping),
+            Ok(crypt::MappingStatus::Active { .. })
+        );
+        if !active {
+            return Ok(());
+        }
+        tracing::warn!("{mapping} is still open from an interrupted run: closing it first");
+        if let Ok(Some(m)) = self.b.mounter.mounted_at(mp) {
+            tracing::warn!("{} is still mounted: unmounting it", m.target.display());
+            self.b.mounter.unmount(mp).map_err(|e| {
+                StepError::with(
+                    format!("unmounting {} left by an interrupted run", mp.display()),
+                    e,
+                )
+            })?;
+        }
+        self.b.crypt.lock(mapping, LockMode::Normal).map_err(|e| {
+            StepError::with(format!("closing {mapping} left by an interrupted run"), e)
+        })?;
+        Ok(())
     }
 
     fn check_space(&self, target: &Path, mp: &Path) -> Result<(), StepError> {

@@ -257,6 +257,12 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
         }
         run_locked = true;
         m.crypt
+            .expect_status()
+            .withf(|n| n == "extbackup-offsite-a")
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(|_| Ok(MappingStatus::Inactive));
+        m.crypt
             .expect_unlock()
             .withf(|d, _, n| d == Path::new(DEV) && n == "extbackup-offsite-a")
             .times(1)
@@ -621,6 +627,9 @@ fn a_second_drive_waits_for_the_run_lock_showing_attention() {
         .in_sequence(&mut m.seq)
         .returning(|| Ok(()));
     m.show(State::Working { progress: None });
+    m.crypt
+        .expect_status()
+        .returning(|_| Ok(MappingStatus::Inactive));
     // Then stop the run at unlock to keep the test short.
     m.crypt
         .expect_unlock()
@@ -738,6 +747,52 @@ mod with_fakes {
         let ev = notifier.events();
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].outcome, MailOutcome::Success);
+    }
+
+    #[test]
+    fn a_mapping_left_open_and_mounted_by_a_killed_run_is_closed_first() {
+        let f = fixture();
+        let (b, ind, crypt, mounter, _n, _s) = setup(&f);
+        let mp = f.dir.path().join("mnt/offsite-a");
+        // What a SIGKILLed run leaves: the mapping open, its filesystem mounted.
+        crypt
+            .unlock(
+                Path::new(DEV),
+                &f.cfg.drives[0].key_file,
+                "extbackup-offsite-a",
+            )
+            .unwrap();
+        mounter
+            .mount(Path::new(DEV), &mp, &MountOptions::default())
+            .unwrap();
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let mp = mp.display();
+        let calls = mounter.calls();
+        let dev = Path::new(DEV).display();
+        assert_eq!(
+            calls,
+            vec![
+                format!("mount {dev}"),
+                format!("unmount {mp}"),
+                format!("fsck {dev}"),
+                format!("mount {dev}"),
+                format!("unmount {mp}"),
+            ]
+        );
+        let c = crypt.calls();
+        let first_lock = c
+            .iter()
+            .position(|x| x == "lock extbackup-offsite-a")
+            .unwrap();
+        let second_unlock = c.iter().rposition(|x| x.starts_with("unlock")).unwrap();
+        assert!(
+            first_lock < second_unlock,
+            "closed before unlocking again: {c:?}"
+        );
+        assert!(crypt.active().is_empty());
+        assert_eq!(ind.last(), Some(State::Success));
     }
 
     #[test]
