@@ -34,6 +34,8 @@ pub struct GuestOpts {
     pub verbose: bool,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Virtual CPUs (multi-threaded TCG: each is a host thread).
+    pub cpus: u32,
     /// Working directory of the command inside the guest (the host path; the guest sees
     /// the host's tree at the same paths). Default: the repository root.
     pub cwd: Option<PathBuf>,
@@ -47,6 +49,10 @@ impl Default for GuestOpts {
             timeout: Duration::from_secs(240),
             verbose: false,
             memory_mib: 1024,
+            cpus: std::env::var("XTASK_VM_CPUS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
             cwd: None,
             env: Vec::new(),
         }
@@ -232,7 +238,7 @@ fn boot(cache: &cache::Cache, share: &Path, job: &str, opts: &GuestOpts) -> Resu
     for l in cache.firmware_dirs() {
         cmd.arg("-L").arg(l);
     }
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", &opts.cpus.to_string()])
         .args(["-m", &opts.memory_mib.to_string()])
         .args([
             "-nodefaults",
