@@ -410,7 +410,10 @@ impl Default for Policy {
 }
 
 impl Config {
-    /// Reads and checks the file at `path`, including the key files' permissions.
+    /// Reads and checks the file at `path`. The key files are checked by
+    /// [`check_key_files`](Self::check_key_files) (`extbackup config check`) and, for the
+    /// drive at hand, when a run identifies it: one drive's missing key file does not stop
+    /// another drive's backup.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             kind: ConfigErrorKind::Io,
@@ -420,12 +423,10 @@ impl Config {
             ),
             source: Some(Box::new(e)),
         })?;
-        let cfg = Self::parse(&text).map_err(|mut e| {
+        Self::parse(&text).map_err(|mut e| {
             e.message = format!("{}: {}", path.display(), e.message);
             e
-        })?;
-        cfg.check_key_files()?;
-        Ok(cfg)
+        })
     }
 
     /// Parses and checks `text` (without looking at the key files).

@@ -253,6 +253,8 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             command: ConfigCommand::Check,
         } => {
             let cfg = load(cli)?;
+            cfg.check_key_files()
+                .map_err(|e| UsageError(extbackup::chain(&e)))?;
             println!("{}: valid", cli.config.display());
             print!("{}", cfg.summary());
             Ok(0)
@@ -264,8 +266,10 @@ fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Resu
     // The mail's log tail is this run's (watch runs several in one process).
     capture.clear();
     let b = backends::build(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    install_stop_handler()?;
     let opts = RunOptions {
         force,
+        cancel: Some(&STOP),
         ..RunOptions::default()
     };
     let mut p = Pipeline::new(cfg, b, capture.clone(), opts);
@@ -447,23 +451,50 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
+/// SIGTERM (systemd stopping the unit) and SIGINT set [`STOP`]: the run stops before its
+/// next step and undoes what it did. When this process leads its process group (as under
+/// systemd or a shell), a helper thread also passes SIGTERM on to the group once, so that
+/// a running rsync (or sync command) ends now instead of at the final SIGKILL.
+fn install_stop_handler() -> Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    INSTALLED.call_once(|| {
+        let act = SigAction::new(
+            SigHandler::Handler(on_stop_signal),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGTERM, Signal::SIGINT] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            if let Err(e) = unsafe { sigaction(sig, &act) } {
+                result = Err(anyhow::Error::from(e).context("installing the signal handler"));
+                return;
+            }
+        }
+        let leader = nix::unistd::getpgrp() == nix::unistd::getpid();
+        if leader {
+            std::thread::spawn(|| loop {
+                if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("stopping: passing SIGTERM on to the sync");
+                    let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), Signal::SIGTERM);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            });
+        }
+    });
+    result
+}
+
+fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
     let cfg = load(cli)?;
     if cfg.drives.is_empty() {
         bail!(UsageError(
             "no drives configured: add one with `extbackup prepare`".into()
         ));
     }
-    let act = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &act) }.context("installing the signal handler")?;
-    }
+    install_stop_handler()?;
     let uuids: Vec<String> = cfg.drives.iter().map(|d| d.uuid.to_string()).collect();
     tracing::info!(
         "watching for {} configured drive(s); SIGTERM or Ctrl-C stops",

@@ -5,6 +5,7 @@
 //! shown only after the volume is closed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crypt::{Crypt, LockMode, LockOutcome};
@@ -185,6 +186,9 @@ pub struct RunOptions {
     pub by_uuid_dir: PathBuf,
     /// Lines of log in a failure mail.
     pub mail_log_lines: usize,
+    /// Set (by a SIGTERM handler) to stop the run: checked before each step up to the
+    /// sync; the steps done so far are undone as after any failure.
+    pub cancel: Option<&'static AtomicBool>,
 }
 
 impl Default for RunOptions {
@@ -193,6 +197,7 @@ impl Default for RunOptions {
             force: false,
             by_uuid_dir: "/dev/disk/by-uuid".into(),
             mail_log_lines: 60,
+            cancel: None,
         }
     }
 }
@@ -280,6 +285,18 @@ impl<'a> Pipeline<'a> {
         if let Err(e) = self.state.set_current(&cur) {
             tracing::debug!("noting the current run: {e}");
         }
+    }
+
+    /// [`enter`](Self::enter)s `step` unless the run was cancelled.
+    fn begin(&self, drive: &str, step: Step, started: u64) -> Result<(), (Step, StepError)> {
+        if self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err((
+                step,
+                StepError::new("stopped by a signal (SIGTERM or Ctrl-C) before this step"),
+            ));
+        }
+        self.enter(drive, step, started);
+        Ok(())
     }
 
     /// Runs the pipeline for `target`.
@@ -579,7 +596,7 @@ impl<'a> Pipeline<'a> {
         let name = drive.name.to_string();
         let at = |s: Step| move |e: StepError| (s, e);
 
-        self.enter(&name, Step::RunLock, started);
+        self.begin(&name, Step::RunLock, started)?;
         if !self
             .b
             .host
@@ -596,7 +613,7 @@ impl<'a> Pipeline<'a> {
         }
         done.run_locked = true;
 
-        self.enter(&name, Step::Unlock, started);
+        self.begin(&name, Step::Unlock, started)?;
         let mapping = mapping_name(&name);
         let mp = self.cfg.mount_point(drive);
         self.close_stale(&mapping, &mp).map_err(at(Step::Unlock))?;
@@ -609,7 +626,7 @@ impl<'a> Pipeline<'a> {
         done.mapping = Some(mapping.clone());
         tracing::info!("unlocked as {}", mapped.display());
 
-        self.enter(&name, Step::Fsck, started);
+        self.begin(&name, Step::Fsck, started)?;
         let fsck = self
             .b
             .mounter
@@ -620,7 +637,7 @@ impl<'a> Pipeline<'a> {
             tracing::warn!("fsck fixed errors: {}", fsck.output.trim());
         }
 
-        self.enter(&name, Step::Mount, started);
+        self.begin(&name, Step::Mount, started)?;
         self.b
             .mounter
             .mount(&mapped, &mp, &MountOptions::default())
@@ -634,7 +651,7 @@ impl<'a> Pipeline<'a> {
         done.mounted = Some(mp.clone());
         tracing::info!("mounted at {}", mp.display());
 
-        self.enter(&name, Step::SourceLock, started);
+        self.begin(&name, Step::SourceLock, started)?;
         if let Some(l) = &self.cfg.source_lock {
             self.b
                 .host
@@ -647,13 +664,13 @@ impl<'a> Pipeline<'a> {
         }
 
         let target = mp.join(DATA_DIR);
-        self.enter(&name, Step::FreeSpace, started);
+        self.begin(&name, Step::FreeSpace, started)?;
         if self.cfg.policy.check_free_space {
             self.check_space(&target, &mp)
                 .map_err(at(Step::FreeSpace))?;
         }
 
-        self.enter(&name, Step::Sync, started);
+        self.begin(&name, Step::Sync, started)?;
         let report = self.sync(&name, &target).map_err(at(Step::Sync))?;
         if done.source_locked {
             self.b.host.unlock_source();

@@ -9,6 +9,7 @@ use mockall::{mock, Sequence};
 use mount::{FsckReport, MountError, MountInfo, UnmountReport};
 use notify::NotifyError;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use sync::SyncError;
 
@@ -850,5 +851,65 @@ mod with_fakes {
             "{}",
             ev[0].log_tail
         );
+    }
+}
+
+#[test]
+fn a_cancelled_run_stops_before_the_next_step_and_undoes_what_was_done() {
+    static CANCEL: AtomicBool = AtomicBool::new(false);
+    let f = fixture();
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt.expect_inspect().returning(|_| Ok(luks()));
+    m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
+    m.show(State::Working { progress: None });
+    m.host
+        .expect_try_lock_run()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|| Ok(true));
+    m.crypt
+        .expect_status()
+        .returning(|_| Ok(MappingStatus::Inactive));
+    m.crypt
+        .expect_unlock()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|_, _, _| {
+            // The signal arrives while unlocking.
+            CANCEL.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(MAPPED.into())
+        });
+    // No fsck, no mount: straight to the cleanup.
+    m.crypt
+        .expect_lock()
+        .withf(|_, mode| *mode == LockMode::Normal)
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .returning(|_, _| Ok(LockOutcome::Closed));
+    m.show(State::Failure);
+    m.mail(MailOutcome::Failure, Some(Step::Fsck));
+    m.host
+        .expect_unlock_run()
+        .times(1)
+        .in_sequence(&mut m.seq)
+        .return_const(());
+    let mut p = Pipeline::new(
+        &f.cfg,
+        m.into_backends(),
+        LogCapture::default(),
+        RunOptions {
+            cancel: Some(&CANCEL),
+            ..opts()
+        },
+    );
+    let out = p.run(&Target::Device(DEV.into()));
+    drop(p);
+    match out {
+        RunOutcome::Failed { step, error, .. } => {
+            assert_eq!(step, Step::Fsck);
+            assert!(error.to_string().contains("stopped by a signal"), "{error}");
+        }
+        other => panic!("{other:?}"),
     }
 }

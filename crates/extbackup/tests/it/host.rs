@@ -349,3 +349,71 @@ fn prepare_without_yes_and_without_a_terminal_refuses() {
     assert!(err.contains("without confirmation"), "{err}");
     assert_eq!(fs::read(w.path("disk.img")).unwrap(), before, "untouched");
 }
+
+#[test]
+fn sigterm_during_the_sync_stops_it_and_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    if skip_unless_root("sigterm_during_the_sync_stops_it_and_cleans_up") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = Loop::new(&w.path("disk.img"), 32);
+    w.prepare(&lo.dev, "t1");
+    // A sync that would take a minute.
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    fs::write(
+        &w.config,
+        cfg.replacen(
+            "[indicator]",
+            "[syncer]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60\"]\n\n[indicator]",
+            1,
+        ),
+    )
+    .unwrap();
+    let before = w.source_snapshot();
+    let t0 = std::time::Instant::now();
+    // Its own process group, as under systemd: SIGTERM is passed on to the sync.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["run", "--device", lo.dev.to_str().unwrap()])
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        let started = line.contains("syncing ");
+        line.clear();
+        if started {
+            break;
+        }
+    }
+    assert!(log.contains("step 8/11: sync"), "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("{log}{rest}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(30),
+        "stopped well before the sync's minute"
+    );
+    let out = std::process::Output {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: rest.into_bytes(),
+    };
+    assert_failed_cleanly(&w, &out, "sync", &before, 0);
+}
