@@ -73,6 +73,8 @@ A mounted device, or one with mounted partitions, is refused."
     Prepare(PrepareArgs),
     /// Install (or print, or remove) the udev rule, the systemd unit and the check timer.
     Install(InstallArgs),
+    /// Remove what `install` wrote (the same as `install --uninstall`).
+    Uninstall,
     /// Show the last success, its age and the last failure of every drive.
     Status {
         /// Print JSON instead of text.
@@ -213,6 +215,13 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         Command::Watch => watch(cli, capture),
         Command::Prepare(a) => prepare_cmd(cli, a),
         Command::Install(a) => install(cli, a),
+        Command::Uninstall => install(
+            cli,
+            &InstallArgs {
+                print: false,
+                uninstall: true,
+            },
+        ),
         Command::Status { json } => {
             let cfg = load(cli)?;
             let s = status::status(&cfg, state::now())
@@ -405,7 +414,6 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
 
 fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     use extbackup::install;
-    let cfg = load(cli)?;
     let config_path = std::path::absolute(&cli.config)
         .with_context(|| format!("resolving {}", cli.config.display()))?;
     let paths = install::InstallPaths {
@@ -423,6 +431,7 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         }
         return Ok(0);
     }
+    let cfg = load(cli)?;
     let drives: Vec<(&str, &str)> = cfg
         .drives
         .iter()

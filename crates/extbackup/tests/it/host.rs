@@ -417,3 +417,30 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     };
     assert_failed_cleanly(&w, &out, "sync", &before, 0);
 }
+
+#[test]
+fn install_print_shows_the_rule_for_every_configured_drive() {
+    let w = World::new("loopback-test");
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    fs::write(
+        &w.config,
+        format!(
+            "{cfg}\n[[drive]]\nname = \"a\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/a.key\"\n\n[[drive]]\nname = \"b\"\nuuid = \"1b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/b.key\"\n"
+        ),
+    )
+    .unwrap();
+    let out = w.cmd(&["install", "--print"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r"extbackup@0b1c2d3e\x2daaaa\x2d4bbb\x2d8ccc\x2d0123456789ab.service"),
+        "{text}"
+    );
+    assert!(text.contains(r"extbackup@1b1c2d3e\x2daaaa"), "{text}");
+    assert!(
+        text.contains(&format!("--config {}", w.config.display())),
+        "{text}"
+    );
+    // A key file that is missing is config check's business, not install's.
+    assert_eq!(w.cmd(&["config", "check"]).status.code(), Some(2));
+}
