@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod ffs;
 pub mod gadget;
 pub mod gate;
 pub mod sysfs;

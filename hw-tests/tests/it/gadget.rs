@@ -4,9 +4,11 @@
 //! (On Debian's 6.1 kernel the gadget answers GET_REPORT with zeros: read-back of colours
 //! is covered by the blinkstick crate's uhid tests.)
 
+use blinkstick::emulator::EmulatedDevice;
 use blinkstick::hidapi_backend::HidapiBackend;
 use blinkstick::rusb_backend::RusbBackend;
 use blinkstick::{Backend, BlinkStick, DeviceInfo, Rgb, Selector, Variant};
+use hw_tests::ffs::FfsBlinkStick;
 use hw_tests::gadget::{GadgetSpec, UsbGadget};
 use hw_tests::sysfs;
 use std::sync::{Arc, Mutex};
@@ -147,11 +149,48 @@ fn vm_gadget_hidapi_transport_sets_colours_seen_on_hidg() {
     colours_reach_the_gadget(backend, "bs_hidapi", "BS000044-3.0");
 }
 
+/// Opens the FunctionFS stick `serial` through `backend`; sets and reads back colours
+/// (report 1, report 5 + frame read, frame 6) and checks the firmware model agrees.
+fn colours_round_trip_over_ffs(backend: Arc<dyn Backend>, name: &str, serial: &str) {
+    let _udc = UDC.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = EmulatedDevice::new(Variant::Square, serial);
+    let g = FfsBlinkStick::create(name, dev, None).expect(WHY);
+    let info = wait_for(serial);
+    assert_eq!(info.manufacturer, "Agile Innovative Ltd");
+    assert_eq!(info.release, 0x0200);
+    let mut stick = open_retrying(backend, serial);
+    assert_eq!(stick.variant(), Variant::Square);
+
+    let c = Rgb::new(5, 19, 12);
+    stick.set_color(c).expect("set_color");
+    assert_eq!(stick.color().expect("color read back"), c);
+    assert_eq!(g.device().leds(0)[0], c, "the firmware model got report 1");
+
+    let c5 = Rgb::new(200, 100, 50);
+    stick.set_led(0, 3, c5).expect("set_led (report 5)");
+    assert_eq!(stick.led(0, 3).expect("LED 3 read back (frame)"), c5);
+
+    let frame: Vec<Rgb> = (0..8u8).map(|i| Rgb::new(i, 2 * i, 3 * i)).collect();
+    stick.set_frame(0, &frame).expect("set_frame (report 6)");
+    assert_eq!(stick.frame(8).expect("frame read back"), frame);
+    assert_eq!(g.device().leds(0), frame);
+    drop(stick);
+    drop(g);
+    wait_gone(serial);
+}
+
 #[test]
 #[ignore = "needs dummy_hcd + USB gadget configfs: run in the QEMU guest by cargo xtask vm-test"]
-fn vm_gadget_rusb_transport_sets_colours_seen_on_hidg() {
+fn vm_ffs_rusb_transport_round_trips_colours_with_device_recipient() {
     let backend: Arc<dyn Backend> = Arc::new(RusbBackend::new().expect("libusb"));
-    colours_reach_the_gadget(backend, "bs_rusb", "BS000043-3.0");
+    colours_round_trip_over_ffs(backend, "bs_ffs_rusb", "BS000045-3.0");
+}
+
+#[test]
+#[ignore = "needs dummy_hcd + USB gadget configfs: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_ffs_hidapi_transport_round_trips_colours() {
+    let backend: Arc<dyn Backend> = Arc::new(HidapiBackend::new().expect("hidapi"));
+    colours_round_trip_over_ffs(backend, "bs_ffs_hidapi", "BS000046-3.0");
 }
 
 #[test]

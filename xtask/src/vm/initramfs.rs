@@ -41,6 +41,7 @@ pub const OPTIONAL_MODULES: &[&str] = &[
     "algif_skcipher",
     "algif_hash",
     "usb_f_mass_storage",
+    "usb_f_fs",
     "usb_storage",
     "sd_mod",
     "hidraw",

@@ -238,33 +238,40 @@ fn boot(cache: &cache::Cache, share: &Path, job: &str, opts: &GuestOpts) -> Resu
     for l in cache.firmware_dirs() {
         cmd.arg("-L").arg(l);
     }
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", &opts.cpus.to_string()])
-        .args(["-m", &opts.memory_mib.to_string()])
-        .args([
-            "-nodefaults",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(cache.vmlinuz())
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", &append])
-        .args([
-            "-virtfs",
-            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        ])
-        .arg("-virtfs")
-        .arg(format!(
-            "local,path={},mount_tag=share,security_model=none",
-            share.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        &opts.cpus.to_string(),
+    ])
+    .args(["-m", &opts.memory_mib.to_string()])
+    .args([
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(cache.vmlinuz())
+    .arg("-initrd")
+    .arg(&initrd)
+    .args(["-append", &append])
+    .args([
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+    ])
+    .arg("-virtfs")
+    .arg(format!(
+        "local,path={},mount_tag=share,security_model=none",
+        share.display()
+    ))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd
         .spawn()
