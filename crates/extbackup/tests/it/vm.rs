@@ -74,3 +74,44 @@ fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.drive_state("t1")["last_success"]["result"], "success");
 }
+
+#[test]
+#[ignore = "needs dm-crypt and udevd: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_watch_backs_up_a_configured_drive_already_present_at_start() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let w = World::new("libcryptsetup");
+    let lo = Loop::new(&w.path("disk.img"), 64);
+    w.prepare(&lo.dev, "t1");
+    // Let udev probe the new LUKS header (ID_FS_TYPE=crypto_LUKS) before watching.
+    let _ = Command::new("udevadm")
+        .args(["trigger", "--settle", "--action=change"])
+        .arg(&lo.dev)
+        .status();
+    let _ = Command::new("udevadm").arg("settle").status();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&w.config)
+        .arg("watch")
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = w.path("state/drives/t1.json");
+    let t0 = Instant::now();
+    while !state.exists() && t0.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watch.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = watch.wait().unwrap();
+    assert!(
+        state.exists(),
+        "watch ran the backup for the drive present at start"
+    );
+    assert_eq!(w.drive_state("t1")["last_success"]["result"], "success");
+    assert_eq!(st.code(), Some(0), "watch stops cleanly on SIGTERM");
+}
