@@ -394,13 +394,14 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
     )
     .with_context(|| format!("preparing {}", a.device.display()))?;
     println!(
-        "prepared {} as backup drive {}:\n  LUKS UUID {}\n  key file {}\n  LUKS header backup {} (keep a copy off this machine too)\n  filesystem label {}\n  added to {}",
+        "prepared {} as backup drive {}:\n  LUKS UUID {}\n  key file {}\n  LUKS header backup {} (keep a copy off this machine too)\n  LUKS label {}, filesystem label {}\n  added to {}",
         p.luks_device.display(),
         a.name,
         p.uuid,
         p.key_file.display(),
         p.header_backup.display(),
         p.label,
+        a.name.chars().take(16).collect::<String>(),
         cli.config.display()
     );
     if cfg_text.is_none() {

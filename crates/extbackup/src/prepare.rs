@@ -77,7 +77,7 @@ pub struct Prepared {
     pub key_file: PathBuf,
     /// The LUKS header backup.
     pub header_backup: PathBuf,
-    /// The ext4 label.
+    /// The LUKS2 label (`extbackup-NAME`); the ext4 label is NAME (16 bytes at most).
     pub label: String,
 }
 
@@ -344,6 +344,8 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
     tracing::info!("prepare: new key file {}", key_file.display());
     new_key_file(&key_file)?;
     let label = format!("extbackup-{name}");
+    // ext4 labels hold 16 bytes; the LUKS2 label (48) carries the full form.
+    let ext4_label: String = name.as_str().chars().take(16).collect();
     tracing::info!("prepare: LUKS2 on {}", luks_device.display());
     let info = crypt
         .format(
@@ -374,7 +376,7 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
         .map_err(|e| PrepareError::with(format!("unlocking the new volume as {mapping}"), e))?;
     let mkfs = run(
         Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", &label])
+            .args(["-q", "-F", "-L", &ext4_label])
             .arg(&mapped),
         None,
     );
