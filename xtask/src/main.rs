@@ -24,7 +24,8 @@ Tasks:
   demo [--vm] [--keep]
                    Prepare a disk image on a loop device and back a sample tree up
                    onto it with `extbackup`; shows the LED states, the mail, status.
-  vm-test [--filter SUBSTR] [--keep-going] [--verbose] [--timeout SECS] [-p PKG]
+  vm-test [--filter SUBSTR] [--keep-going] [--verbose] [--timeout SECS]
+          [--test-timeout SECS] [-p PKG]
                    Build the test binaries, boot Debian's kernel in QEMU (tcg) and
                    run every `vm_` test there (dm-crypt, uhid, USB gadget).
                    Ends with `N passed, N failed`; see docs/testing.md.
