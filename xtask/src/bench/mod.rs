@@ -7,6 +7,7 @@ pub mod blinkstick;
 pub mod crypt;
 pub mod extbackup;
 pub mod indicator;
+pub mod sync;
 
 use anyhow::Result;
 
@@ -21,5 +22,6 @@ pub fn run(args: &[String]) -> Result<()> {
     crypt::run(&root)?;
     extbackup::run(&root)?;
     indicator::run(&root)?;
+    sync::run(&root)?;
     Ok(())
 }
