@@ -22,4 +22,5 @@
 pub mod ffs;
 pub mod gadget;
 pub mod gate;
+pub mod storage;
 pub mod sysfs;

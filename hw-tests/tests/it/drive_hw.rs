@@ -75,7 +75,14 @@ fn hw_drive_prepare_then_backup_run() {
         gate::skip(test, "needs root (cryptsetup, mount)");
         return;
     }
+    prepare_then_run(&bin, Path::new(&drive));
+}
+
+/// `extbackup prepare` on `drive`, then `extbackup run` onto it, then `status`; checks the
+/// copy by mounting the drive again with the key file `prepare` made.
+fn prepare_then_run(bin: &Path, drive: &Path) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let drive = drive.to_str().expect("utf-8 device path");
     let source = dir.path().join("source");
     std::fs::create_dir_all(source.join("sub")).expect("source tree");
     let payload = b"hello from hw-test\n";
@@ -86,8 +93,9 @@ fn hw_drive_prepare_then_backup_run() {
     std::fs::write(
         &config,
         format!(
-            "# written by hw_drive_prepare_then_backup_run\nsource = \"{}\"\n\
-             state_dir = \"{}\"\nmount_root = \"{}\"\n",
+            "# written by hw-tests\nsource = \"{}\"\nstate_dir = \"{}\"\n\
+             mount_root = \"{}\"\n[indicator]\nbackend = \"console\"\n\
+             [policy]\nrequire_source_mount_point = false\n",
             source.display(),
             dir.path().join("state").display(),
             dir.path().join("mounts").display(),
@@ -98,12 +106,12 @@ fn hw_drive_prepare_then_backup_run() {
     let keys_s = keys.to_str().expect("utf-8");
     let mnt_s = mnt.to_str().expect("utf-8");
     run(
-        &bin,
+        bin,
         &[
             "--config",
             cfg,
             "prepare",
-            &drive,
+            drive,
             "--name",
             "hwtest",
             "--keys-dir",
@@ -118,7 +126,90 @@ fn hw_drive_prepare_then_backup_run() {
         written.contains("hwtest"),
         "prepare appended the drive to the configuration:\n{written}"
     );
-    run(&bin, &["--config", cfg, "run", "--device", &drive]);
+    run(bin, &["--config", cfg, "run", "--device", drive]);
     // The run unmounts and closes the drive; its record says it succeeded.
-    run(&bin, &["--config", cfg, "status"]);
+    run(bin, &["--config", cfg, "status"]);
+    // Open the drive again with the key file prepare made: the file is there.
+    let key = keys.join("hwtest.key");
+    let check = dir.path().join("check");
+    std::fs::create_dir(&check).expect("mkdir");
+    let mapping = format!("hwtest-verify-{}", std::process::id());
+    let _g = Unlocked {
+        mapping: mapping.clone(),
+        mountpoint: check.clone(),
+    };
+    sh(Command::new("cryptsetup")
+        .args(["open", "--readonly", "--key-file"])
+        .arg(&key)
+        .args([drive, &mapping]));
+    sh(Command::new("mount")
+        .args(["-o", "ro"])
+        .arg(format!("/dev/mapper/{mapping}"))
+        .arg(&check));
+    let found = find_file(&check, "hello.txt")
+        .unwrap_or_else(|| panic!("no hello.txt on the drive after the run"));
+    assert_eq!(std::fs::read(&found).expect("read the copy"), payload);
+}
+
+/// Unmounts and closes the verification mapping even when an assertion fails.
+struct Unlocked {
+    mapping: String,
+    mountpoint: PathBuf,
+}
+
+impl Drop for Unlocked {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+        let _ = Command::new("cryptsetup")
+            .args(["close", &self.mapping])
+            .status();
+    }
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().expect("starting a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) && p.is_file() {
+            return Some(p);
+        }
+        if p.is_dir() && !p.is_symlink() {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+#[ignore = "needs dm-crypt and a USB gadget: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_drive_prepare_then_backup_run_on_a_usb_mass_storage_gadget() {
+    let test = "vm_drive_prepare_then_backup_run_on_a_usb_mass_storage_gadget";
+    let Some(bin) = extbackup_bin() else {
+        gate::skip(
+            test,
+            "the extbackup binary is not built: cargo build -p extbackup (vm-test without -p builds it)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("usb-disk.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image file");
+    let disk = hw_tests::storage::UsbDisk::create("extbk_disk", &img, "TestDisk")
+        .expect("the mass-storage gadget gives a /dev/sdX");
+    let dev = sysfs::block_device(disk.disk()).expect("sysfs knows the disk");
+    assert!(dev.usb, "{} hangs off a USB bus", disk.disk().display());
+    assert!(dev.model.contains("TestDisk"), "model: {}", dev.model);
+    prepare_then_run(&bin, disk.disk());
 }
