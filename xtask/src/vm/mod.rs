@@ -141,9 +141,18 @@ static SHARE_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A fresh, empty results folder under target/vm-share.
 fn new_share() -> Result<PathBuf> {
     let n = SHARE_COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = util::root()
-        .join("target/vm-share")
-        .join(format!("{}-{n}", std::process::id()));
+    let parent = util::root().join("target/vm-share");
+    // Shares of finished xtask processes are only kept until the next run.
+    if let Ok(rd) = fs::read_dir(&parent) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().unwrap_or_default();
+            if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = parent.join(format!("{}-{n}", std::process::id()));
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
     }
