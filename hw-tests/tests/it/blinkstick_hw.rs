@@ -183,3 +183,64 @@ fn hw_blinkstick_survives_replug() {
     assert_eq!(s.color().expect("read after replug"), c);
     s.all_off().expect("all off");
 }
+
+/// Runs the hardware tests above, in a child process of this test binary, against a
+/// FunctionFS BlinkStick served by the firmware model: proves the tests themselves (and
+/// the hidapi path over real USB) before anyone plugs a stick in.
+fn hw_tests_pass_against(variant: blinkstick::Variant, serial: &str, gadget: &str) {
+    use blinkstick::emulator::EmulatedDevice;
+    let dev = EmulatedDevice::new(variant, serial);
+    let _g = hw_tests::ffs::FfsBlinkStick::create(gadget, dev, None)
+        .expect("needs dummy_hcd + usb_f_fs: run in the QEMU guest by cargo xtask vm-test");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !std::path::Path::new("/dev")
+        .read_dir()
+        .expect("/dev")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("hidraw"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hidraw node for the gadget"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--include-ignored",
+            "--exact",
+            "--test-threads=1",
+            "--nocapture",
+            "blinkstick_hw::hw_blinkstick_every_report_round_trips",
+            "blinkstick_hw::hw_blinkstick_each_led_lights_in_turn",
+            "blinkstick_hw::hw_blinkstick_animations_end_where_they_should",
+        ])
+        .env("BLINKSTICK_SERIAL", serial)
+        .env_remove("BLINKSTICK_REPLUG")
+        .output()
+        .expect("running the hardware tests");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the hardware tests failed:\n{text}");
+    assert!(
+        text.contains("3 passed"),
+        "all three hardware tests ran:\n{text}"
+    );
+    assert!(!text.contains("SKIP"), "none skipped:\n{text}");
+}
+
+#[test]
+#[ignore = "needs dummy_hcd + usb_f_fs: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_hw_blinkstick_tests_pass_on_an_emulated_square_over_usb() {
+    hw_tests_pass_against(blinkstick::Variant::Square, "BS000060-3.0", "bs_hw_square");
+}
+
+#[test]
+#[ignore = "needs dummy_hcd + usb_f_fs: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_hw_blinkstick_tests_pass_on_an_emulated_v1_stick_over_usb() {
+    hw_tests_pass_against(blinkstick::Variant::BlinkStick, "BS000061-1.4", "bs_hw_v1");
+}
