@@ -97,7 +97,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    util::cargo(&root, &["test", "--workspace", "--all-features"], &[])?;
+    util::cargo(
+        &root,
+        &["test", "--workspace", "--features", util::TEST_FEATURES],
+        &[],
+    )?;
     if quick {
         eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
     } else {

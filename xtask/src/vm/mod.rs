@@ -440,15 +440,13 @@ fn build_test_binaries(a: &Args) -> Result<(Vec<Built>, bool)> {
     let root = util::root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root).args([
-        "test",
-        "--all-features",
-        "--no-run",
-        "--message-format=json",
-    ]);
+    cmd.current_dir(&root)
+        .args(["test", "--no-run", "--message-format=json"]);
     if a.packages.is_empty() {
-        cmd.arg("--workspace");
+        // The same build as `cargo xtask test`'s host run, so it is not built twice.
+        cmd.args(["--workspace", "--features", util::TEST_FEATURES]);
     } else {
+        cmd.arg("--all-features");
         for p in &a.packages {
             cmd.args(["-p", p]);
         }
