@@ -3,7 +3,7 @@
 //! pyusb, installed into a throwaway venv under target/), and the number of reports
 //! needed to set 64 LEDs (counted on the emulator).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,30 +13,16 @@ const RUNS: usize = 25;
 
 /// Runs the benchmark and prints the figures and the ratio (target: >= 10x faster).
 pub fn run(root: &Path) -> Result<()> {
-    eprintln!("bench blinkstick: building the release binary");
-    crate::util::cargo(
+    let release = super::build_release(
         root,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "blinkstick",
-            "--bin",
-            "blinkstick",
-            "--example",
-            "frames_bench",
-        ],
-        &[],
+        "blinkstick",
+        &["--bin", "blinkstick", "--example", "frames_bench"],
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let ours = target.join("release/blinkstick");
+    let ours = release.join("blinkstick");
 
     let mut cmd = Command::new(&ours);
     cmd.args(["--set-color", "red"]);
-    let (ours_t, ours_code) = median(&mut cmd)?;
+    let (ours_t, ours_code) = median_run(&mut cmd)?;
     if ours_code != Some(1) {
         bail!(
             "`{} --set-color red` exited {ours_code:?}, expected 1 with no stick \
@@ -49,10 +35,10 @@ pub fn run(root: &Path) -> Result<()> {
         fmt(ours_t)
     );
 
-    match python_cli(&target) {
+    match python_cli(&super::target_dir(root)) {
         Ok(mut py) => {
             py.args(["--set-color", "red"]);
-            let (py_t, py_code) = median(&mut py)?;
+            let (py_t, py_code) = median_run(&mut py)?;
             println!(
                 "blinkstick: Python CLI (BlinkStick 1.2.0 + pyusb) {} (exit {py_code:?}: it \
                  exits 0 with no stick)",
@@ -70,21 +56,15 @@ pub fn run(root: &Path) -> Result<()> {
         ),
     }
 
-    let out = Command::new(target.join("release/examples/frames_bench"))
-        .output()
-        .context("running the frames_bench example")?;
-    print!("blinkstick: {}", String::from_utf8_lossy(&out.stdout));
-    if !out.status.success() {
-        bail!(
-            "frames_bench: setting 64 LEDs did not take exactly one report: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    super::run_printing(
+        &release.join("examples/frames_bench"),
+        "blinkstick: ",
+        "frames_bench: setting 64 LEDs did not take exactly one report: ",
+    )
 }
 
 /// Median wall-clock time of `RUNS` runs (after one warm-up), and the last exit code.
-fn median(cmd: &mut Command) -> Result<(Duration, Option<i32>)> {
+fn median_run(cmd: &mut Command) -> Result<(Duration, Option<i32>)> {
     cmd.env_remove("BLINKSTICK_EMULATE")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -100,8 +80,7 @@ fn median(cmd: &mut Command) -> Result<(Duration, Option<i32>)> {
         }
         code = status.code();
     }
-    times.sort();
-    Ok((times[RUNS / 2], code))
+    Ok((super::median(&times), code))
 }
 
 fn fmt(d: Duration) -> String {

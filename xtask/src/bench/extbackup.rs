@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::median;
+
 const REPS: usize = 7;
 /// Where the loopback-test backend's data starts (crypt::HEADER_AREA).
 const LOOPBACK_HEADER: u64 = 1 << 20;
@@ -28,13 +30,7 @@ pub fn run(root: &Path) -> Result<()> {
         eprintln!("bench extbackup: SKIP: needs root (loop devices, mounts)");
         return Ok(());
     }
-    eprintln!("bench extbackup: building the release binary");
-    crate::util::cargo(
-        root,
-        &["build", "--release", "--quiet", "-p", "extbackup"],
-        &[],
-    )?;
-    let exe = root.join("target/release/extbackup");
+    let exe = super::build_release(root, "extbackup", &[])?.join("extbackup");
     let dir = std::env::temp_dir().join(format!("extbackup-bench-{}", std::process::id()));
     let r = bench(&exe, &dir);
     let _ = fs::remove_dir_all(&dir);
@@ -71,11 +67,6 @@ fn ok(cmd: &mut Command) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> String {
@@ -186,9 +177,9 @@ require_source_mount_point = false
         r?;
         rsyncs.push(took);
     }
-    let w = median(to_working);
-    let run = median(runs);
-    let rs = median(rsyncs);
+    let w = median(&to_working);
+    let run = median(&runs);
+    let rs = median(&rsyncs);
     let overhead = run.saturating_sub(rs);
     println!(
         "extbackup: run start -> working indicator: median {} over {REPS} runs (target < 50 ms){}",

@@ -9,7 +9,10 @@ pub mod extbackup;
 pub mod indicator;
 pub mod sync;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 /// Runs every benchmark in turn; stops at the first that fails.
 pub fn run(args: &[String]) -> Result<()> {
@@ -24,4 +27,64 @@ pub fn run(args: &[String]) -> Result<()> {
     indicator::run(&root)?;
     sync::run(&root)?;
     Ok(())
+}
+
+/// Cargo's target folder: `$CARGO_TARGET_DIR`, or `target/` under the workspace root.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// `cargo build --release --quiet -p PKG [TARGETS...]` (e.g. `["--bin", "x"]`); returns
+/// the folder the release artifacts land in (`<target>/release`).
+pub fn build_release(root: &Path, pkg: &str, targets: &[&str]) -> Result<PathBuf> {
+    eprintln!("bench {pkg}: building the release build");
+    let mut args = vec!["build", "--release", "--quiet", "-p", pkg];
+    args.extend_from_slice(targets);
+    crate::util::cargo(root, &args, &[])?;
+    Ok(target_dir(root).join("release"))
+}
+
+/// Builds the example `example` of `pkg` in release mode and returns its path.
+pub fn release_example(root: &Path, pkg: &str, example: &str) -> Result<PathBuf> {
+    Ok(build_release(root, pkg, &["--example", example])?
+        .join("examples")
+        .join(example))
+}
+
+/// Runs a built benchmark program, prints its stdout after `prefix`, and fails with
+/// `failure` followed by its stderr when it exits non-zero (a target was missed).
+pub fn run_printing(exe: &Path, prefix: &str, failure: &str) -> Result<()> {
+    let name = exe.file_name().unwrap_or_default().to_string_lossy();
+    let out = Command::new(exe)
+        .output()
+        .with_context(|| format!("running the {name} example"))?;
+    print!("{prefix}{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!("{failure}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The median of `times` (the upper one of the middle two for an even count).
+///
+/// Panics on an empty slice.
+pub fn median(times: &[Duration]) -> Duration {
+    let mut v = times.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&[ms(5), ms(1), ms(3)]), ms(3));
+        assert_eq!(median(&[ms(4), ms(1), ms(3), ms(2)]), ms(3));
+        assert_eq!(median(&[ms(7)]), ms(7));
+    }
 }

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,24 +51,7 @@ impl Tool {
 
 /// Builds the example, generates the tree, measures, prints, cleans up.
 pub fn run(root: &Path) -> Result<()> {
-    eprintln!("bench sync: building the release example");
-    crate::util::cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "sync",
-            "--example",
-            "sync_once",
-        ],
-        &[],
-    )?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let example = target_dir.join("release/examples/sync_once");
+    let example = super::release_example(root, "sync", "sync_once")?;
     let work = std::env::temp_dir().join(format!("extbackup-bench-sync-{}", std::process::id()));
     let result = measure(&example, &work);
     let _ = fs::remove_dir_all(&work);
@@ -105,11 +88,7 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
         }
         eprintln!("bench sync: repetition {}/{REPS} done", rep + 1);
     }
-    let med = |v: &Vec<Duration>| {
-        let mut v = v.clone();
-        v.sort();
-        (v[v.len() / 2], v[0])
-    };
+    let med = |v: &Vec<Duration>| (super::median(v), v.iter().copied().min().unwrap());
     let first: Vec<(Duration, Duration)> = first.iter().map(med).collect();
     let again: Vec<(Duration, Duration)> = again.iter().map(med).collect();
     println!(

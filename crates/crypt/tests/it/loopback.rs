@@ -36,9 +36,9 @@ fn loopback_round_trip_format_unlock_mkfs_mount_write_lock() {
     if !root_or_skip("loopback_round_trip_format_unlock_mkfs_mount_write_lock") {
         return;
     }
-    let img = LoopImage::new(64);
+    let img = LoopImage::blank(64);
     let key = img.key("key", &random_key());
-    let c = backend(&img.dir.path().join("state"));
+    let c = backend(&img.path("state"));
     let info = c.format(&img.dev, &opts(&key)).expect("format");
     assert_eq!(c.inspect(&img.dev).expect("inspect"), info);
     assert_eq!(info.label.as_deref(), Some("demo"));
@@ -57,14 +57,11 @@ fn loopback_round_trip_format_unlock_mkfs_mount_write_lock() {
         }
         other => panic!("expected active, got {other:?}"),
     }
-    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
-    let mnt = img.dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let guard = MountGuard(mnt.clone());
+    mkfs_ext4(&mapped, &[]);
+    let mnt = img.path("mnt");
+    let guard = mount_at(&mapped, &mnt);
     std::fs::write(mnt.join("hello.txt"), b"kept across lock/unlock").unwrap();
-    sh(Command::new("umount").arg(&mnt));
-    drop(guard);
+    guard.unmount();
     assert_eq!(
         c.lock("extbackup-lbt-rt", LockMode::Normal).unwrap(),
         LockOutcome::Closed
@@ -83,14 +80,12 @@ fn loopback_round_trip_format_unlock_mkfs_mount_write_lock() {
     let mapped = c
         .unlock(&img.dev, &key, "extbackup-lbt-rt")
         .expect("unlock again");
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let guard = MountGuard(mnt.clone());
+    let guard = mount_at(&mapped, &mnt);
     assert_eq!(
         std::fs::read(mnt.join("hello.txt")).unwrap(),
         b"kept across lock/unlock"
     );
-    sh(Command::new("umount").arg(&mnt));
-    drop(guard);
+    guard.unmount();
     assert_eq!(
         c.lock("extbackup-lbt-rt", LockMode::Normal).unwrap(),
         LockOutcome::Closed
@@ -102,18 +97,16 @@ fn loopback_busy_lock_normal_fails_deferred_goes_on_unmount() {
     if !root_or_skip("loopback_busy_lock_normal_fails_deferred_goes_on_unmount") {
         return;
     }
-    let img = LoopImage::new(64);
+    let img = LoopImage::blank(64);
     let key = img.key("key", &random_key());
-    let c = backend(&img.dir.path().join("state"));
+    let c = backend(&img.path("state"));
     c.format(&img.dev, &opts(&key)).expect("format");
     let mapped = c
         .unlock(&img.dev, &key, "extbackup-lbt-busy")
         .expect("unlock");
-    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
-    let mnt = img.dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let guard = MountGuard(mnt.clone());
+    mkfs_ext4(&mapped, &[]);
+    let mnt = img.path("mnt");
+    let guard = mount_at(&mapped, &mnt);
     assert!(matches!(
         c.status("extbackup-lbt-busy").unwrap(),
         MappingStatus::Active { busy: true, .. }
@@ -126,8 +119,7 @@ fn loopback_busy_lock_normal_fails_deferred_goes_on_unmount() {
         LockOutcome::Deferred
     );
     assert!(loop_attached(&mapped), "still there while mounted");
-    sh(Command::new("umount").arg(&mnt));
-    drop(guard);
+    guard.unmount();
     let mut gone = false;
     for _ in 0..50 {
         if !loop_attached(&mapped) {
@@ -148,10 +140,10 @@ fn loopback_wrong_key_is_refused() {
     if !root_or_skip("loopback_wrong_key_is_refused") {
         return;
     }
-    let img = LoopImage::new(8);
+    let img = LoopImage::blank(8);
     let key = img.key("key", &random_key());
     let wrong = img.key("wrong", &random_key());
-    let c = backend(&img.dir.path().join("state"));
+    let c = backend(&img.path("state"));
     c.format(&img.dev, &opts(&key)).expect("format");
     assert_eq!(
         c.verify_key_file(&img.dev, &wrong).unwrap_err().kind(),
@@ -176,11 +168,11 @@ fn loopback_header_backup_and_restore() {
     if !root_or_skip("loopback_header_backup_and_restore") {
         return;
     }
-    let img = LoopImage::new(8);
+    let img = LoopImage::blank(8);
     let key = img.key("key", &random_key());
-    let c = backend(&img.dir.path().join("state"));
+    let c = backend(&img.path("state"));
     c.format(&img.dev, &opts(&key)).expect("format");
-    let bak = img.dir.path().join("hdr.bak");
+    let bak = img.path("hdr.bak");
     c.backup_header(&img.dev, &bak).unwrap();
     std::fs::OpenOptions::new()
         .write(true)

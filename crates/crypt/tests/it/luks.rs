@@ -19,7 +19,7 @@ fn format_then_inspect_shows_luks2_uuid_label_and_slot() {
     if !root_or_skip("format_then_inspect_shows_luks2_uuid_label_and_slot") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
     let c = LibcryptsetupCrypt::new();
     let made = c.format(&img.dev, &opts(&key)).expect("format");
@@ -47,7 +47,7 @@ fn verify_accepts_the_right_key_and_refuses_a_wrong_one() {
     if !root_or_skip("verify_accepts_the_right_key_and_refuses_a_wrong_one") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
     let wrong = img.key("wrong", &random_key());
     let c = LibcryptsetupCrypt::new();
@@ -67,7 +67,7 @@ fn passphrase_slot_uses_argon2id_and_works() {
     if !root_or_skip("passphrase_slot_uses_argon2id_and_works") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
     let c = LibcryptsetupCrypt::new();
     let mut o = opts(&key);
@@ -87,7 +87,7 @@ fn add_key_file_needs_an_existing_key_and_adds_a_slot() {
     if !root_or_skip("add_key_file_needs_an_existing_key_and_adds_a_slot") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
     let second = img.key("second", &random_key());
     let wrong = img.key("wrong", &random_key());
@@ -106,11 +106,11 @@ fn header_backup_restores_a_corrupted_header() {
     if !root_or_skip("header_backup_restores_a_corrupted_header") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
     let c = LibcryptsetupCrypt::new();
     c.format(&img.dev, &opts(&key)).expect("format");
-    let backup = img.dir.path().join("header.bak");
+    let backup = img.path("header.bak");
     c.backup_header(&img.dev, &backup).expect("backup");
     // A second backup to the same file is refused (never overwrite a backup).
     assert_eq!(
@@ -146,7 +146,7 @@ fn a_plain_device_is_not_luks() {
     if !root_or_skip("a_plain_device_is_not_luks") {
         return;
     }
-    let img = LoopImage::new(8);
+    let img = LoopImage::blank(8);
     let e = LibcryptsetupCrypt::new().inspect(&img.dev).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotLuks, "{e:#}");
     assert!(e.to_string().contains("no LUKS header"), "{e}");
@@ -157,14 +157,12 @@ fn empty_and_missing_key_files_are_refused() {
     if !root_or_skip("empty_and_missing_key_files_are_refused") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let empty = img.key("empty", b"");
     let c = LibcryptsetupCrypt::new();
     let e = c.format(&img.dev, &opts(&empty)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e:#}");
-    let e = c
-        .format(&img.dev, &opts(&img.dir.path().join("nope")))
-        .unwrap_err();
+    let e = c.format(&img.dev, &opts(&img.path("nope"))).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e:#}");
     // Nothing was written.
     assert_eq!(c.inspect(&img.dev).unwrap_err().kind(), ErrorKind::NotLuks);
@@ -182,7 +180,7 @@ fn unlock_without_device_mapper_is_unsupported() {
         eprintln!("SKIP unlock_without_device_mapper_is_unsupported: this kernel has device-mapper (the vm_ tests cover activation)");
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
     let c = LibcryptsetupCrypt::new();
     c.format(&img.dev, &opts(&key)).expect("format");
@@ -200,15 +198,11 @@ fn format_refuses_a_mounted_device() {
     if !root_or_skip("format_refuses_a_mounted_device") {
         return;
     }
-    let img = LoopImage::new(32);
+    let img = LoopImage::blank(32);
     let key = img.key("key", &random_key());
-    sh(std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&img.dev));
-    let mnt = img.dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(std::process::Command::new("mount").arg(&img.dev).arg(&mnt));
-    let guard = MountGuard(mnt.clone());
+    mkfs_ext4(&img.dev, &[]);
+    let mnt = img.path("mnt");
+    let guard = mount_at(&img.dev, &mnt);
     let e = LibcryptsetupCrypt::new()
         .format(&img.dev, &opts(&key))
         .unwrap_err();

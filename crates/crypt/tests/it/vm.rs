@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn formatted(mib: u64) -> (LoopImage, std::path::PathBuf, LibcryptsetupCrypt) {
-    let img = LoopImage::new(mib);
+    let img = LoopImage::blank(mib);
     let key = img.key("key", &random_key());
     let c = LibcryptsetupCrypt::new();
     c.format(
@@ -66,27 +66,21 @@ fn vm_unlock_mkfs_mount_write_read_unmount_lock() {
         }
         other => panic!("expected active, got {other:?}"),
     }
-    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
-    let mnt = img.dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let mg = MountGuard(mnt.clone());
+    mkfs_ext4(&mapped, &[]);
+    let mnt = img.path("mnt");
+    let mg = mount_at(&mapped, &mnt);
     std::fs::write(mnt.join("f"), b"through dm-crypt").unwrap();
     assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"through dm-crypt");
-    sh(Command::new("umount").arg(&mnt));
-    drop(mg);
+    mg.unmount();
     assert_eq!(c.lock(name, LockMode::Normal).unwrap(), LockOutcome::Closed);
     assert_eq!(c.status(name).unwrap(), MappingStatus::Inactive);
     // The plaintext is not on the backing image.
-    let raw = std::fs::read(&img.image).unwrap();
-    assert!(!raw.windows(16).any(|w| w == b"through dm-crypt"));
+    assert!(!file_contains(&img.image, "through dm-crypt"));
     // And it is back after a second unlock.
     let mapped = c.unlock(&img.dev, &key, name).expect("unlock again");
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let mg = MountGuard(mnt.clone());
+    let mg = mount_at(&mapped, &mnt);
     assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"through dm-crypt");
-    sh(Command::new("umount").arg(&mnt));
-    drop(mg);
+    mg.unmount();
     assert_eq!(c.lock(name, LockMode::Normal).unwrap(), LockOutcome::Closed);
 }
 
@@ -109,11 +103,9 @@ fn vm_lock_while_mounted_normal_is_busy_deferred_goes_on_unmount() {
     let name = "extbackup-vm-busy";
     let mapped = c.unlock(&img.dev, &key, name).expect("unlock");
     let _g = MappingGuard(&c, name);
-    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
-    let mnt = img.dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let mg = MountGuard(mnt.clone());
+    mkfs_ext4(&mapped, &[]);
+    let mnt = img.path("mnt");
+    let mg = mount_at(&mapped, &mnt);
     assert!(matches!(
         c.status(name).unwrap(),
         MappingStatus::Active { busy: true, .. }
@@ -128,8 +120,7 @@ fn vm_lock_while_mounted_normal_is_busy_deferred_goes_on_unmount() {
         c.status(name).unwrap(),
         MappingStatus::Active { .. }
     ));
-    sh(Command::new("umount").arg(&mnt));
-    drop(mg);
+    mg.unmount();
     assert!(
         wait_inactive(&c, name),
         "mapping should go after the unmount"
@@ -160,11 +151,9 @@ fn vm_force_lock_while_mounted_is_deferred_and_goes_on_unmount() {
     let name = "extbackup-vm-force";
     let mapped = c.unlock(&img.dev, &key, name).expect("unlock");
     let _g = MappingGuard(&c, name);
-    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mapped));
-    let mnt = img.dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    sh(Command::new("mount").arg(&mapped).arg(&mnt));
-    let mg = MountGuard(mnt.clone());
+    mkfs_ext4(&mapped, &[]);
+    let mnt = img.path("mnt");
+    let mg = mount_at(&mapped, &mnt);
     // Still held by the mount: the table is replaced by an error target, and the mapping
     // is removed when the last user goes.
     assert_eq!(

@@ -1,7 +1,9 @@
 //! Host end-to-end tests: real loop devices, the loopback-test crypt backend, real ext4,
 //! real rsync, mail as files. As root only (they SKIP otherwise).
 
-use crate::support::{self, skip_unless_root, snapshot, Loop, World};
+use crate::support::{
+    mkfs_ext4, mount_at, mounted_under, read_opened_drive, root_or_skip, LoopDevice, World,
+};
 use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -17,30 +19,9 @@ fn read_drive(w: &World, dev: &Path, name: &str) -> (Vec<(PathBuf, Vec<u8>, u32)
     let key = w.path(&format!("keys/{name}.key"));
     let mapping = format!("check-{name}");
     let mapped = c.unlock(dev, &key, &mapping).unwrap();
-    let mp = w.path("check-mnt");
-    fs::create_dir_all(&mp).unwrap();
-    let st = Command::new("mount")
-        .args(["-o", "ro"])
-        .arg(&mapped)
-        .arg(&mp)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let snap = snapshot(&mp.join("data"));
-    let rec = fs::read_to_string(mp.join(".extbackup/last-run.json")).unwrap_or_default();
-    assert!(Command::new("umount").arg(&mp).status().unwrap().success());
+    let drive = read_opened_drive(&mapped, &w.path("check-mnt"));
     c.lock(&mapping, LockMode::Normal).unwrap();
-    (snap, rec)
-}
-
-fn mounted_under(root: &Path) -> Vec<String> {
-    let root = root.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&root)))
-        .map(String::from)
-        .collect()
+    drive
 }
 
 /// The checks every failure must pass: exit 1, exactly one mail naming `step`, the source
@@ -87,13 +68,12 @@ fn assert_failed_cleanly(
 
 #[test]
 fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change() {
-    if skip_unless_root(
-        "prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change",
-    ) {
+    if !root_or_skip("prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change")
+    {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 64);
+    let lo = LoopDevice::new(&w.path("disk.img"), 64);
     w.prepare(&lo.dev, "t1");
 
     // prepare: key file 0400, header backup, config appended with the comment kept.
@@ -178,11 +158,11 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
 
 #[test]
 fn a_held_source_lock_fails_at_source_lock_and_cleans_up() {
-    if skip_unless_root("a_held_source_lock_fails_at_source_lock_and_cleans_up") {
+    if !root_or_skip("a_held_source_lock_fails_at_source_lock_and_cleans_up") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 32);
+    let lo = LoopDevice::new(&w.path("disk.img"), 32);
     w.prepare(&lo.dev, "t1");
     let mut holder = Command::new("flock")
         .arg(w.path("src.lock"))
@@ -212,11 +192,11 @@ fn a_held_source_lock_fails_at_source_lock_and_cleans_up() {
 
 #[test]
 fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
-    if skip_unless_root("a_drive_too_small_fails_at_free_space_and_cleans_up") {
+    if !root_or_skip("a_drive_too_small_fails_at_free_space_and_cleans_up") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 16);
+    let lo = LoopDevice::new(&w.path("disk.img"), 16);
     w.prepare(&lo.dev, "t1");
     // 24 MiB of incompressible data cannot fit on a 16 MiB drive.
     let mut big = vec![0u8; 24 << 20];
@@ -237,11 +217,11 @@ fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
 
 #[test]
 fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
-    if skip_unless_root("a_wrong_key_file_fails_at_identify_and_touches_nothing") {
+    if !root_or_skip("a_wrong_key_file_fails_at_identify_and_touches_nothing") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 32);
+    let lo = LoopDevice::new(&w.path("disk.img"), 32);
     w.prepare(&lo.dev, "t1");
     let wrong = w.path("keys/wrong.key");
     fs::write(&wrong, vec![1u8; 4096]).unwrap();
@@ -262,11 +242,11 @@ fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
 
 #[test]
 fn a_drive_that_is_not_configured_is_skipped_with_75() {
-    if skip_unless_root("a_drive_that_is_not_configured_is_skipped_with_75") {
+    if !root_or_skip("a_drive_that_is_not_configured_is_skipped_with_75") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 16);
+    let lo = LoopDevice::new(&w.path("disk.img"), 16);
     let before_dev = fs::read(w.path("disk.img")).unwrap();
     let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(75));
@@ -291,30 +271,18 @@ fn bad_configuration_and_usage_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line"), "{err}");
-    let _ = support::is_root();
 }
 
 #[test]
 fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
-    if skip_unless_root("prepare_refuses_a_mounted_device_and_leaves_it_alone") {
+    if !root_or_skip("prepare_refuses_a_mounted_device_and_leaves_it_alone") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 16);
-    assert!(Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&lo.dev)
-        .status()
-        .unwrap()
-        .success());
+    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    mkfs_ext4(&lo.dev, &[]);
     let mp = w.path("busy");
-    fs::create_dir_all(&mp).unwrap();
-    assert!(Command::new("mount")
-        .arg(&lo.dev)
-        .arg(&mp)
-        .status()
-        .unwrap()
-        .success());
+    let busy = mount_at(&lo.dev, &mp);
     fs::write(mp.join("precious"), "keep").unwrap();
     let out = w.cmd(&[
         "prepare",
@@ -326,7 +294,7 @@ fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
         w.path("keys").to_str().unwrap(),
     ]);
     let still = fs::read_to_string(mp.join("precious"));
-    let _ = Command::new("umount").arg(&mp).status();
+    drop(busy);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is mounted at"), "{err}");
@@ -337,11 +305,11 @@ fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
 
 #[test]
 fn prepare_without_yes_and_without_a_terminal_refuses() {
-    if skip_unless_root("prepare_without_yes_and_without_a_terminal_refuses") {
+    if !root_or_skip("prepare_without_yes_and_without_a_terminal_refuses") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 16);
+    let lo = LoopDevice::new(&w.path("disk.img"), 16);
     let before = fs::read(w.path("disk.img")).unwrap();
     let out = w.cmd(&["prepare", lo.dev.to_str().unwrap(), "--name", "t1"]);
     assert_eq!(out.status.code(), Some(2));
@@ -354,11 +322,11 @@ fn prepare_without_yes_and_without_a_terminal_refuses() {
 fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
-    if skip_unless_root("sigterm_during_the_sync_stops_it_and_cleans_up") {
+    if !root_or_skip("sigterm_during_the_sync_stops_it_and_cleans_up") {
         return;
     }
     let w = World::new("loopback-test");
-    let lo = Loop::new(&w.path("disk.img"), 32);
+    let lo = LoopDevice::new(&w.path("disk.img"), 32);
     w.prepare(&lo.dev, "t1");
     // A sync that would take a minute.
     let cfg = fs::read_to_string(&w.config).unwrap();

@@ -1,54 +1,13 @@
-//! A scratch world for one test: a temp folder with a source tree, a disk image on a loop
-//! device, a configuration, and helpers to run the real binary and read its mail.
+//! A scratch world for one test: a temp folder with a source tree, a configuration, and
+//! helpers to run the real binary and read its mail. Loop devices, commands and mounts
+//! come from `testkit`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Prints the conventional SKIP line and returns true when not root.
-pub fn skip_unless_root(name: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {name}: needs root (loop devices); run as root, e.g. cargo xtask test");
-    true
-}
-
-/// A loop device over an image file, detached on drop.
-pub struct Loop {
-    pub dev: PathBuf,
-}
-
-impl Loop {
-    pub fn new(image: &Path, size_mib: u64) -> Loop {
-        let f = fs::File::create(image).unwrap();
-        f.set_len(size_mib << 20).unwrap();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(image)
-            .output()
-            .expect("losetup runs");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop {
-            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
+pub use testkit::{mkfs_ext4, mount_at, mounted_under, root_or_skip, sh, LoopDevice};
 
 /// One test's world.
 pub struct World {
@@ -180,6 +139,18 @@ require_source_mount_point = false
     pub fn source_snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
         snapshot(&self.path("src"))
     }
+}
+
+/// Mounts an opened (unlocked) drive `mapped` read-only at `mp` (created), returns a
+/// snapshot of its `data/` and the run record written on it (empty when there is none),
+/// and unmounts it again.
+pub fn read_opened_drive(mapped: &Path, mp: &Path) -> (Vec<(PathBuf, Vec<u8>, u32)>, String) {
+    fs::create_dir_all(mp).unwrap();
+    sh(Command::new("mount").args(["-o", "ro"]).arg(mapped).arg(mp));
+    let snap = snapshot(&mp.join("data"));
+    let rec = fs::read_to_string(mp.join(".extbackup/last-run.json")).unwrap_or_default();
+    sh(Command::new("umount").arg(mp));
+    (snap, rec)
 }
 
 /// Every file under `root` with its contents and mode.

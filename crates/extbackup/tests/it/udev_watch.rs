@@ -10,22 +10,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use testkit::{detach, sh, sized_file};
 
 /// A generous bound for udev in a software-emulated guest (a wait, not a speed target).
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A scratch directory under the (writable) temp dir.
 fn scratch(name: &str) -> PathBuf {
@@ -39,15 +27,14 @@ fn luks_image(dir: &Path, name: &str) -> (PathBuf, String) {
     let img = dir.join(format!("{name}.img"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&key, b"a test key, not a secret").unwrap();
-    let f = std::fs::File::create(&img).unwrap();
-    f.set_len(32 << 20).unwrap();
-    run(Command::new("cryptsetup")
+    sized_file(&img, 32);
+    sh(Command::new("cryptsetup")
         .args(["luksFormat", "--batch-mode", "--type", "luks2"])
         .args(["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
         .arg("--key-file")
         .arg(&key)
         .arg(&img));
-    let uuid = run(Command::new("cryptsetup").arg("luksUUID").arg(&img))
+    let uuid = sh(Command::new("cryptsetup").arg("luksUUID").arg(&img))
         .trim()
         .to_string();
     (img, uuid)
@@ -67,7 +54,7 @@ impl Loop {
             })
             .expect("a free loop number");
         let node = PathBuf::from(format!("/dev/loop{n}"));
-        run(Command::new("losetup").arg(&node).arg(img));
+        sh(Command::new("losetup").arg(&node).arg(img));
         Loop { node }
     }
     fn sys(&self) -> PathBuf {
@@ -77,7 +64,7 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.node).status();
+        detach(&self.node);
     }
 }
 
@@ -139,7 +126,7 @@ fn vm_watcher_calls_back_for_a_new_luks_device_and_finds_present_ones() {
         "called back after udev settled (by-uuid link in place)"
     );
     // Every add calls back, also one udev replays for a device already known.
-    run(Command::new("udevadm")
+    sh(Command::new("udevadm")
         .args(["trigger", "--action=add"])
         .arg(ours_loop.sys()));
     let again = rx
@@ -186,19 +173,19 @@ fn vm_installed_rule_gives_the_drive_systemd_wants() {
     assert!(rule_path.ends_with(install::RULE_FILE));
     install::write(&[(rule_path.clone(), rule)]).unwrap();
     let _rule = RuntimeRule(rule_path);
-    run(Command::new("udevadm").args(["control", "--reload"]));
+    sh(Command::new("udevadm").args(["control", "--reload"]));
     let unit = escape::instance_unit("extbackup", "service", &uuid);
 
     // What systemd sees: the properties of the `add` event. A new loop node's own add
     // may be probed before the image is attached (then it has no ID_FS_*, by design of
     // loop devices); a real drive's add has them. So replay an add once it is attached.
     let lp = Loop::attach(&img);
-    run(Command::new("udevadm").arg("settle"));
+    sh(Command::new("udevadm").arg("settle"));
     let socket = udev::MonitorBuilder::new()
         .and_then(|b| b.match_subsystem("block"))
         .and_then(|b| b.listen())
         .expect("udev monitor");
-    run(Command::new("udevadm")
+    sh(Command::new("udevadm")
         .args(["trigger", "--action=add"])
         .arg(lp.sys()));
     let until = Instant::now() + PATIENCE;

@@ -1,6 +1,6 @@
 //! The guest-only end-to-end test: real LUKS2 through libcryptsetup on a loop device.
 
-use crate::support::{snapshot, Loop, World};
+use crate::support::{mounted_under, read_opened_drive, LoopDevice, World};
 use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
 use std::fs;
 use std::process::Command;
@@ -9,7 +9,7 @@ use std::process::Command;
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_prepare_and_run_with_real_luks_copies_the_source() {
     let w = World::new("libcryptsetup");
-    let lo = Loop::new(&w.path("disk.img"), 64);
+    let lo = LoopDevice::new(&w.path("disk.img"), 64);
     w.prepare(&lo.dev, "t1");
     let info = LibcryptsetupCrypt::new().inspect(&lo.dev).unwrap();
     assert_eq!(info.version, 2, "real LUKS2 header");
@@ -19,9 +19,7 @@ fn vm_prepare_and_run_with_real_luks_copies_the_source() {
     let st = w.drive_state("t1");
     assert_eq!(st["last_success"]["result"], "success");
     assert!(
-        !fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .contains(w.dir.path().to_str().unwrap()),
+        mounted_under(w.dir.path()).is_empty(),
         "nothing left mounted"
     );
 
@@ -30,17 +28,7 @@ fn vm_prepare_and_run_with_real_luks_copies_the_source() {
     let mapped = c
         .unlock(&lo.dev, &w.path("keys/t1.key"), "extbackup-vm-check")
         .unwrap();
-    let mp = w.path("check");
-    fs::create_dir_all(&mp).unwrap();
-    assert!(Command::new("mount")
-        .args(["-o", "ro"])
-        .arg(&mapped)
-        .arg(&mp)
-        .status()
-        .unwrap()
-        .success());
-    let snap = snapshot(&mp.join("data"));
-    let _ = Command::new("umount").arg(&mp).status();
+    let (snap, _) = read_opened_drive(&mapped, &w.path("check"));
     c.lock("extbackup-vm-check", LockMode::Normal).unwrap();
     assert_eq!(snap, w.source_snapshot(), "the drive mirrors the source");
 }
@@ -49,7 +37,7 @@ fn vm_prepare_and_run_with_real_luks_copies_the_source() {
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
     let w = World::new("libcryptsetup");
-    let lo = Loop::new(&w.path("disk.img"), 64);
+    let lo = LoopDevice::new(&w.path("disk.img"), 64);
     let out = w.cmd(&[
         "prepare",
         lo.dev.to_str().unwrap(),
@@ -81,7 +69,7 @@ fn vm_watch_backs_up_a_configured_drive_already_present_at_start() {
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
     let w = World::new("libcryptsetup");
-    let lo = Loop::new(&w.path("disk.img"), 64);
+    let lo = LoopDevice::new(&w.path("disk.img"), 64);
     w.prepare(&lo.dev, "t1");
     // Let udev probe the new LUKS header (ID_FS_TYPE=crypto_LUKS) before watching.
     let _ = Command::new("udevadm")

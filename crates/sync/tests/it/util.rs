@@ -1,4 +1,4 @@
-//! Test helpers: root check, loop-mounted ext4, odd trees, and a metadata comparison.
+//! Test helpers: loop-mounted ext4 (on `testkit`), odd trees, and a metadata comparison.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr, OsString};
@@ -7,64 +7,24 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
+use testkit::LoopImage;
 
-/// True when running as root; otherwise prints the SKIP line.
-pub fn root_or_skip(name: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIP {name}: needs root (loop devices); run as root, e.g. cargo xtask test");
-    false
-}
+pub use testkit::root_or_skip;
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// An ext4 filesystem in an image file, loop-mounted; unmounted on drop.
+/// An ext4 filesystem (no reserved blocks) in an image file on a loop device, mounted;
+/// unmounted and detached on drop.
 pub struct LoopFs {
     pub mnt: PathBuf,
-    _dir: tempfile::TempDir,
+    _img: LoopImage,
 }
 
 impl LoopFs {
     pub fn new(size_mib: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("fs.img");
-        fs::File::create(&img)
-            .unwrap()
-            .set_len(size_mib << 20)
-            .unwrap();
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .arg(&img));
-        let mnt = dir.path().join("mnt");
-        fs::create_dir(&mnt).unwrap();
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt));
-        Self { mnt, _dir: dir }
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let img = LoopImage::ext4_with(size_mib, &["-m", "0"]);
+        Self {
+            mnt: img.mount("mnt"),
+            _img: img,
         }
     }
 }
