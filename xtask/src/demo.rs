@@ -6,8 +6,9 @@
 //! LED states, the mail and `extbackup status`, and cleans up the loop device.
 //!
 //! Real LUKS needs dm-crypt in the kernel. Where it is missing (many CI and container
-//! kernels) the demo says so and uses the loopback-test backend (no encryption); with
-//! `--vm` it runs the same demo inside a QEMU guest whose kernel has dm-crypt.
+//! kernels) the demo says so and runs inside a QEMU guest whose kernel has it (see
+//! `cargo xtask vm-test`); `--host` keeps it on this kernel with the loopback-test backend
+//! (the same pipeline, no encryption).
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -17,9 +18,14 @@ use std::process::{Command, Output};
 use crate::{deps, util};
 
 const HELP: &str = "\
-cargo xtask demo [--vm] [--keep]
+cargo xtask demo [--vm | --host] [--keep]
 
-  --vm     run the demo inside a QEMU guest (real LUKS through dm-crypt)
+Without an option the demo uses real LUKS: on this kernel when it has dm-crypt, otherwise
+inside a QEMU guest (Debian's kernel, fetched once into target/vm-cache; about a minute).
+
+  --vm     always run the demo inside the QEMU guest
+  --host   always run it on this kernel; without dm-crypt that means the loopback-test
+           crypt backend (the same pipeline, but the drive is NOT encrypted)
   --keep   keep the temp folder (source, image, config, mail) for a look
 ";
 
@@ -32,10 +38,11 @@ pub fn have_dm_crypt() -> bool {
 
 /// Entry point.
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut vm, mut keep, mut no_build) = (false, false, false);
+    let (mut vm, mut host, mut keep, mut no_build) = (false, false, false, false);
     for a in args {
         match a.as_str() {
             "--vm" => vm = true,
+            "--host" => host = true,
             "--keep" => keep = true,
             // Used inside the guest, where the checkout is read-only.
             "--no-build" => no_build = true,
@@ -54,19 +61,30 @@ pub fn run(args: &[String]) -> Result<()> {
         deps::ensure(deps::Set::All)?;
         util::cargo(&root, &["build", "--quiet", "-p", "extbackup"], &[])?;
     }
+    if vm && host {
+        bail!("--vm and --host contradict each other\n\n{HELP}");
+    }
     let exe = root.join("target/debug/extbackup");
-    if vm {
+    let real_luks = have_dm_crypt();
+    if vm || (!real_luks && !host) {
+        if !real_luks {
+            println!(
+                "== this kernel has NO device-mapper/dm-crypt (see /proc/misc), so real LUKS \
+                 volumes cannot be opened here: the demo runs in a QEMU guest whose kernel has \
+                 it.\n   `cargo xtask demo --host` runs it here with the loopback-test backend \
+                 instead (no encryption)."
+            );
+        }
         return in_vm(&root);
     }
-    let real_luks = have_dm_crypt();
     if real_luks {
         println!("== this kernel has dm-crypt: the demo uses real LUKS2 (libcryptsetup)");
     } else {
         println!(
             "== this kernel has NO device-mapper/dm-crypt (see /proc/misc), so real LUKS volumes \
              cannot be opened here.\n   The demo uses the loopback-test crypt backend instead: \
-             the same pipeline, but the drive is NOT encrypted.\n   `cargo xtask demo --vm` runs \
-             it with real LUKS inside a QEMU guest."
+             the same pipeline, but the drive is NOT encrypted.\n   `cargo xtask demo` without \
+             --host runs it with real LUKS inside a QEMU guest."
         );
     }
     let dir = std::env::temp_dir().join(format!("extbackup-demo-{}", std::process::id()));

@@ -21,9 +21,11 @@ Tasks:
                    test (unit, host integration on loop devices, and the QEMU guest
                    suite unless --quick).
   bench            Benchmarks, each against a baseline measured in the same run.
-  demo [--vm] [--keep]
+  demo [--vm | --host] [--keep]
                    Prepare a disk image on a loop device and back a sample tree up
                    onto it with `extbackup`; shows the LED states, the mail, status.
+                   Real LUKS: here if the kernel has dm-crypt, else in the QEMU guest
+                   (--host: stay here, loopback-test backend, no encryption).
   vm-test [--filter SUBSTR] [--keep-going] [--verbose] [--timeout SECS]
           [--test-timeout SECS] [-p PKG]
                    Build the test binaries, boot Debian's kernel in QEMU (tcg) and

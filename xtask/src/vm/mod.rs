@@ -169,8 +169,27 @@ fn console_tail(console: &str) -> String {
     )
 }
 
+/// Host folders the guest must see although they may lie under a folder it covers with a
+/// tmpfs (a checkout in /tmp, as CI clones may be): the checkout and the target folder.
+fn kept_paths() -> Vec<PathBuf> {
+    let root = util::root();
+    let mut keep = vec![root.clone()];
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        let t = if t.is_absolute() { t } else { root.join(t) };
+        if !t.starts_with(&root) {
+            keep.push(t);
+        }
+    }
+    keep
+}
+
 /// The guest's `/init` (busybox sh, in the initramfs).
 fn init_script() -> String {
+    let keep = kept_paths()
+        .iter()
+        .map(|p| format!("'{}'", p.display()))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -196,11 +215,18 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t configfs configfs $R/sys/kernel/config || say "no configfs"
+# The checkout may lie under /tmp or /run, which get a tmpfs below: hold on to it first.
+for p in {keep}; do
+  mkdir -p "/keep$p" && mount --bind "$R$p" "/keep$p" || fatal "cannot hold on to $p"
+done
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 mount -t tmpfs -o mode=755 tmpfs $R/run
 mount -t tmpfs -o mode=1777 tmpfs $R/var/tmp
 mkdir -p /ovl && mount -t tmpfs tmpfs /ovl && mkdir -p /ovl/up /ovl/work
 mount -t overlay overlay -o lowerdir=$R/etc,upperdir=/ovl/up,workdir=/ovl/work $R/etc || say "no overlay on /etc (it stays read-only)"
+for p in {keep}; do
+  mkdir -p "$R$p" 2>/dev/null; mount --bind "/keep$p" "$R$p" || fatal "cannot show $p in the guest"
+done
 mkdir -p $R{GUEST_SHARE} && mount --bind /share $R{GUEST_SHARE}
 say "running the job"
 chroot $R /bin/sh {GUEST_SHARE}/job.sh
