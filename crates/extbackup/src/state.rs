@@ -109,6 +109,7 @@ pub fn fmt_age(secs: u64) -> String {
         s if s >= 2 * 86_400 => (s / 86_400, "days"),
         s if s >= 2 * 3600 => (s / 3600, "hours"),
         s if s >= 2 * 60 => (s / 60, "minutes"),
+        1 => (1, "second"),
         s => (s, "seconds"),
     };
     format!("{n} {unit}")
@@ -252,6 +253,8 @@ mod tests {
     #[test]
     fn ages_pick_a_readable_unit() {
         assert_eq!(fmt_age(40), "40 seconds");
+        assert_eq!(fmt_age(1), "1 second");
+        assert_eq!(fmt_age(0), "0 seconds");
         assert_eq!(fmt_age(3 * 3600), "3 hours");
         assert_eq!(fmt_age(40 * 86_400), "40 days");
     }
