@@ -23,6 +23,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod error;
 pub mod escape;
 pub mod host;
 pub mod install;
@@ -33,26 +34,4 @@ pub mod state;
 pub mod status;
 pub mod watch;
 
-/// `error: cause: cause...` on one line: the message and every `source()`, as anyhow's
-/// `{:#}` prints it (the library errors' own `Display` shows only their message).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn chain_prints_every_cause() {
-        let io = std::io::Error::other("disk on fire");
-        let e =
-            crypt::CryptError::new(crypt::ErrorKind::Other, "unlocking /dev/sdb").with_source(io);
-        assert_eq!(super::chain(&e), "unlocking /dev/sdb: disk on fire");
-    }
-}
+pub use error::{chain, Failure};

@@ -87,49 +87,13 @@ impl std::fmt::Display for Step {
 }
 
 /// The error of a failed step: what the step was doing, with the backend's error as source.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct StepError {
-    message: String,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StepError {
-    fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            source: None,
-        }
-    }
-    fn with(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-
-    /// The message and every cause, outermost first.
-    pub fn chain(&self) -> Vec<String> {
-        let mut v = vec![self.message.clone()];
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            v.push(s.to_string());
-            src = s.source();
-        }
-        v
-    }
-}
+pub type StepError = crate::Failure;
 
 impl From<HostError> for StepError {
     fn from(e: HostError) -> Self {
-        Self {
-            message: e.to_string(),
-            source: std::error::Error::source(&e)
-                .map(|s| Box::<dyn std::error::Error + Send + Sync>::from(s.to_string())),
+        match std::error::Error::source(&e) {
+            Some(s) => Self::with(e.to_string(), s.to_string()),
+            None => Self::new(e.to_string()),
         }
     }
 }

@@ -23,31 +23,7 @@ pub const DEFAULT_KEYS_DIR: &str = "/etc/extbackup/keys";
 pub const KEY_SIZE: usize = 4096;
 
 /// A failed preparation: what failed and how to fix it.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct PrepareError {
-    message: String,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl PrepareError {
-    fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            source: None,
-        }
-    }
-    fn with(
-        message: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source: Some(source.into()),
-        }
-    }
-}
+pub type PrepareError = crate::Failure;
 
 /// What to prepare.
 #[derive(Clone, Debug)]

@@ -1,4 +1,4 @@
-//! `cargo xtask vm-test`: runs every workspace test named `vm_*` (they are `#[ignore]`d on
+//! `cargo xtask vm-test`: runs every workspace test named `vm_*` (they are ignored on
 //! the host) inside a QEMU guest booted on Debian's 6.1 kernel, which has what the host
 //! kernel lacks: device-mapper/dm-crypt, uhid, dummy_hcd + USB gadget configfs.
 //!
