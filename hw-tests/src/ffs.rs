@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-const CONFIGFS: &str = "/sys/kernel/config/usb_gadget";
+use crate::configfs::{err, first_udc, mkdir, write, CONFIGFS};
 
 // FunctionFS ABI (include/uapi/linux/usb/functionfs.h).
 const DESCRIPTORS_MAGIC_V2: u32 = 3;
@@ -48,18 +48,6 @@ impl std::fmt::Debug for FfsBlinkStick {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "FfsBlinkStick({})", self.dir.display())
     }
-}
-
-fn err(what: String, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-fn write(p: &Path, v: impl AsRef<[u8]>) -> io::Result<()> {
-    fs::write(p, v).map_err(|e| err(format!("writing {}", p.display()), e))
-}
-
-fn mkdir(p: &Path) -> io::Result<()> {
-    fs::create_dir(p).map_err(|e| err(format!("mkdir {}", p.display()), e))
 }
 
 /// The descriptors for full and high speed: one HID interface with its HID class
@@ -186,20 +174,6 @@ impl FfsBlinkStick {
     pub fn device(&self) -> &EmulatedDevice {
         &self.device
     }
-}
-
-fn first_udc() -> io::Result<String> {
-    fs::read_dir("/sys/class/udc")
-        .ok()
-        .and_then(|mut rd| rd.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "no USB device controller in /sys/class/udc: load dummy_hcd",
-            )
-        })
 }
 
 /// Waits up to 100 ms for ep0 to become readable.

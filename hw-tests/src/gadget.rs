@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const CONFIGFS: &str = "/sys/kernel/config/usb_gadget";
+use crate::configfs::{first_udc, mkdir, write, CONFIGFS};
 
 /// What the gadget says about itself.
 #[derive(Debug, Clone)]
@@ -55,14 +55,6 @@ pub struct UsbGadget {
     hidg: PathBuf,
 }
 
-fn write(p: &Path, v: impl AsRef<[u8]>) -> io::Result<()> {
-    fs::write(p, v).map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", p.display())))
-}
-
-fn mkdir(p: &Path) -> io::Result<()> {
-    fs::create_dir(p).map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", p.display())))
-}
-
 impl UsbGadget {
     /// Builds gadget `name` (a configfs folder name) from `spec` with one HID function
     /// without OUT endpoint (so SET_REPORT on endpoint 0 lands in `/dev/hidgN`), and
@@ -78,17 +70,7 @@ impl UsbGadget {
                 ),
             ));
         }
-        let udc = fs::read_dir("/sys/class/udc")
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "no USB device controller in /sys/class/udc: load dummy_hcd",
-                )
-            })?;
+        let udc = first_udc()?;
         let dir = root.join(name);
         mkdir(&dir)?;
         let mut g = UsbGadget {

@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod configfs;
 pub mod ffs;
 pub mod gadget;
 pub mod gate;

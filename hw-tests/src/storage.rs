@@ -7,19 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const CONFIGFS: &str = "/sys/kernel/config/usb_gadget";
-
-fn err(what: String, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-fn write(p: &Path, v: impl AsRef<[u8]>) -> io::Result<()> {
-    fs::write(p, v).map_err(|e| err(format!("writing {}", p.display()), e))
-}
-
-fn mkdir(p: &Path) -> io::Result<()> {
-    fs::create_dir(p).map_err(|e| err(format!("mkdir {}", p.display()), e))
-}
+use crate::configfs::{first_udc, mkdir, write, CONFIGFS};
 
 /// A USB mass-storage gadget; unbound and removed on drop.
 #[derive(Debug)]
@@ -32,17 +20,7 @@ impl UsbDisk {
     /// Exposes `image` as a USB disk whose SCSI model is `model` (up to 16 characters)
     /// and waits (up to 20 s) for its `/dev/sdX`.
     pub fn create(name: &str, image: &Path, model: &str) -> io::Result<UsbDisk> {
-        let udc = fs::read_dir("/sys/class/udc")
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "no USB device controller in /sys/class/udc: load dummy_hcd",
-                )
-            })?;
+        let udc = first_udc()?;
         let before = disks();
         let dir = Path::new(CONFIGFS).join(name);
         mkdir(&dir)?;

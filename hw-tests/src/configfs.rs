@@ -1,0 +1,39 @@
+//! Small helpers for building USB gadgets in configfs (`/sys/kernel/config/usb_gadget`),
+//! shared by the HID, FunctionFS and mass-storage gadgets.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Where configfs keeps USB gadgets.
+pub(crate) const CONFIGFS: &str = "/sys/kernel/config/usb_gadget";
+
+/// `e` with what was being done in front of it.
+pub(crate) fn err(what: String, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Writes a configfs attribute, naming it in the error.
+pub(crate) fn write(p: &Path, v: impl AsRef<[u8]>) -> io::Result<()> {
+    fs::write(p, v).map_err(|e| err(format!("writing {}", p.display()), e))
+}
+
+/// Creates a configfs folder, naming it in the error.
+pub(crate) fn mkdir(p: &Path) -> io::Result<()> {
+    fs::create_dir(p).map_err(|e| err(format!("mkdir {}", p.display()), e))
+}
+
+/// The first USB device controller (dummy_hcd's `dummy_udc.0` in the guest).
+pub(crate) fn first_udc() -> io::Result<String> {
+    fs::read_dir("/sys/class/udc")
+        .ok()
+        .and_then(|mut rd| rd.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no USB device controller in /sys/class/udc: load dummy_hcd",
+            )
+        })
+}
