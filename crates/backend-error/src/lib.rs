@@ -16,6 +16,19 @@
 
 use std::fmt;
 
+/// `error: cause: cause...` on one line: the message and every `source()`, as anyhow's
+/// `{:#}` prints it (the errors' own `Display` shows only their message).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 /// A boxed cause.
 pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -85,5 +98,6 @@ mod tests {
         assert_eq!(format!("{e:?}"), "A: writing header: disk on fire");
         let src = std::error::Error::source(&e).expect("source kept");
         assert_eq!(src.to_string(), "disk on fire");
+        assert_eq!(chain(&e), "writing header: disk on fire");
     }
 }

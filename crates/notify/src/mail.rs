@@ -334,7 +334,7 @@ impl Notifier for MailNotifier {
                 format!(
                     "the mail could not be delivered ({}) nor spooled to {}: it is lost; \
                      check that the spool folder is writable",
-                    backend_error_chain(&err),
+                    backend_error::chain(&err),
                     self.config.spool_dir.display()
                 ),
             )
@@ -404,17 +404,6 @@ impl Notifier for MailNotifier {
             MailTransport::File { dir } => format!("files in {}", dir.display()),
         }
     }
-}
-
-fn backend_error_chain(e: &NotifyError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
