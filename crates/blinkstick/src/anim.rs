@@ -93,7 +93,16 @@ impl Clock for SystemClock {
         self.epoch.elapsed()
     }
     fn sleep_until(&self, deadline: Duration, cancel: &CancelToken) -> bool {
-        cancel.wait_until(self.epoch + deadline)
+        // A deadline beyond what `Instant` can hold: wait a year at a time until cancelled.
+        let mut until = self.epoch.checked_add(deadline);
+        while until.is_none() {
+            let year = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+            if !cancel.wait_until(year) {
+                return false;
+            }
+            until = self.epoch.checked_add(deadline);
+        }
+        cancel.wait_until(until.expect("checked above"))
     }
 }
 
@@ -192,11 +201,14 @@ pub fn blink_timeline(color: Rgb, repeats: u32, delay: Duration) -> Vec<Frame> {
         .flat_map(|i| {
             [
                 Frame {
-                    at: delay * (2 * i),
+                    at: delay.saturating_mul(i).saturating_mul(2),
                     color,
                 },
                 Frame {
-                    at: delay * (2 * i + 1),
+                    at: delay
+                        .saturating_mul(i)
+                        .saturating_mul(2)
+                        .saturating_add(delay),
                     color: Rgb::OFF,
                 },
             ]
@@ -206,7 +218,8 @@ pub fn blink_timeline(color: Rgb, repeats: u32, delay: Duration) -> Vec<Frame> {
 
 /// The steps actually used so frames are at least [`MIN_FRAME_INTERVAL`] apart.
 pub fn effective_steps(duration: Duration, steps: u32) -> u32 {
-    let fit = (duration.as_nanos() / MIN_FRAME_INTERVAL.as_nanos()) as u32;
+    let fit =
+        u32::try_from(duration.as_nanos() / MIN_FRAME_INTERVAL.as_nanos()).unwrap_or(u32::MAX);
     steps.min(fit.saturating_sub(1))
 }
 
@@ -229,7 +242,7 @@ fn morph_tail(from: Rgb, to: Rgb, base: Duration, duration: Duration, steps: u32
     let dt = duration / n_total;
     (1..=n_total)
         .map(|n| Frame {
-            at: base + if n == n_total { duration } else { dt * n },
+            at: base.saturating_add(if n == n_total { duration } else { dt * n }),
             color: if n == n_total {
                 to
             } else {
@@ -248,9 +261,15 @@ pub fn pulse_timeline(color: Rgb, repeats: u32, duration: Duration, steps: u32) 
         color: Rgb::OFF,
     }];
     for i in 0..repeats {
-        let up = duration * (2 * i);
+        let up = duration.saturating_mul(i).saturating_mul(2);
         v.extend(morph_tail(Rgb::OFF, color, up, duration, steps));
-        v.extend(morph_tail(color, Rgb::OFF, up + duration, duration, steps));
+        v.extend(morph_tail(
+            color,
+            Rgb::OFF,
+            up.saturating_add(duration),
+            duration,
+            steps,
+        ));
     }
     v
 }
@@ -297,9 +316,9 @@ impl Player {
         let start = self.clock.now();
         let mut last: Option<Duration> = None;
         for f in frames {
-            let mut due = start + f.at;
+            let mut due = start.saturating_add(f.at);
             if let Some(l) = last {
-                due = due.max(l + MIN_FRAME_INTERVAL);
+                due = due.max(l.saturating_add(MIN_FRAME_INTERVAL));
             }
             if self.cancel.is_cancelled() || !self.clock.sleep_until(due, &self.cancel) {
                 return Ok(Outcome::Cancelled);
@@ -358,9 +377,9 @@ impl Player {
             let at = Duration::from_nanos(
                 (u128::from(k) * interval.as_nanos()).min(u128::from(u64::MAX)) as u64,
             );
-            let mut due = start + at;
+            let mut due = start.saturating_add(at);
             if let Some(l) = last {
-                due = due.max(l + MIN_FRAME_INTERVAL);
+                due = due.max(l.saturating_add(MIN_FRAME_INTERVAL));
             }
             if self.cancel.is_cancelled() || !self.clock.sleep_until(due, &self.cancel) {
                 break;
@@ -372,8 +391,9 @@ impl Player {
     }
 }
 
-/// Colour of breathe frame `k` of `per_cycle`.
+/// Colour of breathe frame `k` of `per_cycle` (0 counts as 1: always off).
 pub fn breathe_color(color: Rgb, k: u64, per_cycle: u64) -> Rgb {
+    let per_cycle = per_cycle.max(1);
     let phase = (k % per_cycle) as f64 / per_cycle as f64;
     color.scaled((1.0 - (2.0 * PI * phase).cos()) / 2.0)
 }

@@ -86,7 +86,9 @@ impl Rgb {
     }
 
     /// Applies the Python CLI's `--limit`/`--brightness` arithmetic:
-    /// `max = int(limit/100*255)`, then each channel `int(v/255*max)`.
+    /// `max = int(limit/100*255)`, then each channel `int(v/255*max)`, in `f64` exactly
+    /// as CPython evaluates it (so e.g. 155 at limit 20 gives 30, where exact integer
+    /// arithmetic would give 31). A limit above 100 counts as 100.
     ///
     /// ```
     /// use blinkstick::Rgb;

@@ -393,7 +393,8 @@ impl BlinkStick {
     }
 
     /// Sets one LED: report 1 for channel 0 index 0 (as the Python library does),
-    /// report 5 otherwise.
+    /// report 5 otherwise. A Pro ignores report 5 unless it is in [`Mode::Ws2812`]
+    /// (the request succeeds, the LED does not change): set that mode once.
     pub fn set_led(&mut self, channel: u8, index: u8, c: Rgb) -> Result<()> {
         self.check_led(channel, index)?;
         if channel == 0 && index == 0 {
@@ -418,17 +419,19 @@ impl BlinkStick {
 
     /// The frame report id for `leds` LEDs (smallest that holds them), `None` above 64.
     pub fn frame_report_for(leds: usize) -> Option<u8> {
-        Some(match leds * 3 {
-            0..=24 => 6,
-            25..=48 => 7,
-            49..=96 => 8,
-            97..=192 => 9,
+        // by LED count, not `leds * 3` bytes: that product overflows for absurd counts
+        Some(match leds {
+            0..=8 => 6,
+            9..=16 => 7,
+            17..=32 => 8,
+            33..=64 => 9,
             _ => return None,
         })
     }
 
     /// Sets LEDs `0..colors.len()` of `channel` in one frame report (6-9, the smallest
-    /// that fits, zero-padded; GRB order on the wire).
+    /// that fits, zero-padded; GRB order on the wire), so the rest of that report's LEDs
+    /// turn off. A Pro ignores frames unless it is in [`Mode::Ws2812`].
     pub fn set_frame(&mut self, channel: u8, colors: &[Rgb]) -> Result<()> {
         let id = Self::frame_report_for(colors.len()).ok_or_else(|| {
             Error::invalid(format!(

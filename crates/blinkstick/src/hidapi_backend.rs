@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use hidapi::{HidApi, HidDevice, HidError};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::{Backend, DeviceInfo, Transport};
+use crate::transport::{report_id, Backend, DeviceInfo, Transport};
 use crate::variant::{PRODUCT_ID, VENDOR_ID};
 
 /// Discovery and opening through hidapi.
@@ -72,12 +72,10 @@ pub struct HidapiTransport {
 
 impl Transport for HidapiTransport {
     fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
-        self.dev.send_feature_report(data).map_err(|e| {
-            convert(
-                e,
-                &format!("sending report {} to {}", data[0], self.info.path),
-            )
-        })
+        let id = report_id(data, &self.info.path)?;
+        self.dev
+            .send_feature_report(data)
+            .map_err(|e| convert(e, &format!("sending report {id} to {}", self.info.path)))
     }
 
     fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>> {

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+// examples are code users copy: no ignored `Result`s, no unused imports
+#![doc(test(attr(deny(warnings))))]
 
 pub mod anim;
 pub mod color;

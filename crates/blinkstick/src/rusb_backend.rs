@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::{Backend, DeviceInfo, Transport};
+use crate::transport::{report_id, Backend, DeviceInfo, Transport};
 use crate::variant::{PRODUCT_ID, VENDOR_ID};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -111,15 +111,11 @@ pub struct RusbTransport {
 
 impl Transport for RusbTransport {
     fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
-        let value = 0x0300 | u16::from(data[0]);
+        let id = report_id(data, &self.info.path)?;
+        let value = 0x0300 | u16::from(id);
         self.h
             .write_control(0x20, 0x09, value, 0, data, TIMEOUT)
-            .map_err(|e| {
-                convert(
-                    e,
-                    &format!("sending report {} to {}", data[0], self.info.path),
-                )
-            })?;
+            .map_err(|e| convert(e, &format!("sending report {id} to {}", self.info.path)))?;
         Ok(())
     }
 

@@ -55,6 +55,17 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
 }
 
+/// The report id of an outgoing report (`data[0]`); an empty report is an
+/// [`InvalidArgument`](crate::ErrorKind::InvalidArgument) error, not a panic, for backends
+/// that format the id into messages or request fields.
+pub(crate) fn report_id(data: &[u8], path: &str) -> Result<u8> {
+    data.first().copied().ok_or_else(|| {
+        crate::Error::invalid(format!(
+            "an empty report for {path} has no report id: start it with the id (1 for a colour)"
+        ))
+    })
+}
+
 /// Direction of a traced report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -116,6 +127,14 @@ mod tests {
     use crate::emulator::EmulatedDevice;
     use crate::Variant;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn empty_report_has_no_id() {
+        assert_eq!(report_id(&[6, 0], "p").unwrap(), 6);
+        let e = report_id(&[], "/dev/hidraw3").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("/dev/hidraw3"), "{e}");
+    }
 
     #[test]
     fn traced_sees_both_directions_and_passes_on() {

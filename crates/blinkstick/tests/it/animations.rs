@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blinkstick::anim::{morph_timeline, MIN_FRAME_INTERVAL};
-use blinkstick::{CancelToken, ManualClock, Outcome, Player, Rgb, SystemClock, Variant};
+use blinkstick::{CancelToken, Clock, ManualClock, Outcome, Player, Rgb, SystemClock, Variant};
 
 use crate::open;
 
@@ -196,4 +196,45 @@ fn cancelled_before_start_sends_nothing() {
         .unwrap();
     assert_eq!(out, Outcome::Cancelled);
     assert!(dev.sent_reports().is_empty());
+}
+
+#[test]
+fn huge_times_saturate_instead_of_panicking() {
+    use blinkstick::anim::{blink_timeline, effective_steps, pulse_timeline};
+    let c = Rgb::new(1, 2, 3);
+    let t = blink_timeline(c, 3, Duration::MAX);
+    assert_eq!(t.len(), 6);
+    assert!(t.windows(2).all(|w| w[1].at >= w[0].at));
+    let p = pulse_timeline(c, 2, Duration::MAX, 50);
+    assert_eq!(
+        p.len(),
+        1 + 2 * 2 * 51,
+        "50 steps: a long pulse needs no fewer"
+    );
+    assert!(p.windows(2).all(|w| w[1].at >= w[0].at));
+    // more 10 ms slots than a u32 holds: the steps asked for, not a wrapped count
+    let long = Duration::from_millis(10 * ((1u64 << 32) + 5));
+    assert_eq!(effective_steps(long, 50), 50);
+    // played on a clock that is past zero: the deadlines saturate as well
+    let (dev, mut s, clock) = setup();
+    clock.advance(ms(5));
+    let out = Player::new(0, 1)
+        .with_clock(clock)
+        .play(&mut s, &t)
+        .unwrap();
+    assert_eq!(out, Outcome::Completed);
+    assert_eq!(frames(&dev).len(), 6);
+}
+
+#[test]
+fn system_clock_far_deadline_waits_for_cancel_without_panicking() {
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    assert!(!SystemClock::new().sleep_until(Duration::MAX, &cancel));
+}
+
+#[test]
+fn breathe_color_with_zero_frames_per_cycle_is_off() {
+    use blinkstick::anim::breathe_color;
+    assert_eq!(breathe_color(Rgb::new(9, 9, 9), 7, 0), Rgb::OFF);
 }

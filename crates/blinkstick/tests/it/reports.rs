@@ -248,3 +248,36 @@ fn trace_hook_sees_both_directions() {
 fn frame_report_choice() {
     assert_eq!(BlinkStick::frame_report_for(24), Some(8));
 }
+
+#[test]
+fn absurd_frame_sizes_are_errors_not_overflows() {
+    assert_eq!(BlinkStick::frame_report_for(usize::MAX), None);
+    // times 3 this wraps around to a small number
+    assert_eq!(BlinkStick::frame_report_for(usize::MAX / 3 + 1), None);
+    let (_dev, mut s) = open(Variant::Pro, "BS000002-2.0");
+    assert_eq!(
+        s.frame(usize::MAX / 3 + 1).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn public_types_can_cross_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<BlinkStick>();
+    send::<blinkstick::emulator::EmulatedTransport>();
+    send_sync::<blinkstick::Error>();
+    send_sync::<blinkstick::Player>();
+    send_sync::<blinkstick::CancelToken>();
+    send_sync::<blinkstick::SystemClock>();
+    send_sync::<blinkstick::ManualClock>();
+    send_sync::<blinkstick::emulator::EmulatedDevice>();
+    send_sync::<blinkstick::emulator::EmulatedBus>();
+    send_sync::<Rgb>();
+    send_sync::<blinkstick::DeviceInfo>();
+    #[cfg(feature = "hidapi")]
+    send_sync::<blinkstick::hidapi_backend::HidapiBackend>();
+    #[cfg(feature = "rusb")]
+    send_sync::<blinkstick::rusb_backend::RusbBackend>();
+}
