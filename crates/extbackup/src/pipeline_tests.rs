@@ -913,3 +913,42 @@ fn a_cancelled_run_stops_before_the_next_step_and_undoes_what_was_done() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_device_that_cannot_be_read_is_recorded_inside_the_state_dir_only() {
+    let f = fixture();
+    let outside = tempfile::tempdir().unwrap();
+    let dev = outside.path().join("sdz1");
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt
+        .expect_inspect()
+        .times(1)
+        .returning(|_| Err(cerr(crypt::ErrorKind::NotFound)));
+    m.show(State::Failure);
+    let want = dev.display().to_string();
+    m.notifier
+        .expect_notify()
+        .withf(move |e| e.drive == want && e.failed_step.as_deref() == Some("identify"))
+        .times(1)
+        .returning(|_| Ok(()));
+    let out = run_with(&f, m, Target::Device(dev.clone()));
+    assert!(
+        matches!(
+            out,
+            RunOutcome::Failed {
+                step: Step::Identify,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    // Nothing written beside the device (it was `/dev/sdz1.json` in /dev).
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "files written outside the state dir"
+    );
+    let runs = std::fs::read_to_string(f.cfg.state_dir.join("runs.jsonl")).unwrap();
+    assert!(runs.contains("sdz1"), "{runs}");
+}

@@ -137,31 +137,42 @@ impl StateDir {
         self.root.join("run.lock")
     }
 
-    fn drive_path(&self, drive: &str) -> PathBuf {
-        self.root.join("drives").join(format!("{drive}.json"))
+    /// `drives/NAME.json`, for a valid drive name only: a run that failed before its drive
+    /// was known is recorded under the device's path (`/dev/sdb1`), which must not become
+    /// a file name outside the state directory.
+    fn drive_path(&self, drive: &str) -> Option<PathBuf> {
+        crate::config::DriveName::try_from(drive.to_string())
+            .ok()
+            .map(|n| self.root.join("drives").join(format!("{n}.json")))
     }
 
     /// The recorded state of `drive` (empty if never run).
     pub fn drive(&self, drive: &str) -> std::io::Result<DriveState> {
-        match std::fs::read(self.drive_path(drive)) {
+        let Some(path) = self.drive_path(drive) else {
+            return Ok(DriveState::default());
+        };
+        match std::fs::read(path) {
             Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DriveState::default()),
             Err(e) => Err(e),
         }
     }
 
-    /// Records `run` as the drive's last success or failure, and appends it to `runs.jsonl`.
+    /// Records `run` as the drive's last success or failure, and appends it to `runs.jsonl`
+    /// (only there when `run.drive` is not a drive name, e.g. an unknown device's path).
     pub fn record(&self, run: &RunRecord) -> std::io::Result<()> {
         std::fs::create_dir_all(self.root.join("drives"))?;
-        let mut st = self.drive(&run.drive).unwrap_or_default();
-        match run.result {
-            RunResult::Success => st.last_success = Some(run.clone()),
-            RunResult::Failure => st.last_failure = Some(run.clone()),
+        if let Some(path) = self.drive_path(&run.drive) {
+            let mut st = self.drive(&run.drive).unwrap_or_default();
+            match run.result {
+                RunResult::Success => st.last_success = Some(run.clone()),
+                RunResult::Failure => st.last_failure = Some(run.clone()),
+            }
+            write_atomic(
+                &path,
+                &serde_json::to_vec_pretty(&st).map_err(std::io::Error::other)?,
+            )?;
         }
-        write_atomic(
-            &self.drive_path(&run.drive),
-            &serde_json::to_vec_pretty(&st).map_err(std::io::Error::other)?,
-        )?;
         append_line(&self.root.join("runs.jsonl"), run)
     }
 
@@ -271,6 +282,36 @@ mod tests {
         assert_eq!(st.last_failure.unwrap().finished, 200);
         let lines = std::fs::read_to_string(dir.path().join("runs.jsonl")).unwrap();
         assert_eq!(lines.lines().count(), 2);
+    }
+
+    #[test]
+    fn a_device_path_as_drive_name_stays_inside_the_state_dir() {
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path().join("state"));
+        // A run that failed before its drive was known is named after the device.
+        let dev = outside.path().join("sdb1");
+        let mut r = rec(RunResult::Failure, 100);
+        r.drive = dev.display().to_string();
+        s.record(&r).unwrap();
+        r.drive = "../escaped".into();
+        s.record(&r).unwrap();
+        assert!(!outside.path().join("sdb1.json").exists());
+        assert!(!outside.path().join("sdb1.tmp").exists());
+        assert!(!dir.path().join("escaped.json").exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("state/drives"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let lines = std::fs::read_to_string(dir.path().join("state/runs.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 2, "still in the run log: {lines}");
+        assert_eq!(
+            s.drive(&dev.display().to_string()).unwrap(),
+            DriveState::default()
+        );
     }
 
     #[test]
