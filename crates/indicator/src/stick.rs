@@ -8,6 +8,8 @@
 //!   proportional number of LEDs of the channel, the head of the bar breathing (turn this
 //!   off with `progress_bar = false`).
 //! - Every colour has the brightness limit applied (the Python tool's `--limit`).
+//! - A Pro drives single LEDs and frames only in mode 2 (WS2812): in another mode any LED
+//!   but LED 0 of channel 0 is an `InvalidConfig` error that says how to set the mode.
 //! - Unplugged: `show` returns a `NotFound` error (the caller logs it); the next `show`
 //!   reopens the stick (by serial when configured, else the first one), and a breathing
 //!   thread keeps trying to reconnect on its own every half second.
@@ -18,7 +20,8 @@
 use crate::config::{IndicatorConfig, Palette};
 use crate::{ErrorKind, Indicator, IndicatorError, State};
 use blinkstick::{
-    Backend, BlinkStick, CancelToken, Clock, Player, RetryPolicy, Rgb, Selector, SystemClock,
+    Backend, BlinkStick, CancelToken, Clock, Mode, Player, RetryPolicy, Rgb, Selector, SystemClock,
+    Variant,
 };
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -188,7 +191,27 @@ impl BlinkStickIndicator {
             *slot = Some(stick);
         }
         let stick = slot.as_mut().expect("opened above");
-        let leds = stick.leds_per_channel()?.max(1);
+        let mut leds = stick.leds_per_channel()?.max(1);
+        // A Pro ignores report 5 and frames unless in mode 2: say so instead of a dark LED.
+        if stick.variant() == Variant::Pro {
+            let mode = stick.mode()?;
+            if mode != Mode::Ws2812 {
+                if (channel, index) != (0, 0) {
+                    let serial = stick.serial();
+                    return Err(blinkstick::Error::new(
+                        blinkstick::ErrorKind::Unsupported,
+                        format!(
+                            "BlinkStick Pro {serial} is in mode {}, where it ignores LED {index} \
+                             of channel {channel} (only mode 2, WS2812, drives single LEDs): run \
+                             `blinkstick -s {serial} --set-mode 2` once, or configure index = 0 \
+                             and channel = 0 for an analog strip",
+                            mode.as_byte()
+                        ),
+                    ));
+                }
+                leds = 1; // frames are ignored as well: no progress bar
+            }
+        }
         // A plain BlinkStick has only LED 0: the seed's `--index 1` means "the LED" there.
         let index = if usize::from(index) >= leds { 0 } else { index };
         Ok(Target {

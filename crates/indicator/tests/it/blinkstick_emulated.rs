@@ -271,3 +271,29 @@ fn no_stick_at_all_is_not_found() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn pro_outside_ws2812_mode_is_a_config_error_not_a_dark_led() {
+    // a factory Pro is in mode 0, where it ignores report 5 and frames: LED 1 stays dark
+    let (mut ind, dev) = setup(Variant::Pro, "BS000002-2.0", &IndicatorConfig::default());
+    let e = ind.show(State::Success).unwrap_err();
+    assert_eq!(dev.leds(0)[1], Rgb::OFF);
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e:?}");
+    assert!(format!("{e:?}").contains("--set-mode 2"), "{e:?}");
+    let e = ind.show(State::Working { progress: None }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e:?}");
+    drop(ind);
+    // once in mode 2 the same configuration shows the colour
+    let (mut ind, dev2) = setup(Variant::Pro, "BS000003-2.0", &IndicatorConfig::default());
+    dev2.with_firmware(|f| f.handle_set_feature(&[4, 2]).unwrap());
+    ind.show(State::Success).unwrap();
+    assert_eq!(dev2.leds(0)[1], limited("green", 10));
+    // LED 0 of channel 0 (report 1, an analog strip) works in mode 0
+    let cfg = IndicatorConfig {
+        index: 0,
+        ..IndicatorConfig::default()
+    };
+    let (mut ind, dev3) = setup(Variant::Pro, "BS000004-2.0", &cfg);
+    ind.show(State::Failure).unwrap();
+    assert_eq!(dev3.leds(0)[0], limited("red", 10));
+}
