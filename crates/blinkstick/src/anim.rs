@@ -2,6 +2,7 @@
 //! breathe), paced against absolute deadlines of an injectable [`Clock`] and cancellable
 //! from another thread through a [`CancelToken`].
 
+use std::borrow::Borrow;
 use std::f64::consts::PI;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -195,25 +196,25 @@ pub enum Outcome {
 
 /// Python's `blink(repeats, delay)`: per repeat (after `delay` if not the first) the
 /// colour, then after `delay` off. A delay under [`MIN_FRAME_INTERVAL`] is raised to it.
+/// [`blink_frames`] gives the same frames lazily (for very many repeats).
 pub fn blink_timeline(color: Rgb, repeats: u32, delay: Duration) -> Vec<Frame> {
+    blink_frames(color, repeats, delay).collect()
+}
+
+/// The frames of [`blink_timeline`], made one at a time: any number of repeats in
+/// constant memory.
+pub fn blink_frames(color: Rgb, repeats: u32, delay: Duration) -> impl Iterator<Item = Frame> {
     let delay = delay.max(MIN_FRAME_INTERVAL);
-    (0..repeats)
-        .flat_map(|i| {
-            [
-                Frame {
-                    at: delay.saturating_mul(i).saturating_mul(2),
-                    color,
-                },
-                Frame {
-                    at: delay
-                        .saturating_mul(i)
-                        .saturating_mul(2)
-                        .saturating_add(delay),
-                    color: Rgb::OFF,
-                },
-            ]
-        })
-        .collect()
+    (0..repeats).flat_map(move |i| {
+        let on = delay.saturating_mul(i).saturating_mul(2);
+        [
+            Frame { at: on, color },
+            Frame {
+                at: on.saturating_add(delay),
+                color: Rgb::OFF,
+            },
+        ]
+    })
 }
 
 /// The steps actually used so frames are at least [`MIN_FRAME_INTERVAL`] apart.
@@ -255,23 +256,30 @@ fn morph_tail(from: Rgb, to: Rgb, base: Duration, duration: Duration, steps: u32
 /// Python's `pulse(repeats, duration, steps)` at the requested LED: off, then per repeat
 /// a morph to the colour and one back to black, each taking `duration` (the repeated
 /// start frames of each morph are left out: they equal the frame before).
+/// [`pulse_frames`] gives the same frames lazily (for very many repeats).
 pub fn pulse_timeline(color: Rgb, repeats: u32, duration: Duration, steps: u32) -> Vec<Frame> {
-    let mut v = vec![Frame {
+    pulse_frames(color, repeats, duration, steps).collect()
+}
+
+/// The frames of [`pulse_timeline`], made one pulse at a time: any number of repeats in
+/// memory for one pulse.
+pub fn pulse_frames(
+    color: Rgb,
+    repeats: u32,
+    duration: Duration,
+    steps: u32,
+) -> impl Iterator<Item = Frame> {
+    let off = Frame {
         at: Duration::ZERO,
         color: Rgb::OFF,
-    }];
-    for i in 0..repeats {
+    };
+    std::iter::once(off).chain((0..repeats).flat_map(move |i| {
         let up = duration.saturating_mul(i).saturating_mul(2);
-        v.extend(morph_tail(Rgb::OFF, color, up, duration, steps));
-        v.extend(morph_tail(
-            color,
-            Rgb::OFF,
-            up.saturating_add(duration),
-            duration,
-            steps,
-        ));
-    }
-    v
+        let down = up.saturating_add(duration);
+        morph_tail(Rgb::OFF, color, up, duration, steps)
+            .into_iter()
+            .chain(morph_tail(color, Rgb::OFF, down, duration, steps))
+    }))
 }
 
 /// Where an animation draws and how it is timed.
@@ -312,10 +320,17 @@ impl Player {
 
     /// Sends each frame at `start + frame.at` (absolute deadlines, so no drift), never
     /// sooner than [`MIN_FRAME_INTERVAL`] after the previous one; stops when cancelled.
-    pub fn play(&self, stick: &mut BlinkStick, frames: &[Frame]) -> Result<Outcome> {
+    /// `frames` is a slice or `Vec` (`&frames`) or a lazy iterator such as
+    /// [`pulse_frames`], taken one frame at a time.
+    pub fn play<I>(&self, stick: &mut BlinkStick, frames: I) -> Result<Outcome>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Frame>,
+    {
         let start = self.clock.now();
         let mut last: Option<Duration> = None;
         for f in frames {
+            let f: &Frame = f.borrow();
             let mut due = start.saturating_add(f.at);
             if let Some(l) = last {
                 due = due.max(l.saturating_add(MIN_FRAME_INTERVAL));
@@ -337,7 +352,7 @@ impl Player {
         repeats: u32,
         delay: Duration,
     ) -> Result<Outcome> {
-        self.play(stick, &blink_timeline(color, repeats, delay))
+        self.play(stick, blink_frames(color, repeats, delay))
     }
 
     /// Python's morph from the LED's current colour (read back) to `color`.
@@ -349,7 +364,7 @@ impl Player {
         steps: u32,
     ) -> Result<Outcome> {
         let from = stick.led(self.channel, self.index)?;
-        self.play(stick, &morph_timeline(from, color, duration, steps))
+        self.play(stick, morph_timeline(from, color, duration, steps))
     }
 
     /// Python's pulse, on the requested LED.
@@ -361,7 +376,7 @@ impl Player {
         duration: Duration,
         steps: u32,
     ) -> Result<Outcome> {
-        self.play(stick, &pulse_timeline(color, repeats, duration, steps))
+        self.play(stick, pulse_frames(color, repeats, duration, steps))
     }
 
     /// Breathes until cancelled: brightness follows `(1 - cos)/2` from off to `color`

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use blinkstick::anim::{blink_timeline, morph_timeline, pulse_timeline, Frame};
+use blinkstick::anim::{blink_frames, morph_timeline, pulse_frames, Frame};
 use blinkstick::emulator::EmulatedBus;
 use blinkstick::transport::hex;
 use blinkstick::{Backend, BlinkStick, Direction, Mode, Player, Rgb, Selector, Variant};
@@ -272,23 +272,30 @@ fn set_color(cli: &Cli, stick: &mut BlinkStick, c: Rgb) -> Result<()> {
             .set_led(cli.channel, cli.index, out(target))
             .with_context(|| format!("setting LED {} of channel {}", cli.index, cli.channel));
     }
-    let frames: Vec<Frame> = if cli.blink {
-        blink_timeline(target, cli.repeats, Duration::from_millis(cli.delay))
+    // frames are made one at a time: `--repeats 4000000000` must not need a huge Vec
+    let frames: Box<dyn Iterator<Item = Frame>> = if cli.blink {
+        Box::new(blink_frames(
+            target,
+            cli.repeats,
+            Duration::from_millis(cli.delay),
+        ))
     } else if cli.pulse {
-        pulse_timeline(target, cli.repeats, Duration::from_millis(cli.duration), 50)
+        Box::new(pulse_frames(
+            target,
+            cli.repeats,
+            Duration::from_millis(cli.duration),
+            50,
+        ))
     } else {
         let from = out(stick.led(cli.channel, cli.index)?);
-        morph_timeline(from, target, Duration::from_millis(cli.duration), 50)
+        Box::new(morph_timeline(from, target, Duration::from_millis(cli.duration), 50).into_iter())
     };
-    let frames: Vec<Frame> = frames
-        .into_iter()
-        .map(|f| Frame {
-            at: f.at,
-            color: out(f.color),
-        })
-        .collect();
+    let frames = frames.map(|f| Frame {
+        at: f.at,
+        color: out(f.color),
+    });
     Player::new(cli.channel, cli.index)
-        .play(stick, &frames)
+        .play(stick, frames)
         .context("animating")?;
     Ok(())
 }

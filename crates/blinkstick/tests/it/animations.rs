@@ -238,3 +238,30 @@ fn breathe_color_with_zero_frames_per_cycle_is_off() {
     use blinkstick::anim::breathe_color;
     assert_eq!(breathe_color(Rgb::new(9, 9, 9), 7, 0), Rgb::OFF);
 }
+
+#[test]
+fn endless_repeats_are_lazy_and_cancellable() {
+    use blinkstick::anim::{blink_frames, blink_timeline, pulse_frames, pulse_timeline};
+    let c = Rgb::new(0, 0, 255);
+    // the lazy sequences are the timelines, frame for frame
+    assert!(blink_frames(c, 3, ms(100)).eq(blink_timeline(c, 3, ms(100))));
+    assert!(pulse_frames(c, 2, ms(300), 50).eq(pulse_timeline(c, 2, ms(300), 50)));
+    // u32::MAX repeats would be ~100 GB of frames as a Vec: played lazily until cancelled
+    let (dev, mut s, clock) = setup();
+    let cancel = CancelToken::new();
+    let t2 = cancel.clone();
+    clock.on_sleep(move |now| {
+        if now >= ms(1000) {
+            t2.cancel();
+        }
+    });
+    let out = Player::new(0, 1)
+        .with_clock(clock)
+        .with_cancel(cancel)
+        .play(&mut s, pulse_frames(c, u32::MAX, ms(1000), 50))
+        .unwrap();
+    assert_eq!(out, Outcome::Cancelled);
+    let f = frames(&dev);
+    assert_eq!(f.len(), 51, "off, then 50 steps before the peak at 1 s");
+    assert_eq!(f[0].2, Rgb::OFF);
+}

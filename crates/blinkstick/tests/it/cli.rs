@@ -216,3 +216,41 @@ fn list_shows_serial_and_variant() {
     assert!(out.contains("BS000002-2.0\tpro"), "{out}");
     assert!(out.contains("BS000005-3.0\tnano"), "{out}");
 }
+
+#[test]
+fn endless_pulse_starts_at_once_in_constant_memory() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    // 4294967295 pulses would be ~100 GB of frames if they were made before the first one
+    let mut child = emulated("square:BS000001-3.0")
+        .args(["--trace", "--pulse", "--repeats", "4294967295", "red"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting blinkstick");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut sets = Vec::new();
+    // a wait for the child's output, not a speed target
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sets.len() < 3 {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(" set ") => sets.push(l),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(still_running, "blinkstick exited early; frames: {sets:?}");
+    assert_eq!(sets.len(), 3, "{sets:?}");
+    assert!(sets[0].ends_with("set 01 00 00 00"), "starts off: {sets:?}");
+}
