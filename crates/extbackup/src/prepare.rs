@@ -201,6 +201,13 @@ fn partition_path(device: &Path) -> PathBuf {
     }
 }
 
+/// The first partition of `device`, named after the kernel's device, not the path given:
+/// `/dev/disk/by-id/usb-…-0:0` is `/dev/sdb`, whose partition is `/dev/sdb1`.
+fn partition_of(device: &Path) -> PathBuf {
+    let disk = std::fs::canonicalize(device).unwrap_or_else(|_| device.to_path_buf());
+    partition_path(&disk)
+}
+
 fn make_partition(device: &Path) -> Result<PathBuf, PrepareError> {
     run(
         Command::new("sfdisk")
@@ -209,7 +216,7 @@ fn make_partition(device: &Path) -> Result<PathBuf, PrepareError> {
         Some("label: gpt\n,,L\n"),
     )?;
     // The kernel may not re-read the table itself (loop devices): ask it.
-    let part = partition_path(device);
+    let part = partition_of(device);
     if !part.exists() {
         let _ = run(Command::new("partx").arg("-u").arg(device), None);
     }
@@ -380,6 +387,31 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
 /// Appends `drive` to the configuration `text` read from `path` and writes it back
 /// (a new file gets a header explaining the keys still needed).
 fn append_drive(path: &Path, text: &str, drive: &DriveConfig) -> Result<(), PrepareError> {
+    // Formatting takes a while: another `prepare` may have added its drive since `text` was
+    // read. Append to what the file holds now, so that its drive is not lost.
+    let now = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(PrepareError::with(format!("reading {}", path.display()), e)),
+    };
+    if now != text {
+        tracing::info!(
+            "{} changed while preparing: adding the drive to its current text",
+            path.display()
+        );
+        if let Ok(cfg) = Config::parse(&now) {
+            if cfg.drive_by_name(drive.name.as_str()).is_some() {
+                return Err(PrepareError::new(format!(
+                    "{} got a drive named {} while preparing; add this one by hand under \
+                     another name:{}",
+                    path.display(),
+                    drive.name,
+                    config::drive_table(drive)
+                )));
+            }
+        }
+    }
+    let text = now.as_str();
     let mut new = text.to_string();
     if new.is_empty() {
         new.push_str(
@@ -434,6 +466,58 @@ mod tests {
             partition_path(Path::new("/dev/nvme0n1")),
             Path::new("/dev/nvme0n1p1")
         );
+    }
+
+    #[test]
+    fn the_partition_of_a_symlinked_disk_is_the_kernel_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        for (link, disk, part) in [
+            ("usb-Vendor_Disk_1234-0:0", "sdb", "sdb1"),
+            ("backup-disk", "loop3", "loop3p1"),
+        ] {
+            std::fs::write(dir.path().join(disk), b"").unwrap();
+            std::os::unix::fs::symlink(dir.path().join(disk), dir.path().join(link)).unwrap();
+            assert_eq!(
+                partition_of(&dir.path().join(link)),
+                dir.path().canonicalize().unwrap().join(part),
+                "{link}"
+            );
+        }
+        // A path that does not resolve keeps the kernel's naming rule.
+        assert_eq!(
+            partition_of(Path::new("/nonexistent/sdq")),
+            Path::new("/nonexistent/sdq1")
+        );
+    }
+
+    #[test]
+    fn a_drive_added_by_another_prepare_meanwhile_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "source = \"/srv\"\n").unwrap();
+        let drive = |n: &str, u: &str| DriveConfig {
+            name: DriveName::try_from(n.to_string()).unwrap(),
+            uuid: Uuid::try_from(u.to_string()).unwrap(),
+            key_file: format!("/k/{n}.key").into(),
+            mount_point: None,
+        };
+        let a = drive("a", "11111111-2222-4333-8444-555555555555");
+        let b = drive("b", "21111111-2222-4333-8444-555555555555");
+        let text_a = config_text(&p, &a.name).unwrap();
+        // A second `prepare` for drive b, started at the same time, finishes first.
+        let text_b = config_text(&p, &b.name).unwrap();
+        append_drive(&p, &text_b, &b).unwrap();
+        append_drive(&p, &text_a, &a).unwrap();
+        let names: Vec<String> = Config::parse(&std::fs::read_to_string(&p).unwrap())
+            .unwrap()
+            .drives
+            .iter()
+            .map(|d| d.name.to_string())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+        // The same name added meanwhile is refused, not duplicated.
+        let e = append_drive(&p, &text_a, &a).unwrap_err().to_string();
+        assert!(e.contains("got a drive named a"), "{e}");
     }
 
     #[test]
