@@ -240,6 +240,10 @@ impl<'a> Pipeline<'a> {
     fn enter(&self, drive: &str, step: Step, started: u64) {
         let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
         tracing::info!("step {n}/{}: {step}", Step::ALL.len());
+        if step <= Step::RunLock {
+            // Not the current run yet: another one may hold the lock (and `current.json`).
+            return;
+        }
         let cur = CurrentRun {
             drive: drive.into(),
             pid: std::process::id(),

@@ -952,3 +952,66 @@ fn a_device_that_cannot_be_read_is_recorded_inside_the_state_dir_only() {
     let runs = std::fs::read_to_string(f.cfg.state_dir.join("runs.jsonl")).unwrap();
     assert!(runs.contains("sdz1"), "{runs}");
 }
+
+/// `current.json` of another live run (pid 1 stands for it).
+fn other_run_is_going_on(f: &Fixture) -> CurrentRun {
+    let other = CurrentRun {
+        drive: "offsite-b".into(),
+        pid: 1,
+        started: 1,
+        step: "sync".into(),
+    };
+    StateDir::new(&f.cfg.state_dir).set_current(&other).unwrap();
+    other
+}
+
+#[test]
+fn a_run_failing_at_identify_leaves_the_running_backups_status_alone() {
+    let f = fixture();
+    let other = other_run_is_going_on(&f);
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt.expect_inspect().returning(|_| Ok(luks()));
+    m.crypt
+        .expect_verify_key_file()
+        .returning(|_, _| Err(cerr(crypt::ErrorKind::WrongKey)));
+    m.show(State::Failure);
+    m.mail(MailOutcome::Failure, Some(Step::Identify));
+    let out = run_with(&f, m, Target::Device(DEV.into()));
+    assert!(matches!(out, RunOutcome::Failed { .. }), "{out:?}");
+    assert_eq!(StateDir::new(&f.cfg.state_dir).current(), Some(other));
+}
+
+#[test]
+fn a_drive_waiting_for_the_run_lock_does_not_claim_to_be_the_current_run() {
+    let f = fixture();
+    let other = other_run_is_going_on(&f);
+    let mut m = Mocks::new();
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
+    m.crypt.expect_inspect().returning(|_| Ok(luks()));
+    m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
+    m.indicator.expect_show().returning(|_| Ok(()));
+    m.host.expect_try_lock_run().returning(|| Ok(false));
+    let state = StateDir::new(&f.cfg.state_dir);
+    m.host.expect_wait_lock_run().times(1).returning(move || {
+        // While we wait, `extbackup status` must still show the run that holds the lock.
+        assert_eq!(state.current(), Some(other.clone()));
+        Err(HostError::new("injected: interrupted while waiting"))
+    });
+    m.notifier.expect_notify().returning(|_| Ok(()));
+    let out = run_with(&f, m, Target::Device(DEV.into()));
+    assert!(
+        matches!(
+            out,
+            RunOutcome::Failed {
+                step: Step::RunLock,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        StateDir::new(&f.cfg.state_dir).current().map(|c| c.drive),
+        Some("offsite-b".to_string())
+    );
+}

@@ -185,8 +185,13 @@ impl StateDir {
         )
     }
 
-    /// Forgets the current run.
+    /// Forgets the current run, unless `current.json` names another live process: a run
+    /// that failed before taking the run lock must not erase the status of the run that
+    /// holds it.
     pub fn clear_current(&self) {
+        if self.current().is_some_and(|c| c.pid != std::process::id()) {
+            return;
+        }
         let _ = std::fs::remove_file(self.root.join("current.json"));
     }
 
@@ -331,5 +336,10 @@ mod tests {
         assert_eq!(s.current(), None);
         s.clear_current();
         assert!(!dir.path().join("current.json").exists());
+        // Another live process's run (pid 1) is not ours to forget.
+        cur.pid = 1;
+        s.set_current(&cur).unwrap();
+        s.clear_current();
+        assert_eq!(s.current(), Some(cur));
     }
 }
