@@ -1,8 +1,9 @@
 //! The transport trait (feature reports on endpoint 0) and discovery of devices.
 //!
-//! Backends: [`HidapiBackend`](crate::hidapi_backend::HidapiBackend) (feature `hidapi`,
-//! default), [`RusbBackend`](crate::rusb_backend::RusbBackend) (feature `rusb`) and the
-//! in-memory [`EmulatedBus`](crate::emulator::EmulatedBus).
+//! Backends: `hidapi_backend::HidapiBackend` (feature `hidapi`, default),
+//! `rusb_backend::RusbBackend` (feature `rusb`) and the in-memory
+//! [`EmulatedBus`](crate::emulator::EmulatedBus). (No links to the first two: they exist
+//! only with their features, and the docs must build with any set of features.)
 
 use crate::error::Result;
 
@@ -58,6 +59,7 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 /// The report id of an outgoing report (`data[0]`); an empty report is an
 /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument) error, not a panic, for backends
 /// that format the id into messages or request fields.
+#[cfg_attr(not(any(feature = "hidapi", feature = "rusb")), allow(dead_code))]
 pub(crate) fn report_id(data: &[u8], path: &str) -> Result<u8> {
     data.first().copied().ok_or_else(|| {
         crate::Error::invalid(format!(
