@@ -442,62 +442,89 @@ impl Config {
                 format!("{msg}: {}", e.message().trim_end()),
             )
         })?;
-        cfg.validate()?;
+        cfg.validate().map_err(|(at, msg)| {
+            let msg = match at.locate(text) {
+                Some((line, col)) => {
+                    format!("invalid configuration at line {line}, column {col}: {msg}")
+                }
+                None => msg,
+            };
+            ConfigError::new(ConfigErrorKind::Invalid, msg)
+        })?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::new(ConfigErrorKind::Invalid, m));
+    /// The checks across keys; an error says where in the file it points.
+    fn validate(&self) -> Result<(), (At, String)> {
         if !self.source.is_absolute() {
-            return bad(format!(
-                "source {} is not an absolute path",
-                self.source.display()
+            return Err((
+                At::Source,
+                format!("source {} is not an absolute path", self.source.display()),
             ));
         }
         for (i, d) in self.drives.iter().enumerate() {
             for e in &self.drives[..i] {
                 if e.name == d.name {
-                    return bad(format!(
-                        "two [[drive]] tables are named {:?}: give each drive its own name",
-                        d.name.as_str()
+                    return Err((
+                        At::Drive(i, "name"),
+                        format!(
+                            "two [[drive]] tables are named {:?}: give each drive its own name",
+                            d.name.as_str()
+                        ),
                     ));
                 }
                 if e.uuid == d.uuid {
-                    return bad(format!(
-                        "drives {:?} and {:?} have the same UUID {}",
-                        e.name.as_str(),
-                        d.name.as_str(),
-                        d.uuid
+                    return Err((
+                        At::Drive(i, "uuid"),
+                        format!(
+                            "drives {:?} and {:?} have the same UUID {}",
+                            e.name.as_str(),
+                            d.name.as_str(),
+                            d.uuid
+                        ),
                     ));
                 }
             }
             if !d.key_file.is_absolute() {
-                return bad(format!(
-                    "drive {:?}: key_file {} is not an absolute path",
-                    d.name.as_str(),
-                    d.key_file.display()
+                return Err((
+                    At::Drive(i, "key_file"),
+                    format!(
+                        "drive {:?}: key_file {} is not an absolute path",
+                        d.name.as_str(),
+                        d.key_file.display()
+                    ),
                 ));
             }
         }
         if let SyncerConfig::Command { command } = &self.syncer {
             if command.is_empty() {
-                return bad(
+                return Err((
+                    At::Table("syncer"),
                     "syncer: `command` is empty: give the program and its arguments".into(),
-                );
+                ));
             }
         }
         if let Err(e) = indicator::Palette::parse(&self.indicator.colors) {
-            return bad(format!("[indicator] {}", crate::chain(&e)));
+            return Err((
+                At::Table("indicator"),
+                format!("[indicator] {}", crate::chain(&e)),
+            ));
         }
         if self.indicator.limit > 100 {
-            return bad(format!(
-                "[indicator] limit = {} is not a percentage between 0 and 100",
-                self.indicator.limit
+            return Err((
+                At::Table("indicator"),
+                format!(
+                    "[indicator] limit = {} is not a percentage between 0 and 100",
+                    self.indicator.limit
+                ),
             ));
         }
         if let Some(m) = &self.mail {
             if m.to.is_empty() {
-                return bad("mail: `to` is empty: name at least one recipient".into());
+                return Err((
+                    At::Table("mail"),
+                    "mail: `to` is empty: name at least one recipient".into(),
+                ));
             }
         }
         Ok(())
@@ -642,6 +669,45 @@ pub fn check_key_file(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Where a check across keys points: the key's place in the file.
+enum At {
+    /// `source`.
+    Source,
+    /// A key of the n-th `[[drive]]`.
+    Drive(usize, &'static str),
+    /// A top-level table.
+    Table(&'static str),
+}
+
+type SpannedValue = toml::Spanned<toml::Value>;
+
+/// The places of the keys the checks point at (other keys ignored).
+#[derive(Deserialize)]
+struct Places {
+    source: Option<SpannedValue>,
+    #[serde(default, rename = "drive")]
+    drives: Vec<std::collections::HashMap<String, SpannedValue>>,
+    syncer: Option<SpannedValue>,
+    indicator: Option<SpannedValue>,
+    mail: Option<SpannedValue>,
+}
+
+impl At {
+    /// Line and column (from 1) of the place in `text`, when it can be found.
+    fn locate(&self, text: &str) -> Option<(usize, usize)> {
+        let p: Places = toml::from_str(text).ok()?;
+        let v = match self {
+            At::Source => p.source?,
+            At::Drive(i, key) => p.drives.into_iter().nth(*i)?.remove(*key)?,
+            At::Table("syncer") => p.syncer?,
+            At::Table("indicator") => p.indicator?,
+            At::Table("mail") => p.mail?,
+            At::Table(_) => return None,
+        };
+        Some(line_col(text, v.span().start))
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -741,6 +807,40 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         let e = Config::parse(&text).unwrap_err();
         assert_eq!(e.kind(), ConfigErrorKind::Invalid);
         assert!(e.to_string().contains("same UUID"));
+    }
+
+    #[test]
+    fn checks_across_keys_name_line_and_column() {
+        let second = |uuid: &str, key: &str| {
+            format!("{MIN}\n[[drive]]\nname = \"b\"\nuuid = \"{uuid}\"\nkey_file = \"{key}\"\n")
+        };
+        let e = Config::parse(&second("0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab", "/k")).unwrap_err();
+        assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+        let m = e.to_string();
+        assert!(m.contains("at line 11, column 8"), "the second uuid: {m}");
+        assert!(m.contains("same UUID"), "{m}");
+
+        let m = Config::parse(&second(
+            "1b1c2d3e-aaaa-4bbb-8ccc-0123456789ab",
+            "keys/b.key",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("at line 12, column 12"), "b's key_file: {m}");
+        assert!(m.contains("not an absolute path"), "{m}");
+
+        let m = Config::parse(&MIN.replace("\"/srv/backup\"", "\"srv/backup\""))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("at line 2, column 10"), "source: {m}");
+
+        let m = Config::parse(&format!(
+            "{MIN}\n[mail]\nto = []\ntransport = {{ kind = \"sendmail\" }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("at line 9, column 1"), "[mail]: {m}");
+        assert!(m.contains("`to` is empty"), "{m}");
     }
 
     #[test]
