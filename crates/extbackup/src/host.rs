@@ -6,7 +6,8 @@ use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::state::RunRecord;
 
@@ -55,12 +56,16 @@ pub trait Host: Send {
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError>;
 }
 
+/// How often a wait for a lock looks at the stop flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(200);
+
 /// The real host: `flock(2)`, `statvfs(3)`, the filesystem.
 #[derive(Debug)]
 pub struct SystemHost {
     run_lock_path: PathBuf,
     run_lock: Option<Flock<File>>,
     source_lock: Option<sync::SourceLock>,
+    cancel: Option<&'static AtomicBool>,
 }
 
 impl SystemHost {
@@ -70,7 +75,25 @@ impl SystemHost {
             run_lock_path: run_lock_path.into(),
             run_lock: None,
             source_lock: None,
+            cancel: None,
         }
+    }
+
+    /// Waits for the run lock and the source lock stop when `flag` is set (by the SIGTERM
+    /// handler), instead of waiting on (up to the source lock's timeout, an hour by
+    /// default) while systemd's stop timeout runs out and SIGKILL leaves the drive open.
+    pub fn with_cancel(mut self, flag: &'static AtomicBool) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    fn cancelled(&self, what: &str) -> Result<(), HostError> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(HostError::new(format!(
+                "stopped by a signal (SIGTERM or Ctrl-C) while waiting for {what}"
+            )));
+        }
+        Ok(())
     }
 
     fn open_run_lock(&self) -> Result<File, HostError> {
@@ -119,7 +142,20 @@ impl Host for SystemHost {
     }
 
     fn wait_lock_run(&mut self) -> Result<(), HostError> {
-        let f = self.open_run_lock()?;
+        let mut f = self.open_run_lock()?;
+        if self.cancel.is_some() {
+            loop {
+                match try_flock(f, &self.run_lock_path)? {
+                    Ok(l) => {
+                        self.run_lock = Some(l);
+                        return Ok(());
+                    }
+                    Err(back) => f = back,
+                }
+                self.cancelled("the run lock (another drive's backup)")?;
+                std::thread::sleep(CANCEL_CHECK);
+            }
+        }
         let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
             HostError::io(
                 format!("waiting for the run lock {}", self.run_lock_path.display()),
@@ -135,7 +171,23 @@ impl Host for SystemHost {
     }
 
     fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError> {
-        let l = sync::SourceLock::acquire(path, timeout).map_err(|e| {
+        let start = Instant::now();
+        let l = loop {
+            // In slices, to see the stop flag between them.
+            let left = timeout.saturating_sub(start.elapsed());
+            let slice = if self.cancel.is_some() {
+                left.min(CANCEL_CHECK)
+            } else {
+                left
+            };
+            match sync::SourceLock::acquire(path, slice) {
+                Err(e) if e.kind() == sync::ErrorKind::LockTimeout && slice < left => {
+                    self.cancelled(&format!("the source lock {}", path.display()))?;
+                }
+                r => break r,
+            }
+        };
+        let l = l.map_err(|e| {
             HostError::io(
                 format!(
                     "taking the source lock {} (waited up to {} s; `fuser -v {}` shows who \
@@ -234,6 +286,51 @@ mod tests {
         assert!(e.to_string().contains("taking the source lock"), "{e}");
         a.unlock_source();
         b.lock_source(&p, Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_stop_signal_ends_the_wait_for_a_held_source_lock() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("src.lock");
+        let mut a = SystemHost::new(dir.path().join("r"));
+        let mut b = SystemHost::new(dir.path().join("r")).with_cancel(&STOP);
+        a.lock_source(&p, Duration::ZERO).unwrap();
+        STOP.store(true, Ordering::Relaxed);
+        // Without the stop flag this waits the whole timeout and then times out.
+        let e = b.lock_source(&p, Duration::from_secs(3)).unwrap_err();
+        assert!(
+            e.to_string().contains("stopped by a signal"),
+            "{}",
+            crate::chain(&e)
+        );
+        a.unlock_source();
+        // A free lock is still taken, and the full timeout is still waited without a stop.
+        STOP.store(false, Ordering::Relaxed);
+        b.lock_source(&p, Duration::ZERO).unwrap();
+        let mut c = SystemHost::new(dir.path().join("r")).with_cancel(&STOP);
+        let e = c.lock_source(&p, Duration::from_millis(500)).unwrap_err();
+        assert!(e.to_string().contains("waited up to"), "{e}");
+    }
+
+    #[test]
+    fn a_stop_signal_ends_the_wait_for_the_run_lock() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state/run.lock");
+        let mut a = SystemHost::new(&p);
+        let mut b = SystemHost::new(&p).with_cancel(&STOP);
+        assert!(a.try_lock_run().unwrap());
+        let t = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            STOP.store(true, Ordering::Relaxed);
+        });
+        let e = b.wait_lock_run().unwrap_err();
+        t.join().unwrap();
+        assert!(e.to_string().contains("stopped by a signal"), "{e}");
+        a.unlock_run();
+        STOP.store(false, Ordering::Relaxed);
+        b.wait_lock_run().unwrap();
     }
 
     #[test]

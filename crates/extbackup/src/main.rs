@@ -274,8 +274,13 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
 fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Result<u8> {
     // The mail's log tail is this run's (watch runs several in one process).
     capture.clear();
-    let b = backends::build(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mut b = backends::build(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     install_stop_handler()?;
+    // Waits for the run lock and the source lock end on SIGTERM too, not only the steps.
+    b.host = Box::new(
+        extbackup::host::SystemHost::new(state::StateDir::new(&cfg.state_dir).run_lock_path())
+            .with_cancel(&STOP),
+    );
     let opts = RunOptions {
         force,
         cancel: Some(&STOP),

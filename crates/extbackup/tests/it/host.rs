@@ -387,6 +387,87 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
 }
 
 #[test]
+fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    if !root_or_skip("sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = LoopDevice::new(&w.path("disk.img"), 32);
+    w.prepare(&lo.dev, "t1");
+    // The source lock is held by another job for longer than systemd's stop timeout.
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    fs::write(
+        &w.config,
+        cfg.replacen("timeout_secs = 1", "timeout_secs = 600", 1),
+    )
+    .unwrap();
+    let mut holder = Command::new("flock")
+        .arg(w.path("src.lock"))
+        .args(["sleep", "120"])
+        .spawn()
+        .expect("flock(1) runs");
+    while Command::new("flock")
+        .arg("-n")
+        .arg(w.path("src.lock"))
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = w.source_snapshot();
+    let t0 = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["run", "--device", lo.dev.to_str().unwrap()])
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        let waiting = line.contains("source lock");
+        line.clear();
+        if waiting {
+            break;
+        }
+    }
+    assert!(log.contains("step 6/11: source lock"), "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    eprintln!("{log}{rest}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(60),
+        "stopped instead of waiting out the lock's 600 s"
+    );
+    assert!(rest.contains("stopped by a signal"), "{rest}");
+    let out = std::process::Output {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: rest.into_bytes(),
+    };
+    assert_failed_cleanly(&w, &out, "source lock", &before, 0);
+}
+
+#[test]
 fn install_print_shows_the_rule_for_every_configured_drive() {
     let w = World::new("loopback-test");
     let cfg = fs::read_to_string(&w.config).unwrap();
