@@ -537,12 +537,26 @@ impl<'a> Pipeline<'a> {
         }
         match self.b.crypt.verify_key_file(&device, &drive.key_file) {
             Ok(slot) => tracing::debug!("key file opens keyslot {slot}"),
-            Err(e) => {
+            Err(e) if e.kind() == crypt::ErrorKind::WrongKey => {
                 return Err(err(
                     Some(drive),
                     StepError::with(
                         format!(
                             "the configured key file {} does not unlock {}: a different drive with a copied UUID, or the wrong key file",
+                            drive.key_file.display(),
+                            device.display()
+                        ),
+                        e,
+                    ),
+                ))
+            }
+            // Not a verdict on the key: the device could not be read (pulled, I/O error).
+            Err(e) => {
+                return Err(err(
+                    Some(drive),
+                    StepError::with(
+                        format!(
+                            "checking that the key file {} unlocks {}",
                             drive.key_file.display(),
                             device.display()
                         ),

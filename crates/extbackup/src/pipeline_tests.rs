@@ -1015,3 +1015,42 @@ fn a_drive_waiting_for_the_run_lock_does_not_claim_to_be_the_current_run() {
         Some("offsite-b".to_string())
     );
 }
+
+#[test]
+fn only_a_wrong_key_is_called_a_wrong_key() {
+    for (kind, wrong_key) in [
+        (crypt::ErrorKind::WrongKey, true),
+        (crypt::ErrorKind::NotFound, false),
+        (crypt::ErrorKind::Other, false),
+    ] {
+        let f = fixture();
+        let mut m = Mocks::new();
+        m.notifier.expect_flush_spool().returning(|| Ok(0));
+        m.crypt.expect_inspect().returning(|_| Ok(luks()));
+        m.crypt
+            .expect_verify_key_file()
+            .returning(move |_, _| Err(cerr(kind)));
+        m.show(State::Failure);
+        m.mail(MailOutcome::Failure, Some(Step::Identify));
+        match run_with(&f, m, Target::Device(DEV.into())) {
+            RunOutcome::Failed { step, error, .. } => {
+                assert_eq!(step, Step::Identify);
+                let msg = error.to_string();
+                assert_eq!(
+                    msg.contains("does not unlock"),
+                    wrong_key,
+                    "{kind:?}: {msg}"
+                );
+                assert!(
+                    error
+                        .chain()
+                        .iter()
+                        .any(|l| l.contains("injected crypt failure")),
+                    "{:?}",
+                    error.chain()
+                );
+            }
+            other => panic!("{kind:?}: {other:?}"),
+        }
+    }
+}
