@@ -485,6 +485,34 @@ impl Config {
                     ));
                 }
             }
+            let mp = self.mount_point(d);
+            let at = if d.mount_point.is_some() {
+                At::Drive(i, "mount_point")
+            } else {
+                At::MountRoot
+            };
+            if !mp.is_absolute() {
+                return Err((
+                    at,
+                    format!(
+                        "drive {:?}: its mount point {} is not an absolute path",
+                        d.name.as_str(),
+                        mp.display()
+                    ),
+                ));
+            }
+            if mp.starts_with(&self.source) || self.source.starts_with(&mp) {
+                return Err((
+                    at,
+                    format!(
+                        "drive {:?}: its mount point {} overlaps the source {}: the copy would \
+                         copy the drive into itself (or hide the source); mount it elsewhere",
+                        d.name.as_str(),
+                        mp.display(),
+                        self.source.display()
+                    ),
+                ));
+            }
             if !d.key_file.is_absolute() {
                 return Err((
                     At::Drive(i, "key_file"),
@@ -673,6 +701,8 @@ pub fn check_key_file(path: &Path) -> Result<(), ConfigError> {
 enum At {
     /// `source`.
     Source,
+    /// `mount_root` (the file's start when it is not set).
+    MountRoot,
     /// A key of the n-th `[[drive]]`.
     Drive(usize, &'static str),
     /// A top-level table.
@@ -685,6 +715,7 @@ type SpannedValue = toml::Spanned<toml::Value>;
 #[derive(Deserialize)]
 struct Places {
     source: Option<SpannedValue>,
+    mount_root: Option<SpannedValue>,
     #[serde(default, rename = "drive")]
     drives: Vec<std::collections::HashMap<String, SpannedValue>>,
     syncer: Option<SpannedValue>,
@@ -698,6 +729,7 @@ impl At {
         let p: Places = toml::from_str(text).ok()?;
         let v = match self {
             At::Source => p.source?,
+            At::MountRoot => p.mount_root?,
             At::Drive(i, key) => p.drives.into_iter().nth(*i)?.remove(*key)?,
             At::Table("syncer") => p.syncer?,
             At::Table("indicator") => p.indicator?,
@@ -841,6 +873,30 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         .to_string();
         assert!(m.contains("at line 9, column 1"), "[mail]: {m}");
         assert!(m.contains("`to` is empty"), "{m}");
+    }
+
+    #[test]
+    fn a_mount_point_inside_the_source_or_relative_is_refused() {
+        let text = format!("{MIN}mount_point = \"/srv/backup/offsite\"\n");
+        let m = Config::parse(&text).unwrap_err().to_string();
+        assert!(m.contains("overlaps the source"), "{m}");
+        assert!(m.contains("at line 8, column 15"), "{m}");
+
+        let text = MIN.replace(
+            "source = ",
+            "mount_root = \"/srv/backup/drives\"\nsource = ",
+        );
+        let m = Config::parse(&text).unwrap_err().to_string();
+        assert!(m.contains("overlaps the source"), "{m}");
+        assert!(m.contains("at line 2, column 14"), "{m}");
+
+        let text = format!("{MIN}mount_point = \"mnt/offsite\"\n");
+        let m = Config::parse(&text).unwrap_err().to_string();
+        assert!(m.contains("not an absolute path"), "{m}");
+
+        // Beside the source is fine (`/srv/backup-drives` is not inside `/srv/backup`).
+        let text = format!("{MIN}mount_point = \"/srv/backup-drives/a\"\n");
+        Config::parse(&text).unwrap();
     }
 
     #[test]
