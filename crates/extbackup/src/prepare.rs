@@ -95,7 +95,8 @@ fn sys_dir(device: &Path) -> Option<PathBuf> {
 }
 
 /// Refuses `device` unless it is a block device that is not mounted, has no mounted
-/// partition and is not held by another device (an open LUKS mapping, RAID, LVM).
+/// partition, is not active swap (nor has a swap partition) and is not held by another
+/// device (an open LUKS mapping, RAID, LVM).
 pub fn check_device(device: &Path) -> Result<(), PrepareError> {
     let md = std::fs::metadata(device)
         .map_err(|e| PrepareError::with(format!("{}: no such device", device.display()), e))?;
@@ -124,6 +125,22 @@ pub fn check_device(device: &Path) -> Result<(), PrepareError> {
         }
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Active swap is in neither mountinfo nor `holders`.
+    let swaps: Vec<(String, String)> = std::fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| {
+            let md = std::fs::metadata(p).ok()?;
+            md.file_type().is_block_device().then(|| {
+                (
+                    p.to_string(),
+                    format!("{}:{}", libc::major(md.rdev()), libc::minor(md.rdev())),
+                )
+            })
+        })
+        .collect();
     for (sys, dev) in &devs {
         let name = sys
             .canonicalize()
@@ -137,6 +154,12 @@ pub fn check_device(device: &Path) -> Result<(), PrepareError> {
             let at = line.split(' ').nth(4).unwrap_or("?");
             return Err(PrepareError::new(format!(
                 "{name} is mounted at {at}: refusing to erase a mounted device; unmount it first if you really mean it"
+            )));
+        }
+        if let Some((p, _)) = swaps.iter().find(|(_, d)| d == dev) {
+            return Err(PrepareError::new(format!(
+                "{name} is in use as swap ({p}): refusing to erase it; `swapoff {p}` first if \
+                 you really mean it"
             )));
         }
         let holders: Vec<String> = std::fs::read_dir(sys.join("holders"))

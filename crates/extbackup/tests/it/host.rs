@@ -304,6 +304,34 @@ fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
 }
 
 #[test]
+fn prepare_refuses_an_active_swap_device_and_leaves_it_alone() {
+    if !root_or_skip("prepare_refuses_an_active_swap_device_and_leaves_it_alone") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = LoopDevice::new(&w.path("swap.img"), 16);
+    crate::support::sh(Command::new("mkswap").arg(&lo.dev));
+    crate::support::sh(Command::new("swapon").arg(&lo.dev));
+    let before = fs::read(w.path("swap.img")).unwrap();
+    let out = w.cmd(&[
+        "prepare",
+        lo.dev.to_str().unwrap(),
+        "--name",
+        "t1",
+        "--yes",
+        "--keys-dir",
+        w.path("keys").to_str().unwrap(),
+    ]);
+    let after = fs::read(w.path("swap.img")).unwrap();
+    crate::support::sh(Command::new("swapoff").arg(&lo.dev));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("swap"), "{err}");
+    assert!(after == before, "the swap area is untouched");
+    assert!(!w.path("keys/t1.key").exists(), "no key file made");
+}
+
+#[test]
 fn prepare_without_yes_and_without_a_terminal_refuses() {
     if !root_or_skip("prepare_without_yes_and_without_a_terminal_refuses") {
         return;
