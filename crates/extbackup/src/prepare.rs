@@ -318,15 +318,48 @@ fn config_text(path: &Path, name: &DriveName) -> Result<String, PrepareError> {
 pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
     let name = DriveName::try_from(opts.name.clone()).map_err(PrepareError::new)?;
     let text = config_text(&opts.config_path, &name)?;
+    // The configuration wants absolute paths (runs start from /): `--keys-dir keys` means
+    // the folder here, not one relative to wherever the next run starts.
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .map_err(|e| PrepareError::with(format!("resolving {}", p.display()), e))
+    };
+    let keys_dir = absolute(&opts.keys_dir)?;
+    let mount_point = opts.mount_point.as_deref().map(absolute).transpose()?;
+    let key_file = keys_dir.join(format!("{name}.key"));
+    let header_backup = keys_dir.join(format!("{name}.luks-header"));
+    // Before erasing anything: the drive's table must leave a valid configuration valid.
+    if !text.is_empty() {
+        let probe = DriveConfig {
+            name: name.clone(),
+            uuid: Uuid::try_from("00000000-0000-4000-8000-000000000000".to_string())
+                .map_err(PrepareError::new)?,
+            key_file: key_file.clone(),
+            mount_point: mount_point.clone(),
+        };
+        let mut with = text.clone();
+        if !with.ends_with('\n') {
+            with.push('\n');
+        }
+        with.push_str(&config::drive_table(&probe));
+        if let Err(e) = Config::parse(&with) {
+            return Err(PrepareError::with(
+                format!(
+                    "drive {name} would make {} invalid: nothing was erased; fix the \
+                     options (e.g. --mount-point)",
+                    opts.config_path.display()
+                ),
+                e,
+            ));
+        }
+    }
     check_device(&opts.device)?;
 
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&opts.keys_dir)
-        .map_err(|e| PrepareError::with(format!("creating {}", opts.keys_dir.display()), e))?;
-    let key_file = opts.keys_dir.join(format!("{name}.key"));
-    let header_backup = opts.keys_dir.join(format!("{name}.luks-header"));
+        .create(&keys_dir)
+        .map_err(|e| PrepareError::with(format!("creating {}", keys_dir.display()), e))?;
     for p in [&key_file, &header_backup] {
         if p.exists() {
             return Err(PrepareError::new(format!(
@@ -395,7 +428,7 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
         name: name.clone(),
         uuid,
         key_file: key_file.clone(),
-        mount_point: opts.mount_point.clone(),
+        mount_point,
     };
     append_drive(&opts.config_path, &text, &drive)?;
     Ok(Prepared {
@@ -541,6 +574,37 @@ mod tests {
         // The same name added meanwhile is refused, not duplicated.
         let e = append_drive(&p, &text_a, &a).unwrap_err().to_string();
         assert!(e.contains("got a drive named a"), "{e}");
+    }
+
+    #[test]
+    fn a_mount_point_that_breaks_the_configuration_is_refused_before_erasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.toml");
+        let cfg = "source = \"/srv/backup\"\n";
+        std::fs::write(&config_path, cfg).unwrap();
+        // Not even a block device: the refusal must come before the device is looked at.
+        let device = dir.path().join("disk.img");
+        std::fs::write(&device, b"precious").unwrap();
+        let crypt = crypt::fake::FakeCrypt::new();
+        let e = prepare(
+            &crypt,
+            &PrepareOptions {
+                device: device.clone(),
+                name: "a".into(),
+                partition: false,
+                keys_dir: dir.path().join("keys"),
+                config_path: config_path.clone(),
+                mount_point: Some("/srv/backup/a".into()),
+            },
+        )
+        .unwrap_err();
+        let chain = e.chain().join(": ");
+        assert!(chain.contains("nothing was erased"), "{chain}");
+        assert!(chain.contains("overlaps the source"), "{chain}");
+        assert!(crypt.calls().is_empty(), "{:?}", crypt.calls());
+        assert_eq!(std::fs::read(&device).unwrap(), b"precious");
+        assert!(!dir.path().join("keys").exists());
+        assert_eq!(std::fs::read_to_string(&config_path).unwrap(), cfg);
     }
 
     #[test]

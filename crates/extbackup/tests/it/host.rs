@@ -332,6 +332,36 @@ fn prepare_refuses_an_active_swap_device_and_leaves_it_alone() {
 }
 
 #[test]
+fn prepare_with_a_relative_keys_dir_writes_an_absolute_key_file() {
+    if !root_or_skip("prepare_with_a_relative_keys_dir_writes_an_absolute_key_file") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = LoopDevice::new(&w.path("disk.img"), 32);
+    let out = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .current_dir(w.dir.path())
+        .arg("--config")
+        .arg(&w.config)
+        .args(["prepare", lo.dev.to_str().unwrap(), "--name", "t1", "--yes"])
+        .args(["--keys-dir", "keys"])
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    let want = format!(
+        "key_file = {:?}",
+        w.path("keys/t1.key").display().to_string()
+    );
+    assert!(cfg.contains(&want), "{want} in\n{cfg}");
+    // The configuration stays valid, from any folder.
+    let out = w.cmd(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn prepare_without_yes_and_without_a_terminal_refuses() {
     if !root_or_skip("prepare_without_yes_and_without_a_terminal_refuses") {
         return;
