@@ -48,7 +48,8 @@ pub trait Host: Send {
     fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError>;
     /// Releases the source lock.
     fn unlock_source(&mut self);
-    /// Bytes available to us on the filesystem holding `path`.
+    /// Bytes available to us on the filesystem holding `path` (for root, the blocks reserved
+    /// for root too).
     fn free_space(&self, path: &Path) -> Result<u64, HostError>;
     /// Bytes the files under `path` occupy (allocated blocks; 0 if it does not exist).
     fn tree_size(&self, path: &Path) -> Result<u64, HostError>;
@@ -214,8 +215,15 @@ impl Host for SystemHost {
                 std::io::Error::from(e),
             )
         })?;
+        // Runs are root, and root may use the blocks ext4 reserves (5% by default): counting
+        // only the unreserved ones refused copies that fit.
+        let blocks = if nix::unistd::geteuid().is_root() {
+            st.blocks_free()
+        } else {
+            st.blocks_available()
+        };
         #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+        Ok(blocks as u64 * st.fragment_size() as u64)
     }
 
     fn tree_size(&self, path: &Path) -> Result<u64, HostError> {

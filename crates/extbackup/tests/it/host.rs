@@ -526,6 +526,39 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
 }
 
 #[test]
+fn free_space_is_what_root_can_really_write() {
+    use extbackup::host::Host;
+    use std::io::Write;
+    if !root_or_skip("free_space_is_what_root_can_really_write") {
+        return;
+    }
+    // 10% reserved for root: runs are root, and may use them.
+    let img = testkit::LoopImage::ext4_with(32, &["-m", "10"]);
+    let mp = img.mount("m");
+    let host = extbackup::host::SystemHost::new(img.path("run.lock"));
+    let free = host.free_space(&mp).unwrap();
+    let mut f = fs::File::create(mp.join("fill")).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    drop(f);
+    // The file's own extent and metadata blocks take some (under 1 MiB here); the reserve
+    // is over 3 MiB.
+    let slack = 1024 * 1024;
+    assert!(
+        free + slack >= written && free <= written + slack,
+        "free_space said {free} bytes, root wrote {written}"
+    );
+}
+
+#[test]
 fn install_print_shows_the_rule_for_every_configured_drive() {
     let w = World::new("loopback-test");
     let cfg = fs::read_to_string(&w.config).unwrap();
