@@ -209,6 +209,8 @@ After=local-fs.target network-online.target
 [Service]
 Type=oneshot
 ExecStart={bin} --config {config} run --uuid %I
+# 75: the drive is not (or no longer) configured; it was left untouched. Not a failure.
+SuccessExitStatus=75
 # A first mirror onto an empty drive can take many hours: never time out; extbackup
 # watches its own rsync and unplugging the drive ends the run.
 TimeoutStartSec=infinity

@@ -95,6 +95,11 @@ fn the_instance_unescapes_to_the_uuid_for_the_command_line() {
         .expect("an ExecStart line");
     assert!(exec.ends_with(" run --uuid %I"), "{exec}");
     assert!(exec.contains(&paths.binary.display().to_string()), "{exec}");
+    // A drive that is not configured (exit 75, left untouched) must not fail the unit.
+    assert!(
+        svc.lines().any(|l| l == "SuccessExitStatus=75"),
+        "exit 75 counts as success:\n{svc}"
+    );
 }
 
 #[test]
