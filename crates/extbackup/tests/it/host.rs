@@ -376,10 +376,46 @@ fn prepare_without_yes_and_without_a_terminal_refuses() {
     assert_eq!(fs::read(w.path("disk.img")).unwrap(), before, "untouched");
 }
 
-#[test]
-fn sigterm_during_the_sync_stops_it_and_cleans_up() {
+/// Runs `extbackup run` on `dev` in its own process group (as under systemd), reads its log
+/// until a line containing `marker`, then sends SIGTERM. Returns the log up to the marker,
+/// the rest of the log, and the process's output.
+fn run_and_sigterm(w: &World, dev: &Path, marker: &str) -> (String, String, std::process::Output) {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["run", "--device", dev.to_str().unwrap()])
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        let reached = line.contains(marker);
+        line.clear();
+        if reached {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    (log, rest, child.wait_with_output().unwrap())
+}
+
+#[test]
+fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     if !root_or_skip("sigterm_during_the_sync_stops_it_and_cleans_up") {
         return;
     }
@@ -399,38 +435,8 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     .unwrap();
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    // Its own process group, as under systemd: SIGTERM is passed on to the sync.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-        .arg("--config")
-        .arg(&w.config)
-        .args(["run", "--device", lo.dev.to_str().unwrap()])
-        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-        .process_group(0)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 {
-        log.push_str(&line);
-        let started = line.contains("syncing ");
-        line.clear();
-        if started {
-            break;
-        }
-    }
+    let (log, rest, out) = run_and_sigterm(&w, &lo.dev, "syncing ");
     assert!(log.contains("step 8/11: sync"), "{log}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
     eprintln!("{log}{rest}");
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(30),
@@ -446,8 +452,6 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
 
 #[test]
 fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
-    use std::io::{BufRead, BufReader};
-    use std::os::unix::process::CommandExt;
     if !root_or_skip("sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up") {
         return;
     }
@@ -478,37 +482,8 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
     }
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-        .arg("--config")
-        .arg(&w.config)
-        .args(["run", "--device", lo.dev.to_str().unwrap()])
-        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-        .process_group(0)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 {
-        log.push_str(&line);
-        let waiting = line.contains("source lock");
-        line.clear();
-        if waiting {
-            break;
-        }
-    }
+    let (log, rest, out) = run_and_sigterm(&w, &lo.dev, "source lock");
     assert!(log.contains("step 6/11: source lock"), "{log}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
     let _ = holder.kill();
     let _ = holder.wait();
     eprintln!("{log}{rest}");
