@@ -378,8 +378,8 @@ fn prepare_without_yes_and_without_a_terminal_refuses() {
 
 /// Runs `extbackup run` on `dev` in its own process group (as under systemd), reads its log
 /// until a line containing `marker`, then sends SIGTERM. Returns the log up to the marker,
-/// the rest of the log, and the process's output.
-fn run_and_sigterm(w: &World, dev: &Path, marker: &str) -> (String, String, std::process::Output) {
+/// and the process's output whose stderr is the rest of the log.
+fn run_and_sigterm(w: &World, dev: &Path, marker: &str) -> (String, std::process::Output) {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
@@ -409,9 +409,16 @@ fn run_and_sigterm(w: &World, dev: &Path, marker: &str) -> (String, String, std:
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    (log, rest, child.wait_with_output().unwrap())
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut err, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        log,
+        std::process::Output {
+            stderr: rest,
+            ..out
+        },
+    )
 }
 
 #[test]
@@ -435,18 +442,14 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     .unwrap();
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    let (log, rest, out) = run_and_sigterm(&w, &lo.dev, "syncing ");
+    let (log, out) = run_and_sigterm(&w, &lo.dev, "syncing ");
+    let rest = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("step 8/11: sync"), "{log}");
     eprintln!("{log}{rest}");
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(30),
         "stopped well before the sync's minute"
     );
-    let out = std::process::Output {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: rest.into_bytes(),
-    };
     assert_failed_cleanly(&w, &out, "sync", &before, 0);
 }
 
@@ -482,7 +485,8 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
     }
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    let (log, rest, out) = run_and_sigterm(&w, &lo.dev, "source lock");
+    let (log, out) = run_and_sigterm(&w, &lo.dev, "source lock");
+    let rest = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("step 6/11: source lock"), "{log}");
     let _ = holder.kill();
     let _ = holder.wait();
@@ -492,11 +496,6 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
         "stopped instead of waiting out the lock's 600 s"
     );
     assert!(rest.contains("stopped by a signal"), "{rest}");
-    let out = std::process::Output {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: rest.into_bytes(),
-    };
     assert_failed_cleanly(&w, &out, "source lock", &before, 0);
 }
 
