@@ -517,6 +517,18 @@ fn run_with(f: &Fixture, m: Mocks, target: Target) -> RunOutcome {
     out
 }
 
+/// Asserts that `out` is a failure at `step` whose message contains `needle`.
+#[track_caller]
+fn assert_failed_at(out: &RunOutcome, want: Step, needle: &str) {
+    match out {
+        RunOutcome::Failed { step, error, .. } => {
+            assert_eq!(*step, want);
+            assert!(error.to_string().contains(needle), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn success_runs_every_step_in_order_and_shows_green_only_after_close() {
     let f = fixture();
@@ -599,13 +611,7 @@ fn header_uuid_differing_from_the_udev_uuid_fails_identify() {
     m.show(State::Failure);
     m.mail(MailOutcome::Failure, Some(Step::Identify));
     let out = run_with(&f, m, Target::Uuid(UUID.to_uppercase()));
-    match out {
-        RunOutcome::Failed { step, error, .. } => {
-            assert_eq!(step, Step::Identify);
-            assert!(error.to_string().contains("not the configured"), "{error}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_failed_at(&out, Step::Identify, "not the configured");
 }
 
 #[test]
@@ -905,13 +911,7 @@ fn a_cancelled_run_stops_before_the_next_step_and_undoes_what_was_done() {
     );
     let out = p.run(&Target::Device(DEV.into()));
     drop(p);
-    match out {
-        RunOutcome::Failed { step, error, .. } => {
-            assert_eq!(step, Step::Fsck);
-            assert!(error.to_string().contains("stopped by a signal"), "{error}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_failed_at(&out, Step::Fsck, "stopped by a signal");
 }
 
 #[test]
