@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::state::RunRecord;
 
@@ -172,22 +172,18 @@ impl Host for SystemHost {
     }
 
     fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError> {
-        let start = Instant::now();
-        let l = loop {
-            // In slices, to see the stop flag between them.
-            let left = timeout.saturating_sub(start.elapsed());
-            let slice = if self.cancel.is_some() {
-                left.min(CANCEL_CHECK)
-            } else {
-                left
-            };
-            match sync::SourceLock::acquire(path, slice) {
-                Err(e) if e.kind() == sync::ErrorKind::LockTimeout && slice < left => {
-                    self.cancelled(&format!("the source lock {}", path.display()))?;
-                }
-                r => break r,
-            }
-        };
+        let what = format!("the source lock {}", path.display());
+        let mut stopped = None;
+        let l = sync::SourceLock::acquire_unless(path, timeout, &mut || {
+            self.cancelled(&what).map_err(|e| {
+                let msg = e.to_string();
+                stopped = Some(e);
+                sync::SyncError::new(sync::ErrorKind::Interrupted, msg)
+            })
+        });
+        if let Some(e) = stopped {
+            return Err(e);
+        }
         let l = l.map_err(|e| {
             HostError::io(
                 format!(
@@ -319,6 +315,20 @@ mod tests {
         let mut c = SystemHost::new(dir.path().join("r")).with_cancel(&STOP);
         let e = c.lock_source(&p, Duration::from_millis(500)).unwrap_err();
         assert!(e.to_string().contains("waited up to"), "{e}");
+    }
+
+    #[test]
+    fn a_source_lock_timeout_names_the_whole_wait_not_the_poll_interval() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("src.lock");
+        let mut a = SystemHost::new(dir.path().join("r"));
+        a.lock_source(&p, Duration::ZERO).unwrap();
+        // With a stop flag the wait is sliced; the message still gives the whole wait.
+        let mut b = SystemHost::new(dir.path().join("r")).with_cancel(&STOP);
+        let e = crate::chain(&b.lock_source(&p, Duration::from_millis(700)).unwrap_err());
+        assert!(e.contains("within 0.7 s"), "{e}");
+        assert!(!e.contains("within 0.2 s"), "{e}");
     }
 
     #[test]

@@ -271,13 +271,6 @@ impl<'a> Pipeline<'a> {
     pub fn run(&mut self, target: &Target) -> RunOutcome {
         let t0 = Instant::now();
         let started = state::now();
-        if let Some(n) = &self.b.notifier {
-            match n.flush_spool() {
-                Ok(0) => {}
-                Ok(k) => tracing::info!("sent {k} mail(s) spooled by earlier runs"),
-                Err(e) => tracing::warn!("sending spooled mail: {}", crate::chain(&e)),
-            }
-        }
         tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
         let (drive, device) = match self.identify(target) {
             Ok(Identified::Ours(d, dev)) => (d, dev),
@@ -311,6 +304,29 @@ impl<'a> Pipeline<'a> {
         let name = drive.name.to_string();
         match self.steps(&drive, &device, &mut done, started) {
             Ok(report) => {
+                // The NAS's own record comes before green: a run whose record is lost is
+                // not one the owner can rely on (`status`, `check`).
+                let rec = self.record(&drive, started, RunResult::Success, None, &[], &report);
+                if let Err(e) = self.state.record(&rec) {
+                    let e = StepError::with(
+                        format!(
+                            "the backup itself is complete and the drive is closed, but its \
+                             record could not be written in the state directory {}; fix it \
+                             (status and the reminders depend on it) and plug the drive in again",
+                            self.state.path().display()
+                        ),
+                        e,
+                    );
+                    return self.finish_failure(
+                        &name,
+                        drive.uuid.as_str(),
+                        Step::Record,
+                        e,
+                        done,
+                        started,
+                        t0,
+                    );
+                }
                 self.show(State::Success);
                 tracing::info!(
                     "done: {} files ({} bytes) copied, {} deleted in {:.1} s; drive {} is closed and safe to remove",
@@ -320,14 +336,11 @@ impl<'a> Pipeline<'a> {
                     t0.elapsed().as_secs_f64(),
                     name
                 );
-                let rec = self.record(&drive, started, RunResult::Success, None, &[], &report);
-                if let Err(e) = self.state.record(&rec) {
-                    tracing::warn!("recording the run in {}: {e}", self.state.path().display());
-                }
                 if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) {
                     let ev = self.event(&name, MailOutcome::Success, None, vec![], &report, t0);
                     self.send(&ev);
                 }
+                self.flush_spool();
                 self.state.clear_current();
                 if done.run_locked {
                     self.b.host.unlock_run();
@@ -371,8 +384,8 @@ impl<'a> Pipeline<'a> {
             bytes_total: 0,
         };
         if let Err(e) = self.state.record(&rec) {
-            tracing::warn!(
-                "recording the failure in {}: {e}",
+            tracing::error!(
+                "recording the failure in the state directory {}: {e}",
                 self.state.path().display()
             );
         }
@@ -385,6 +398,7 @@ impl<'a> Pipeline<'a> {
             t0,
         );
         self.send(&ev);
+        self.flush_spool();
         self.state.clear_current();
         if done.run_locked {
             self.b.host.unlock_run();
@@ -407,6 +421,18 @@ impl<'a> Pipeline<'a> {
                 tracing::warn!("mail spooled for the next run: {}", crate::chain(&e))
             }
             Err(e) => tracing::error!("mail {:?} lost: {}", ev.subject(), crate::chain(&e)),
+        }
+    }
+
+    /// Sends what earlier runs spooled; after the backup, so a slow or dead mail server
+    /// never delays it (the notifier bounds its own time).
+    fn flush_spool(&self) {
+        if let Some(n) = &self.b.notifier {
+            match n.flush_spool() {
+                Ok(0) => {}
+                Ok(k) => tracing::info!("sent {k} mail(s) spooled by earlier runs"),
+                Err(e) => tracing::warn!("sending spooled mail: {}", crate::chain(&e)),
+            }
         }
     }
 
@@ -660,6 +686,8 @@ impl<'a> Pipeline<'a> {
         }
 
         self.enter(&name, Step::Record, started);
+        self.check_still_mounted(&mapped, &mp)
+            .map_err(at(Step::Record))?;
         let rec = self.record(drive, started, RunResult::Success, None, &[], &report);
         self.b
             .host
@@ -701,19 +729,58 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         }
         tracing::warn!("{mapping} is still open from an interrupted run: closing it first");
+        let busy = |what: String| {
+            format!(
+                "{what}, left by an interrupted run, is still in use: a process of that run \
+                 (rsync, a sync command) may still be writing to the drive; `fuser -vm {}` \
+                 names it. End it (or wait for it), then plug the drive in again",
+                mp.display()
+            )
+        };
         if let Ok(Some(m)) = self.b.mounter.mounted_at(mp) {
             tracing::warn!("{} is still mounted: unmounting it", m.target.display());
             self.b.mounter.unmount(mp).map_err(|e| {
-                StepError::with(
-                    format!("unmounting {} left by an interrupted run", mp.display()),
-                    e,
-                )
+                let what = if e.kind() == mount::ErrorKind::Busy {
+                    busy(format!("the filesystem mounted at {}", mp.display()))
+                } else {
+                    format!("unmounting {} left by an interrupted run", mp.display())
+                };
+                StepError::with(what, e)
             })?;
         }
         self.b.crypt.lock(mapping, LockMode::Normal).map_err(|e| {
-            StepError::with(format!("closing {mapping} left by an interrupted run"), e)
+            let what = if e.kind() == crypt::ErrorKind::Busy {
+                busy(format!("the LUKS mapping {mapping}"))
+            } else {
+                format!("closing {mapping} left by an interrupted run")
+            };
+            StepError::with(what, e)
         })?;
         Ok(())
+    }
+
+    /// The record goes onto the drive only while it is mounted where we mounted it: after
+    /// a lazy unmount (or a pull) the mount point is a bare folder on the NAS's own disk.
+    fn check_still_mounted(&self, mapped: &Path, mp: &Path) -> Result<(), StepError> {
+        let m = self.b.mounter.mounted_at(mp).map_err(|e| {
+            StepError::with(format!("reading what is mounted at {}", mp.display()), e)
+        })?;
+        match m {
+            Some(m) if same_file(&m.source, mapped) => Ok(()),
+            Some(m) => Err(StepError::new(format!(
+                "{} now holds {}, not the drive ({}): it was unmounted or replaced during the \
+                 copy; the run record is not written there",
+                mp.display(),
+                m.source.display(),
+                mapped.display()
+            ))),
+            None => Err(StepError::new(format!(
+                "the drive is no longer mounted at {} (unmounted or pulled during the copy): \
+                 the copy is incomplete, and the run record is not written into the bare \
+                 folder on this machine's disk",
+                mp.display()
+            ))),
+        }
     }
 
     fn check_space(&self, target: &Path, mp: &Path) -> Result<(), StepError> {
@@ -838,6 +905,15 @@ impl<'a> Pipeline<'a> {
             }
         }
     }
+}
+
+/// The same path, or two names of the same file (`/dev/mapper/x` and `/dev/dm-0`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
 }
 
 enum Identified {

@@ -193,6 +193,12 @@ impl Mocks {
             .times(1)
             .in_sequence(&mut self.seq)
             .returning(|_| Ok(()));
+        // Mail spooled by earlier runs goes only after this run's own outcome.
+        self.notifier
+            .expect_flush_spool()
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(|| Ok(0));
     }
 
     fn into_backends(self) -> Backends {
@@ -215,11 +221,6 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
     let is = move |s: Step| fail == Some(s);
     let (mut run_locked, mut mapped, mut mounted, mut src_locked) = (false, false, false, false);
 
-    m.notifier
-        .expect_flush_spool()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .returning(|| Ok(0));
     m.crypt
         .expect_inspect()
         .withf(|d| d == Path::new(DEV))
@@ -371,6 +372,19 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .in_sequence(&mut m.seq)
             .return_const(());
         src_locked = false;
+        let mp_rec = mp.clone();
+        m.mounter
+            .expect_mounted_at()
+            .withf(move |p| p == mp_rec)
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(|p| {
+                Ok(Some(MountInfo {
+                    source: MAPPED.into(),
+                    target: p.into(),
+                    fstype: "ext4".into(),
+                }))
+            });
         m.host
             .expect_record_on_drive()
             .withf(|_, r| r.files_copied == 3 && r.result == RunResult::Success)
@@ -565,9 +579,9 @@ fn failure_at_every_step_undoes_in_reverse_shows_red_and_mails_once() {
 #[test]
 fn uuid_not_configured_touches_nothing() {
     let f = fixture();
-    let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().times(1).returning(|| Ok(0));
-    // No other expectation: any crypt, mount, indicator or host call panics.
+    let m = Mocks::new();
+    // No expectation: any crypt, mount, indicator, host or mail call (a spool flush
+    // included) panics.
     let out = run_with(
         &f,
         m,
@@ -581,7 +595,6 @@ fn device_with_a_foreign_luks_uuid_is_not_ours_and_may_show_attention() {
     let mut f = fixture();
     f.cfg.policy.attention_on_unknown_drive = true;
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt.expect_inspect().times(1).returning(|_| {
         Ok(LuksInfo {
             uuid: "99999999-2222-4333-8444-555555555555".into(),
@@ -597,7 +610,6 @@ fn device_with_a_foreign_luks_uuid_is_not_ours_and_may_show_attention() {
 fn header_uuid_differing_from_the_udev_uuid_fails_identify() {
     let f = fixture();
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt
         .expect_inspect()
         .withf(|d| d == Path::new("/dev").join(UUID))
@@ -618,7 +630,6 @@ fn header_uuid_differing_from_the_udev_uuid_fails_identify() {
 fn a_second_drive_waits_for_the_run_lock_showing_attention() {
     let f = fixture();
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt.expect_inspect().returning(|_| Ok(luks()));
     m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
     m.show(State::Working { progress: None });
@@ -803,6 +814,138 @@ mod with_fakes {
     }
 
     #[test]
+    fn a_busy_filesystem_left_by_a_killed_run_is_named_as_such() {
+        let f = fixture();
+        let (b, ind, crypt, mounter, _n, _s) = setup(&f);
+        let mp = f.dir.path().join("mnt/offsite-a");
+        crypt
+            .unlock(
+                Path::new(DEV),
+                &f.cfg.drives[0].key_file,
+                "extbackup-offsite-a",
+            )
+            .unwrap();
+        mounter
+            .mount(Path::new(DEV), &mp, &MountOptions::default())
+            .unwrap();
+        // The killed run's rsync still holds the filesystem.
+        mounter.set_busy(true);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(
+            &out,
+            Step::Unlock,
+            "left by an interrupted run, is still in use",
+        );
+        assert_failed_at(&out, Step::Unlock, "fuser -vm");
+        assert_eq!(ind.last(), Some(State::Failure));
+        // Busy mapping, filesystem already gone.
+        let f = fixture();
+        let (b, _ind, crypt, _m, _n, _s) = setup(&f);
+        crypt
+            .unlock(
+                Path::new(DEV),
+                &f.cfg.drives[0].key_file,
+                "extbackup-offsite-a",
+            )
+            .unwrap();
+        crypt.set_busy("extbackup-offsite-a", true);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(
+            &out,
+            Step::Unlock,
+            "the LUKS mapping extbackup-offsite-a, left by",
+        );
+    }
+
+    /// A host that counts the records written onto the drive.
+    struct CountingHost(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Host for CountingHost {
+        fn try_lock_run(&mut self) -> Result<bool, HostError> {
+            Ok(true)
+        }
+        fn wait_lock_run(&mut self) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn unlock_run(&mut self) {}
+        fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn unlock_source(&mut self) {}
+        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(1 << 40)
+        }
+        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(0)
+        }
+        fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// A copy during which the drive is unmounted behind our back (a lazy unmount).
+    struct UnmountingSyncer(FakeMounter, PathBuf);
+    impl Syncer for UnmountingSyncer {
+        fn sync(
+            &self,
+            _: &Path,
+            _: &Path,
+            _: &SyncOptions,
+            _: &mut dyn FnMut(Progress),
+        ) -> Result<SyncReport, SyncError> {
+            self.0.unmount(&self.1).unwrap();
+            Ok(SyncReport::default())
+        }
+        fn describe(&self) -> String {
+            "unmounting".into()
+        }
+    }
+
+    #[test]
+    fn the_run_record_is_not_written_when_the_drive_is_no_longer_mounted() {
+        let f = fixture();
+        let (mut b, ind, crypt, mounter, notifier, _s) = setup(&f);
+        let records = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        b.host = Box::new(CountingHost(records.clone()));
+        let mp = f.dir.path().join("mnt/offsite-a");
+        b.syncer = Box::new(UnmountingSyncer(mounter.clone(), mp));
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(&out, Step::Record, "no longer mounted");
+        assert_eq!(records.load(Ordering::SeqCst), 0, "no record written");
+        assert_eq!(ind.last(), Some(State::Failure));
+        assert!(crypt.active().is_empty(), "closed");
+        assert_eq!(notifier.events().len(), 1);
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_is_a_failure_with_red_and_mail() {
+        let f = fixture();
+        let (b, ind, crypt, _m, notifier, _s) = setup(&f);
+        // drives/NAME.json is a folder: the run's record cannot be written.
+        std::fs::create_dir_all(f.dir.path().join("state/drives/offsite-a.json")).unwrap();
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(&out, Step::Record, "state directory");
+        assert_eq!(ind.last(), Some(State::Failure));
+        assert!(
+            !ind.states().contains(&State::Success),
+            "{:?}",
+            ind.states()
+        );
+        assert!(
+            crypt.active().is_empty(),
+            "the drive is closed all the same"
+        );
+        let ev = notifier.events();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].outcome, MailOutcome::Failure);
+        assert_eq!(ev[0].failed_step.as_deref(), Some("record"));
+    }
+
+    #[test]
     fn a_broken_indicator_is_logged_and_the_run_still_succeeds() {
         let f = fixture();
         let (b, ind, crypt, _m, notifier, _s) = setup(&f);
@@ -865,7 +1008,6 @@ fn a_cancelled_run_stops_before_the_next_step_and_undoes_what_was_done() {
     static CANCEL: AtomicBool = AtomicBool::new(false);
     let f = fixture();
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt.expect_inspect().returning(|_| Ok(luks()));
     m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
     m.show(State::Working { progress: None });
@@ -920,7 +1062,6 @@ fn a_device_that_cannot_be_read_is_recorded_inside_the_state_dir_only() {
     let outside = tempfile::tempdir().unwrap();
     let dev = outside.path().join("sdz1");
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt
         .expect_inspect()
         .times(1)
@@ -932,6 +1073,7 @@ fn a_device_that_cannot_be_read_is_recorded_inside_the_state_dir_only() {
         .withf(move |e| e.drive == want && e.failed_step.as_deref() == Some("identify"))
         .times(1)
         .returning(|_| Ok(()));
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
     let out = run_with(&f, m, Target::Device(dev.clone()));
     assert!(
         matches!(
@@ -970,7 +1112,6 @@ fn a_run_failing_at_identify_leaves_the_running_backups_status_alone() {
     let f = fixture();
     let other = other_run_is_going_on(&f);
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt.expect_inspect().returning(|_| Ok(luks()));
     m.crypt
         .expect_verify_key_file()
@@ -987,7 +1128,6 @@ fn a_drive_waiting_for_the_run_lock_does_not_claim_to_be_the_current_run() {
     let f = fixture();
     let other = other_run_is_going_on(&f);
     let mut m = Mocks::new();
-    m.notifier.expect_flush_spool().returning(|| Ok(0));
     m.crypt.expect_inspect().returning(|_| Ok(luks()));
     m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
     m.indicator.expect_show().returning(|_| Ok(()));
@@ -999,6 +1139,7 @@ fn a_drive_waiting_for_the_run_lock_does_not_claim_to_be_the_current_run() {
         Err(HostError::new("injected: interrupted while waiting"))
     });
     m.notifier.expect_notify().returning(|_| Ok(()));
+    m.notifier.expect_flush_spool().returning(|| Ok(0));
     let out = run_with(&f, m, Target::Device(DEV.into()));
     assert!(
         matches!(
@@ -1025,7 +1166,6 @@ fn only_a_wrong_key_is_called_a_wrong_key() {
     ] {
         let f = fixture();
         let mut m = Mocks::new();
-        m.notifier.expect_flush_spool().returning(|| Ok(0));
         m.crypt.expect_inspect().returning(|_| Ok(luks()));
         m.crypt
             .expect_verify_key_file()

@@ -1,6 +1,6 @@
 //! `CommandSyncer`: the user's own sync script.
 
-use crate::rsync::{collect_stderr, spawn_error};
+use crate::child::{self, collect_stderr, spawn_error};
 use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -57,7 +57,7 @@ impl Syncer for CommandSyncer {
             fraction: None,
         });
         tracing::info!("running {}", self.program.display());
-        let mut child = Command::new(&self.program)
+        let mut child = child::tie_to_parent(Command::new(&self.program))
             .args(&self.args)
             .env("EXTBACKUP_SOURCE", source)
             .env("EXTBACKUP_TARGET", target)

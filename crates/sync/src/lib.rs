@@ -34,6 +34,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod child;
 mod command;
 pub mod fake;
 pub mod guard;
@@ -55,8 +56,11 @@ pub enum ErrorKind {
     SourceUnusable,
     /// The run would delete more of the target than allowed.
     TooManyDeletions,
-    /// The target ran out of space (rsync exit 11, ENOSPC).
+    /// The target ran out of space (ENOSPC or a quota, as rsync's messages say).
     NoSpace,
+    /// Reading or writing failed for another reason than space (rsync exit 11 without
+    /// ENOSPC): an I/O error, a drive that was pulled, a filesystem gone read-only.
+    Io,
     /// Some files could not be transferred (rsync exit 23).
     PartialTransfer,
     /// The source lock is held by someone else and the timeout passed.

@@ -26,6 +26,16 @@ impl SourceLock {
     /// Takes the lock on `path` (created, mode 0644, if missing), trying again every 100 ms
     /// until `timeout` has passed; then fails with [`ErrorKind::LockTimeout`].
     pub fn acquire(path: &Path, timeout: Duration) -> Result<SourceLock, SyncError> {
+        Self::acquire_unless(path, timeout, &mut || Ok(()))
+    }
+
+    /// Like [`acquire`](Self::acquire), and between two tries asks `stop` whether to give up
+    /// (a stop signal): its error ends the wait. A timeout's message names the whole wait.
+    pub fn acquire_unless(
+        path: &Path,
+        timeout: Duration,
+        stop: &mut dyn FnMut() -> Result<(), SyncError>,
+    ) -> Result<SourceLock, SyncError> {
         let start = Instant::now();
         let mut file = OpenOptions::new()
             .read(true)
@@ -77,6 +87,7 @@ impl SourceLock {
                     ),
                 ));
             }
+            stop()?;
             std::thread::sleep(POLL.min(timeout - waited));
         }
     }

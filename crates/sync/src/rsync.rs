@@ -1,21 +1,20 @@
 //! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats.
 
+use crate::child::{self, collect_stderr, spawn_error};
 use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
-use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader, Read};
+use std::ffi::OsString;
+use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
-/// How many lines of stderr an error message keeps.
-pub(crate) const TAIL_LINES: usize = 15;
-
-/// Mirrors with rsync: `-aHAX --numeric-ids --delete-delay --no-inc-recursive
+/// Mirrors with rsync: `-aHAX --sparse --numeric-ids --delete-delay --no-inc-recursive
 /// --modify-window=-1 --info=progress2,stats2 --exclude=/lost+found SOURCE/ TARGET`.
+///
+/// `--sparse` writes runs of zeros as holes, so a sparse file takes on the drive about
+/// what it takes in the source (the free-space check counts allocated blocks).
 ///
 /// `--modify-window=-1` makes rsync compare modification times to the nanosecond (its
 /// default is whole seconds, which misses a same-size change made within the second of
@@ -23,8 +22,9 @@ pub(crate) const TAIL_LINES: usize = 15;
 /// copied nor deleted.
 ///
 /// Progress comes from rsync's `progress2` lines as they arrive; the report's figures
-/// from its `--stats`. Exit codes: 24 (files vanished) is a warning in the report; 11 or
-/// "No space left on device" is [`ErrorKind::NoSpace`]; 23 [`ErrorKind::PartialTransfer`];
+/// from its `--stats`. Exit codes: 24 (files vanished) is a warning in the report; "No space
+/// left on device" is [`ErrorKind::NoSpace`]; 11 otherwise, a device error (EIO, ENODEV,
+/// EROFS) or a target that vanished is [`ErrorKind::Io`]; 23 [`ErrorKind::PartialTransfer`];
 /// 20 or a signal [`ErrorKind::Interrupted`]; anything else [`ErrorKind::Other`] with the
 /// tail of stderr.
 #[derive(Clone, Debug)]
@@ -68,6 +68,9 @@ impl RsyncSyncer {
     pub fn args(&self, source: &Path, target: &Path) -> Vec<OsString> {
         let mut a: Vec<OsString> = [
             "-aHAX",
+            // Holes stay holes: without it a 200 MiB sparse file holding 4 KiB is written
+            // in full, and the free-space check (allocated blocks) is wrong.
+            "--sparse",
             "--numeric-ids",
             "--delete-delay",
             "--no-inc-recursive",
@@ -110,7 +113,7 @@ impl RsyncSyncer {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let mut child = Command::new(&self.program)
+        let mut child = child::tie_to_parent(Command::new(&self.program))
             .args(&args)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
@@ -181,57 +184,6 @@ fn safe_path(p: &Path) -> PathBuf {
     }
 }
 
-pub(crate) fn spawn_error(program: &Path, e: std::io::Error) -> SyncError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        let hint = if program.file_name() == Some(OsStr::new("rsync")) {
-            ": install it with `apt-get install rsync`"
-        } else {
-            ": check the configured path"
-        };
-        SyncError::new(
-            ErrorKind::NotFound,
-            format!("{} was not found{hint}", program.display()),
-        )
-        .with_source(e)
-    } else {
-        SyncError::new(
-            ErrorKind::NotFound,
-            format!(
-                "{} could not be started: check that it is executable",
-                program.display()
-            ),
-        )
-        .with_source(e)
-    }
-}
-
-/// Reads the child's stderr on a thread: each line goes to the log; the last
-/// [`TAIL_LINES`] are returned.
-pub(crate) fn collect_stderr(child: &mut Child, who: &'static str) -> JoinHandle<Vec<String>> {
-    let stderr = child.stderr.take().expect("stderr is piped");
-    std::thread::spawn(move || {
-        let mut tail = VecDeque::with_capacity(TAIL_LINES);
-        let mut r = BufReader::new(stderr);
-        let mut line = Vec::new();
-        while let Ok(n) = r.read_until(b'\n', &mut line) {
-            if n == 0 {
-                break;
-            }
-            let text = String::from_utf8_lossy(&line).trim_end().to_string();
-            line.clear();
-            if text.is_empty() {
-                continue;
-            }
-            tracing::warn!("{who}: {text}");
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(text);
-        }
-        tail.into()
-    })
-}
-
 fn handle_line(
     line: &[u8],
     stats: &mut Stats,
@@ -296,7 +248,13 @@ fn leading_number_and_reg(v: &str) -> (Option<u64>, Option<u64>) {
     let first = v.split_whitespace().next().and_then(number);
     let reg = v.find("reg: ").and_then(|i| {
         let rest = &v[i + 5..];
-        let end = rest.find([',', ')']).unwrap_or(rest.len());
+        // Thousands separators are commas too: the figure ends at ", " or ")".
+        let end = rest
+            .find(", ")
+            .into_iter()
+            .chain(rest.find(')'))
+            .min()
+            .unwrap_or(rest.len());
         number(rest[..end].trim())
     });
     (first, reg)
@@ -356,9 +314,19 @@ pub(crate) fn map_status(
     target: &Path,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
-    let no_space = stderr_tail
-        .iter()
-        .any(|l| l.contains("No space left on device"));
+    let said = |needles: &[&str]| {
+        stderr_tail
+            .iter()
+            .any(|l| needles.iter().any(|n| l.contains(n)))
+    };
+    let no_space = said(&["No space left on device", "Disk quota exceeded"]);
+    // EIO, ENODEV, ENXIO, EROFS, ENOTCONN: the device failed, vanished or went read-only.
+    let device_failed = said(&[
+        "Input/output error",
+        "No such device",
+        "Read-only file system",
+        "Transport endpoint is not connected",
+    ]);
     let Some(code) = status.code() else {
         let sig = status.signal().unwrap_or(0);
         return Err(SyncError::new(
@@ -380,7 +348,7 @@ pub(crate) fn map_status(
             );
             Ok(())
         }
-        _ if no_space || code == 11 => Err(SyncError::new(
+        _ if no_space => Err(SyncError::new(
             ErrorKind::NoSpace,
             format!(
                 "the target {} ran out of space (rsync exit {code}): the drive is too small \
@@ -389,6 +357,28 @@ pub(crate) fn map_status(
                 target.display()
             ),
         )),
+        _ if device_failed || code == 11 || (code != 20 && target_gone(target)) => {
+            Err(SyncError::new(
+                ErrorKind::Io,
+                format!(
+                    "reading or writing failed (rsync exit {code}){}: not a full drive; {}. \
+                 rsync said:\n{tail}",
+                    if device_failed {
+                        " with a device error"
+                    } else {
+                        ""
+                    },
+                    if target_gone(target) {
+                        format!(
+                            "the target {} is gone: the drive was pulled or failed during the copy",
+                            target.display()
+                        )
+                    } else {
+                        "the drive may have been pulled, or it has I/O errors (see `dmesg`)".into()
+                    }
+                ),
+            ))
+        }
         23 => Err(SyncError::new(
             ErrorKind::PartialTransfer,
             format!(
@@ -409,6 +399,11 @@ pub(crate) fn map_status(
             ),
         )),
     }
+}
+
+/// The target cannot be reached any more (its device vanished).
+fn target_gone(target: &Path) -> bool {
+    std::fs::metadata(target).is_err()
 }
 
 fn exit_meaning(code: i32) -> &'static str {
@@ -485,6 +480,15 @@ mod tests {
         assert_eq!(r.files_deleted, 3);
         assert_eq!(r.bytes_total, 3_000_011);
         assert_eq!(r.bytes_copied, 2004);
+        // Thousands separators inside the parenthesis (2,011 regular files, not 2).
+        let mut s = Stats::default();
+        for l in [
+            "Number of created files: 2,238 (reg: 2,011, dir: 227)",
+            "Number of regular files transferred: 2,011",
+        ] {
+            assert!(s.parse_line(l), "{l}");
+        }
+        assert_eq!(s.report().files_copied, 2011 + 227);
         let mut s = Stats::default();
         assert!(s.parse_line("Number of created files: 0"));
         assert!(!s.parse_line("sent 144 bytes  received 11 bytes"));
@@ -494,7 +498,8 @@ mod tests {
     #[test]
     fn exit_codes_map_to_kinds() {
         let st = |code: i32| ExitStatus::from_raw(code << 8);
-        let t = Path::new("/t");
+        // A target that exists: a vanished one is an I/O failure whatever the exit code.
+        let t = Path::new("/");
         let mut r = SyncReport::default();
         assert!(map_status(st(0), &[], t, &mut r).is_ok());
         assert!(map_status(st(24), &[], t, &mut r).is_ok());
@@ -504,7 +509,15 @@ mod tests {
                 .unwrap_err()
                 .kind()
         };
-        assert_eq!(kind(11, &[]), ErrorKind::NoSpace);
+        // Exit 11 is any file I/O error: full only when rsync says so.
+        assert_eq!(kind(11, &[]), ErrorKind::Io);
+        let eio = ["rsync: [receiver] write failed on \"/t/x\": Input/output error (5)".into()];
+        assert_eq!(kind(11, &eio), ErrorKind::Io);
+        let e = map_status(st(11), &eio, t, &mut SyncReport::default()).unwrap_err();
+        assert!(!e.to_string().contains("larger drive"), "{e}");
+        assert!(e.to_string().contains("not a full drive"), "{e}");
+        let nospc = ["rsync: write failed on \"/t/x\": No space left on device (28)".into()];
+        assert_eq!(kind(11, &nospc), ErrorKind::NoSpace);
         assert_eq!(kind(23, &[]), ErrorKind::PartialTransfer);
         let full = ["rsync: write failed on \"/t/x\": No space left on device (28)".into()];
         assert_eq!(kind(23, &full), ErrorKind::NoSpace);
@@ -515,6 +528,11 @@ mod tests {
         // Killed by SIGKILL: no exit code.
         let killed = map_status(ExitStatus::from_raw(9), &[], t, &mut r).unwrap_err();
         assert_eq!(killed.kind(), ErrorKind::Interrupted);
+        // The drive pulled mid-copy: its mount point's folder is gone.
+        let gone = Path::new("/nonexistent-extbackup-target");
+        let e = map_status(st(23), &[], gone, &mut r).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.to_string().contains("is gone"), "{e}");
     }
 
     #[test]

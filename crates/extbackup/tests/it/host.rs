@@ -558,3 +558,117 @@ fn install_print_shows_the_rule_for_every_configured_drive() {
     // A key file that is missing is config check's business, not install's.
     assert_eq!(w.cmd(&["config", "check"]).status.code(), Some(2));
 }
+
+/// The pids of the processes below `pid` (children, grandchildren...) named `comm`.
+fn descendants_named(pid: u32, comm: &str) -> Vec<u32> {
+    let mut parent_of = std::collections::HashMap::new();
+    let mut name_of = std::collections::HashMap::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 2..].split_whitespace().nth(1).unwrap_or("0");
+        parent_of.insert(p, ppid.parse::<u32>().unwrap_or(0));
+        name_of.insert(p, stat[open + 1..close].to_string());
+    }
+    let below = |mut p: u32| {
+        while let Some(&pp) = parent_of.get(&p) {
+            if pp == pid {
+                return true;
+            }
+            if pp <= 1 {
+                return false;
+            }
+            p = pp;
+        }
+        false
+    };
+    name_of
+        .iter()
+        .filter(|(p, n)| n.as_str() == comm && below(**p))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+#[test]
+fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
+    if !root_or_skip("kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = LoopDevice::new(&w.path("disk.img"), 64);
+    w.prepare(&lo.dev, "t1");
+    // A copy that takes about a minute: 12 MiB at 200 KiB/s.
+    fs::write(w.path("src/big.bin"), vec![7u8; 12 << 20]).unwrap();
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    fs::write(
+        &w.config,
+        cfg.replacen(
+            "[indicator]",
+            "[syncer]\nkind = \"rsync\"\nextra_args = [\"--bwlimit=200\"]\n\n[indicator]",
+            1,
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&w.config)
+        .args(["run", "--device", lo.dev.to_str().unwrap()])
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready when rsync writes: its receiver has the drive's temp file open.
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rsyncs = loop {
+        let r = descendants_named(pid, "rsync");
+        if r.len() >= 2 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rsync never started under the run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rsyncs
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rsync {rsyncs:?} goes on writing to the drive after its run was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The next run finds the mapping and the mount left behind, says so, and backs up.
+    fs::write(
+        &w.config,
+        fs::read_to_string(&w.config)
+            .unwrap()
+            .replace("extra_args = [\"--bwlimit=200\"]", "extra_args = []"),
+    )
+    .unwrap();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("from an interrupted run"), "{log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        mounted_under(w.dir.path()).is_empty(),
+        "nothing left mounted"
+    );
+    let (snap, _) = read_drive(&w, &lo.dev, "t1");
+    assert_eq!(snap, w.source_snapshot(), "the drive mirrors the source");
+}

@@ -30,6 +30,16 @@ fn mirrors_an_odd_tree_onto_ext4_then_only_changes() {
 
     let r = s.sync(src, &dst, &o, &mut no_progress).expect("first sync");
     assert_same_tree(src, &dst);
+    // The sparse file stays sparse: its 8 MiB hold two written blocks, not 8 MiB of zeros.
+    let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&fs::metadata(p).unwrap()) * 512;
+    let (in_src, on_drive) = (
+        blocks(&src.join("sparse.img")),
+        blocks(&dst.join("sparse.img")),
+    );
+    assert!(
+        on_drive <= in_src.max(64 << 10),
+        "sparse.img takes {on_drive} bytes on the drive, {in_src} in the source"
+    );
     let n = entries(src).len() as u64;
     assert_eq!(
         r.files_total,

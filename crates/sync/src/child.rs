@@ -1,0 +1,83 @@
+//! Child processes of the syncers: started tied to our life, their stderr logged.
+
+use crate::{ErrorKind, SyncError};
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::thread::JoinHandle;
+
+/// How many lines of stderr an error message keeps.
+pub(crate) const TAIL_LINES: usize = 15;
+
+/// Makes the child get SIGTERM when this process dies, even by SIGKILL
+/// (`PR_SET_PDEATHSIG`): a killed run must not leave rsync writing to a mounted drive.
+/// A child whose parent is already gone by the time it starts exits at once.
+pub(crate) fn tie_to_parent(mut cmd: Command) -> Command {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // async-signal-safe calls prctl(2), getppid(2) and kill(2).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid() != parent {
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM)?;
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+pub(crate) fn spawn_error(program: &Path, e: std::io::Error) -> SyncError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        let hint = if program.file_name() == Some(OsStr::new("rsync")) {
+            ": install it with `apt-get install rsync`"
+        } else {
+            ": check the configured path"
+        };
+        SyncError::new(
+            ErrorKind::NotFound,
+            format!("{} was not found{hint}", program.display()),
+        )
+        .with_source(e)
+    } else {
+        SyncError::new(
+            ErrorKind::NotFound,
+            format!(
+                "{} could not be started: check that it is executable",
+                program.display()
+            ),
+        )
+        .with_source(e)
+    }
+}
+
+/// Reads the child's stderr on a thread: each line goes to the log; the last
+/// [`TAIL_LINES`] are returned.
+pub(crate) fn collect_stderr(child: &mut Child, who: &'static str) -> JoinHandle<Vec<String>> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut tail = VecDeque::with_capacity(TAIL_LINES);
+        let mut r = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            line.clear();
+            if text.is_empty() {
+                continue;
+            }
+            tracing::warn!("{who}: {text}");
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+        tail.into()
+    })
+}
