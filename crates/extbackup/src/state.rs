@@ -146,24 +146,81 @@ impl StateDir {
             .map(|n| self.root.join("drives").join(format!("{n}.json")))
     }
 
-    /// The recorded state of `drive` (empty if never run).
+    /// The recorded state of `drive` (empty if never run). A `drives/NAME.json` that cannot
+    /// be parsed is an `InvalidData` error naming the file; [`drive_or_log`](Self::drive_or_log)
+    /// falls back to the run log instead.
     pub fn drive(&self, drive: &str) -> std::io::Result<DriveState> {
         let Some(path) = self.drive_path(drive) else {
             return Ok(DriveState::default());
         };
-        match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other),
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is damaged: {e}", path.display()),
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DriveState::default()),
-            Err(e) => Err(e),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", path.display()),
+            )),
         }
+    }
+
+    /// The state of `drive`, and what was wrong with its file if it had to be rebuilt from
+    /// `runs.jsonl` (the log every run appends to).
+    pub fn drive_or_log(&self, drive: &str) -> (DriveState, Option<String>) {
+        match self.drive(drive) {
+            Ok(st) => (st, None),
+            Err(e) => (self.rebuild_from_log(drive), Some(e.to_string())),
+        }
+    }
+
+    /// The last success and failure of `drive` as `runs.jsonl` has them (damaged lines
+    /// skipped).
+    pub fn rebuild_from_log(&self, drive: &str) -> DriveState {
+        let mut st = DriveState::default();
+        let Ok(text) = std::fs::read_to_string(self.root.join("runs.jsonl")) else {
+            return st;
+        };
+        for rec in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<RunRecord>(l).ok())
+            .filter(|r| r.drive == drive)
+        {
+            let slot = match rec.result {
+                RunResult::Success => &mut st.last_success,
+                RunResult::Failure => &mut st.last_failure,
+            };
+            if !matches!(slot, Some(r) if r.finished > rec.finished) {
+                *slot = Some(rec);
+            }
+        }
+        st
     }
 
     /// Records `run` as the drive's last success or failure, and appends it to `runs.jsonl`
     /// (only there when `run.drive` is not a drive name, e.g. an unknown device's path).
+    /// A damaged `drives/NAME.json` is kept aside (`NAME.json.damaged-TIME`) and rebuilt
+    /// from `runs.jsonl` first, so no history is silently lost.
     pub fn record(&self, run: &RunRecord) -> std::io::Result<()> {
         std::fs::create_dir_all(self.root.join("drives"))?;
         if let Some(path) = self.drive_path(&run.drive) {
-            let mut st = self.drive(&run.drive).unwrap_or_default();
+            let mut st = match self.drive(&run.drive) {
+                Ok(st) => st,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    let aside = path.with_extension(format!("json.damaged-{}", now()));
+                    std::fs::rename(&path, &aside)?;
+                    tracing::warn!(
+                        "{e}: kept aside as {}; rebuilt from {}",
+                        aside.display(),
+                        self.root.join("runs.jsonl").display()
+                    );
+                    self.rebuild_from_log(&run.drive)
+                }
+                Err(e) => return Err(e),
+            };
             match run.result {
                 RunResult::Success => st.last_success = Some(run.clone()),
                 RunResult::Failure => st.last_failure = Some(run.clone()),
@@ -317,6 +374,34 @@ mod tests {
             s.drive(&dev.display().to_string()).unwrap(),
             DriveState::default()
         );
+    }
+
+    #[test]
+    fn a_damaged_drive_file_is_kept_aside_and_rebuilt_from_the_run_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        s.record(&rec(RunResult::Success, 100)).unwrap();
+        s.record(&rec(RunResult::Failure, 200)).unwrap();
+        let file = dir.path().join("drives/a.json");
+        let text = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &text[..text.len() / 2]).unwrap(); // truncated
+        let e = s.drive("a").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("drives/a.json"), "{e}");
+        let (st, why) = s.drive_or_log("a");
+        assert!(why.is_some());
+        assert_eq!(st.last_success.unwrap().finished, 100);
+        // The next run keeps the damaged file and loses no history.
+        s.record(&rec(RunResult::Failure, 300)).unwrap();
+        let st = s.drive("a").unwrap();
+        assert_eq!(st.last_success.unwrap().finished, 100, "success kept");
+        assert_eq!(st.last_failure.unwrap().finished, 300);
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("drives"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged file is kept aside");
     }
 
     #[test]

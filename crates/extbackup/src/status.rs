@@ -20,6 +20,10 @@ pub struct DriveStatus {
     pub last_success_age_secs: Option<u64>,
     /// The newest failed run.
     pub last_failure: Option<RunRecord>,
+    /// Why the drive's state file could not be read, when its state was rebuilt from the
+    /// run log instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
 }
 
 /// The status of every configured drive.
@@ -33,13 +37,15 @@ pub struct Status {
     pub current: Option<CurrentRun>,
 }
 
-/// Reads the state of the configured drives at time `now`.
+/// Reads the state of the configured drives at time `now`. A drive whose state file is
+/// damaged or unreadable is shown from the run log, with the reason; the others as usual.
 pub fn status(cfg: &Config, now: u64) -> std::io::Result<Status> {
     let st = StateDir::new(&cfg.state_dir);
     let mut drives = vec![];
     for d in &cfg.drives {
-        let s = st.drive(d.name.as_str())?;
+        let (s, state_error) = st.drive_or_log(d.name.as_str());
         drives.push(DriveStatus {
+            state_error,
             name: d.name.to_string(),
             uuid: d.uuid.to_string(),
             last_success_age_secs: s
@@ -66,6 +72,11 @@ impl Status {
         }
         for d in &self.drives {
             s.push_str(&format!("{} (UUID {})\n", d.name, d.uuid));
+            if let Some(e) = &d.state_error {
+                s.push_str(&format!(
+                    "  warning: {e}; shown from the run log (runs.jsonl) instead\n"
+                ));
+            }
             match (&d.last_success, d.last_success_age_secs) {
                 (Some(r), Some(age)) => s.push_str(&format!(
                     "  last success: {} ({} ago), {} files / {} copied, source {} files / {}\n",
@@ -217,6 +228,32 @@ key_file = "/k/b"
         assert!(text.contains("at step mount"), "{text}");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["drives"][0]["last_success"]["bytes_copied"], 2048);
+    }
+
+    #[test]
+    fn a_damaged_state_file_names_itself_and_hides_neither_drive_nor_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let st = StateDir::new(dir.path());
+        st.record(&rec("a", RunResult::Success, 1000)).unwrap();
+        st.record(&rec("b", RunResult::Success, 2000)).unwrap();
+        std::fs::write(dir.path().join("drives/b.json"), "{\"last_succ").unwrap();
+        let s = status(&c, 3000).expect("status works with one damaged file");
+        assert_eq!(s.drives[0].last_success.as_ref().unwrap().finished, 1000);
+        assert!(s.drives[0].state_error.is_none());
+        assert_eq!(s.drives[1].last_success.as_ref().unwrap().finished, 2000);
+        let text = s.render();
+        assert!(text.contains("drives/b.json is damaged"), "{text}");
+        assert!(!text.contains("never"), "{text}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["drives"][1]["state_error"].is_string(), "{json}");
+        // A reminder names the recorded successes, never "never".
+        let ev = s.reminder(&c, 1).expect("old enough to remind");
+        assert!(
+            ev.details.iter().all(|d| !d.contains("never")),
+            "{:?}",
+            ev.details
+        );
     }
 
     #[test]
