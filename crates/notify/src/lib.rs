@@ -46,7 +46,7 @@ pub mod fake;
 mod mail;
 
 pub use body::render_body;
-pub use mail::{MailConfig, MailNotifier, MailTransport, Security};
+pub use mail::{MailConfig, MailNotifier, MailTransport, Security, DEFAULT_DEADLINE};
 
 use std::time::Duration;
 

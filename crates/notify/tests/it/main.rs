@@ -179,6 +179,98 @@ fn refused_connection_spools_and_flush_delivers_oldest_first() {
     assert_eq!(server.messages().len(), 2);
 }
 
+/// A server that accepts connections and sends its greeting one byte every 20 s.
+fn trickling_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                for b in b"220 slow.example ESMTP\r\n" {
+                    if std::io::Write::write_all(&mut c, &[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(20));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_slow_server_costs_at_most_the_deadline_and_the_mail_waits_in_the_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let port = trickling_server();
+    let n = MailNotifier::new(smtp_config(port, &spool, None))
+        .unwrap()
+        .with_deadline(Duration::from_secs(2));
+    // Without the deadline each read waits 30 s for the next byte: this never ends.
+    let e = n.notify(&event("slow", Outcome::Failure)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Spooled, "{e:?}");
+    assert!(backend_error::chain(&e).contains("within 2 s"), "{e}");
+    assert_eq!(spool_count(&spool), 1, "the mail waits in the spool");
+    // Its delivery is still going on in the background: not sent a second time.
+    assert_eq!(n.flush_spool().unwrap(), 0);
+    assert_eq!(spool_count(&spool), 1);
+    // The next run, with a server that answers, delivers it exactly once.
+    let server = SmtpServer::start(free_port(), None);
+    let next = MailNotifier::new(smtp_config(server.port, &spool, None)).unwrap();
+    assert_eq!(next.flush_spool().unwrap(), 1);
+    assert_eq!(server.wait_for(1).len(), 1);
+    assert_eq!(spool_count(&spool), 0);
+}
+
+#[test]
+fn a_spooled_mail_refused_for_good_is_set_aside_and_the_rest_still_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let server = SmtpServer::start(free_port(), None);
+    let down = free_port();
+    // Three mails spooled while the server was down; the middle one it will refuse.
+    let offline = MailNotifier::new(smtp_config(down, &spool, None)).unwrap();
+    let mut refused = event("second", Outcome::Failure);
+    refused.details.push("REFUSE-ME-FOR-GOOD".into());
+    for ev in [
+        event("first", Outcome::Failure),
+        refused,
+        event("third", Outcome::Failure),
+    ] {
+        assert_eq!(offline.notify(&ev).unwrap_err().kind(), ErrorKind::Spooled);
+    }
+    assert_eq!(spool_count(&spool), 3);
+    let n = MailNotifier::new(smtp_config(server.port, &spool, None)).unwrap();
+    assert_eq!(
+        n.flush_spool()
+            .expect("the refusal does not block the rest"),
+        2
+    );
+    let got: Vec<String> = server
+        .wait_for(2)
+        .iter()
+        .map(|m| parse_eml(&m.raw).header("Subject"))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "extbackup: first FAILED at mount".to_string(),
+            "extbackup: third FAILED at mount".to_string()
+        ]
+    );
+    assert_eq!(spool_count(&spool), 0);
+    assert_eq!(spool_count(&spool.join("rejected")), 1, "kept aside");
+    // The next mail says so, once.
+    n.notify(&event("fourth", Outcome::Success)).unwrap();
+    let body = parse_eml(&server.wait_for(3)[2].raw).body;
+    assert!(body.contains("refused for good"), "{body}");
+    assert!(body.contains("554"), "{body}");
+    n.notify(&event("fifth", Outcome::Success)).unwrap();
+    let body = parse_eml(&server.wait_for(4)[3].raw).body;
+    assert!(!body.contains("refused for good"), "{body}");
+}
+
 #[test]
 fn unwritable_spool_reports_lost() {
     let tmp = tempfile::tempdir().unwrap();

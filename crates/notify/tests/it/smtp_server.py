@@ -4,6 +4,7 @@ usage: smtp_server.py PORT OUTDIR [USER PASSWORD]
 Each accepted message is written to OUTDIR/NNNN.msg as:
   MAIL FROM line, RCPT TO line, AUTH line, blank line, then the raw message.
 With USER and PASSWORD, AUTH is required (over plain text: auth_require_tls=False).
+A message containing REFUSE-ME-FOR-GOOD is refused with a permanent 554.
 Prints READY on stdout once listening; runs until killed.
 """
 import os
@@ -22,6 +23,8 @@ count = 0
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         global count
+        if b"REFUSE-ME-FOR-GOOD" in (envelope.original_content or b""):
+            return "554 5.7.1 message refused by policy"
         count += 1
         login = getattr(session, "auth_data", None)
         if isinstance(login, bytes):
