@@ -7,7 +7,7 @@ use mount::Mounter;
 use notify::{MailNotifier, Notifier};
 use sync::{CommandSyncer, RsyncSyncer, Syncer};
 
-use crate::config::{Config, CryptBackend, MailTransport, SmtpSecurity, SyncerConfig};
+use crate::config::{Config, CryptBackend, SyncerConfig};
 use crate::host::SystemHost;
 use crate::pipeline::Backends;
 use crate::state::StateDir;
@@ -68,47 +68,13 @@ pub fn syncer(cfg: &Config) -> Box<dyn Syncer> {
 
 /// The mail backend, if mail is configured.
 pub fn notifier(cfg: &Config) -> Result<Option<Box<dyn Notifier>>, BackendError> {
-    let Some(m) = &cfg.mail else {
+    let (Some(mc), Some(m)) = (cfg.notify_config(), &cfg.mail) else {
         return Ok(None);
     };
-    let transport = match &m.transport {
-        MailTransport::Smtp {
-            host,
-            port,
-            security,
-            username,
-            password_file,
-        } => notify::MailTransport::Smtp {
-            host: host.clone(),
-            port: *port,
-            security: match security {
-                SmtpSecurity::Starttls => notify::Security::StartTls,
-                SmtpSecurity::Tls => notify::Security::Tls,
-                SmtpSecurity::None => notify::Security::None,
-            },
-            username: username.clone(),
-            password_file: password_file.clone(),
-        },
-        MailTransport::Sendmail { program } => notify::MailTransport::Sendmail {
-            program: program.clone().unwrap_or_else(|| "sendmail".into()),
-        },
-        MailTransport::File { dir } => notify::MailTransport::File { dir: dir.clone() },
-    };
-    let mc = notify::MailConfig {
-        from: m
-            .from
-            .clone()
-            .unwrap_or_else(|| format!("extbackup <root@{}>", cfg.host_name())),
-        to: m.to.clone(),
-        transport,
-        spool_dir: m
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| cfg.state_dir.join("spool")),
-    };
-    Ok(Some(Box::new(
-        MailNotifier::new(mc).map_err(|e| err("the mail settings", e))?,
-    )))
+    let n = MailNotifier::new(mc)
+        .map_err(|e| err("the mail settings", e))?
+        .with_deadline(std::time::Duration::from_secs(m.timeout_secs));
+    Ok(Some(Box::new(n)))
 }
 
 /// The indicator; one that cannot be built is logged and replaced by none (an indicator

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -250,9 +251,14 @@ impl SourceLockConfig {
     }
 }
 
-/// The syncer.
+/// The syncer (`kind` defaults to `rsync`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    tag = "kind",
+    rename_all = "kebab-case",
+    try_from = "RawSyncer"
+)]
 pub enum SyncerConfig {
     /// `rsync -aHAX --numeric-ids --delete-delay` plus `extra_args`.
     Rsync {
@@ -266,6 +272,42 @@ pub enum SyncerConfig {
         /// Program and arguments.
         command: Vec<String>,
     },
+}
+
+/// The `[syncer]` table as written: `kind` may be left out (rsync).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyncer {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    extra_args: Option<Vec<String>>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+}
+
+impl TryFrom<RawSyncer> for SyncerConfig {
+    type Error = String;
+    fn try_from(r: RawSyncer) -> Result<Self, String> {
+        match r.kind.as_deref().unwrap_or("rsync") {
+            "rsync" => match r.command {
+                Some(_) => Err("syncer: `command` goes with kind = \"command\", not rsync".into()),
+                None => Ok(Self::Rsync {
+                    extra_args: r.extra_args.unwrap_or_default(),
+                }),
+            },
+            "command" => match (r.command, r.extra_args) {
+                (_, Some(_)) => {
+                    Err("syncer: `extra_args` goes with kind = \"rsync\", not command".into())
+                }
+                (None, None) => Err("syncer: kind = \"command\" needs `command`".into()),
+                (Some(command), None) => Ok(Self::Command { command }),
+            },
+            other => Err(format!(
+                "syncer: unknown kind {other:?}: use \"rsync\" (the default) or \"command\""
+            )),
+        }
+    }
 }
 
 impl Default for SyncerConfig {
@@ -289,12 +331,20 @@ pub struct MailConfig {
     /// Where undeliverable mail waits for the next run; `STATE_DIR/spool` when absent.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// How long all mail work of a run may take, in seconds (default 60); a slow or dead
+    /// server never delays a backup, its mail waits in the spool.
+    #[serde(default = "default_mail_timeout")]
+    pub timeout_secs: u64,
     /// How mail leaves the machine.
     pub transport: MailTransport,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_mail_timeout() -> u64 {
+    notify::DEFAULT_DEADLINE.as_secs()
 }
 
 /// Mail transports.
@@ -456,11 +506,27 @@ impl Config {
 
     /// The checks across keys; an error says where in the file it points.
     fn validate(&self) -> Result<(), (At, String)> {
-        if !self.source.is_absolute() {
-            return Err((
-                At::Source,
-                format!("source {} is not an absolute path", self.source.display()),
-            ));
+        for (at, what, p) in self.paths() {
+            if !p.is_absolute() {
+                return Err((
+                    at,
+                    format!("{what} {} is not an absolute path", p.display()),
+                ));
+            }
+            if p.as_os_str()
+                .as_bytes()
+                .iter()
+                .any(|b| b.is_ascii_control())
+            {
+                return Err((
+                    at,
+                    format!(
+                        "{what} {:?} holds a newline or another control character, which \
+                         mount tables, systemd units and logs cannot carry: rename it",
+                        p
+                    ),
+                ));
+            }
         }
         for (i, d) in self.drives.iter().enumerate() {
             for e in &self.drives[..i] {
@@ -491,17 +557,7 @@ impl Config {
             } else {
                 At::MountRoot
             };
-            if !mp.is_absolute() {
-                return Err((
-                    at,
-                    format!(
-                        "drive {:?}: its mount point {} is not an absolute path",
-                        d.name.as_str(),
-                        mp.display()
-                    ),
-                ));
-            }
-            if mp.starts_with(&self.source) || self.source.starts_with(&mp) {
+            if overlaps(&mp, &self.source) {
                 return Err((
                     at,
                     format!(
@@ -510,16 +566,6 @@ impl Config {
                         d.name.as_str(),
                         mp.display(),
                         self.source.display()
-                    ),
-                ));
-            }
-            if !d.key_file.is_absolute() {
-                return Err((
-                    At::Drive(i, "key_file"),
-                    format!(
-                        "drive {:?}: key_file {} is not an absolute path",
-                        d.name.as_str(),
-                        d.key_file.display()
                     ),
                 ));
             }
@@ -555,7 +601,93 @@ impl Config {
                 ));
             }
         }
+        // The notify crate's own checks: exactly what a run's mail backend would refuse.
+        if let Some(m) = self.notify_config() {
+            m.check()
+                .map_err(|e| (At::Table("mail"), format!("[mail] {}", crate::chain(&e))))?;
+        }
         Ok(())
+    }
+
+    /// Every path the file names, with its place and its name in messages.
+    fn paths(&self) -> Vec<(At, String, PathBuf)> {
+        let mut v = vec![
+            (At::Source, "source".to_string(), self.source.clone()),
+            (
+                At::Key("state_dir"),
+                "state_dir".into(),
+                self.state_dir.clone(),
+            ),
+            (At::MountRoot, "mount_root".into(), self.mount_root.clone()),
+        ];
+        if let Some(l) = &self.source_lock {
+            v.push((
+                At::Table("source_lock"),
+                "source_lock.path".into(),
+                l.path.clone(),
+            ));
+        }
+        if let Some(m) = &self.mail {
+            if let Some(d) = &m.spool_dir {
+                v.push((At::Table("mail"), "mail.spool_dir".into(), d.clone()));
+            }
+        }
+        for (i, d) in self.drives.iter().enumerate() {
+            let name = d.name.as_str();
+            v.push((
+                At::Drive(i, "key_file"),
+                format!("drive {name:?}: key_file"),
+                d.key_file.clone(),
+            ));
+            if let Some(mp) = &d.mount_point {
+                v.push((
+                    At::Drive(i, "mount_point"),
+                    format!("drive {name:?}: its mount point"),
+                    mp.clone(),
+                ));
+            }
+        }
+        v
+    }
+
+    /// The `[mail]` table as the notify crate takes it (`None` without mail).
+    pub fn notify_config(&self) -> Option<notify::MailConfig> {
+        let m = self.mail.as_ref()?;
+        let transport = match &m.transport {
+            MailTransport::Smtp {
+                host,
+                port,
+                security,
+                username,
+                password_file,
+            } => notify::MailTransport::Smtp {
+                host: host.clone(),
+                port: *port,
+                security: match security {
+                    SmtpSecurity::Starttls => notify::Security::StartTls,
+                    SmtpSecurity::Tls => notify::Security::Tls,
+                    SmtpSecurity::None => notify::Security::None,
+                },
+                username: username.clone(),
+                password_file: password_file.clone(),
+            },
+            MailTransport::Sendmail { program } => notify::MailTransport::Sendmail {
+                program: program.clone().unwrap_or_else(|| "sendmail".into()),
+            },
+            MailTransport::File { dir } => notify::MailTransport::File { dir: dir.clone() },
+        };
+        Some(notify::MailConfig {
+            from: m
+                .from
+                .clone()
+                .unwrap_or_else(|| format!("extbackup <root@{}>", self.host_name())),
+            to: m.to.clone(),
+            transport,
+            spool_dir: m
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("spool")),
+        })
     }
 
     /// Refuses key files that others than the owner may read, or that are missing.
@@ -670,6 +802,35 @@ impl Config {
     }
 }
 
+/// `path` as the kernel will reach it: symbolic links resolved as far as the path exists,
+/// `.` and `..` folded in the part that does not exist yet.
+fn resolve(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => out.push("/"),
+            Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => {
+                out.push(n);
+                if let Ok(real) = std::fs::canonicalize(&out) {
+                    out = real;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A mount point inside the source (or above it), however the paths are written.
+fn overlaps(mount_point: &Path, source: &Path) -> bool {
+    let (m, s) = (resolve(mount_point), resolve(source));
+    m.starts_with(&s) || s.starts_with(&m)
+}
+
 /// Refuses a key file that is missing, not a regular file, or readable by group or others.
 pub fn check_key_file(path: &Path) -> Result<(), ConfigError> {
     let md = std::fs::metadata(path).map_err(|e| ConfigError {
@@ -703,6 +864,8 @@ enum At {
     Source,
     /// `mount_root` (the file's start when it is not set).
     MountRoot,
+    /// Another top-level key.
+    Key(&'static str),
     /// A key of the n-th `[[drive]]`.
     Drive(usize, &'static str),
     /// A top-level table.
@@ -716,6 +879,8 @@ type SpannedValue = toml::Spanned<toml::Value>;
 struct Places {
     source: Option<SpannedValue>,
     mount_root: Option<SpannedValue>,
+    state_dir: Option<SpannedValue>,
+    source_lock: Option<SpannedValue>,
     #[serde(default, rename = "drive")]
     drives: Vec<std::collections::HashMap<String, SpannedValue>>,
     syncer: Option<SpannedValue>,
@@ -730,6 +895,9 @@ impl At {
         let v = match self {
             At::Source => p.source?,
             At::MountRoot => p.mount_root?,
+            At::Key("state_dir") => p.state_dir?,
+            At::Key(_) => return None,
+            At::Table("source_lock") => p.source_lock?,
             At::Drive(i, key) => p.drives.into_iter().nth(*i)?.remove(*key)?,
             At::Table("syncer") => p.syncer?,
             At::Table("indicator") => p.indicator?,
@@ -897,6 +1065,81 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         // Beside the source is fine (`/srv/backup-drives` is not inside `/srv/backup`).
         let text = format!("{MIN}mount_point = \"/srv/backup-drives/a\"\n");
         Config::parse(&text).unwrap();
+    }
+
+    #[test]
+    fn a_mount_point_reaching_into_the_source_through_dots_or_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("link")).unwrap();
+        for mp in [
+            format!("{d}/mnt/../data/inner"),
+            format!("{d}/link/inner"),
+            format!("{d}/./data/x/../inner"),
+        ] {
+            let text = MIN.replace("/srv/backup", &format!("{d}/data"))
+                + &format!("mount_point = {mp:?}\n");
+            let m = Config::parse(&text).unwrap_err().to_string();
+            assert!(m.contains("overlaps the source"), "{mp}: {m}");
+            assert!(m.contains("at line 8, column 15"), "{mp}: {m}");
+        }
+        // The link's own folder beside the source is fine.
+        let text = MIN.replace("/srv/backup", &format!("{d}/data"))
+            + &format!("mount_point = \"{d}/mnt/../drives/a\"\n");
+        Config::parse(&text).unwrap();
+    }
+
+    #[test]
+    fn what_a_run_would_refuse_the_parse_refuses_too() {
+        let bad = [
+            (
+                "[mail]\nto = [\"root@localhost\"]\ntransport = { kind = \"smtp\", host = \"mail.example.org\", security = \"none\" }\n",
+                "unencrypted SMTP",
+            ),
+            (
+                "[mail]\nto = [\"root@localhost\"]\ntransport = { kind = \"smtp\", host = \"127.example.com\", security = \"none\" }\n",
+                "unencrypted SMTP",
+            ),
+            (
+                "[mail]\nto = [\"not an address\"]\ntransport = { kind = \"sendmail\" }\n",
+                "not a valid address",
+            ),
+            ("state_dir = \"state\"\n", "state_dir state is not an absolute path"),
+            (
+                "[source_lock]\npath = \"backup.lock\"\n",
+                "source_lock.path backup.lock is not an absolute path",
+            ),
+        ];
+        for (extra, want) in bad {
+            // Top-level keys before the tables, tables after the drive.
+            let text = if extra.starts_with('[') {
+                format!("{MIN}{extra}")
+            } else {
+                format!("{extra}{MIN}")
+            };
+            let m = Config::parse(&text).unwrap_err().to_string();
+            assert!(m.contains(want), "{extra}: {m}");
+            assert!(m.contains("at line "), "{extra}: {m}");
+        }
+        let text = MIN.replace("/srv/backup", "/srv/back\\nup");
+        let m = Config::parse(&text).unwrap_err().to_string();
+        assert!(m.contains("newline"), "{m}");
+        // `kind` defaults to rsync, as the docs say.
+        let c =
+            Config::parse(&format!("{MIN}[syncer]\nextra_args = [\"--bwlimit=1M\"]\n")).unwrap();
+        assert_eq!(
+            c.syncer,
+            SyncerConfig::Rsync {
+                extra_args: vec!["--bwlimit=1M".into()]
+            }
+        );
+        let c = Config::parse(&format!("{MIN}[syncer]\n")).unwrap();
+        assert_eq!(c.syncer, SyncerConfig::default());
+        let m = Config::parse(&format!("{MIN}[syncer]\nkind = \"rsnc\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("unknown kind") && m.contains("line 8"), "{m}");
     }
 
     #[test]
