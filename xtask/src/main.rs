@@ -99,11 +99,29 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    util::cargo(
+    // Every test must run its real part: a test that would skip fails instead
+    // (testkit::skip), and the skips are counted (zero expected, as root).
+    let skip_log = root.join("target/test-skips.log");
+    let _ = std::fs::remove_file(&skip_log);
+    let tests = util::cargo(
         &root,
         &["test", "--workspace", "--features", util::TEST_FEATURES],
-        &[],
-    )?;
+        &[
+            ("EXTBACKUP_REQUIRE_REAL", "1"),
+            ("EXTBACKUP_SKIP_LOG", &skip_log.to_string_lossy()),
+        ],
+    );
+    let skips = std::fs::read_to_string(&skip_log).unwrap_or_default();
+    let n = skips.lines().count();
+    eprintln!("xtask: tests that could not run their real part: {n}");
+    for l in skips.lines() {
+        eprintln!("xtask:   {l}");
+    }
+    tests?;
+    anyhow::ensure!(
+        n == 0,
+        "{n} test(s) could not run their real part (see above)"
+    );
     if quick {
         eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
     } else {

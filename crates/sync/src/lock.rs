@@ -55,6 +55,7 @@ impl SourceLock {
                 )
                 .with_source(e)
             })?;
+        let mut waiting = false;
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => {
@@ -64,7 +65,17 @@ impl SourceLock {
                         path: path.to_path_buf(),
                     });
                 }
-                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => file = f,
+                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
+                    if !waiting {
+                        waiting = true;
+                        tracing::info!(
+                            "the source lock {} is held by another job: waiting up to {:.1} s",
+                            path.display(),
+                            timeout.as_secs_f64()
+                        );
+                    }
+                    file = f
+                }
                 Err((_, errno)) => {
                     return Err(SyncError::new(
                         ErrorKind::Other,

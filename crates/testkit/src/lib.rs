@@ -33,13 +33,72 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// True when running as root; otherwise prints the agreed SKIP line for the test `name`
-/// to stderr and returns false (the test then returns early).
+/// The environment variable `cargo xtask test` sets: every test must run its real part.
+pub const REQUIRE_REAL_ENV: &str = "EXTBACKUP_REQUIRE_REAL";
+/// The environment variable naming a file where each skip is noted, one line each
+/// (`cargo xtask test` counts them).
+pub const SKIP_LOG_ENV: &str = "EXTBACKUP_SKIP_LOG";
+
+/// Whether a test that cannot run its real part must fail rather than skip: under
+/// `cargo xtask test` ([`REQUIRE_REAL_ENV`]) and in CI (`CI` set).
+pub fn must_run_real() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty() && v != "0");
+    set(REQUIRE_REAL_ENV) || set("CI")
+}
+
+/// The one way a test says it cannot run its real part here: notes it in the skip log
+/// ([`SKIP_LOG_ENV`]); then fails when [`must_run_real`], else prints the agreed
+/// `SKIP name: why` line (the test returns early).
+pub fn skip(name: &str, why: &str) {
+    let log = std::env::var_os(SKIP_LOG_ENV).map(std::path::PathBuf::from);
+    skip_as(name, why, must_run_real(), log.as_deref());
+}
+
+fn skip_as(name: &str, why: &str, must_run: bool, log: Option<&Path>) {
+    if let Some(log) = log {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{name}: {why}");
+        }
+    }
+    assert!(
+        !must_run,
+        "{name} cannot run its real part here ({why}); under `cargo xtask test` and in CI \
+         every test must run it"
+    );
+    eprintln!("SKIP {name}: {why}");
+}
+
+#[cfg(test)]
+mod skip_tests {
+    #[test]
+    fn a_skip_is_logged_and_fails_when_the_real_part_is_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("skips.log");
+        super::skip_as("t1", "needs root", false, Some(&log));
+        let r = std::panic::catch_unwind(|| super::skip_as("t2", "needs root", true, Some(&log)));
+        let msg = r.expect_err("a required test that cannot run fails");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("t2 cannot run its real part"), "{msg}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(logged, "t1: needs root\nt2: needs root\n");
+    }
+}
+
+/// True when running as root; otherwise [`skip`]s the test `name` (which fails under
+/// `cargo xtask test` and in CI) and returns false (the test then returns early).
 pub fn root_or_skip(name: &str) -> bool {
     if is_root() {
         return true;
     }
-    eprintln!("SKIP {name}: needs root (loop devices); run as root, e.g. cargo xtask test");
+    skip(
+        name,
+        "needs root (loop devices); run as root, e.g. cargo xtask test",
+    );
     false
 }
 

@@ -242,7 +242,7 @@ poweroff -f
 fn job_prelude() -> String {
     format!(
         r#"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 EXTBACKUP_IN_VM=1
+export HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 EXTBACKUP_IN_VM=1 EXTBACKUP_REQUIRE_REAL=1
 # systemd tools (udevadm trigger/settle...) refuse to act in a chroot without this.
 export SYSTEMD_IGNORE_CHROOT=1
 if [ -x /lib/systemd/systemd-udevd ]; then

@@ -377,9 +377,15 @@ fn prepare_without_yes_and_without_a_terminal_refuses() {
 }
 
 /// Runs `extbackup run` on `dev` in its own process group (as under systemd), reads its log
-/// until a line containing `marker`, then sends SIGTERM. Returns the log up to the marker,
-/// and the process's output whose stderr is the rest of the log.
-fn run_and_sigterm(w: &World, dev: &Path, marker: &str) -> (String, std::process::Output) {
+/// until a line containing `marker`, waits until `ready()` (polled), then sends SIGTERM.
+/// Returns the log up to the marker, and the process's output whose stderr is the rest of
+/// the log.
+fn run_and_sigterm(
+    w: &World,
+    dev: &Path,
+    marker: &str,
+    ready: &dyn Fn() -> bool,
+) -> (String, std::process::Output) {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
@@ -403,7 +409,11 @@ fn run_and_sigterm(w: &World, dev: &Path, marker: &str) -> (String, std::process
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "never ready: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -435,14 +445,18 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
         &w.config,
         cfg.replacen(
             "[indicator]",
-            "[syncer]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60\"]\n\n[indicator]",
+            &format!(
+                "[syncer]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}; sleep 60\"]\n\n[indicator]",
+                w.path("sync-started").display()
+            ),
             1,
         ),
     )
     .unwrap();
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    let (log, out) = run_and_sigterm(&w, &lo.dev, "syncing ");
+    let started = w.path("sync-started");
+    let (log, out) = run_and_sigterm(&w, &lo.dev, "syncing ", &|| started.exists());
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("step 8/11: sync"), "{log}");
     eprintln!("{log}{rest}");
@@ -485,7 +499,8 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
     }
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    let (log, out) = run_and_sigterm(&w, &lo.dev, "source lock");
+    // Logged once the first try found the lock held: the wait is going on.
+    let (log, out) = run_and_sigterm(&w, &lo.dev, "held by another job: waiting", &|| true);
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("step 6/11: source lock"), "{log}");
     let _ = holder.kill();
