@@ -946,6 +946,25 @@ mod with_fakes {
     }
 
     #[test]
+    fn a_state_dir_that_is_a_file_fails_at_the_run_lock_with_red_and_mail() {
+        let f = fixture();
+        let (mut b, ind, crypt, mounter, notifier, syncer) = setup(&f);
+        std::fs::write(&f.cfg.state_dir, "not a folder").unwrap();
+        b.host = Box::new(crate::host::SystemHost::new(
+            StateDir::new(&f.cfg.state_dir).run_lock_path(),
+        ));
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(&out, Step::RunLock, "state directory");
+        assert_eq!(ind.last(), Some(State::Failure));
+        assert!(crypt.active().is_empty() && mounter.calls().is_empty());
+        assert!(syncer.calls().is_empty(), "nothing copied");
+        let ev = notifier.events();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].failed_step.as_deref(), Some("run lock"));
+    }
+
+    #[test]
     fn a_broken_indicator_is_logged_and_the_run_still_succeeds() {
         let f = fixture();
         let (b, ind, crypt, _m, notifier, _s) = setup(&f);
