@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod escape;
 pub mod host;
+pub mod identify;
 pub mod install;
 pub mod logcapture;
 pub mod pipeline;

@@ -16,6 +16,8 @@ use sync::{Progress, SyncOptions, SyncReport, Syncer};
 
 use crate::config::{Config, DriveConfig};
 use crate::host::{Host, HostError};
+pub use crate::identify::Target;
+use crate::identify::{identify, Identified};
 use crate::logcapture::LogCapture;
 use crate::state::{self, CurrentRun, RunRecord, RunResult, StateDir};
 
@@ -98,15 +100,6 @@ impl From<HostError> for StepError {
     }
 }
 
-/// Which drive to back up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// The LUKS UUID (`/dev/disk/by-uuid/UUID`), as udev passes it.
-    Uuid(String),
-    /// A block device.
-    Device(PathBuf),
-}
-
 /// How a run ended.
 #[derive(Debug)]
 pub enum RunOutcome {
@@ -177,6 +170,48 @@ struct Done {
     source_locked: bool,
 }
 
+/// One run: the drive, where it is opened and mounted, what has been done (to undo on a
+/// failure), and the copy's report.
+struct Run {
+    /// The drive's name (or the device's path when it is not known).
+    name: String,
+    /// Its LUKS UUID ("" when not known).
+    uuid: String,
+    started: u64,
+    t0: Instant,
+    mapping: String,
+    mount_point: PathBuf,
+    /// The opened volume, once unlocked.
+    mapped: Option<PathBuf>,
+    report: SyncReport,
+    done: Done,
+}
+
+impl Run {
+    fn new(name: String, uuid: String, mount_point: PathBuf, started: u64, t0: Instant) -> Self {
+        Self {
+            mapping: mapping_name(&name),
+            name,
+            uuid,
+            started,
+            t0,
+            mount_point,
+            mapped: None,
+            report: SyncReport::default(),
+            done: Done::default(),
+        }
+    }
+
+    /// The opened volume; only asked for by the steps after unlock.
+    fn mapped(&self) -> &Path {
+        self.mapped.as_deref().expect("unlocked before this step")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.mount_point.join(DATA_DIR)
+    }
+}
+
 /// A run of the pipeline.
 pub struct Pipeline<'a> {
     cfg: &'a Config,
@@ -222,6 +257,347 @@ impl<'a> Pipeline<'a> {
         self.b
     }
 
+    /// Runs the pipeline for `target`: identify, then every other step in order; then one
+    /// [`finish`](Self::finish) for success and failure alike.
+    pub fn run(&mut self, target: &Target) -> RunOutcome {
+        let (t0, started) = (Instant::now(), state::now());
+        tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
+        let identified = identify(self.cfg, &*self.b.crypt, &self.opts.by_uuid_dir, target);
+        let (drive, device) = match identified {
+            Ok(Identified::Ours { drive, device }) => (drive, device),
+            Ok(Identified::NotOurs(why)) => {
+                tracing::info!("{why}: left untouched");
+                if self.cfg.policy.attention_on_unknown_drive {
+                    self.show(State::Attention);
+                }
+                return RunOutcome::NotOurs(why);
+            }
+            Err(e) => {
+                let mut run = Run::new(e.name(), e.uuid(), PathBuf::new(), started, t0);
+                return self.finish(&mut run, Err((Step::Identify, e.error)));
+            }
+        };
+        tracing::info!(
+            "drive {} (UUID {}) on {}: ours, key file verified",
+            drive.name,
+            drive.uuid,
+            device.display()
+        );
+        self.show(State::Working { progress: None });
+        let mp = self.cfg.mount_point(&drive);
+        let mut run = Run::new(
+            drive.name.to_string(),
+            drive.uuid.to_string(),
+            mp,
+            started,
+            t0,
+        );
+        let result = Step::ALL[1..].iter().try_for_each(|&step| {
+            self.begin(&run, step)?;
+            self.step(step, &drive, &device, &mut run)
+                .map_err(|e| (step, e))
+        });
+        self.finish(&mut run, result)
+    }
+
+    /// Does one step (after identify).
+    fn step(
+        &mut self,
+        step: Step,
+        drive: &DriveConfig,
+        device: &Path,
+        run: &mut Run,
+    ) -> Result<(), StepError> {
+        match step {
+            Step::Identify => unreachable!("identify comes before the run"),
+            Step::RunLock => self.run_lock(run),
+            Step::Unlock => self.unlock(drive, device, run),
+            Step::Fsck => self.fsck(run),
+            Step::Mount => self.mount(run),
+            Step::SourceLock => self.source_lock(run),
+            Step::FreeSpace => self.free_space(run),
+            Step::Sync => self.sync(run),
+            Step::Record => self.record_on_drive(run),
+            Step::Unmount => self.unmount(run),
+            Step::Close => self.close(run),
+        }
+    }
+
+    /// Notes `step` as the current one; up to the sync, a stop signal ends the run first.
+    fn begin(&self, run: &Run, step: Step) -> Result<(), (Step, StepError)> {
+        let cancelled = self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+        if cancelled && step <= Step::Sync {
+            return Err((
+                step,
+                StepError::new("stopped by a signal (SIGTERM or Ctrl-C) before this step"),
+            ));
+        }
+        let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
+        tracing::info!("step {n}/{}: {step}", Step::ALL.len());
+        if step <= Step::RunLock {
+            // Not the current run yet: another one may hold the lock (and `current.json`).
+            return Ok(());
+        }
+        let cur = CurrentRun {
+            drive: run.name.clone(),
+            pid: std::process::id(),
+            started: run.started,
+            step: step.name().into(),
+        };
+        if let Err(e) = self.state.set_current(&cur) {
+            tracing::debug!("noting the current run: {e}");
+        }
+        Ok(())
+    }
+
+    fn run_lock(&mut self, run: &mut Run) -> Result<(), StepError> {
+        if !self.b.host.try_lock_run()? {
+            tracing::warn!("another drive is being backed up: waiting for it to finish");
+            self.show(State::Attention);
+            self.b.host.wait_lock_run()?;
+            self.show(State::Working { progress: None });
+        }
+        run.done.run_locked = true;
+        Ok(())
+    }
+
+    fn unlock(
+        &mut self,
+        drive: &DriveConfig,
+        device: &Path,
+        run: &mut Run,
+    ) -> Result<(), StepError> {
+        self.close_stale(&run.mapping, &run.mount_point)?;
+        let mapped = self
+            .b
+            .crypt
+            .unlock(device, &drive.key_file, &run.mapping)
+            .map_err(|e| {
+                StepError::with(
+                    format!("unlocking {} as {}", device.display(), run.mapping),
+                    e,
+                )
+            })?;
+        run.done.mapping = Some(run.mapping.clone());
+        tracing::info!("unlocked as {}", mapped.display());
+        run.mapped = Some(mapped);
+        Ok(())
+    }
+
+    fn fsck(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let fsck = self
+            .b
+            .mounter
+            .fsck(run.mapped())
+            .map_err(|e| StepError::with(format!("checking {}", run.mapped().display()), e))?;
+        if fsck.fixed {
+            tracing::warn!("fsck fixed errors: {}", fsck.output.trim());
+        }
+        Ok(())
+    }
+
+    fn mount(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let mp = &run.mount_point;
+        self.b
+            .mounter
+            .mount(run.mapped(), mp, &MountOptions::default())
+            .map_err(|e| {
+                StepError::with(
+                    format!("mounting {} at {}", run.mapped().display(), mp.display()),
+                    e,
+                )
+            })?;
+        run.done.mounted = Some(mp.clone());
+        tracing::info!("mounted at {}", mp.display());
+        Ok(())
+    }
+
+    fn source_lock(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let Some(l) = &self.cfg.source_lock else {
+            tracing::info!("no source lock configured");
+            return Ok(());
+        };
+        self.b.host.lock_source(&l.path, l.timeout())?;
+        run.done.source_locked = true;
+        tracing::info!("holding the source lock {}", l.path.display());
+        Ok(())
+    }
+
+    fn free_space(&mut self, run: &mut Run) -> Result<(), StepError> {
+        if !self.cfg.policy.check_free_space {
+            return Ok(());
+        }
+        let src = self.b.host.tree_size(&self.cfg.source)?;
+        let have = self.b.host.tree_size(&run.data_dir())?;
+        let free = self.b.host.free_space(&run.mount_point)?;
+        let need = src.saturating_sub(have);
+        tracing::info!(
+            "source {}, already on the drive {}, free on the drive {}",
+            human(src),
+            human(have),
+            human(free)
+        );
+        if need > free {
+            return Err(StepError::new(format!(
+                "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
+                human(need),
+                human(free)
+            )));
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let target = run.data_dir();
+        std::fs::create_dir_all(&target)
+            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
+        let opts = SyncOptions {
+            drive: run.name.clone(),
+            require_source_mount_point: self.cfg.policy.require_source_mount_point,
+            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
+            force: self.opts.force,
+        };
+        tracing::info!(
+            "syncing {} to {} with {}",
+            self.cfg.source.display(),
+            target.display(),
+            self.b.syncer.describe()
+        );
+        let mut shown = ShownProgress::default();
+        let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
+        let report = self
+            .b
+            .syncer
+            .sync(&self.cfg.source, &target, &opts, &mut |p: Progress| {
+                if let Some(f) = on_progress.as_mut() {
+                    f(p);
+                }
+                shown.update(&mut **indicator, p);
+            })
+            .map_err(|e| {
+                StepError::with(
+                    format!(
+                        "copying {} to {}",
+                        self.cfg.source.display(),
+                        target.display()
+                    ),
+                    e,
+                )
+            })?;
+        for w in &report.warnings {
+            tracing::warn!("sync: {w}");
+        }
+        run.report = report;
+        if run.done.source_locked {
+            self.b.host.unlock_source();
+            run.done.source_locked = false;
+        }
+        Ok(())
+    }
+
+    fn record_on_drive(&mut self, run: &mut Run) -> Result<(), StepError> {
+        self.check_still_mounted(run.mapped(), &run.mount_point)?;
+        let rec = self.record(run, RunResult::Success, None, &[]);
+        self.b.host.record_on_drive(&run.mount_point, &rec)?;
+        Ok(())
+    }
+
+    fn unmount(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let mp = &run.mount_point;
+        let u = self.b.mounter.unmount(mp);
+        run.done.mounted = None;
+        let u = u.map_err(|e| {
+            run.done.still_mounted = true;
+            StepError::with(format!("unmounting {}", mp.display()), e)
+        })?;
+        if u.lazy {
+            tracing::warn!("unmount needed a lazy unmount after {} tries", u.attempts);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, run: &mut Run) -> Result<(), StepError> {
+        self.b
+            .crypt
+            .lock(&run.mapping, LockMode::Normal)
+            .map_err(|e| StepError::with(format!("closing {}", run.mapping), e))?;
+        run.done.mapping = None;
+        tracing::info!("closed {}", run.mapping);
+        Ok(())
+    }
+
+    /// The end of every run that identified its drive (or failed to): undo what a failure
+    /// left, record the run (a success whose record cannot be written becomes a failure),
+    /// show green or red, one mail, the spool, then release the run lock.
+    fn finish(&mut self, run: &mut Run, result: Result<(), (Step, StepError)>) -> RunOutcome {
+        let result = result.and_then(|()| {
+            let rec = self.record(run, RunResult::Success, None, &[]);
+            self.state.record(&rec).map_err(|e| {
+                (
+                    Step::Record,
+                    StepError::with(
+                        format!(
+                            "the backup itself is complete and the drive is closed, but its \
+                             record could not be written in the state directory {}; fix it \
+                             (status and the reminders depend on it) and plug the drive in again",
+                            self.state.path().display()
+                        ),
+                        e,
+                    ),
+                )
+            })
+        });
+        let outcome = match result {
+            Ok(()) => self.succeeded(run),
+            Err((step, e)) => self.failed(run, step, e),
+        };
+        self.flush_spool();
+        self.state.clear_current();
+        if run.done.run_locked {
+            self.b.host.unlock_run();
+        }
+        outcome
+    }
+
+    fn succeeded(&mut self, run: &Run) -> RunOutcome {
+        self.show(State::Success);
+        let r = &run.report;
+        tracing::info!(
+            "done: {} files ({} bytes) copied, {} deleted in {:.1} s; drive {} is closed and safe to remove",
+            r.files_copied,
+            r.bytes_copied,
+            r.files_deleted,
+            run.t0.elapsed().as_secs_f64(),
+            run.name
+        );
+        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) {
+            let ev = self.event(run, MailOutcome::Success, None, vec![]);
+            self.send(&ev);
+        }
+        RunOutcome::Done(run.report.clone())
+    }
+
+    fn failed(&mut self, run: &mut Run, step: Step, e: StepError) -> RunOutcome {
+        tracing::error!("step {step} failed: {}", e.chain().join(": "));
+        self.cleanup(&mut run.done);
+        self.show(State::Failure);
+        let chain = e.chain();
+        let rec = self.record(run, RunResult::Failure, Some(step), &chain);
+        if let Err(e) = self.state.record(&rec) {
+            tracing::error!(
+                "recording the failure in the state directory {}: {e}",
+                self.state.path().display()
+            );
+        }
+        let ev = self.event(run, MailOutcome::Failure, Some(step), chain);
+        self.send(&ev);
+        RunOutcome::Failed {
+            drive: run.name.clone(),
+            step,
+            error: e,
+        }
+    }
+
     fn show(&mut self, s: State) {
         if let Err(e) = self.b.indicator.show(s) {
             if !self.indicator_failed {
@@ -234,179 +610,6 @@ impl<'a> Pipeline<'a> {
             self.indicator_failed = true;
         } else {
             self.indicator_failed = false;
-        }
-    }
-
-    fn enter(&self, drive: &str, step: Step, started: u64) {
-        let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
-        tracing::info!("step {n}/{}: {step}", Step::ALL.len());
-        if step <= Step::RunLock {
-            // Not the current run yet: another one may hold the lock (and `current.json`).
-            return;
-        }
-        let cur = CurrentRun {
-            drive: drive.into(),
-            pid: std::process::id(),
-            started,
-            step: step.name().into(),
-        };
-        if let Err(e) = self.state.set_current(&cur) {
-            tracing::debug!("noting the current run: {e}");
-        }
-    }
-
-    /// [`enter`](Self::enter)s `step` unless the run was cancelled.
-    fn begin(&self, drive: &str, step: Step, started: u64) -> Result<(), (Step, StepError)> {
-        if self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err((
-                step,
-                StepError::new("stopped by a signal (SIGTERM or Ctrl-C) before this step"),
-            ));
-        }
-        self.enter(drive, step, started);
-        Ok(())
-    }
-
-    /// Runs the pipeline for `target`.
-    pub fn run(&mut self, target: &Target) -> RunOutcome {
-        let t0 = Instant::now();
-        let started = state::now();
-        tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
-        let (drive, device) = match self.identify(target) {
-            Ok(Identified::Ours(d, dev)) => (d, dev),
-            Ok(Identified::NotOurs(why)) => {
-                tracing::info!("{why}: left untouched");
-                if self.cfg.policy.attention_on_unknown_drive {
-                    self.show(State::Attention);
-                }
-                return RunOutcome::NotOurs(why);
-            }
-            Err((name, uuid, e)) => {
-                return self.finish_failure(
-                    &name,
-                    &uuid,
-                    Step::Identify,
-                    e,
-                    Done::default(),
-                    started,
-                    t0,
-                )
-            }
-        };
-        tracing::info!(
-            "drive {} (UUID {}) on {}: ours, key file verified",
-            drive.name,
-            drive.uuid,
-            device.display()
-        );
-        self.show(State::Working { progress: None });
-        let mut done = Done::default();
-        let name = drive.name.to_string();
-        match self.steps(&drive, &device, &mut done, started) {
-            Ok(report) => {
-                // The NAS's own record comes before green: a run whose record is lost is
-                // not one the owner can rely on (`status`, `check`).
-                let rec = self.record(&drive, started, RunResult::Success, None, &[], &report);
-                if let Err(e) = self.state.record(&rec) {
-                    let e = StepError::with(
-                        format!(
-                            "the backup itself is complete and the drive is closed, but its \
-                             record could not be written in the state directory {}; fix it \
-                             (status and the reminders depend on it) and plug the drive in again",
-                            self.state.path().display()
-                        ),
-                        e,
-                    );
-                    return self.finish_failure(
-                        &name,
-                        drive.uuid.as_str(),
-                        Step::Record,
-                        e,
-                        done,
-                        started,
-                        t0,
-                    );
-                }
-                self.show(State::Success);
-                tracing::info!(
-                    "done: {} files ({} bytes) copied, {} deleted in {:.1} s; drive {} is closed and safe to remove",
-                    report.files_copied,
-                    report.bytes_copied,
-                    report.files_deleted,
-                    t0.elapsed().as_secs_f64(),
-                    name
-                );
-                if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) {
-                    let ev = self.event(&name, MailOutcome::Success, None, vec![], &report, t0);
-                    self.send(&ev);
-                }
-                self.flush_spool();
-                self.state.clear_current();
-                if done.run_locked {
-                    self.b.host.unlock_run();
-                }
-                RunOutcome::Done(report)
-            }
-            Err((step, e)) => {
-                self.finish_failure(&name, drive.uuid.as_str(), step, e, done, started, t0)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish_failure(
-        &mut self,
-        name: &str,
-        uuid: &str,
-        step: Step,
-        e: StepError,
-        mut done: Done,
-        started: u64,
-        t0: Instant,
-    ) -> RunOutcome {
-        tracing::error!("step {step} failed: {}", e.chain().join(": "));
-        self.cleanup(&mut done);
-        self.show(State::Failure);
-        let chain = e.chain();
-        let rec = RunRecord {
-            drive: name.into(),
-            uuid: uuid.into(),
-            host: self.cfg.host_name(),
-            started,
-            finished: state::now(),
-            result: RunResult::Failure,
-            failed_step: Some(step.name().into()),
-            error: chain.clone(),
-            files_copied: 0,
-            bytes_copied: 0,
-            files_deleted: 0,
-            files_total: 0,
-            bytes_total: 0,
-        };
-        if let Err(e) = self.state.record(&rec) {
-            tracing::error!(
-                "recording the failure in the state directory {}: {e}",
-                self.state.path().display()
-            );
-        }
-        let ev = self.event(
-            name,
-            MailOutcome::Failure,
-            Some(step),
-            chain,
-            &SyncReport::default(),
-            t0,
-        );
-        self.send(&ev);
-        self.flush_spool();
-        self.state.clear_current();
-        if done.run_locked {
-            self.b.host.unlock_run();
-        }
-        RunOutcome::Failed {
-            drive: name.into(),
-            step,
-            error: e,
         }
     }
 
@@ -438,13 +641,15 @@ impl<'a> Pipeline<'a> {
 
     fn event(
         &self,
-        drive: &str,
+        run: &Run,
         outcome: MailOutcome,
         step: Option<Step>,
         chain: Vec<String>,
-        report: &SyncReport,
-        t0: Instant,
     ) -> Event {
+        let report = match outcome {
+            MailOutcome::Success => &run.report,
+            _ => &SyncReport::default(),
+        };
         let mut details = vec![];
         if outcome == MailOutcome::Success {
             details.push(format!(
@@ -458,33 +663,38 @@ impl<'a> Pipeline<'a> {
             details.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
         }
         Event {
-            drive: drive.into(),
+            drive: run.name.clone(),
             host: self.cfg.host_name(),
             outcome,
             failed_step: step.map(|s| s.name().to_string()),
             error_chain: chain,
             log_tail: self.log.tail(self.opts.mail_log_lines),
-            duration: t0.elapsed(),
+            duration: run.t0.elapsed(),
             files: report.files_copied,
             bytes: report.bytes_copied,
             details,
         }
     }
 
+    /// The record of `run` as it stands.
     fn record(
         &self,
-        drive: &DriveConfig,
-        started: u64,
+        run: &Run,
         result: RunResult,
         step: Option<Step>,
         error: &[String],
-        r: &SyncReport,
     ) -> RunRecord {
+        // A failed run copied nothing that counts.
+        let zero = SyncReport::default();
+        let r = match result {
+            RunResult::Success => &run.report,
+            RunResult::Failure => &zero,
+        };
         RunRecord {
-            drive: drive.name.to_string(),
-            uuid: drive.uuid.to_string(),
+            drive: run.name.clone(),
+            uuid: run.uuid.clone(),
             host: self.cfg.host_name(),
-            started,
+            started: run.started,
             finished: state::now(),
             result,
             failed_step: step.map(|s| s.name().into()),
@@ -495,227 +705,6 @@ impl<'a> Pipeline<'a> {
             files_total: r.files_total,
             bytes_total: r.bytes_total,
         }
-    }
-
-    fn identify(&self, target: &Target) -> Result<Identified, (String, String, StepError)> {
-        let (device, drive) = match target {
-            Target::Uuid(u) => {
-                let Some(d) = self.cfg.drive_by_uuid(u) else {
-                    return Ok(Identified::NotOurs(format!(
-                        "UUID {u} is not a configured drive"
-                    )));
-                };
-                (self.opts.by_uuid_dir.join(d.uuid.as_str()), Some(d))
-            }
-            Target::Device(p) => (p.clone(), None),
-        };
-        let err = |d: Option<&DriveConfig>, e: StepError| {
-            let (n, u) = match d {
-                Some(d) => (d.name.to_string(), d.uuid.to_string()),
-                None => (device.display().to_string(), String::new()),
-            };
-            (n, u, e)
-        };
-        let info = match self.b.crypt.inspect(&device) {
-            Ok(i) => i,
-            Err(e) if e.kind() == crypt::ErrorKind::NotLuks && drive.is_none() => {
-                return Ok(Identified::NotOurs(format!(
-                    "{} has no LUKS header",
-                    device.display()
-                )))
-            }
-            Err(e) => {
-                return Err(err(
-                    drive,
-                    StepError::with(
-                        format!("reading the LUKS header of {}", device.display()),
-                        e,
-                    ),
-                ))
-            }
-        };
-        let drive = match drive {
-            Some(d) if d.uuid.as_str() != info.uuid.to_ascii_lowercase() => {
-                return Err(err(
-                    Some(d),
-                    StepError::new(format!(
-                        "{} has LUKS UUID {}, not the configured {}: refusing a drive that is not what it claims",
-                        device.display(),
-                        info.uuid,
-                        d.uuid
-                    )),
-                ))
-            }
-            Some(d) => d,
-            None => match self.cfg.drive_by_uuid(&info.uuid) {
-                Some(d) => d,
-                None => {
-                    return Ok(Identified::NotOurs(format!(
-                        "{} (LUKS UUID {}) is not a configured drive",
-                        device.display(),
-                        info.uuid
-                    )))
-                }
-            },
-        };
-        if let Err(e) = crate::config::check_key_file(&drive.key_file) {
-            return Err(err(Some(drive), StepError::with("the key file", e)));
-        }
-        match self.b.crypt.verify_key_file(&device, &drive.key_file) {
-            Ok(slot) => tracing::debug!("key file opens keyslot {slot}"),
-            Err(e) if e.kind() == crypt::ErrorKind::WrongKey => {
-                return Err(err(
-                    Some(drive),
-                    StepError::with(
-                        format!(
-                            "the configured key file {} does not unlock {}: a different drive with a copied UUID, or the wrong key file",
-                            drive.key_file.display(),
-                            device.display()
-                        ),
-                        e,
-                    ),
-                ))
-            }
-            // Not a verdict on the key: the device could not be read (pulled, I/O error).
-            Err(e) => {
-                return Err(err(
-                    Some(drive),
-                    StepError::with(
-                        format!(
-                            "checking that the key file {} unlocks {}",
-                            drive.key_file.display(),
-                            device.display()
-                        ),
-                        e,
-                    ),
-                ))
-            }
-        }
-        Ok(Identified::Ours(drive.clone(), device))
-    }
-
-    fn steps(
-        &mut self,
-        drive: &DriveConfig,
-        device: &Path,
-        done: &mut Done,
-        started: u64,
-    ) -> Result<SyncReport, (Step, StepError)> {
-        let name = drive.name.to_string();
-        let at = |s: Step| move |e: StepError| (s, e);
-
-        self.begin(&name, Step::RunLock, started)?;
-        if !self
-            .b
-            .host
-            .try_lock_run()
-            .map_err(|e| (Step::RunLock, e.into()))?
-        {
-            tracing::warn!("another drive is being backed up: waiting for it to finish");
-            self.show(State::Attention);
-            self.b
-                .host
-                .wait_lock_run()
-                .map_err(|e| (Step::RunLock, e.into()))?;
-            self.show(State::Working { progress: None });
-        }
-        done.run_locked = true;
-
-        self.begin(&name, Step::Unlock, started)?;
-        let mapping = mapping_name(&name);
-        let mp = self.cfg.mount_point(drive);
-        self.close_stale(&mapping, &mp).map_err(at(Step::Unlock))?;
-        let mapped = self
-            .b
-            .crypt
-            .unlock(device, &drive.key_file, &mapping)
-            .map_err(|e| StepError::with(format!("unlocking {} as {mapping}", device.display()), e))
-            .map_err(at(Step::Unlock))?;
-        done.mapping = Some(mapping.clone());
-        tracing::info!("unlocked as {}", mapped.display());
-
-        self.begin(&name, Step::Fsck, started)?;
-        let fsck = self
-            .b
-            .mounter
-            .fsck(&mapped)
-            .map_err(|e| StepError::with(format!("checking {}", mapped.display()), e))
-            .map_err(at(Step::Fsck))?;
-        if fsck.fixed {
-            tracing::warn!("fsck fixed errors: {}", fsck.output.trim());
-        }
-
-        self.begin(&name, Step::Mount, started)?;
-        self.b
-            .mounter
-            .mount(&mapped, &mp, &MountOptions::default())
-            .map_err(|e| {
-                StepError::with(
-                    format!("mounting {} at {}", mapped.display(), mp.display()),
-                    e,
-                )
-            })
-            .map_err(at(Step::Mount))?;
-        done.mounted = Some(mp.clone());
-        tracing::info!("mounted at {}", mp.display());
-
-        self.begin(&name, Step::SourceLock, started)?;
-        if let Some(l) = &self.cfg.source_lock {
-            self.b
-                .host
-                .lock_source(&l.path, l.timeout())
-                .map_err(|e| (Step::SourceLock, e.into()))?;
-            done.source_locked = true;
-            tracing::info!("holding the source lock {}", l.path.display());
-        } else {
-            tracing::info!("no source lock configured");
-        }
-
-        let target = mp.join(DATA_DIR);
-        self.begin(&name, Step::FreeSpace, started)?;
-        if self.cfg.policy.check_free_space {
-            self.check_space(&target, &mp)
-                .map_err(at(Step::FreeSpace))?;
-        }
-
-        self.begin(&name, Step::Sync, started)?;
-        let report = self.sync(&name, &target).map_err(at(Step::Sync))?;
-        if done.source_locked {
-            self.b.host.unlock_source();
-            done.source_locked = false;
-        }
-
-        self.enter(&name, Step::Record, started);
-        self.check_still_mounted(&mapped, &mp)
-            .map_err(at(Step::Record))?;
-        let rec = self.record(drive, started, RunResult::Success, None, &[], &report);
-        self.b
-            .host
-            .record_on_drive(&mp, &rec)
-            .map_err(|e| (Step::Record, e.into()))?;
-
-        self.enter(&name, Step::Unmount, started);
-        let u = self.b.mounter.unmount(&mp);
-        done.mounted = None;
-        let u = u
-            .map_err(|e| {
-                done.still_mounted = true;
-                StepError::with(format!("unmounting {}", mp.display()), e)
-            })
-            .map_err(at(Step::Unmount))?;
-        if u.lazy {
-            tracing::warn!("unmount needed a lazy unmount after {} tries", u.attempts);
-        }
-
-        self.enter(&name, Step::Close, started);
-        self.b
-            .crypt
-            .lock(&mapping, LockMode::Normal)
-            .map_err(|e| StepError::with(format!("closing {mapping}"), e))
-            .map_err(at(Step::Close))?;
-        done.mapping = None;
-        tracing::info!("closed {mapping}");
-        Ok(report)
     }
 
     /// A run that was killed (SIGKILL, a crash) leaves its mapping open and maybe mounted;
@@ -783,91 +772,6 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn check_space(&self, target: &Path, mp: &Path) -> Result<(), StepError> {
-        let src = self.b.host.tree_size(&self.cfg.source)?;
-        let have = self.b.host.tree_size(target)?;
-        let free = self.b.host.free_space(mp)?;
-        let need = src.saturating_sub(have);
-        tracing::info!(
-            "source {}, already on the drive {}, free on the drive {}",
-            human(src),
-            human(have),
-            human(free)
-        );
-        if need > free {
-            return Err(StepError::new(format!(
-                "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
-                human(need),
-                human(free)
-            )));
-        }
-        Ok(())
-    }
-
-    fn sync(&mut self, name: &str, target: &Path) -> Result<SyncReport, StepError> {
-        std::fs::create_dir_all(target)
-            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
-        let opts = SyncOptions {
-            drive: name.into(),
-            require_source_mount_point: self.cfg.policy.require_source_mount_point,
-            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
-            force: self.opts.force,
-        };
-        tracing::info!(
-            "syncing {} to {} with {}",
-            self.cfg.source.display(),
-            target.display(),
-            self.b.syncer.describe()
-        );
-        let mut last_pct: Option<u32> = None;
-        let mut last_logged = 0u32;
-        let indicator = &mut self.b.indicator;
-        let on_progress = &mut self.on_progress;
-        let mut warned = false;
-        let result = self
-            .b
-            .syncer
-            .sync(&self.cfg.source, target, &opts, &mut |p: Progress| {
-                if let Some(f) = on_progress.as_mut() {
-                    f(p);
-                }
-                let pct = p.fraction.map(|f| (f.clamp(0.0, 1.0) * 100.0) as u32);
-                if pct.is_some() && pct != last_pct {
-                    last_pct = pct;
-                    if let Err(e) = indicator.show(State::Working {
-                        progress: p.fraction,
-                    }) {
-                        if !warned {
-                            tracing::warn!(
-                                "indicator: showing progress failed: {}",
-                                crate::chain(&e)
-                            );
-                            warned = true;
-                        }
-                    }
-                    let pct = pct.unwrap_or(0);
-                    if pct >= last_logged + 10 {
-                        last_logged = pct - pct % 10;
-                        tracing::info!("sync {pct}% ({} bytes)", p.bytes);
-                    }
-                }
-            });
-        let report = result.map_err(|e| {
-            StepError::with(
-                format!(
-                    "copying {} to {}",
-                    self.cfg.source.display(),
-                    target.display()
-                ),
-                e,
-            )
-        })?;
-        for w in &report.warnings {
-            tracing::warn!("sync: {w}");
-        }
-        Ok(report)
-    }
-
     fn cleanup(&mut self, done: &mut Done) {
         if done.source_locked {
             self.b.host.unlock_source();
@@ -907,6 +811,38 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// What the indicator and the log show of the sync's progress: the indicator at each new
+/// percent, the log every 10%.
+#[derive(Default)]
+struct ShownProgress {
+    pct: Option<u32>,
+    logged: u32,
+    warned: bool,
+}
+
+impl ShownProgress {
+    fn update(&mut self, indicator: &mut dyn Indicator, p: Progress) {
+        let pct = p.fraction.map(|f| (f.clamp(0.0, 1.0) * 100.0) as u32);
+        if pct.is_none() || pct == self.pct {
+            return;
+        }
+        self.pct = pct;
+        if let Err(e) = indicator.show(State::Working {
+            progress: p.fraction,
+        }) {
+            if !self.warned {
+                tracing::warn!("indicator: showing progress failed: {}", crate::chain(&e));
+                self.warned = true;
+            }
+        }
+        let pct = pct.unwrap_or(0);
+        if pct >= self.logged + 10 {
+            self.logged = pct - pct % 10;
+            tracing::info!("sync {pct}% ({} bytes)", p.bytes);
+        }
+    }
+}
+
 /// The same path, or two names of the same file (`/dev/mapper/x` and `/dev/dm-0`).
 fn same_file(a: &Path, b: &Path) -> bool {
     a == b
@@ -914,11 +850,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
             (std::fs::canonicalize(a), std::fs::canonicalize(b)),
             (Ok(x), Ok(y)) if x == y
         )
-}
-
-enum Identified {
-    Ours(DriveConfig, PathBuf),
-    NotOurs(String),
 }
 
 /// `1.5 GiB`.
