@@ -36,31 +36,13 @@ pub enum Identified {
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct IdentifyError {
-    /// The drive it claims to be, when known.
-    pub drive: Option<DriveConfig>,
-    /// The device that was looked at.
-    pub device: PathBuf,
+    /// The name the failure is recorded and mailed under: the drive's, else the device's.
+    pub name: String,
+    /// The drive's UUID, or "" when unknown.
+    pub uuid: String,
     /// What went wrong.
     #[source]
     pub error: Failure,
-}
-
-impl IdentifyError {
-    /// The name the failure is recorded and mailed under: the drive's, else the device's.
-    pub fn name(&self) -> String {
-        match &self.drive {
-            Some(d) => d.name.to_string(),
-            None => self.device.display().to_string(),
-        }
-    }
-
-    /// The drive's UUID, or "" when unknown.
-    pub fn uuid(&self) -> String {
-        self.drive
-            .as_ref()
-            .map(|d| d.uuid.to_string())
-            .unwrap_or_default()
-    }
 }
 
 /// Identifies `target`: reads its LUKS header and checks the configured key file on it.
@@ -82,8 +64,8 @@ pub fn identify(
         Target::Device(p) => (p.clone(), None),
     };
     let fail = |d: Option<&DriveConfig>, error: Failure| IdentifyError {
-        drive: d.cloned(),
-        device: device.clone(),
+        name: d.map_or_else(|| device.display().to_string(), |d| d.name.to_string()),
+        uuid: d.map(|d| d.uuid.to_string()).unwrap_or_default(),
         error,
     };
     let info = match crypt.inspect(&device) {

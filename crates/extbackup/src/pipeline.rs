@@ -273,7 +273,7 @@ impl<'a> Pipeline<'a> {
                 return RunOutcome::NotOurs(why);
             }
             Err(e) => {
-                let mut run = Run::new(e.name(), e.uuid(), PathBuf::new(), started, t0);
+                let mut run = Run::new(e.name, e.uuid, PathBuf::new(), started, t0);
                 return self.finish(&mut run, Err((Step::Identify, e.error)));
             }
         };
