@@ -6,11 +6,7 @@ pub fn in_vm() -> bool {
     std::env::var_os("EXTBACKUP_IN_VM").is_some_and(|v| v == "1")
 }
 
-/// Whether the effective user is root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use oskit::is_root;
 
 /// Prints `SKIP <name>: <why>` to stderr (libtest shows it with `--nocapture`; the
 /// hw-test task runs with it).

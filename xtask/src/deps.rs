@@ -40,7 +40,7 @@ pub fn ensure(set: Set) -> Result<()> {
     let wanted: Vec<&str> = match set {
         Set::All => BUILD.iter().chain(RUNTIME).copied().collect(),
     };
-    let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !util::installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -65,12 +65,4 @@ pub fn ensure(set: Set) -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )
-}
-
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
 }

@@ -40,12 +40,14 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Whether we run as root (uid 0).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
+pub use oskit::is_root;
+
+/// Whether the Debian package `pkg` is installed (`dpkg-query`).
+pub fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         .unwrap_or(false)
 }
 

@@ -213,7 +213,7 @@ impl Host for SystemHost {
         })?;
         // Runs are root, and root may use the blocks ext4 reserves (5% by default): counting
         // only the unreserved ones refused copies that fit.
-        let blocks = if nix::unistd::geteuid().is_root() {
+        let blocks = if oskit::is_root() {
             st.blocks_free()
         } else {
             st.blocks_available()

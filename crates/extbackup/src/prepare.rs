@@ -124,7 +124,7 @@ pub fn check_device(device: &Path) -> Result<(), PrepareError> {
             }
         }
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = oskit::mountinfo::read().unwrap_or_default();
     // Active swap is in neither mountinfo nor `holders`.
     let swaps: Vec<(String, String)> = std::fs::read_to_string("/proc/swaps")
         .unwrap_or_default()
@@ -147,13 +147,13 @@ pub fn check_device(device: &Path) -> Result<(), PrepareError> {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| dev.clone());
-        if let Some(line) = mountinfo
-            .lines()
-            .find(|l| l.split(' ').nth(2) == Some(dev.as_str()))
+        if let Some(m) = mounts
+            .iter()
+            .find(|m| format!("{}:{}", m.major, m.minor) == *dev)
         {
-            let at = line.split(' ').nth(4).unwrap_or("?");
             return Err(PrepareError::new(format!(
-                "{name} is mounted at {at}: refusing to erase a mounted device; unmount it first if you really mean it"
+                "{name} is mounted at {}: refusing to erase a mounted device; unmount it first if you really mean it",
+                m.target.display()
             )));
         }
         if let Some((p, _)) = swaps.iter().find(|(_, d)| d == dev) {
@@ -483,25 +483,18 @@ fn append_drive(path: &Path, text: &str, drive: &DriveConfig) -> Result<(), Prep
         std::fs::create_dir_all(dir)
             .map_err(|e| PrepareError::with(format!("creating {}", dir.display()), e))?;
     }
-    let tmp = path.with_extension("toml.new");
-    std::fs::write(&tmp, &new)
-        .and_then(|_| {
-            if let Ok(md) = std::fs::metadata(path) {
-                std::fs::set_permissions(&tmp, md.permissions())?;
-            }
-            std::fs::rename(&tmp, path)
-        })
-        .map_err(|e| {
-            PrepareError::with(
-                format!(
-                    "adding drive {} to {}; add this by hand:{}",
-                    drive.name,
-                    path.display(),
-                    config::drive_table(drive)
-                ),
-                e,
-            )
-        })
+    // The configuration keeps its mode.
+    oskit::write_atomic(path, new.as_bytes(), None).map_err(|e| {
+        PrepareError::with(
+            format!(
+                "adding drive {} to {}; add this by hand:{}",
+                drive.name,
+                path.display(),
+                config::drive_table(drive)
+            ),
+            e,
+        )
+    })
 }
 
 #[cfg(test)]

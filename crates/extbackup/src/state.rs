@@ -276,11 +276,7 @@ pub fn record_on_drive(mountpoint: &Path, run: &RunRecord) -> std::io::Result<()
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    oskit::write_atomic(path, data, None)
 }
 
 fn append_line(path: &Path, run: &RunRecord) -> std::io::Result<()> {

@@ -6,8 +6,8 @@
 //! resort, saying so in its report.
 //!
 //! Backends: `NixMounter` (mount(2)/umount2(2) through nix, fsck through `fsck -p`), and
-//! [`fake::FakeMounter`] (in memory, records calls). [`mountinfo`] parses
-//! `/proc/self/mountinfo`.
+//! [`fake::FakeMounter`] (in memory, records calls). [`mountinfo`] (the workspace's one
+//! parser, from `oskit`) parses `/proc/self/mountinfo`.
 //!
 //! ```no_run
 //! use mount::{MountOptions, Mounter, NixMounter};
@@ -26,7 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod fake;
-pub mod mountinfo;
+pub use oskit::mountinfo;
 mod nix_mounter;
 
 pub use nix_mounter::NixMounter;

@@ -8,7 +8,6 @@ use crate::{ErrorKind, SyncError, SyncOptions};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 /// Names at the top of a filesystem that are not backup data: never copied, never deleted.
@@ -68,41 +67,14 @@ pub fn check_source(source: &Path, opts: &SyncOptions) -> Result<(), SyncError> 
 pub fn is_mount_point(path: &Path) -> Result<bool, SyncError> {
     let canon = fs::canonicalize(path)
         .map_err(|e| unusable(format!("resolving the source {}", path.display())).with_source(e))?;
-    let info = fs::read("/proc/self/mountinfo").map_err(|e| {
+    let mounts = oskit::mountinfo::read().map_err(|e| {
         SyncError::new(
             ErrorKind::Other,
             "reading /proc/self/mountinfo to check the source is a mount point (is /proc mounted?)",
         )
         .with_source(e)
     })?;
-    let want = canon.into_os_string().into_vec();
-    Ok(info.split(|b| *b == b'\n').any(|line| {
-        line.split(|b| *b == b' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == want)
-    }))
-}
-
-/// Undoes the kernel's octal escapes (`\040` for a space...) in a mountinfo field.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 3 < field.len() {
-            let oct = &field[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
-                if let Ok(b) = u8::try_from(v) {
-                    out.push(b);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
+    Ok(mounts.iter().any(|m| m.target == canon))
 }
 
 /// What a mirror would delete from the target.
@@ -282,13 +254,6 @@ mod tests {
     fn touch(p: PathBuf) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, "x").unwrap();
-    }
-
-    #[test]
-    fn unescapes_mountinfo_octal() {
-        assert_eq!(unescape_mountinfo(br"/mnt/my\040disk"), b"/mnt/my disk");
-        assert_eq!(unescape_mountinfo(br"/a\134b"), br"/a\b");
-        assert_eq!(unescape_mountinfo(br"/plain\0"), br"/plain\0");
     }
 
     #[test]

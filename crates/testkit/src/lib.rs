@@ -23,15 +23,10 @@
 
 #![warn(missing_docs)]
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// True when the tests run as root (uid 0).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+pub use oskit::is_root;
 
 /// The environment variable `cargo xtask test` sets: every test must run its real part.
 pub const REQUIRE_REAL_ENV: &str = "EXTBACKUP_REQUIRE_REAL";
@@ -213,36 +208,13 @@ fn unmount_quietly(target: &Path) {
 }
 
 /// The mount points of this process's mount namespace, in `/proc/self/mountinfo` order
-/// (parents before what is mounted over or below them), with its octal escapes (`\040`
-/// for a space...) decoded.
+/// (parents before what is mounted over or below them), escapes decoded.
 pub fn mount_points() -> Vec<PathBuf> {
-    let text = std::fs::read("/proc/self/mountinfo").expect("reading /proc/self/mountinfo");
-    text.split(|b| *b == b'\n')
-        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
-        .map(|field| PathBuf::from(OsString::from_vec(unescape(field))))
+    oskit::mountinfo::read()
+        .expect("reading /proc/self/mountinfo")
+        .into_iter()
+        .map(|m| m.target)
         .collect()
-}
-
-/// Decodes mountinfo's `\NNN` octal escapes.
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field.get(i + 1..i + 4).filter(|d| {
-            field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) && d[0] <= b'3'
-        });
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// The mount points at or below `root` (compared by path components), in mountinfo
@@ -350,20 +322,6 @@ impl Drop for LoopImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unescape_decodes_mountinfo_octal_escapes() {
-        assert_eq!(unescape(br"/mnt/drive\040a"), b"/mnt/drive a");
-        assert_eq!(unescape(br"a\011b\012c\134d"), b"a\tb\nc\\d");
-    }
-
-    #[test]
-    fn unescape_keeps_what_is_not_an_escape() {
-        assert_eq!(unescape(br"plain/path"), b"plain/path");
-        assert_eq!(unescape(br"trailing\04"), br"trailing\04");
-        assert_eq!(unescape(br"not\999octal"), br"not\999octal");
-        assert_eq!(unescape(br"end\"), br"end\");
-    }
 
     #[test]
     fn the_root_folder_is_a_mount_point_and_under_itself() {

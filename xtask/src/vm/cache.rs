@@ -162,14 +162,6 @@ fn apt_update() -> Result<()> {
     super::run_checked(Command::new("apt-get").args(["update", "-qq"]))
 }
 
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
 /// `pkg` and every package it needs (Depends, Pre-Depends; the first of alternatives)
 /// that is not installed on the host.
 fn missing_closure(pkg: &str) -> Result<Vec<String>> {
@@ -180,7 +172,7 @@ fn missing_closure(pkg: &str) -> Result<Vec<String>> {
         if !seen.insert(p.clone()) {
             continue;
         }
-        if p != pkg && installed(&p) {
+        if p != pkg && util::installed(&p) {
             continue;
         }
         out.push(p.clone());
@@ -198,7 +190,7 @@ fn missing_closure(pkg: &str) -> Result<Vec<String>> {
             .output()
             .context("running apt-cache depends")?;
         for group in dependency_groups(&String::from_utf8_lossy(&o.stdout)) {
-            if group.iter().any(|d| installed(d)) {
+            if group.iter().any(|d| util::installed(d)) {
                 continue;
             }
             if let Some(first) = group.into_iter().next() {

@@ -2,7 +2,7 @@
 //!
 //! ```
 //! let line = "36 35 7:3 / /mnt/my\\040backup rw,nodev,noatime shared:1 - ext4 /dev/loop3 rw\n";
-//! let e = &mount::mountinfo::parse(line)[0];
+//! let e = &oskit::mountinfo::parse(line)[0];
 //! assert_eq!(e.target, std::path::Path::new("/mnt/my backup"));
 //! assert_eq!((e.major, e.minor), (7, 3));
 //! assert!(e.has_option("nodev"));
@@ -131,6 +131,9 @@ mod tests {
         );
         // Not an escape: kept as is.
         assert_eq!(unescape(r"a\9b\04"), OsString::from(r"a\9b\04"));
+        for kept in [r"plain/path", r"trailing\04", r"not\999octal", r"end\", r"big\400"] {
+            assert_eq!(unescape(kept), OsString::from(kept));
+        }
     }
 
     #[test]
