@@ -15,7 +15,7 @@ const RUNS: usize = 25;
 pub fn run(root: &Path) -> Result<()> {
     let release = super::build_release(
         root,
-        "blinkstick",
+        "blinkstick-hid",
         &["--bin", "blinkstick", "--example", "frames_bench"],
     )?;
     let ours = release.join("blinkstick");
