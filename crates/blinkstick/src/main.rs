@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use blinkstick::anim::{python_morph_frames, Frame, PRO_FRAME_INTERVAL};
 use blinkstick::emulator::EmulatedBus;
+use blinkstick::slots;
 use blinkstick::transport::hex;
 use blinkstick::{Backend, BlinkStick, Direction, Mode, Player, Rgb, Selector, Variant};
 use clap::Parser;
@@ -52,12 +53,12 @@ struct Cli {
     /// Select the device by serial number; without it, act on all BlinkSticks.
     #[arg(short = 's', long, value_name = "SERIAL")]
     serial: Option<String>,
-    /// Channel (0-2, Pro only).
-    #[arg(long, default_value_t = 0)]
-    channel: u8,
-    /// LED index.
-    #[arg(long, default_value_t = 0)]
-    index: u8,
+    /// Channel (0-2, Pro only) [default: 0].
+    #[arg(long = "channel", value_name = "CHANNEL")]
+    channel_arg: Option<u8>,
+    /// LED index [default: 0].
+    #[arg(long = "index", value_name = "INDEX")]
+    index_arg: Option<u8>,
     /// Limit the brightness of the colour, 0..100 (same as --limit; the last one given
     /// counts).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), value_name = "PERCENT",
@@ -132,6 +133,55 @@ struct Cli {
     /// instead of detecting it.
     #[arg(long, value_name = "VARIANT")]
     variant: Option<Variant>,
+    /// Share the LED with other jobs: act on this job's slot (with --state, --ack or
+    /// --clear); the LED shows the most severe slot (failure > attention > working >
+    /// success). See docs/blinkstick-cli.md.
+    #[arg(long, value_name = "NAME", help_heading = "Shared LED")]
+    slot: Option<String>,
+    /// With --slot: the job's state (working, success, attention, failure). A failure
+    /// stays until the slot's next success or --ack.
+    #[arg(
+        long,
+        value_name = "STATE",
+        requires = "slot",
+        help_heading = "Shared LED"
+    )]
+    state: Option<slots::SlotState>,
+    /// With --slot: acknowledge its failure.
+    #[arg(long, requires = "slot", conflicts_with_all = ["state", "clear"], help_heading = "Shared LED")]
+    ack: bool,
+    /// With --slot: the job is done with its slot (an unacknowledged failure stays).
+    #[arg(
+        long,
+        requires = "slot",
+        conflicts_with = "state",
+        help_heading = "Shared LED"
+    )]
+    clear: bool,
+    /// The process that owns the slot: while it runs, `working` stays; when it is gone,
+    /// the slot is cleared [default: the calling process (the script)].
+    #[arg(
+        long,
+        value_name = "PID",
+        requires = "slot",
+        help_heading = "Shared LED"
+    )]
+    owner_pid: Option<u32>,
+    /// List the slots and what the LED shows.
+    #[arg(long, help_heading = "Shared LED")]
+    slots: bool,
+    /// Internal: wait for the slot's owner to exit, then redraw the LED.
+    #[arg(long, hide = true, requires = "slot")]
+    slot_watch: bool,
+}
+
+impl Cli {
+    fn channel(&self) -> u8 {
+        self.channel_arg.unwrap_or(0)
+    }
+    fn index(&self) -> u8 {
+        self.index_arg.unwrap_or(0)
+    }
 }
 
 fn main() -> ExitCode {
@@ -178,6 +228,9 @@ fn hidapi_backend() -> Result<Arc<dyn Backend>> {
 fn run(cli: &Cli) -> Result<()> {
     if cli.add_udev_rule {
         return add_udev_rule(cli);
+    }
+    if cli.slot.is_some() || cli.slots {
+        return slot_command(cli);
     }
     let color_word = cli.set_color.as_deref().or(cli.color.as_deref());
     // parse before touching any device: an unknown colour is an error, never black
@@ -294,7 +347,7 @@ fn set_color(cli: &Cli, stick: &mut BlinkStick, c: Rgb) -> Result<()> {
     if !(cli.blink || cli.pulse || cli.morph) {
         return show(cli, stick, target);
     }
-    let player = Player::new(cli.channel, cli.index).with_min_interval(PRO_FRAME_INTERVAL);
+    let player = Player::new(cli.channel(), cli.index()).with_min_interval(PRO_FRAME_INTERVAL);
     if cli.blink {
         // Python: per repeat (after `delay` if not the first) the colour, `delay`, off
         let delay = Duration::from_millis(cli.delay);
@@ -329,8 +382,8 @@ fn wire(cli: &Cli, c: Rgb) -> Rgb {
 /// Sets the selected LED to `c` (inverted with `--inverse`).
 fn show(cli: &Cli, stick: &mut BlinkStick, c: Rgb) -> Result<()> {
     stick
-        .set_led(cli.channel, cli.index, wire(cli, c))
-        .with_context(|| format!("setting LED {} of channel {}", cli.index, cli.channel))
+        .set_led(cli.channel(), cli.index(), wire(cli, c))
+        .with_context(|| format!("setting LED {} of channel {}", cli.index(), cli.channel()))
 }
 
 /// Python's morph: from the LED's current colour (read back) to `to`.
@@ -341,7 +394,7 @@ fn morph(
     to: Rgb,
     duration: Duration,
 ) -> Result<()> {
-    let from = wire(cli, stick.led(cli.channel, cli.index)?);
+    let from = wire(cli, stick.led(cli.channel(), cli.index())?);
     let frames = python_morph_frames(from, to, duration, STEPS);
     play(
         cli,
@@ -376,7 +429,7 @@ fn print_info(cli: &Cli, stick: &mut BlinkStick) -> Result<()> {
     println!("    Variant:       {}", v.description());
     println!("    Serial:        {}", info.serial);
     let c = stick
-        .led(cli.channel, cli.index)
+        .led(cli.channel(), cli.index())
         .context("reading the current colour")?;
     println!("    Current Color: {}", wire(cli, c));
     if v.supports_report(4) {
@@ -389,6 +442,120 @@ fn print_info(cli: &Cli, stick: &mut BlinkStick) -> Result<()> {
     println!("    Info Block 1:  {}", stick.info_block1()?);
     println!("    Info Block 2:  {}", stick.info_block2()?);
     Ok(())
+}
+
+/// `--slot NAME --state S | --ack | --clear`, `--slots`, and the internal `--slot-watch`.
+fn slot_command(cli: &Cli) -> Result<()> {
+    let dir = slots::Slots::from_env();
+    if cli.slots && cli.slot.is_none() {
+        let mut g = dir.lock()?;
+        for s in g.slots()? {
+            println!(
+                "{}\t{}\tpid {}{}",
+                s.name,
+                s.shown(),
+                s.owner.pid,
+                if s.unacked_failure && s.state != slots::SlotState::Failure {
+                    format!(" (now {}; failure not acknowledged)", s.state)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        match g.shown()? {
+            Some(st) => println!("LED: {st}"),
+            None => println!("LED: off (no slot set)"),
+        }
+        return Ok(());
+    }
+    let name = cli.slot.as_deref().expect("--slot given");
+    slots::check_name(name)?;
+    if cli.slot_watch {
+        let pid = cli.owner_pid.context("--slot-watch needs --owner-pid")?;
+        let Ok(owner) = slots::Owner::of(pid) else {
+            return render_slots(cli, &dir);
+        };
+        slots::wait_for_exit(&owner, Duration::from_millis(500));
+        return render_slots(cli, &dir);
+    }
+    let owner = match cli.owner_pid {
+        Some(pid) => slots::Owner::of(pid)?,
+        None => slots::Owner::parent()?,
+    };
+    {
+        let mut g = dir.lock()?;
+        if cli.ack {
+            if !g.ack(name)? {
+                eprintln!("blinkstick: slot {name} had no failure to acknowledge");
+            }
+        } else if cli.clear {
+            g.clear(name)?;
+        } else if let Some(st) = cli.state {
+            g.set(name, st, owner)?;
+        } else {
+            bail!("--slot {name}: give --state STATE, --ack or --clear");
+        }
+        // explicit drawing options become the shared display for every writer
+        if cli.channel_arg.is_some()
+            || cli.index_arg.is_some()
+            || cli.limit.is_some()
+            || cli.brightness.is_some()
+        {
+            let mut d = g.display();
+            d.channel = cli.channel();
+            d.index = cli.index();
+            d.limit = cli.limit.or(cli.brightness).unwrap_or(100);
+            g.set_display(&d)?;
+        }
+    }
+    render_slots(cli, &dir)?;
+    if cli.state == Some(slots::SlotState::Working) {
+        spawn_watcher(name, owner);
+    }
+    Ok(())
+}
+
+/// Draws what the slots show on every stick (or the one `-s` names), under the lock.
+fn render_slots(cli: &Cli, dir: &slots::Slots) -> Result<()> {
+    let backend = backend()?;
+    let mut g = dir.lock()?;
+    let sticks: Vec<blinkstick::Result<BlinkStick>> = match &cli.serial {
+        Some(s) => vec![BlinkStick::open_with(backend, &Selector::Serial(s.clone()))],
+        None => BlinkStick::open_all_with(backend)?,
+    };
+    if sticks.is_empty() {
+        bail!("slot recorded, but no BlinkStick found to show it on");
+    }
+    for stick in sticks {
+        let mut stick = stick?;
+        if let Some(v) = cli.variant {
+            stick.set_variant(v);
+        }
+        g.render(&mut stick)
+            .with_context(|| format!("showing the slots on BlinkStick {}", stick.serial()))?;
+    }
+    Ok(())
+}
+
+/// Starts `blinkstick --slot NAME --slot-watch --owner-pid PID` in the background: it
+/// redraws the LED as soon as the owner exits, so a killed job's `working` goes at once.
+fn spawn_watcher(name: &str, owner: slots::Owner) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let r = Command::new(exe)
+        .args(["--slot", name, "--slot-watch", "--owner-pid"])
+        .arg(owner.pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = r {
+        eprintln!("blinkstick: warning: no watcher for slot {name} ({e}): if the job dies, its slot goes only at the next slot change");
+    }
 }
 
 fn add_udev_rule(cli: &Cli) -> Result<()> {
