@@ -9,9 +9,10 @@
 //! - A failure stays until acknowledged: the same slot's next success, or
 //!   [`SlotsGuard::ack`] (`blinkstick --slot NAME --ack`, `extbackup ack NAME`). A new
 //!   `working` on a failed slot keeps the failure showing.
-//! - A `working` slot whose owner has died is removed the next time anyone reads the
-//!   slots, so a killed job does not stay "working" forever; [`wait_for_exit`] lets a
-//!   small watcher process re-render the LED as soon as the owner dies.
+//! - A `working` or `attention` slot whose owner has died is removed the next time
+//!   anyone reads the slots, so a killed job does not stay "working" forever;
+//!   [`wait_for_exit`] lets a small watcher process re-render the LED as soon as the
+//!   owner dies. A success stays until replaced (it is the last word on that job).
 //! - Whoever changes a slot recomputes the LED and renders it while holding the folder's
 //!   lock ([`Slots::lock`], an `flock` on `<dir>/.lock`), so two jobs never interleave;
 //!   no daemon is involved.
@@ -473,8 +474,9 @@ impl SlotsGuard {
         }
     }
 
-    /// Every slot, by name. `working` slots whose owner died are removed on the way
-    /// (their job will never report again); a failure stays until acknowledged.
+    /// Every slot, by name. `working` and `attention` slots whose owner died are removed
+    /// on the way (their job will never report again); a failure stays until
+    /// acknowledged, a success until replaced.
     pub fn slots(&mut self) -> Result<Vec<Slot>> {
         let rd = std::fs::read_dir(&self.dir)
             .map_err(|e| io_err(format!("reading {}", self.dir.display()), e))?;
@@ -488,7 +490,7 @@ impl SlotsGuard {
                 continue;
             }
             let Some(s) = self.get(name)? else { continue };
-            if s.state == SlotState::Working && !s.owner.is_alive() {
+            if matches!(s.state, SlotState::Working | SlotState::Attention) && !s.owner.is_alive() {
                 if s.unacked_failure {
                     let mut f = s.clone();
                     f.state = SlotState::Failure;

@@ -59,11 +59,17 @@ fn a_failure_stays_while_another_drive_works_until_its_next_good_run() {
     let (mut a, mut b) = (s.job("offsite-a"), s.job("offsite-b"));
     b.show(State::Working { progress: None }).unwrap();
     assert_eq!(s.led(), color("33c280"));
-    a.show(State::Working { progress: Some(0.1) }).unwrap();
+    a.show(State::Working {
+        progress: Some(0.1),
+    })
+    .unwrap();
     a.show(State::Failure).unwrap();
     assert_eq!(s.led(), color("red"));
     // B's progress and success do not hide A's failure
-    b.show(State::Working { progress: Some(0.5) }).unwrap();
+    b.show(State::Working {
+        progress: Some(0.5),
+    })
+    .unwrap();
     b.show(State::Success).unwrap();
     assert_eq!(s.led(), color("red"));
     // A's next run: red while it works, green once it succeeds
@@ -72,7 +78,11 @@ fn a_failure_stays_while_another_drive_works_until_its_next_good_run() {
     assert_eq!(s.led(), color("red"));
     a2.show(State::Success).unwrap();
     assert_eq!(s.led(), color("green"));
-    assert!(a.describe().contains("shared: slot offsite-a"), "{}", a.describe());
+    assert!(
+        a.describe().contains("shared: slot offsite-a"),
+        "{}",
+        a.describe()
+    );
 }
 
 #[test]
@@ -84,7 +94,11 @@ fn ack_clears_a_failure_and_attention_outranks_working() {
     assert_eq!(s.led(), color("red"));
     let mut ind = BlinkStickIndicator::with_backend(s.bus.clone(), &s.cfg).unwrap();
     assert!(ack_with(&mut ind, &s.slots, "offsite-a").unwrap());
-    assert_eq!(s.led(), color("orange"), "acknowledged: B's attention shows");
+    assert_eq!(
+        s.led(),
+        color("orange"),
+        "acknowledged: B's attention shows"
+    );
     assert!(!ack_with(&mut ind, &s.slots, "offsite-a").unwrap());
     b.show(State::Working { progress: None }).unwrap();
     assert_eq!(s.led(), color("33c280"));
@@ -106,6 +120,10 @@ fn a_dead_runs_working_slot_is_dropped_at_the_next_change() {
         .unwrap();
     let mut a = s.job("offsite-a");
     a.show(State::Success).unwrap();
-    assert_eq!(s.led(), color("green"), "the dead run no longer shows working");
+    assert_eq!(
+        s.led(),
+        color("green"),
+        "the dead run no longer shows working"
+    );
     assert!(s.slots.lock().unwrap().get("offsite-b").unwrap().is_none());
 }
