@@ -531,7 +531,7 @@ impl BlinkStick {
         // Latin-1, one byte per character, as the Python library writes it (`ord(c)`)
         let bytes = text
             .chars()
-            .map(|c| u8::try_from(c))
+            .map(u8::try_from)
             .collect::<std::result::Result<Vec<u8>, _>>()
             .map_err(|_| {
                 Error::invalid(format!(

@@ -1,11 +1,11 @@
 //! [`SharedIndicator`]: one LED shared by many jobs (every drive's run, the NAS's own
 //! backup script through `blinkstick --slot NAME --state STATE`), through the
-//! `blinkstick` crate's [slots](blinkstick::slots).
+//! `blinkstick` crate's slots ([`blinkstick::slots`]).
 //!
 //! Each run owns the slot named after its drive. A state change writes the slot, then,
-//! under the slots' lock, draws the most severe state of all slots (failure > attention
-//! > working > success; none: off) as a steady colour, so two runs never fight over the
-//! LED. A failure stays until the drive's next good run or [`ack`] (`extbackup ack
+//! under the slots' lock, draws the most severe state of all slots (failure, then
+//! attention, working, success; none: off) as a steady colour, so two runs never fight
+//! over the LED. A failure stays until the drive's next good run or [`ack`] (`extbackup ack
 //! NAME`). The way the LED is drawn (channel, LED, limit, colours) is saved beside the
 //! slots, so `blinkstick --slot` draws it the same way.
 //!
