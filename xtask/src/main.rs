@@ -23,7 +23,8 @@ Tasks:
                    test (unit, host integration on loop devices, the blinkstick
                    parity table against the Python tool, and the QEMU guest suite
                    unless --quick).
-  bench            Benchmarks, each against a baseline measured in the same run.
+  bench [AREA...]  Benchmarks, each against a baseline measured in the same run
+                   (areas: blinkstick crypt extbackup indicator sync; default all).
   parity           The blinkstick CLI against the real Python tool (PyPI BlinkStick
                    1.2.0 in a venv, its USB calls recorded by a fake device): a
                    table of cases, identical or deliberately different.
