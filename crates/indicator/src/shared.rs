@@ -195,6 +195,13 @@ impl Indicator for SharedIndicator {
 /// Acknowledges slot `name`'s failure (`extbackup ack NAME`) and redraws the LED with
 /// `config`'s stick. Returns whether there was a failure to acknowledge.
 pub fn ack(config: &IndicatorConfig, name: &str) -> Result<bool, IndicatorError> {
+    if config.backend != crate::BackendKind::Blinkstick {
+        // no LED of ours to redraw: only the slot (a script's LED may show it)
+        let what = "acknowledging a failure on the shared LED";
+        slots::check_name(name).map_err(|e| slot_err(what, e))?;
+        let mut g = slots_of(config).lock().map_err(|e| slot_err(what, e))?;
+        return g.ack(name).map_err(|e| slot_err(what, e));
+    }
     let mut inner = BlinkStickIndicator::new(config)?;
     ack_with(&mut inner, &slots_of(config), name)
 }
