@@ -28,7 +28,7 @@ const RUNTIME: &[&str] = &[
     "fdisk",
     "mount",
     "python3-aiosmtpd",
-    "python3-venv", // cargo xtask bench: the Python BlinkStick CLI baseline
+    "python3-venv", // the Python BlinkStick CLI: cargo xtask parity (in test) and bench
     "rsync",
     "systemd", // systemd-escape, systemd-analyze: extbackup escape/install tests
     "udev",

@@ -7,6 +7,8 @@ mod bench;
 mod demo;
 mod deps;
 mod hw_test;
+mod parity;
+mod pyenv;
 mod util;
 mod vm;
 
@@ -18,9 +20,14 @@ cargo xtask <TASK> [OPTIONS]
 Tasks:
   test [--quick]   Install missing system packages (apt, as root), then run
                    cargo fmt --check, clippy -D warnings, the docs build and every
-                   test (unit, host integration on loop devices, and the QEMU guest
-                   suite unless --quick).
-  bench            Benchmarks, each against a baseline measured in the same run.
+                   test (unit, host integration on loop devices, the blinkstick
+                   parity table against the Python tool, and the QEMU guest suite
+                   unless --quick).
+  bench [AREA...]  Benchmarks, each against a baseline measured in the same run
+                   (areas: blinkstick crypt extbackup indicator sync; default all).
+  parity           The blinkstick CLI against the real Python tool (PyPI BlinkStick
+                   1.2.0 in a venv, its USB calls recorded by a fake device): a
+                   table of cases, identical or deliberately different.
   demo [--vm | --host] [--keep]
                    Prepare a disk image on a loop device and back a sample tree up
                    onto it with `extbackup`; shows the LED states, the mail, status.
@@ -55,6 +62,7 @@ fn main() -> ExitCode {
         "vm-test" => vm::vm_test(rest),
         "vm-run" => vm::vm_run(rest),
         "hw-test" => hw_test::run(rest),
+        "parity" => parity::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
@@ -122,6 +130,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         n == 0,
         "{n} test(s) could not run their real part (see above)"
     );
+    parity::run(&[])?;
     if quick {
         eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
     } else {

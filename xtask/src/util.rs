@@ -7,7 +7,7 @@ use std::process::Command;
 /// The features the workspace's tests are built with, by `cargo xtask test` and by the
 /// guest suite alike (one build serves both): every transport of the driver, but not
 /// `hw-tests/hardware`, which would turn the real-hardware tests on.
-pub const TEST_FEATURES: &str = "blinkstick/rusb,blinkstick/uhid";
+pub const TEST_FEATURES: &str = "blinkstick-hid/rusb,blinkstick-hid/uhid";
 
 /// The repository root (the parent of this crate's folder).
 pub fn root() -> PathBuf {

@@ -1,6 +1,6 @@
 //! Counts the reports needed to set 64 LEDs of a Pro channel: one frame report through
 //! `set_channel` against 64 indexed reports one by one, on the emulated device.
-//! `cargo xtask bench` runs it; `cargo run -p blinkstick --example frames_bench` too.
+//! `cargo xtask bench` runs it; `cargo run -p blinkstick-hid --example frames_bench` too.
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Manual check against a real stick: prints what the stick says about itself, lights
 //! each LED in turn, reads the colours back, and turns everything off.
 //!
-//! `cargo run -p blinkstick --example hardware_check [SERIAL]`
+//! `cargo run -p blinkstick-hid --example hardware_check [SERIAL]`
 
 use std::process::ExitCode;
 use std::time::Duration;

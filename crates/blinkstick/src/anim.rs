@@ -14,6 +14,10 @@ use crate::error::Result;
 /// The shortest gap between two frames: at most 100 frames/s (a Pro needs >= 2 ms).
 pub const MIN_FRAME_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The gap a Pro needs between two frames (its WS2812 output blocks USB meanwhile): the
+/// floor the CLI uses so its animations keep the Python tool's pacing.
+pub const PRO_FRAME_INTERVAL: Duration = Duration::from_millis(2);
+
 /// A cancellation flag shared between threads; cancelling wakes a sleeping animation.
 #[derive(Debug, Clone, Default)]
 pub struct CancelToken {
@@ -253,6 +257,46 @@ fn morph_tail(from: Rgb, to: Rgb, base: Duration, duration: Duration, steps: u32
         .collect()
 }
 
+/// Python's `_remap(v, 0, 255, 0, 255)`: `int(v / 255 * 255)` in `f64`, as CPython
+/// evaluates it (so 5.0 may come out as 4: `5/255*255` is 4.999...).
+fn py_remap255(v: f64) -> u8 {
+    (v / 255.0 * 255.0) as u8
+}
+
+/// The frames the Python library's `morph(duration, steps)` sends, exactly: the start
+/// colour, then the first of `steps` intermediate colours at once (Python sleeps only
+/// after each intermediate frame), the others `duration/(steps+1)` apart, and the end
+/// colour `steps * duration/(steps+1)` after the start. Colours go through Python's
+/// arithmetic (`start*(1-d) + end*d` with `d = n/(steps+1)`, then `int(v/255*255)`),
+/// so they match byte for byte. The frames are not spread out for
+/// [`MIN_FRAME_INTERVAL`]: play them with a [`Player`] whose
+/// [`min_interval`](Player::min_interval) is what the device needs.
+pub fn python_morph_frames(from: Rgb, to: Rgb, duration: Duration, steps: u32) -> Vec<Frame> {
+    let n_total = steps.saturating_add(1);
+    let dt = duration / n_total;
+    let start = [from.r, from.g, from.b].map(|v| f64::from(py_remap255(f64::from(v))));
+    let end = [to.r, to.g, to.b].map(f64::from);
+    let color = |f: [f64; 3]| Rgb::new(py_remap255(f[0]), py_remap255(f[1]), py_remap255(f[2]));
+    let mut v = Vec::with_capacity(steps as usize + 2);
+    v.push(Frame {
+        at: Duration::ZERO,
+        color: color(start),
+    });
+    for n in 1..n_total {
+        let d = f64::from(n) / f64::from(n_total);
+        let mix = |i: usize| start[i] * (1.0 - d) + end[i] * d;
+        v.push(Frame {
+            at: dt.saturating_mul(n - 1),
+            color: color([mix(0), mix(1), mix(2)]),
+        });
+    }
+    v.push(Frame {
+        at: dt.saturating_mul(steps),
+        color: color(end),
+    });
+    v
+}
+
 /// Python's `pulse(repeats, duration, steps)` at the requested LED: off, then per repeat
 /// a morph to the colour and one back to black, each taking `duration` (the repeated
 /// start frames of each morph are left out: they equal the frame before).
@@ -293,6 +337,8 @@ pub struct Player {
     pub clock: Arc<dyn Clock>,
     /// Stops the animation when cancelled.
     pub cancel: CancelToken,
+    /// The shortest gap between two frames sent ([`MIN_FRAME_INTERVAL`] unless changed).
+    pub min_interval: Duration,
 }
 
 impl Player {
@@ -303,7 +349,14 @@ impl Player {
             index,
             clock: Arc::new(SystemClock::new()),
             cancel: CancelToken::new(),
+            min_interval: MIN_FRAME_INTERVAL,
         }
+    }
+
+    /// The same player with another shortest gap between frames.
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
+        self
     }
 
     /// The same player with another clock.
@@ -319,7 +372,8 @@ impl Player {
     }
 
     /// Sends each frame at `start + frame.at` (absolute deadlines, so no drift), never
-    /// sooner than [`MIN_FRAME_INTERVAL`] after the previous one; stops when cancelled.
+    /// sooner than [`min_interval`](Self::min_interval) after the previous one; stops
+    /// when cancelled.
     /// `frames` is a slice or `Vec` (`&frames`) or a lazy iterator such as
     /// [`pulse_frames`], taken one frame at a time.
     pub fn play<I>(&self, stick: &mut BlinkStick, frames: I) -> Result<Outcome>
@@ -333,7 +387,7 @@ impl Player {
             let f: &Frame = f.borrow();
             let mut due = start.saturating_add(f.at);
             if let Some(l) = last {
-                due = due.max(l.saturating_add(MIN_FRAME_INTERVAL));
+                due = due.max(l.saturating_add(self.min_interval));
             }
             if self.cancel.is_cancelled() || !self.clock.sleep_until(due, &self.cancel) {
                 return Ok(Outcome::Cancelled);
@@ -394,7 +448,7 @@ impl Player {
             );
             let mut due = start.saturating_add(at);
             if let Some(l) = last {
-                due = due.max(l.saturating_add(MIN_FRAME_INTERVAL));
+                due = due.max(l.saturating_add(self.min_interval));
             }
             if self.cancel.is_cancelled() || !self.clock.sleep_until(due, &self.cancel) {
                 break;
@@ -443,6 +497,24 @@ mod tests {
         assert!(t
             .windows(2)
             .all(|w| w[1].at - w[0].at >= MIN_FRAME_INTERVAL));
+    }
+
+    #[test]
+    fn python_morph_matches_python() {
+        // python: morph from (0,0,0) to (255,0,51), duration 1000, steps 50, limit 100
+        let t = python_morph_frames(
+            Rgb::OFF,
+            Rgb::new(255, 0, 51),
+            Duration::from_millis(1000),
+            50,
+        );
+        assert_eq!(t.len(), 52);
+        assert_eq!((t[0].at, t[1].at), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(t[2].at, Duration::from_millis(1000) / 51);
+        assert_eq!(t[51].at, Duration::from_millis(1000) / 51 * 50);
+        // d = 1/51: 255*d = 5.0 and 51*d = 1.0, through int(v/255*255)
+        assert_eq!(t[1].color, Rgb::new(5, 0, 1));
+        assert_eq!(t[51].color, Rgb::new(255, 0, 51));
     }
 
     #[test]

@@ -523,29 +523,44 @@ impl BlinkStick {
         let r = self.read_report(id)?;
         let text = &r[1..];
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        Ok(String::from_utf8_lossy(&text[..end]).into_owned())
+        // Latin-1, one byte per character, as the Python library reads it (`chr(b)`)
+        Ok(text[..end].iter().map(|&b| char::from(b)).collect())
     }
 
     fn set_info_block(&mut self, id: u8, text: &str) -> Result<()> {
-        if text.len() > 32 {
+        // Latin-1, one byte per character, as the Python library writes it (`ord(c)`)
+        let bytes = text
+            .chars()
+            .map(u8::try_from)
+            .collect::<std::result::Result<Vec<u8>, _>>()
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "info block {} holds Latin-1 text (one byte per character, as the \
+                     Python tool writes it); `{text}` has a character beyond U+00FF",
+                    id - 1
+                ))
+            })?;
+        if bytes.len() > 32 {
             return Err(Error::invalid(format!(
-                "info block {} holds 32 bytes; `{text}` has {}",
+                "info block {} holds 32 characters; `{text}` has {}",
                 id - 1,
-                text.len()
+                bytes.len()
             )));
         }
         let mut data = [0u8; 33];
         data[0] = id;
-        data[1..1 + text.len()].copy_from_slice(text.as_bytes());
+        data[1..1 + bytes.len()].copy_from_slice(&bytes);
         self.send_report(&data)
     }
 
-    /// Reads info block 1 ("name", report 2) as text up to the first NUL.
+    /// Reads info block 1 ("name", report 2) as text up to the first NUL, one
+    /// character per byte (Latin-1, as the Python library reads it).
     pub fn info_block1(&mut self) -> Result<String> {
         self.info_block(2)
     }
 
-    /// Writes info block 1 (at most 32 bytes, NUL-padded; stored in EEPROM).
+    /// Writes info block 1 (at most 32 Latin-1 characters, one byte each, NUL-padded;
+    /// stored in EEPROM). A character beyond U+00FF is an error.
     pub fn set_info_block1(&mut self, text: &str) -> Result<()> {
         self.set_info_block(2, text)
     }
@@ -555,7 +570,7 @@ impl BlinkStick {
         self.info_block(3)
     }
 
-    /// Writes info block 2 (at most 32 bytes).
+    /// Writes info block 2 (at most 32 Latin-1 characters, as block 1).
     pub fn set_info_block2(&mut self, text: &str) -> Result<()> {
         self.set_info_block(3, text)
     }

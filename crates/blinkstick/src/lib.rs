@@ -12,6 +12,8 @@ mod error;
 pub mod hidapi_backend;
 #[cfg(feature = "rusb")]
 pub mod rusb_backend;
+#[cfg(all(feature = "slots", target_os = "linux"))]
+pub mod slots;
 pub mod transport;
 pub mod variant;
 

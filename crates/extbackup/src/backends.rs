@@ -89,6 +89,31 @@ pub fn indicator(cfg: &Config) -> Box<dyn Indicator> {
     }
 }
 
+/// The indicator of one drive's run: on a shared LED (the default for a BlinkStick) it
+/// owns the slot named `job` (the drive's name); see `indicator::for_job`.
+pub fn indicator_for(cfg: &Config, job: &str) -> Box<dyn Indicator> {
+    match indicator::for_job(&cfg.indicator, job) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("indicator: {}; going on without one", crate::chain(&e));
+            Box::new(indicator::NoIndicator)
+        }
+    }
+}
+
+/// `extbackup ack NAME`: acknowledges slot NAME's failure on the shared LED and redraws
+/// it; returns whether there was a failure to acknowledge.
+pub fn ack(cfg: &Config, name: &str) -> Result<bool, indicator::IndicatorError> {
+    indicator::shared::ack(&cfg.indicator, name)
+}
+
+/// Every backend of a run for the drive named `job` (its slot on a shared LED).
+pub fn build_for_job(cfg: &Config, job: &str) -> Result<Backends, BackendError> {
+    let mut b = build(cfg)?;
+    b.indicator = indicator_for(cfg, job);
+    Ok(b)
+}
+
 /// Every backend of a run.
 pub fn build(cfg: &Config) -> Result<Backends, BackendError> {
     Ok(Backends {

@@ -87,6 +87,18 @@ A mounted device, or one with mounted partitions, is refused."
         #[arg(long, value_name = "DAYS")]
         max_age: Option<u32>,
     },
+    /// Acknowledge a failure shown on the shared LED (it stays red until then, or until
+    /// that drive's next good run).
+    #[command(
+        long_about = "Acknowledges the failure of the slot NAME (a drive's name, or a job's \
+from `blinkstick --slot NAME`) on the shared LED and redraws it: the LED then shows the \
+most severe remaining state of all jobs (failure > attention > working > success), or goes \
+off."
+    )]
+    Ack {
+        /// The drive (slot) whose failure to acknowledge.
+        name: String,
+    },
     /// Configuration file commands.
     Config {
         #[command(subcommand)]
@@ -210,9 +222,18 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 (None, Some(d)) => Target::Device(d.clone()),
                 (None, None) => bail!(UsageError("give --uuid or --device".into())),
             };
-            run(&cfg, &target, a.force, capture)
+            run(&cfg, &target, a.target.uuid.as_deref(), a.force, capture)
         }
         Command::Watch => watch(cli, capture),
+        Command::Ack { name } => {
+            let cfg = load(cli)?;
+            if backends::ack(&cfg, name).map_err(|e| anyhow::anyhow!(extbackup::chain(&e)))? {
+                println!("{name}: failure acknowledged");
+            } else {
+                println!("{name}: no failure to acknowledge");
+            }
+            Ok(0)
+        }
         Command::Prepare(a) => prepare_cmd(cli, a),
         Command::Install(a) => install(cli, a),
         Command::Uninstall => install(
@@ -271,10 +292,21 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
     }
 }
 
-fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Result<u8> {
+fn run(
+    cfg: &Config,
+    target: &Target,
+    uuid: Option<&str>,
+    force: bool,
+    capture: &LogCapture,
+) -> Result<u8> {
     // The mail's log tail is this run's (watch runs several in one process).
     capture.clear();
-    let mut b = backends::build(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    // the run's slot on a shared LED: the drive's name (a drive not known by its UUID
+    // here, e.g. `--device`, shares the slot `extbackup`)
+    let job = uuid
+        .and_then(|u| cfg.drive_by_uuid(u))
+        .map_or_else(|| "extbackup".to_owned(), |d| d.name.to_string());
+    let mut b = backends::build_for_job(cfg, &job).map_err(|e| UsageError(extbackup::chain(&e)))?;
     install_stop_handler()?;
     // Waits for the run lock and the source lock end on SIGTERM too, not only the steps.
     b.host = Box::new(
@@ -534,7 +566,13 @@ fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 return;
             }
         };
-        match run(&cfg, &Target::Device(found.devnode.clone()), false, capture) {
+        match run(
+            &cfg,
+            &Target::Device(found.devnode.clone()),
+            Some(&found.uuid),
+            false,
+            capture,
+        ) {
             Ok(code) => tracing::info!("run for {} ended with exit code {code}", found.uuid),
             Err(e) => tracing::error!("run for {}: {e:#}", found.uuid),
         }

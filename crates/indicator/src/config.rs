@@ -76,7 +76,17 @@ pub struct IndicatorConfig {
     pub breathe_period_ms: u64,
     /// On sticks with several LEDs, show known progress as a bar over the channel's LEDs
     /// (the indicator then owns the whole channel). Off: only the configured LED is used.
+    /// Not with `shared` (other jobs share the LED).
     pub progress_bar: bool,
+    /// Share the LED with other jobs (every drive, scripts through `blinkstick --slot`):
+    /// each run owns the slot of its drive and the LED shows the most severe state of
+    /// all slots (failure > attention > working > success), in steady colours. A failure
+    /// stays until the drive's next good run or `extbackup ack NAME`. Off: this run owns
+    /// the LED (breathing while working, progress bar).
+    pub shared: bool,
+    /// Where the shared slots live (default: `$BLINKSTICK_SLOTS_DIR`, else
+    /// `/run/blinkstick/slots`, as the `blinkstick` command).
+    pub slots_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for IndicatorConfig {
@@ -90,6 +100,8 @@ impl Default for IndicatorConfig {
             colors: Colors::default(),
             breathe_period_ms: 3000,
             progress_bar: true,
+            shared: true,
+            slots_dir: None,
         }
     }
 }

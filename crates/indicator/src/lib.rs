@@ -25,6 +25,7 @@
 pub mod config;
 pub mod console;
 pub mod fake;
+pub mod shared;
 pub mod stick;
 
 pub use config::{BackendKind, Colors, IndicatorConfig, Palette};
@@ -98,6 +99,16 @@ impl Indicator for NoIndicator {
     fn describe(&self) -> String {
         "none".into()
     }
+}
+
+/// Builds the indicator for one job (a drive's run): with a BlinkStick and `shared`
+/// (the default), a [`shared::SharedIndicator`] on the job's slot, so several runs and
+/// scripts share the LED; otherwise as [`from_config`].
+pub fn for_job(config: &IndicatorConfig, job: &str) -> Result<Box<dyn Indicator>, IndicatorError> {
+    if config.backend == BackendKind::Blinkstick && config.shared {
+        return Ok(Box::new(shared::SharedIndicator::new(config, job)?));
+    }
+    from_config(config)
 }
 
 /// Builds the backend `config` names. A BlinkStick need not be plugged in yet (the first

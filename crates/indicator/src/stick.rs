@@ -260,6 +260,20 @@ impl BlinkStickIndicator {
         stick.set_led(t.channel, t.index, color)
     }
 
+    /// Shows `state` as a steady colour (working too: no breathing, no bar), stopping
+    /// any animation: what a shared LED shows.
+    pub fn show_steady(&mut self, state: State) -> Result<(), IndicatorError> {
+        self.stop_animation();
+        self.draw_steady(state).map_err(|e| {
+            if is_gone(&e) {
+                *lock(&self.shared.stick) = None;
+                *lock(&self.shared.name) = None;
+                self.bar_drawn = false;
+            }
+            map_err(e)
+        })
+    }
+
     fn start_working(&mut self, progress: Option<f32>) -> Result<(), IndicatorError> {
         // Connect and draw the bar now, so that a missing stick is reported to the caller.
         let first = {

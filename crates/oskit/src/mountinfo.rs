@@ -131,7 +131,13 @@ mod tests {
         );
         // Not an escape: kept as is.
         assert_eq!(unescape(r"a\9b\04"), OsString::from(r"a\9b\04"));
-        for kept in [r"plain/path", r"trailing\04", r"not\999octal", r"end\", r"big\400"] {
+        for kept in [
+            r"plain/path",
+            r"trailing\04",
+            r"not\999octal",
+            r"end\",
+            r"big\400",
+        ] {
             assert_eq!(unescape(kept), OsString::from(kept));
         }
     }

@@ -14,18 +14,31 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Runs every benchmark in turn; stops at the first that fails.
+/// Runs every benchmark in turn (or only the areas named: `cargo xtask bench blinkstick`);
+/// stops at the first that fails.
 pub fn run(args: &[String]) -> Result<()> {
-    if let Some(a) = args.first() {
-        anyhow::bail!("unknown option `{a}` for `cargo xtask bench`");
+    type Area = fn(&Path) -> Result<()>;
+    let areas: [(&str, Area); 5] = [
+        ("blinkstick", blinkstick::run),
+        ("crypt", crypt::run),
+        ("extbackup", extbackup::run),
+        ("indicator", indicator::run),
+        ("sync", sync::run),
+    ];
+    for a in args {
+        if !areas.iter().any(|(n, _)| n == a) {
+            anyhow::bail!(
+                "unknown benchmark `{a}` for `cargo xtask bench` (areas: {})",
+                areas.map(|(n, _)| n).join(", ")
+            );
+        }
     }
     let root = crate::util::root();
-    let _ = &root; // each area's `run(&root)` is called below
-    blinkstick::run(&root)?;
-    crypt::run(&root)?;
-    extbackup::run(&root)?;
-    indicator::run(&root)?;
-    sync::run(&root)?;
+    for (name, run) in areas {
+        if args.is_empty() || args.iter().any(|a| a == name) {
+            run(&root)?;
+        }
+    }
     Ok(())
 }
 

@@ -32,6 +32,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::transport::{Backend, DeviceInfo, Direction, Transport};
 use crate::variant::{report_len, serial_version, Variant};
 
+/// Length of a [`Firmware::snapshot`].
+const STATE_LEN: usize = 3 + 192 + 3 * 64 * 3 + 64;
+
 /// Why the firmware model refused a request (a USB STALL on the real device).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the emulated firmware stalls report {report_id:#04x}: {reason}")]
@@ -130,6 +133,42 @@ impl Firmware {
     /// The configured LED count (Flex).
     pub fn led_count(&self) -> u8 {
         self.led_count
+    }
+
+    /// The whole state as bytes (for an emulated stick that outlives a process, such
+    /// as the CLI's `BLINKSTICK_EMULATE_DIR`); [`restore`](Self::restore) reads it back.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(STATE_LEN);
+        v.extend_from_slice(&[self.mode, self.led_count, u8::from(self.dark)]);
+        v.extend_from_slice(&self.buffer);
+        for ch in &self.leds {
+            for c in ch {
+                v.extend_from_slice(&[c.r, c.g, c.b]);
+            }
+        }
+        v.extend_from_slice(&self.info[0]);
+        v.extend_from_slice(&self.info[1]);
+        v
+    }
+
+    /// Restores a [`snapshot`](Self::snapshot); `false` (state unchanged) when `bytes`
+    /// is not one.
+    pub fn restore(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() != STATE_LEN {
+            return false;
+        }
+        self.mode = bytes[0];
+        self.led_count = bytes[1];
+        self.dark = bytes[2] != 0;
+        let (buf, rest) = bytes[3..].split_at(192);
+        self.buffer.copy_from_slice(buf);
+        let (leds, info) = rest.split_at(3 * 64 * 3);
+        for (i, c) in leds.chunks_exact(3).enumerate() {
+            self.leds[i / 64][i % 64] = Rgb::new(c[0], c[1], c[2]);
+        }
+        self.info[0].copy_from_slice(&info[..32]);
+        self.info[1].copy_from_slice(&info[32..]);
+        true
     }
 
     /// What a replug does: the Nano's dark state ends; RAM (LEDs, frame buffer) clears.

@@ -6,6 +6,7 @@ mod cli;
 mod colors;
 mod reports;
 mod robustness;
+mod slots;
 mod variants;
 #[cfg(all(feature = "uhid", feature = "hidapi", target_os = "linux"))]
 mod vm_uhid;

@@ -101,9 +101,11 @@ fn vm_uhid_every_report_round_trips_through_hidapi() {
 fn vm_uhid_seed_commands_through_the_binary() {
     let (dev, _u) = serve(Variant::Square, "BS000103-3.0");
     wait_alone("BS000103-3.0");
+    let slots = std::env::temp_dir().join(format!("vm-slots-{}", std::process::id()));
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_blinkstick"))
             .env_remove("BLINKSTICK_EMULATE")
+            .env("BLINKSTICK_SLOTS_DIR", &slots)
             .args(args)
             .output()
             .unwrap();
@@ -112,14 +114,48 @@ fn vm_uhid_seed_commands_through_the_binary() {
             "blinkstick {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // the state read back through the kernel (GET_REPORT over uhid, hidapi, the binary)
+    let shown = |index: &str| {
+        let info = run(&["--index", index, "--info"]);
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("Current Color:"))
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_else(|| panic!("no colour in --info:\n{info}"))
+    };
+    // the seed's exact commands
     run(&["--index", "1", "--limit", "10", "--set-color", "33c280"]);
     assert_eq!(dev.leds(0)[1], Rgb::new(5, 19, 12));
     assert!(dev.sent_reports().contains(&vec![5, 0, 1, 5, 19, 12]));
+    assert_eq!(shown("1"), "#05130c");
     run(&["--index", "1", "--limit", "10", "--set-color", "green"]);
     assert_eq!(dev.leds(0)[1], Rgb::new(0, 12, 0));
+    assert_eq!(shown("1"), "#000c00");
     run(&["--set-color", "green"]);
     assert_eq!(dev.leds(0)[0], Rgb::new(0, 128, 0));
+    assert_eq!(shown("0"), "#008000");
+    // a shared LED through the kernel: a failure outranks another job's working
+    let mut job = Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = job.id().to_string();
+    run(&["--slot", "nas", "--state", "working", "--owner-pid", &pid]);
+    assert_eq!(shown("1"), "#05130c");
+    run(&["--slot", "drive-a", "--state", "failure"]);
+    assert_eq!(shown("1"), "#190000");
+    run(&["--slot", "drive-a", "--ack"]);
+    assert_eq!(shown("1"), "#05130c");
+    // the job dies: its watcher redraws, the LED goes off
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let t0 = Instant::now();
+    while shown("1") != "#000000" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the dead job's slot stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&slots);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! real rsync, and the file mail transport into a temp folder. The `vm_` test runs only
 //! in the QEMU guest (`cargo xtask vm-test`) with real LUKS through libcryptsetup.
 
+mod ack;
 mod host;
 mod support;
 mod udev;

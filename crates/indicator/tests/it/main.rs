@@ -3,4 +3,5 @@
 mod blinkstick_emulated;
 mod config;
 mod console;
+mod shared;
 mod vm_uhid;
