@@ -258,7 +258,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Runs the pipeline for `target`: identify, then every other step in order; then one
-    /// [`finish`](Self::finish) for success and failure alike.
+    /// `finish` for success and failure alike.
     pub fn run(&mut self, target: &Target) -> RunOutcome {
         let (t0, started) = (Instant::now(), state::now());
         tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
