@@ -3,9 +3,9 @@
 
 use crypt::{AllowTestBackend, Crypt, LibcryptsetupCrypt, LoopbackTestCrypt};
 use indicator::Indicator;
-use mount::Mounter;
-use notify::{MailNotifier, Notifier};
-use sync::{CommandSyncer, RsyncSyncer, Syncer};
+use mounter::Mounter;
+use notifier::{MailNotifier, Notifier};
+use syncer::{CommandSyncer, RsyncSyncer, Syncer};
 
 use crate::config::{Config, CryptBackend, SyncerConfig};
 use crate::host::SystemHost;
@@ -50,7 +50,7 @@ pub fn crypt(cfg: &Config) -> Result<Box<dyn Crypt>, BackendError> {
 
 /// The filesystem backend.
 pub fn mounter(_cfg: &Config) -> Result<Box<dyn Mounter>, BackendError> {
-    Ok(Box::new(mount::NixMounter::new()))
+    Ok(Box::new(mounter::NixMounter::new()))
 }
 
 /// The syncer.

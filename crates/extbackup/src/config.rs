@@ -344,7 +344,7 @@ fn yes() -> bool {
 }
 
 fn default_mail_timeout() -> u64 {
-    notify::DEFAULT_DEADLINE.as_secs()
+    notifier::DEFAULT_DEADLINE.as_secs()
 }
 
 /// Mail transports.
@@ -651,7 +651,7 @@ impl Config {
     }
 
     /// The `[mail]` table as the notify crate takes it (`None` without mail).
-    pub fn notify_config(&self) -> Option<notify::MailConfig> {
+    pub fn notify_config(&self) -> Option<notifier::MailConfig> {
         let m = self.mail.as_ref()?;
         let transport = match &m.transport {
             MailTransport::Smtp {
@@ -660,23 +660,23 @@ impl Config {
                 security,
                 username,
                 password_file,
-            } => notify::MailTransport::Smtp {
+            } => notifier::MailTransport::Smtp {
                 host: host.clone(),
                 port: *port,
                 security: match security {
-                    SmtpSecurity::Starttls => notify::Security::StartTls,
-                    SmtpSecurity::Tls => notify::Security::Tls,
-                    SmtpSecurity::None => notify::Security::None,
+                    SmtpSecurity::Starttls => notifier::Security::StartTls,
+                    SmtpSecurity::Tls => notifier::Security::Tls,
+                    SmtpSecurity::None => notifier::Security::None,
                 },
                 username: username.clone(),
                 password_file: password_file.clone(),
             },
-            MailTransport::Sendmail { program } => notify::MailTransport::Sendmail {
+            MailTransport::Sendmail { program } => notifier::MailTransport::Sendmail {
                 program: program.clone().unwrap_or_else(|| "sendmail".into()),
             },
-            MailTransport::File { dir } => notify::MailTransport::File { dir: dir.clone() },
+            MailTransport::File { dir } => notifier::MailTransport::File { dir: dir.clone() },
         };
-        Some(notify::MailConfig {
+        Some(notifier::MailConfig {
             from: m
                 .from
                 .clone()

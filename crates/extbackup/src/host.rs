@@ -65,7 +65,7 @@ const CANCEL_CHECK: Duration = Duration::from_millis(200);
 pub struct SystemHost {
     run_lock_path: PathBuf,
     run_lock: Option<Flock<File>>,
-    source_lock: Option<sync::SourceLock>,
+    source_lock: Option<syncer::SourceLock>,
     cancel: Option<&'static AtomicBool>,
 }
 
@@ -174,11 +174,11 @@ impl Host for SystemHost {
     fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError> {
         let what = format!("the source lock {}", path.display());
         let mut stopped = None;
-        let l = sync::SourceLock::acquire_unless(path, timeout, &mut || {
+        let l = syncer::SourceLock::acquire_unless(path, timeout, &mut || {
             self.cancelled(&what).map_err(|e| {
                 let msg = e.to_string();
                 stopped = Some(e);
-                sync::SyncError::new(sync::ErrorKind::Interrupted, msg)
+                syncer::SyncError::new(syncer::ErrorKind::Interrupted, msg)
             })
         });
         if let Some(e) = stopped {

@@ -344,7 +344,7 @@ impl ProgressBar {
     fn new() -> Self {
         Self { last: None }
     }
-    fn draw(&mut self, p: sync::Progress) {
+    fn draw(&mut self, p: syncer::Progress) {
         let Some(f) = p.fraction else { return };
         let pct = (f.clamp(0.0, 1.0) * 100.0) as u32;
         if self.last == Some(pct) {

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use crypt::{Crypt, LockMode, LockOutcome};
 use indicator::{Indicator, State};
-use mount::{MountOptions, Mounter};
-use notify::{Event, Notifier, Outcome as MailOutcome};
-use sync::{Progress, SyncOptions, SyncReport, Syncer};
+use mounter::{MountOptions, Mounter};
+use notifier::{Event, Notifier, Outcome as MailOutcome};
+use syncer::{Progress, SyncOptions, SyncReport, Syncer};
 
 use crate::config::{Config, DriveConfig};
 use crate::host::{Host, HostError};
@@ -620,7 +620,7 @@ impl<'a> Pipeline<'a> {
         };
         match n.notify(ev) {
             Ok(()) => tracing::debug!("mail sent: {}", ev.subject()),
-            Err(e) if e.kind() == notify::ErrorKind::Spooled => {
+            Err(e) if e.kind() == notifier::ErrorKind::Spooled => {
                 tracing::warn!("mail spooled for the next run: {}", crate::chain(&e))
             }
             Err(e) => tracing::error!("mail {:?} lost: {}", ev.subject(), crate::chain(&e)),
@@ -729,7 +729,7 @@ impl<'a> Pipeline<'a> {
         if let Ok(Some(m)) = self.b.mounter.mounted_at(mp) {
             tracing::warn!("{} is still mounted: unmounting it", m.target.display());
             self.b.mounter.unmount(mp).map_err(|e| {
-                let what = if e.kind() == mount::ErrorKind::Busy {
+                let what = if e.kind() == mounter::ErrorKind::Busy {
                     busy(format!("the filesystem mounted at {}", mp.display()))
                 } else {
                     format!("unmounting {} left by an interrupted run", mp.display())

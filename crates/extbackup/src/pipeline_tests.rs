@@ -6,12 +6,12 @@ use crate::config::Config;
 use crypt::{CryptError, FormatOptions, LuksInfo, MappingStatus};
 use indicator::IndicatorError;
 use mockall::{mock, Sequence};
-use mount::{FsckReport, MountError, MountInfo, UnmountReport};
-use notify::NotifyError;
+use mounter::{FsckReport, MountError, MountInfo, UnmountReport};
+use notifier::NotifyError;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use sync::SyncError;
+use syncer::SyncError;
 
 mock! {
     pub Crypt {}
@@ -31,7 +31,7 @@ mock! {
 
 mock! {
     pub Mounter {}
-    impl mount::Mounter for Mounter {
+    impl mounter::Mounter for Mounter {
         fn fsck(&self, device: &Path) -> Result<FsckReport, MountError>;
         fn mount(&self, device: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<MountInfo, MountError>;
         fn unmount(&self, mountpoint: &Path) -> Result<UnmountReport, MountError>;
@@ -42,7 +42,7 @@ mock! {
 
 mock! {
     pub Syncer {}
-    impl sync::Syncer for Syncer {
+    impl syncer::Syncer for Syncer {
         fn sync(&self, source: &Path, target: &Path, opts: &SyncOptions, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport, SyncError>;
         fn describe(&self) -> String;
     }
@@ -50,7 +50,7 @@ mock! {
 
 mock! {
     pub Notifier {}
-    impl notify::Notifier for Notifier {
+    impl notifier::Notifier for Notifier {
         fn notify(&self, event: &Event) -> Result<(), NotifyError>;
         fn flush_spool(&self) -> Result<usize, NotifyError>;
         fn describe(&self) -> String;
@@ -130,7 +130,7 @@ fn luks() -> LuksInfo {
 fn cerr(kind: crypt::ErrorKind) -> CryptError {
     CryptError::new(kind, "injected crypt failure")
 }
-fn merr(kind: mount::ErrorKind) -> MountError {
+fn merr(kind: mounter::ErrorKind) -> MountError {
     MountError::new(kind, "injected mount failure")
 }
 
@@ -287,7 +287,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .in_sequence(&mut m.seq)
             .returning(move |_| {
                 if is(Step::Fsck) {
-                    Err(merr(mount::ErrorKind::FsckFailed))
+                    Err(merr(mounter::ErrorKind::FsckFailed))
                 } else {
                     Ok(FsckReport {
                         exit_code: 0,
@@ -307,7 +307,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .in_sequence(&mut m.seq)
             .returning(move |d, p, _| {
                 if is(Step::Mount) {
-                    Err(merr(mount::ErrorKind::UnknownFilesystem))
+                    Err(merr(mounter::ErrorKind::UnknownFilesystem))
                 } else {
                     Ok(MountInfo {
                         source: d.into(),
@@ -354,7 +354,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .in_sequence(&mut m.seq)
             .returning(move |_, _, _, _| {
                 if is(Step::Sync) {
-                    Err(SyncError::new(sync::ErrorKind::NoSpace, "injected"))
+                    Err(SyncError::new(syncer::ErrorKind::NoSpace, "injected"))
                 } else {
                     Ok(SyncReport {
                         files_copied: 3,
@@ -408,7 +408,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .in_sequence(&mut m.seq)
             .returning(move |_| {
                 if is(Step::Unmount) {
-                    Err(merr(mount::ErrorKind::Busy))
+                    Err(merr(mounter::ErrorKind::Busy))
                 } else {
                     Ok(UnmountReport {
                         attempts: 1,
@@ -677,9 +677,9 @@ mod with_fakes {
     use super::*;
     use crypt::fake::FakeCrypt;
     use indicator::fake::RecordingIndicator;
-    use mount::fake::FakeMounter;
-    use notify::fake::RecordingNotifier;
-    use sync::fake::FakeSyncer;
+    use mounter::fake::FakeMounter;
+    use notifier::fake::RecordingNotifier;
+    use syncer::fake::FakeSyncer;
 
     struct NoopHost;
     impl Host for NoopHost {
@@ -988,7 +988,7 @@ mod with_fakes {
     fn failed_sync_mail_names_the_step_and_carries_chain_and_log() {
         let f = fixture();
         let (b, ind, crypt, mounter, notifier, syncer) = setup(&f);
-        syncer.fail_with(Some(sync::ErrorKind::PartialTransfer));
+        syncer.fail_with(Some(syncer::ErrorKind::PartialTransfer));
         let log = LogCapture::default();
         let sub = tracing_subscriber::layer::SubscriberExt::with(
             tracing_subscriber::registry(),

@@ -126,7 +126,7 @@ impl Status {
 
     /// The reminder to send when the newest success is older than `max_age_secs` (or there
     /// is none); `None` when a backup is recent enough.
-    pub fn reminder(&self, cfg: &Config, max_age_secs: u64) -> Option<notify::Event> {
+    pub fn reminder(&self, cfg: &Config, max_age_secs: u64) -> Option<notifier::Event> {
         let newest = self.newest_success();
         if let Some((_, t)) = newest {
             if self.now.saturating_sub(t) <= max_age_secs {
@@ -150,14 +150,14 @@ impl Status {
             });
         }
         let names: Vec<&str> = self.drives.iter().map(|d| d.name.as_str()).collect();
-        Some(notify::Event {
+        Some(notifier::Event {
             drive: if names.is_empty() {
                 "backup".into()
             } else {
                 names.join("/")
             },
             host: cfg.host_name(),
-            outcome: notify::Outcome::Reminder,
+            outcome: notifier::Outcome::Reminder,
             failed_step: None,
             error_chain: vec![],
             log_tail: String::new(),
@@ -270,7 +270,7 @@ key_file = "/k/b"
         let s = status(&c, 100 * day).unwrap();
         assert!(s.reminder(&c, 30 * day).is_none(), "b is 20 days old");
         let ev = s.reminder(&c, 10 * day).expect("20 days > 10");
-        assert_eq!(ev.outcome, notify::Outcome::Reminder);
+        assert_eq!(ev.outcome, notifier::Outcome::Reminder);
         assert!(ev.details[0].contains("20 days"), "{:?}", ev.details);
         assert!(ev.details[0].contains("drive b"), "{:?}", ev.details);
     }

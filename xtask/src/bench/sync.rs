@@ -1,5 +1,5 @@
 //! `sync` benchmark: the Rust `RsyncSyncer` (guard + rsync + progress/stats parsing, the
-//! `sync_once` example of the sync crate built in release mode) against bare
+//! `sync_once` example of the syncer crate built in release mode) against bare
 //! `rsync -aHAX`, against rsync with the same flags as ours without the wrapper, and ours
 //! without the guard's deletion count (what the safety check costs), on one
 //! generated tree (20,000 small files in 200 folders plus 4 files of 8 MiB): a first copy
@@ -19,9 +19,10 @@ const FILES_PER_DIR: usize = 100;
 const BIG_FILES: usize = 4;
 const BIG_SIZE: usize = 8 << 20;
 
-/// The flags `RsyncSyncer` passes (keep in step with crates/sync/src/rsync.rs).
+/// The flags `RsyncSyncer` passes (keep in step with crates/syncer/src/rsync.rs).
 const OUR_FLAGS: &[&str] = &[
     "-aHAX",
+    "--sparse",
     "--numeric-ids",
     "--delete-delay",
     "--no-inc-recursive",
@@ -51,7 +52,7 @@ impl Tool {
 
 /// Builds the example, generates the tree, measures, prints, cleans up.
 pub fn run(root: &Path) -> Result<()> {
-    let example = super::release_example(root, "sync", "sync_once")?;
+    let example = super::release_example(root, "syncer", "sync_once")?;
     let work = std::env::temp_dir().join(format!("extbackup-bench-sync-{}", std::process::id()));
     let result = measure(&example, &work);
     let _ = fs::remove_dir_all(&work);

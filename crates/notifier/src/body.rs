@@ -9,7 +9,7 @@ use std::time::Duration;
 /// extra details and the log tail.
 ///
 /// ```
-/// use notify::{render_body, Event, Outcome};
+/// use notifier::{render_body, Event, Outcome};
 /// use std::time::Duration;
 /// let event = Event {
 ///     drive: "offsite-a".into(), host: "nas".into(), outcome: Outcome::Failure,

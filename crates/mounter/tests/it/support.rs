@@ -5,9 +5,9 @@ use std::path::Path;
 pub use testkit::{root_or_skip, sh, LoopImage};
 
 /// The mountinfo entry for `target`, if mounted.
-pub fn entry(target: &Path) -> Option<mount::mountinfo::MountEntry> {
+pub fn entry(target: &Path) -> Option<mounter::mountinfo::MountEntry> {
     let target = std::fs::canonicalize(target).ok()?;
-    mount::mountinfo::read()
+    mounter::mountinfo::read()
         .unwrap()
         .into_iter()
         .rev()

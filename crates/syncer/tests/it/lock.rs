@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use sync::{ErrorKind, SourceLock};
+use syncer::{ErrorKind, SourceLock};
 
 fn flock_nonblocking_succeeds(path: &std::path::Path) -> bool {
     Command::new("flock")

@@ -4,7 +4,7 @@
 
 mod server;
 
-use notify::{
+use notifier::{
     ErrorKind, Event, MailConfig, MailNotifier, MailTransport, Notifier, Outcome, Security,
 };
 use server::{free_port, parse_eml, SmtpServer};

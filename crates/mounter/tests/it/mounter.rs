@@ -1,7 +1,7 @@
 //! fsck, mount, unmount and mounted_at on real ext4 on loop devices.
 
 use crate::support::*;
-use mount::{ErrorKind, MountOptions, Mounter, NixMounter};
+use mounter::{ErrorKind, MountOptions, Mounter, NixMounter};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;

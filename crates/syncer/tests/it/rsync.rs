@@ -7,7 +7,7 @@ use crate::util::{
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use sync::{ErrorKind, Progress, RsyncSyncer, SyncOptions, Syncer};
+use syncer::{ErrorKind, Progress, RsyncSyncer, SyncOptions, Syncer};
 
 fn no_progress(_: Progress) {}
 

@@ -6,7 +6,7 @@ mod lock;
 mod rsync;
 mod util;
 
-use sync::SyncOptions;
+use syncer::SyncOptions;
 
 pub fn opts() -> SyncOptions {
     SyncOptions {

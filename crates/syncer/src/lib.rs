@@ -14,7 +14,7 @@
 //! ```no_run
 //! use std::path::Path;
 //! use std::time::Duration;
-//! use sync::{RsyncSyncer, SourceLock, SyncOptions, Syncer};
+//! use syncer::{RsyncSyncer, SourceLock, SyncOptions, Syncer};
 //!
 //! let _lock = SourceLock::acquire(Path::new("/run/lock/backup-repo.lock"), Duration::from_secs(600))?;
 //! let opts = SyncOptions {
@@ -30,7 +30,7 @@
 //!     &mut |p| eprintln!("{} bytes, {:?}", p.bytes, p.fraction),
 //! )?;
 //! println!("{} files copied, {} deleted", report.files_copied, report.files_deleted);
-//! # Ok::<(), sync::SyncError>(())
+//! # Ok::<(), syncer::SyncError>(())
 //! ```
 #![warn(missing_docs)]
 

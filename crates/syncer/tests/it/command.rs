@@ -4,7 +4,7 @@ use crate::opts;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use sync::{CommandSyncer, ErrorKind, Syncer};
+use syncer::{CommandSyncer, ErrorKind, Syncer};
 
 fn script(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("my-backup");

@@ -8,7 +8,7 @@
 //! Backends: [`MailNotifier`], and [`fake::RecordingNotifier`] (in memory, records events).
 //!
 //! ```no_run
-//! use notify::{Event, MailConfig, MailNotifier, MailTransport, Notifier, Outcome, Security};
+//! use notifier::{Event, MailConfig, MailNotifier, MailTransport, Notifier, Outcome, Security};
 //! use std::time::Duration;
 //!
 //! let notifier = MailNotifier::new(MailConfig {
@@ -37,7 +37,7 @@
 //!     details: vec![],
 //! };
 //! notifier.notify(&event)?;
-//! # Ok::<(), notify::NotifyError>(())
+//! # Ok::<(), notifier::NotifyError>(())
 //! ```
 #![warn(missing_docs)]
 

@@ -10,7 +10,7 @@
 //! parser, from `oskit`) parses `/proc/self/mountinfo`.
 //!
 //! ```no_run
-//! use mount::{MountOptions, Mounter, NixMounter};
+//! use mounter::{MountOptions, Mounter, NixMounter};
 //! use std::path::Path;
 //! let m: Box<dyn Mounter> = Box::new(NixMounter::new().with_lazy_fallback(false));
 //! let dev = Path::new("/dev/mapper/extbackup-offsite");
@@ -21,7 +21,7 @@
 //! m.mount(dev, Path::new("/mnt/extbackup"), &MountOptions::default())?;
 //! let done = m.unmount(Path::new("/mnt/extbackup"))?;
 //! assert!(!done.lazy);
-//! # Ok::<(), mount::MountError>(())
+//! # Ok::<(), mounter::MountError>(())
 //! ```
 #![warn(missing_docs)]
 

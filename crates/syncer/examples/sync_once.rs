@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use sync::{RsyncSyncer, SyncOptions, Syncer};
+use syncer::{RsyncSyncer, SyncOptions, Syncer};
 
 fn main() -> ExitCode {
     let mut args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
