@@ -9,6 +9,7 @@ mod deps;
 mod hw_test;
 mod parity;
 mod pyenv;
+mod tidy;
 mod util;
 mod vm;
 
@@ -44,6 +45,9 @@ Tasks:
   hw-test [--blinkstick SERIAL] [--drive /dev/sdX --yes-destroy]
                    Tests against real hardware (a BlinkStick, a USB drive); lists
                    and skips what is absent. See docs/hardware-testing.md.
+  tidy             Check the architecture's invariants: blinkstick-hid depends on
+                   nothing here, hidapi/rusb/libcryptsetup-rs/lettre/nix only in
+                   their crates, no unused dependencies, the docs name every crate.
   deps             Only install the system packages the workspace needs.
   help             This text.
 ";
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
     let result = match task {
         "test" => test(rest),
         "deps" => deps::ensure(deps::Set::All),
+        "tidy" => tidy::run(),
         "bench" => bench::run(rest),
         "demo" => demo::run(rest),
         "vm-test" => vm::vm_test(rest),
@@ -88,6 +93,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     deps::ensure(deps::Set::All)?;
     let root = util::root();
+    tidy::run()?;
     util::cargo(&root, &["fmt", "--all", "--", "--check"], &[])?;
     util::cargo(
         &root,

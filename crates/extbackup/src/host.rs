@@ -2,8 +2,6 @@
 //! free space and tree sizes, and the record on the drive. Behind the [`Host`] trait so
 //! that the pipeline's order of operations can be pinned with mocks.
 
-use nix::fcntl::{Flock, FlockArg};
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +62,7 @@ const CANCEL_CHECK: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct SystemHost {
     run_lock_path: PathBuf,
-    run_lock: Option<Flock<File>>,
+    run_lock: Option<oskit::FileLock>,
     source_lock: Option<syncer::SourceLock>,
     cancel: Option<&'static AtomicBool>,
 }
@@ -97,74 +95,48 @@ impl SystemHost {
         Ok(())
     }
 
-    fn open_run_lock(&self) -> Result<File, HostError> {
+    fn make_state_dir(&self) -> Result<(), HostError> {
         if let Some(dir) = self.run_lock_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 HostError::io(format!("creating the state directory {}", dir.display()), e)
             })?;
         }
-        open_lock_file(&self.run_lock_path)
+        Ok(())
     }
-}
 
-fn open_lock_file(path: &Path) -> Result<File, HostError> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| HostError::io(format!("opening the lock file {}", path.display()), e))
-}
-
-/// Tries to `flock` `file` exclusively without blocking; gives the file back when taken by
-/// someone else.
-fn try_flock(file: File, path: &Path) -> Result<Result<Flock<File>, File>, HostError> {
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(Ok(l)),
-        Err((f, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(f)),
-        Err((_, e)) => Err(HostError::io(
-            format!("locking {}", path.display()),
-            std::io::Error::from(e),
-        )),
+    fn lock_error(&self, e: std::io::Error) -> HostError {
+        HostError::io(
+            format!("taking the run lock {}", self.run_lock_path.display()),
+            e,
+        )
     }
 }
 
 impl Host for SystemHost {
     fn try_lock_run(&mut self) -> Result<bool, HostError> {
-        let f = self.open_run_lock()?;
-        match try_flock(f, &self.run_lock_path)? {
-            Ok(l) => {
-                self.run_lock = Some(l);
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        }
+        self.make_state_dir()?;
+        self.run_lock =
+            oskit::FileLock::try_lock(&self.run_lock_path).map_err(|e| self.lock_error(e))?;
+        Ok(self.run_lock.is_some())
     }
 
     fn wait_lock_run(&mut self) -> Result<(), HostError> {
-        let mut f = self.open_run_lock()?;
-        if self.cancel.is_some() {
-            loop {
-                match try_flock(f, &self.run_lock_path)? {
-                    Ok(l) => {
-                        self.run_lock = Some(l);
-                        return Ok(());
-                    }
-                    Err(back) => f = back,
-                }
-                self.cancelled("the run lock (another drive's backup)")?;
-                std::thread::sleep(CANCEL_CHECK);
-            }
+        self.make_state_dir()?;
+        if self.cancel.is_none() {
+            let l = oskit::FileLock::lock(&self.run_lock_path).map_err(|e| self.lock_error(e))?;
+            self.run_lock = Some(l);
+            return Ok(());
         }
-        let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| {
-            HostError::io(
-                format!("waiting for the run lock {}", self.run_lock_path.display()),
-                std::io::Error::from(e),
-            )
-        })?;
-        self.run_lock = Some(l);
-        Ok(())
+        loop {
+            if let Some(l) =
+                oskit::FileLock::try_lock(&self.run_lock_path).map_err(|e| self.lock_error(e))?
+            {
+                self.run_lock = Some(l);
+                return Ok(());
+            }
+            self.cancelled("the run lock (another drive's backup)")?;
+            std::thread::sleep(CANCEL_CHECK);
+        }
     }
 
     fn unlock_run(&mut self) {
@@ -205,21 +177,9 @@ impl Host for SystemHost {
     }
 
     fn free_space(&self, path: &Path) -> Result<u64, HostError> {
-        let st = nix::sys::statvfs::statvfs(path).map_err(|e| {
-            HostError::io(
-                format!("statvfs {}", path.display()),
-                std::io::Error::from(e),
-            )
-        })?;
         // Runs are root, and root may use the blocks ext4 reserves (5% by default): counting
         // only the unreserved ones refused copies that fit.
-        let blocks = if oskit::is_root() {
-            st.blocks_free()
-        } else {
-            st.blocks_available()
-        };
-        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-        Ok(blocks as u64 * st.fragment_size() as u64)
+        oskit::free_space(path).map_err(|e| HostError::io(format!("statvfs {}", path.display()), e))
     }
 
     fn tree_size(&self, path: &Path) -> Result<u64, HostError> {
@@ -371,10 +331,8 @@ mod tests {
     fn free_space_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let host = SystemHost::new(dir.path().join("r"));
-        let free = host.free_space(dir.path()).unwrap();
-        let st = nix::sys::statvfs::statvfs(dir.path()).unwrap();
-        #[allow(clippy::unnecessary_cast)]
-        let total = st.blocks() as u64 * st.fragment_size() as u64;
-        assert!(free <= total);
+        assert!(host.free_space(dir.path()).unwrap() > 0);
+        let e = host.free_space(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("statvfs"), "{e}");
     }
 }

@@ -494,42 +494,35 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// SIGTERM (systemd stopping the unit) and SIGINT set [`STOP`]: the run stops before its
-/// next step and undoes what it did. When this process leads its process group (as under
-/// systemd or a shell), a helper thread also passes SIGTERM on to the group once, so that
-/// a running rsync (or sync command) ends now instead of at the final SIGKILL.
+/// SIGTERM (systemd stopping the unit) and SIGINT set [`STOP`] (through `signal-hook`): the
+/// run stops before its next step and undoes what it did. When this process leads its
+/// process group (as under systemd or a shell), the first signal is also passed on to the
+/// group, so that a running rsync (or sync command) ends now instead of at the final
+/// SIGKILL.
 fn install_stop_handler() -> Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use signal_hook::consts::{SIGINT, SIGTERM};
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     let mut result = Ok(());
     INSTALLED.call_once(|| {
-        let act = SigAction::new(
-            SigHandler::Handler(on_stop_signal),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGTERM, Signal::SIGINT] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            if let Err(e) = unsafe { sigaction(sig, &act) } {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+            Ok(s) => s,
+            Err(e) => {
                 result = Err(anyhow::Error::from(e).context("installing the signal handler"));
                 return;
             }
-        }
-        let leader = nix::unistd::getpgrp() == nix::unistd::getpid();
-        if leader {
-            std::thread::spawn(|| loop {
-                if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        };
+        let leader = oskit::leads_process_group();
+        std::thread::spawn(move || {
+            let mut passed_on = false;
+            for _ in signals.forever() {
+                STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+                if leader && !passed_on {
+                    passed_on = true;
                     tracing::warn!("stopping: passing SIGTERM on to the sync");
-                    let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), Signal::SIGTERM);
-                    return;
+                    let _ = oskit::terminate_process_group();
                 }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            });
-        }
+            }
+        });
     });
     result
 }

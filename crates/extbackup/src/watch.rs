@@ -250,27 +250,11 @@ fn decide(
 
 /// Polls `fd` for input for up to `timeout`; `Ok(true)` when readable.
 fn wait_readable(fd: &impl AsFd, timeout: Duration) -> Result<bool, WatchError> {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: fd.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd, borrowed for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(WatchError {
-            kind: WatchErrorKind::Io,
-            message: "waiting for udev events".into(),
-            source: e,
-        });
-    }
-    Ok(r > 0 && pfd.revents & libc::POLLIN != 0)
+    oskit::wait_readable(fd.as_fd(), timeout).map_err(|e| WatchError {
+        kind: WatchErrorKind::Io,
+        message: "waiting for udev events".into(),
+        source: e,
+    })
 }
 
 #[cfg(test)]

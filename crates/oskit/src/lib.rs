@@ -88,3 +88,122 @@ mod tests {
         assert!(write_atomic(&dir.path().join("missing/f"), b"x", None).is_err());
     }
 }
+
+/// An exclusive `flock(2)` on a lock file (compatible with `flock(1)`), held until dropped;
+/// the kernel releases it when the process dies, so a crash never leaves a stale lock.
+#[derive(Debug)]
+pub struct FileLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl FileLock {
+    fn open(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+    }
+
+    /// Takes the lock on `path` (created 0644 if missing) if nobody holds it: `None` when
+    /// someone does.
+    pub fn try_lock(path: &Path) -> std::io::Result<Option<FileLock>> {
+        use nix::fcntl::{Flock, FlockArg};
+        let mut file = Self::open(path)?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => return Ok(Some(FileLock { _lock: l })),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for the lock on `path` as long as it takes.
+    pub fn lock(path: &Path) -> std::io::Result<FileLock> {
+        use nix::fcntl::{Flock, FlockArg};
+        let mut file = Self::open(path)?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(l) => return Ok(FileLock { _lock: l }),
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Bytes that may still be written on the filesystem holding `path`: for root, the blocks
+/// reserved for root included (root may use them, and runs are root).
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path)?;
+    let blocks = if is_root() {
+        st.blocks_free()
+    } else {
+        st.blocks_available()
+    };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok(blocks as u64 * st.fragment_size() as u64)
+}
+
+/// Whether this process leads its process group (as under systemd, or started by a shell).
+pub fn leads_process_group() -> bool {
+    nix::unistd::getpgrp() == nix::unistd::getpid()
+}
+
+/// Sends SIGTERM to this process's group (this process included): the way a stopping run
+/// ends its rsync at once instead of at systemd's final SIGKILL.
+pub fn terminate_process_group() -> std::io::Result<()> {
+    nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGTERM)?;
+    Ok(())
+}
+
+/// Waits until `fd` is readable or `timeout` passes (`poll(2)`): true when readable.
+pub fn wait_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {
+                return Ok(fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        let a = FileLock::try_lock(&p).unwrap().expect("free");
+        assert!(FileLock::try_lock(&p).unwrap().is_none(), "held");
+        drop(a);
+        let _b = FileLock::lock(&p).unwrap();
+        assert!(free_space(dir.path()).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_pipe_with_data_is_readable_and_an_empty_one_times_out() {
+        use std::os::fd::AsFd;
+        let (r, w) = nix::unistd::pipe().unwrap();
+        assert!(!wait_readable(r.as_fd(), std::time::Duration::from_millis(10)).unwrap());
+        nix::unistd::write(&w, b"x").unwrap();
+        assert!(wait_readable(r.as_fd(), std::time::Duration::from_millis(10)).unwrap());
+    }
+}

@@ -1,10 +1,6 @@
 //! The source lock: `flock(LOCK_EX)` on a lock file, compatible with `flock(1)`.
 
 use crate::{ErrorKind, SyncError};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +14,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// this process dies, so a crash never leaves a stale lock.
 #[derive(Debug)]
 pub struct SourceLock {
-    _lock: Flock<File>,
+    _lock: oskit::FileLock,
     path: PathBuf,
 }
 
@@ -37,52 +33,36 @@ impl SourceLock {
         stop: &mut dyn FnMut() -> Result<(), SyncError>,
     ) -> Result<SourceLock, SyncError> {
         let start = Instant::now();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(|e| {
-                SyncError::new(
-                    ErrorKind::Other,
+        let mut waiting = false;
+        loop {
+            let taken = oskit::FileLock::try_lock(path).map_err(|e| {
+                let what = if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::PermissionDenied
+                {
                     format!(
                         "opening the source lock file {}: check that its folder exists and \
                          is writable",
                         path.display()
-                    ),
-                )
-                .with_source(e)
-            })?;
-        let mut waiting = false;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => {
-                    tracing::debug!("source lock {} taken", path.display());
-                    return Ok(SourceLock {
-                        _lock: lock,
-                        path: path.to_path_buf(),
-                    });
-                }
-                Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
-                    if !waiting {
-                        waiting = true;
-                        tracing::info!(
-                            "the source lock {} is held by another job: waiting up to {:.1} s",
-                            path.display(),
-                            timeout.as_secs_f64()
-                        );
-                    }
-                    file = f
-                }
-                Err((_, errno)) => {
-                    return Err(SyncError::new(
-                        ErrorKind::Other,
-                        format!("locking {}", path.display()),
                     )
-                    .with_source(std::io::Error::from(errno)))
-                }
+                } else {
+                    format!("locking {}", path.display())
+                };
+                SyncError::new(ErrorKind::Other, what).with_source(e)
+            })?;
+            if let Some(lock) = taken {
+                tracing::debug!("source lock {} taken", path.display());
+                return Ok(SourceLock {
+                    _lock: lock,
+                    path: path.to_path_buf(),
+                });
+            }
+            if !waiting {
+                waiting = true;
+                tracing::info!(
+                    "the source lock {} is held by another job: waiting up to {:.1} s",
+                    path.display(),
+                    timeout.as_secs_f64()
+                );
             }
             let waited = start.elapsed();
             if waited >= timeout {
