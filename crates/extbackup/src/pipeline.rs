@@ -12,7 +12,7 @@ use crypt::{Crypt, LockMode, LockOutcome};
 use indicator::{Indicator, State};
 use mounter::{MountOptions, Mounter};
 use notifier::{Event, Notifier, Outcome as MailOutcome};
-use syncer::{Progress, SyncOptions, SyncReport, Syncer};
+use syncer::{GuardedSync, Progress, SyncOptions, SyncReport, Syncer};
 
 use crate::config::{Config, DriveConfig};
 use crate::host::{Host, HostError};

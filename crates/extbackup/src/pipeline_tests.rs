@@ -43,7 +43,7 @@ mock! {
 mock! {
     pub Syncer {}
     impl syncer::Syncer for Syncer {
-        fn sync(&self, source: &Path, target: &Path, opts: &SyncOptions, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport, SyncError>;
+        fn mirror(&self, source: &Path, target: &Path, opts: &SyncOptions, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport, SyncError>;
         fn describe(&self) -> String;
     }
 }
@@ -93,6 +93,9 @@ fn fixture() -> Fixture {
     let key = dir.path().join("offsite-a.key");
     std::fs::write(&key, [7u8; 64]).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    // A real source: the syncer's guard runs before every backend, fakes and mocks too.
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/file"), "data").unwrap();
     let text = format!(
         r#"
 source = "{d}/src"
@@ -105,6 +108,8 @@ timeout_secs = 5
 [mail]
 to = ["root@localhost"]
 transport = {{ kind = "file", dir = "{d}/mail" }}
+[policy]
+require_source_mount_point = false
 [[drive]]
 name = "offsite-a"
 uuid = "{UUID}"
@@ -349,7 +354,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             break 'steps;
         }
         m.syncer
-            .expect_sync()
+            .expect_mirror()
             .times(1)
             .in_sequence(&mut m.seq)
             .returning(move |_, _, _, _| {
@@ -888,7 +893,7 @@ mod with_fakes {
     /// A copy during which the drive is unmounted behind our back (a lazy unmount).
     struct UnmountingSyncer(FakeMounter, PathBuf);
     impl Syncer for UnmountingSyncer {
-        fn sync(
+        fn mirror(
             &self,
             _: &Path,
             _: &Path,

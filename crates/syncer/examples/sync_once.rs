@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use syncer::{RsyncSyncer, SyncOptions, Syncer};
+use syncer::{GuardedSync, RsyncSyncer, SyncOptions};
 
 fn main() -> ExitCode {
     let mut args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();

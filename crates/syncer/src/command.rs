@@ -1,7 +1,7 @@
 //! `CommandSyncer`: the user's own sync script.
 
 use crate::child::{self, collect_stderr, spawn_error};
-use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use crate::{ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -43,14 +43,13 @@ impl CommandSyncer {
 }
 
 impl Syncer for CommandSyncer {
-    fn sync(
+    fn mirror(
         &self,
         source: &Path,
         target: &Path,
         opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
-        guard::guard(source, target, opts)?;
         let start = Instant::now();
         progress(Progress {
             bytes: 0,

@@ -32,7 +32,7 @@ impl FakeSyncer {
 }
 
 impl Syncer for FakeSyncer {
-    fn sync(
+    fn mirror(
         &self,
         source: &Path,
         target: &Path,

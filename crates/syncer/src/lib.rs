@@ -1,6 +1,6 @@
 //! The `Syncer` trait: make the drive's copy equal to the NAS's backup repository.
 //!
-//! `sync(source, target, options, progress)` returns a report (files and bytes copied and
+//! `GuardedSync::sync(source, target, options, progress)` returns a report (files and bytes copied and
 //! deleted, duration, warnings). Before touching the target, the guard refuses a source that
 //! is missing, empty, or (when so configured) not a mount point, and a run that would delete
 //! more than a configured share of the target's files: a mirror from an empty source would
@@ -14,7 +14,7 @@
 //! ```no_run
 //! use std::path::Path;
 //! use std::time::Duration;
-//! use syncer::{RsyncSyncer, SourceLock, SyncOptions, Syncer};
+//! use syncer::{GuardedSync, RsyncSyncer, SourceLock, SyncOptions};
 //!
 //! let _lock = SourceLock::acquire(Path::new("/run/lock/backup-repo.lock"), Duration::from_secs(600))?;
 //! let opts = SyncOptions {
@@ -119,9 +119,14 @@ pub struct SyncReport {
 }
 
 /// Mirrors a source tree onto a target tree. Object safe: chosen at run time.
+///
+/// A backend implements [`mirror`](Syncer::mirror) only; callers call
+/// [`GuardedSync::sync`], implemented once for every syncer, which runs the guard first. A
+/// backend cannot skip the guard, and cannot be called around it by mistake.
 pub trait Syncer: Send + Sync {
-    /// Makes `target` equal to `source`, after the guard's checks.
-    fn sync(
+    /// Makes `target` equal to `source`. Not called directly: [`GuardedSync::sync`] calls it
+    /// once the guard allowed the copy.
+    fn mirror(
         &self,
         source: &Path,
         target: &Path,
@@ -130,4 +135,32 @@ pub trait Syncer: Send + Sync {
     ) -> Result<SyncReport, SyncError>;
     /// A short name for logs.
     fn describe(&self) -> String;
+}
+
+/// The one way to sync: the guard's checks ([`guard()`]), then the backend's
+/// [`mirror`](Syncer::mirror). Implemented for every [`Syncer`] (a blanket impl no backend
+/// can replace).
+pub trait GuardedSync {
+    /// Refuses what the guard refuses (a missing, empty or unmounted source; too many
+    /// deletions), else makes `target` equal to `source`.
+    fn sync(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: &SyncOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SyncReport, SyncError>;
+}
+
+impl<T: Syncer + ?Sized> GuardedSync for T {
+    fn sync(
+        &self,
+        source: &Path,
+        target: &Path,
+        opts: &SyncOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SyncReport, SyncError> {
+        guard::guard(source, target, opts)?;
+        self.mirror(source, target, opts, progress)
+    }
 }

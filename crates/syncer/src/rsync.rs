@@ -426,14 +426,13 @@ fn exit_meaning(code: i32) -> &'static str {
 }
 
 impl Syncer for RsyncSyncer {
-    fn sync(
+    fn mirror(
         &self,
         source: &Path,
         target: &Path,
-        opts: &SyncOptions,
+        _opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
-        guard::guard(source, target, opts)?;
         self.run(source, target, progress)
     }
 

@@ -4,7 +4,7 @@ use crate::opts;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use syncer::{CommandSyncer, ErrorKind, Syncer};
+use syncer::{CommandSyncer, ErrorKind, GuardedSync};
 
 fn script(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("my-backup");

@@ -7,7 +7,7 @@ use crate::util::{
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use syncer::{ErrorKind, Progress, RsyncSyncer, SyncOptions, Syncer};
+use syncer::{ErrorKind, GuardedSync, Progress, RsyncSyncer, SyncOptions};
 
 fn no_progress(_: Progress) {}
 
