@@ -123,11 +123,17 @@ impl Crypt for FakeCrypt {
             cipher: "aes-xts-plain64".into(),
             keyslots: vec![0],
         };
+        let mut info = info;
+        let mut keys = vec![opts.key_file.clone()];
+        if let Some(p) = &opts.passphrase {
+            keys.push(passphrase_key(p));
+            info.keyslots.push(1);
+        }
         self.inner.lock().unwrap().volumes.insert(
             device.into(),
             FakeVolume {
                 info: info.clone(),
-                keys: vec![opts.key_file.clone()],
+                keys,
             },
         );
         Ok(info)

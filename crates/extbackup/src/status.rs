@@ -20,6 +20,8 @@ pub struct DriveStatus {
     pub last_success_age_secs: Option<u64>,
     /// The newest failed run.
     pub last_failure: Option<RunRecord>,
+    /// Recovery notes: a missing recovery passphrase, the last verify.
+    pub notes: Vec<String>,
 }
 
 /// The status of every configured drive.
@@ -48,6 +50,14 @@ pub fn status(cfg: &Config, now: u64) -> std::io::Result<Status> {
                 .map(|r| now.saturating_sub(r.finished)),
             last_success: s.last_success,
             last_failure: s.last_failure,
+            notes: crate::recovery::status_note(&cfg.state_dir, d.name.as_str())
+                .into_iter()
+                .chain([crate::verify::status_note(
+                    &cfg.state_dir,
+                    d.name.as_str(),
+                    now,
+                )])
+                .collect(),
         });
     }
     Ok(Status {
@@ -86,6 +96,9 @@ impl Status {
                     r.error.join(": ")
                 )),
                 None => s.push_str("  last failure: none\n"),
+            }
+            for n in &d.notes {
+                s.push_str(&format!("  {n}\n"));
             }
         }
         match &self.current {
