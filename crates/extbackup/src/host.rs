@@ -67,6 +67,7 @@ pub struct SystemHost {
     run_lock: Option<Flock<File>>,
     source_lock: Option<sync::SourceLock>,
     cancel: Option<&'static AtomicBool>,
+    header_backups: Vec<(String, PathBuf)>,
 }
 
 impl SystemHost {
@@ -77,7 +78,16 @@ impl SystemHost {
             run_lock: None,
             source_lock: None,
             cancel: None,
+            header_backups: vec![],
         }
+    }
+
+    /// With the LUKS header backups of the configured drives ((name, file), see
+    /// [`crate::recovery::header_backups`]): the record step also stores the other drives'
+    /// backups on the drive it writes.
+    pub fn with_header_backups(mut self, headers: Vec<(String, PathBuf)>) -> Self {
+        self.header_backups = headers;
+        self
     }
 
     /// Waits for the run lock and the source lock stop when `flag` is set (by the SIGTERM
@@ -236,7 +246,9 @@ impl Host for SystemHost {
                 format!("writing the run record under {}", mountpoint.display()),
                 e,
             )
-        })
+        })?;
+        crate::recovery::store_headers(mountpoint, &self.header_backups, &run.drive);
+        Ok(())
     }
 }
 

@@ -146,6 +146,27 @@ enum RecoveryCommand {
         #[arg(long, value_name = "FILE")]
         recovery_passphrase_file: Option<PathBuf>,
     },
+    /// Write a drive's recovery kit: LUKS header backup, UUID and labels, RESTORE.txt.
+    #[command(
+        long_about = "Writes into DIR what opens the drive on any Linux machine without the NAS: \
+the LUKS header backup (NAME.luks-header), and RESTORE-NAME.txt with the UUID, the labels and \
+the exact cryptsetup and mount commands. Keep it away from the NAS (a USB stick in a drawer, \
+a printout of RESTORE.txt). --with-key-file adds the key file: the kit then opens the drive \
+by itself."
+    )]
+    Kit {
+        /// The drive's name.
+        name: String,
+        /// The folder to write the kit into (created 0700).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Also copy the key file into the kit (it then opens the drive without passphrase).
+        #[arg(long)]
+        with_key_file: bool,
+        /// The drive's LUKS device (default: /dev/disk/by-uuid/UUID).
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -400,6 +421,15 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             device.as_deref(),
             recovery_passphrase_file.as_deref(),
         ),
+        Command::Recovery {
+            command:
+                RecoveryCommand::Kit {
+                    name,
+                    to,
+                    with_key_file,
+                    device,
+                },
+        } => recovery_kit(cli, name, to, *with_key_file, device.as_deref()),
         Command::Mount(a) => mount_cmd(cli, a),
         Command::Unmount { name } => {
             let (cfg, _) = load_or_default(cli)?;
@@ -440,7 +470,8 @@ fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Resu
     // Waits for the run lock and the source lock end on SIGTERM too, not only the steps.
     b.host = Box::new(
         extbackup::host::SystemHost::new(state::StateDir::new(&cfg.state_dir).run_lock_path())
-            .with_cancel(&STOP),
+            .with_cancel(&STOP)
+            .with_header_backups(recovery::header_backups(cfg)),
     );
     let opts = RunOptions {
         force,
@@ -657,6 +688,41 @@ fn ask_passphrase(
     move || recovery::read_passphrase(&format!("Recovery passphrase for drive {name}: "))
 }
 
+fn recovery_kit(
+    cli: &Cli,
+    name: &str,
+    to: &std::path::Path,
+    with_key_file: bool,
+    device: Option<&std::path::Path>,
+) -> Result<u8> {
+    let cfg = load(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let Some(d) = cfg.drive_by_name(name) else {
+        bail!(UsageError(format!(
+            "no drive named {name} in {}",
+            cli.config.display()
+        )));
+    };
+    let drive = browse::resolve(&cfg, crypt.as_ref(), Some(name), device).map_err(failure)?;
+    let kit = recovery::write_kit(
+        crypt.as_ref(),
+        &drive,
+        to,
+        with_key_file.then_some(d.key_file.as_path()),
+    )
+    .map_err(failure)?;
+    for f in &kit.files {
+        println!("wrote {}", f.display());
+    }
+    if with_key_file {
+        println!(
+            "WARNING: this kit holds the key file: it opens drive {name} by itself. Keep it as \
+             safe as the backup's contents, and away from the drive."
+        );
+    }
+    Ok(0)
+}
+
 fn recovery_add(
     cli: &Cli,
     name: &str,
@@ -703,6 +769,12 @@ fn recovery_add(
         tracing::warn!("noting the recovery passphrase in the state directory: {e}");
     }
     println!("drive {name}: recovery passphrase added in keyslot {slot}");
+    // The header backup on this machine lacks the new slot: refresh it.
+    let hb = recovery::header_backup_path(drive.config.as_ref().expect("configured"));
+    if hb.exists() {
+        recovery::refresh_header_backup(crypt.as_ref(), &drive.device, &hb).map_err(failure)?;
+        println!("refreshed the LUKS header backup {}", hb.display());
+    }
     Ok(0)
 }
 

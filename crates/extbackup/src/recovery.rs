@@ -237,6 +237,197 @@ fn read_without_echo() -> Result<zeroize::Zeroizing<String>, Failure> {
     Ok(line)
 }
 
+/// Where `prepare` keeps the LUKS header backup of `drive` (beside its key file).
+pub fn header_backup_path(drive: &crate::config::DriveConfig) -> PathBuf {
+    drive
+        .key_file
+        .with_file_name(format!("{}.luks-header", drive.name))
+}
+
+/// The header backups of the configured drives that exist on this machine: (name, file).
+pub fn header_backups(cfg: &crate::config::Config) -> Vec<(String, PathBuf)> {
+    cfg.drives
+        .iter()
+        .map(|d| (d.name.to_string(), header_backup_path(d)))
+        .collect()
+}
+
+/// The folder on a drive that holds the other drives' header backups.
+pub const HEADERS_DIR: &str = ".extbackup/headers";
+
+/// Stores the header backups of the drives other than `this` on the drive mounted at
+/// `mountpoint` (`.extbackup/headers/NAME.img`), so that a damaged header can be restored
+/// from the other drive. A header is no secret beyond what the drive itself carries (its
+/// keyslots are as strong as the drive's). Missing backups are skipped; errors are only
+/// logged: this never fails a backup.
+pub fn store_headers(mountpoint: &Path, headers: &[(String, PathBuf)], this: &str) {
+    let dir = mountpoint.join(HEADERS_DIR);
+    for (name, file) in headers.iter().filter(|(n, _)| n != this) {
+        if !file.exists() {
+            tracing::debug!("no header backup of {name} at {}", file.display());
+            continue;
+        }
+        let to = dir.join(format!("{name}.img"));
+        let tmp = dir.join(format!(".{name}.img.tmp"));
+        let r = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::copy(file, &tmp))
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &to));
+        match r {
+            Ok(()) => tracing::info!("stored the LUKS header backup of {name} on this drive"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(
+                    "storing the LUKS header backup of {name} ({}) on this drive: {e}",
+                    file.display()
+                )
+            }
+        }
+    }
+}
+
+/// Replaces the header backup at `path` with a fresh one of `device` (after a keyslot
+/// change: the old backup lacks the new slot).
+pub fn refresh_header_backup(crypt: &dyn Crypt, device: &Path, path: &Path) -> Result<(), Failure> {
+    let tmp = path.with_extension("luks-header.new");
+    let _ = std::fs::remove_file(&tmp);
+    crypt
+        .backup_header(device, &tmp)
+        .map_err(|e| Failure::with(format!("saving the LUKS header of {}", device.display()), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400));
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Failure::with(format!("replacing {}", path.display()), e))
+}
+
+/// What a recovery kit holds.
+#[derive(Clone, Debug)]
+pub struct Kit {
+    /// The files written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes the recovery kit of `drive` into `dir`: its LUKS header backup, and RESTORE.txt
+/// with its UUID, labels and the exact commands; with `key_file`, a copy of the key file.
+pub fn write_kit(
+    crypt: &dyn Crypt,
+    drive: &crate::browse::Drive,
+    dir: &Path,
+    key_file: Option<&Path>,
+) -> Result<Kit, Failure> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let name = &drive.name;
+    let info = crypt.inspect(&drive.device).map_err(|e| {
+        Failure::with(
+            format!("reading the LUKS header of {}", drive.device.display()),
+            e,
+        )
+    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::with(format!("creating {}", dir.display()), e))?;
+    let header = dir.join(format!("{name}.luks-header"));
+    let restore_txt = dir.join(format!("RESTORE-{name}.txt"));
+    for p in [&header, &restore_txt] {
+        if p.exists() {
+            return Err(Failure::new(format!(
+                "{} exists already: write the kit into an empty folder",
+                p.display()
+            )));
+        }
+    }
+    crypt
+        .backup_header(&drive.device, &header)
+        .map_err(|e| Failure::with("saving the LUKS header backup", e))?;
+    let mut files = vec![header.clone()];
+    let key_copy = match key_file {
+        None => None,
+        Some(k) => {
+            let to = dir.join(format!("{name}.key"));
+            let bytes = zeroize::Zeroizing::new(
+                std::fs::read(k)
+                    .map_err(|e| Failure::with(format!("reading {}", k.display()), e))?,
+            );
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&to)
+                .map_err(|e| Failure::with(format!("creating {}", to.display()), e))?;
+            f.write_all(&bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Failure::with(format!("writing {}", to.display()), e))?;
+            files.push(to.clone());
+            Some(to)
+        }
+    };
+    let label = info.label.clone().unwrap_or_default();
+    let fs_label: String = name.chars().take(16).collect();
+    let uuid = &info.uuid;
+    let open_with = match &key_copy {
+        Some(k) => format!(
+            "    sudo cryptsetup open --readonly --key-file {} /dev/disk/by-uuid/{uuid} {name}\n\
+             \x20   (or without the key file: sudo cryptsetup open --readonly /dev/disk/by-uuid/{uuid} {name}\n\
+             \x20    and type the recovery passphrase)\n",
+            k.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        None => format!(
+            "    sudo cryptsetup open --readonly /dev/disk/by-uuid/{uuid} {name}\n\
+             \x20   (type the recovery passphrase; or --key-file KEYFILE if you have the key file)\n"
+        ),
+    };
+    let text = format!(
+        "Recovery kit of backup drive {name}\n\
+         ===================================\n\n\
+         LUKS UUID:        {uuid}\n\
+         LUKS label:       {label}\n\
+         LUKS version:     {ver}, cipher {cipher}, keyslots {slots:?}\n\
+         Filesystem label: {fs_label} (ext4)\n\
+         Header backup:    {hdr}\n\
+         Written:          {when}\n\n\
+         The backup is under data/ on the drive's filesystem. You need: a Linux machine with\n\
+         cryptsetup (Debian: sudo apt-get install cryptsetup-bin), this drive, and its\n\
+         recovery passphrase{kf}.\n\n\
+         1. Plug the drive in and find it (its LUKS UUID is above):\n\
+         \x20   lsblk -o NAME,SIZE,FSTYPE,UUID,LABEL\n\
+         2. Open it read-only:\n\
+         {open_with}\
+         3. Mount it read-only and look:\n\
+         \x20   sudo mkdir -p /mnt/{name}\n\
+         \x20   sudo mount -o ro /dev/mapper/{name} /mnt/{name}\n\
+         \x20   ls /mnt/{name}/data\n\
+         4. Copy back what you need, keeping owners, modes and times:\n\
+         \x20   sudo rsync -aHAX --numeric-ids /mnt/{name}/data/SOME/FOLDER/ /srv/restored/FOLDER/\n\
+         5. Close it:\n\
+         \x20   sudo umount /mnt/{name} && sudo cryptsetup close {name}\n\n\
+         If cryptsetup says the device is not a LUKS device (a damaged header), write the\n\
+         header backup back first, then start again at step 2:\n\
+         \x20   sudo cryptsetup luksHeaderRestore /dev/sdX --header-backup-file {hdr}\n\
+         (/dev/sdX: the drive's partition that held LUKS; lsblk shows it by size). The other\n\
+         backup drive carries this header too, in .extbackup/headers/{name}.img.\n\n\
+         With extbackup installed: sudo extbackup mount --device /dev/sdX --passphrase\n\
+         See docs/restore.md of extbackup for the whole story.\n",
+        ver = info.version,
+        cipher = info.cipher,
+        slots = info.keyslots,
+        hdr = header.file_name().unwrap_or_default().to_string_lossy(),
+        when = crate::state::fmt_utc(crate::state::now()),
+        kf = if key_copy.is_some() {
+            " (or the key file in this kit)"
+        } else {
+            ""
+        },
+    );
+    std::fs::write(&restore_txt, text)
+        .map_err(|e| Failure::with(format!("writing {}", restore_txt.display()), e))?;
+    files.push(restore_txt);
+    Ok(Kit { files })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +479,30 @@ mod tests {
         assert!(n.contains("extbackup recovery add a"), "{n}");
         note(dir.path(), "a", true).unwrap();
         assert_eq!(status_note(dir.path(), "a"), None);
+    }
+
+    #[test]
+    fn other_drives_headers_are_stored_and_missing_ones_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mp = dir.path().join("mnt");
+        std::fs::create_dir_all(&mp).unwrap();
+        std::fs::write(dir.path().join("a.luks-header"), "header a").unwrap();
+        std::fs::write(dir.path().join("b.luks-header"), "header b").unwrap();
+        let headers = vec![
+            ("a".to_string(), dir.path().join("a.luks-header")),
+            ("b".to_string(), dir.path().join("b.luks-header")),
+            ("c".to_string(), dir.path().join("c.luks-header")),
+        ];
+        store_headers(&mp, &headers, "a");
+        let names: Vec<String> = std::fs::read_dir(mp.join(HEADERS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["b.img"]);
+        assert_eq!(
+            std::fs::read_to_string(mp.join(HEADERS_DIR).join("b.img")).unwrap(),
+            "header b"
+        );
     }
 
     #[test]

@@ -278,3 +278,113 @@ fn recovery_passphrase_options_of_prepare_and_recovery_add() {
         "not open any more"
     );
 }
+
+#[test]
+fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_back() {
+    if !root_or_skip(
+        "recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_back",
+    ) {
+        return;
+    }
+    use std::io::{Seek, SeekFrom, Write};
+    let w = World::new("loopback-test");
+    let l1 = LoopDevice::new(&w.path("disk1.img"), 32);
+    let l2 = LoopDevice::new(&w.path("disk2.img"), 32);
+    let (d1, d2) = (l1.dev.to_str().unwrap(), l2.dev.to_str().unwrap());
+    w.prepare(&l1.dev, "t1");
+    w.prepare(&l2.dev, "t2");
+    assert_eq!(w.cmd(&["run", "--device", d1]).status.code(), Some(0));
+    assert_eq!(w.cmd(&["run", "--device", d2]).status.code(), Some(0));
+
+    // Each run stored the other drive's header backup on its drive.
+    let out = w.cmd(&["mount", "t2", "--device", d2]);
+    assert_eq!(out.status.code(), Some(0));
+    let on_t2 = w.path("mnt/browse-t2/.extbackup/headers");
+    let names: Vec<String> = fs::read_dir(&on_t2)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["t1.img"]);
+    let from_t2 = w.path("t1-from-t2.img");
+    fs::copy(on_t2.join("t1.img"), &from_t2).unwrap();
+    assert_eq!(
+        fs::read(&from_t2).unwrap(),
+        fs::read(w.path("keys/t1.luks-header")).unwrap()
+    );
+    assert_eq!(w.cmd(&["unmount", "t2"]).status.code(), Some(0));
+
+    // The kit: header backup and RESTORE.txt with the UUID; the key file only on request.
+    let kit = w.path("kit");
+    let out = w.cmd(&[
+        "recovery",
+        "kit",
+        "t1",
+        "--device",
+        d1,
+        "--to",
+        kit.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let uuid = crypt_info_uuid(&w, &l1.dev);
+    let restore = fs::read_to_string(kit.join("RESTORE-t1.txt")).unwrap();
+    assert!(
+        restore.contains(&uuid) && restore.contains("luksHeaderRestore"),
+        "{restore}"
+    );
+    assert!(
+        restore.contains("extbackup-t1") && restore.contains("mount -o ro"),
+        "{restore}"
+    );
+    assert!(!kit.join("t1.key").exists());
+    let kit2 = w.path("kit2");
+    let out = w.cmd(&[
+        "recovery",
+        "kit",
+        "t1",
+        "--device",
+        d1,
+        "--to",
+        kit2.to_str().unwrap(),
+        "--with-key-file",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("WARNING: this kit holds the key file"));
+    assert_eq!(
+        fs::read(kit2.join("t1.key")).unwrap(),
+        fs::read(w.path("keys/t1.key")).unwrap()
+    );
+
+    let zero_header = || {
+        let mut f = fs::OpenOptions::new().write(true).open(&l1.dev).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&vec![0u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+    };
+    let opens = || {
+        let out = w.cmd_input(
+            &["mount", "--device", d1, "--passphrase"],
+            &format!("{}\n", World::PASSPHRASE),
+        );
+        let ok = out.status.code() == Some(0);
+        if ok {
+            assert_eq!(w.cmd(&["unmount", "t1"]).status.code(), Some(0));
+        }
+        ok
+    };
+    std::env::set_var(crypt::ALLOW_ENV, "1");
+    let c =
+        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
+    for backup in [kit.join("t1.luks-header"), from_t2] {
+        zero_header();
+        assert!(!opens(), "a zeroed header opens nothing");
+        c.restore_header(&l1.dev, &backup).unwrap();
+        assert!(opens(), "opens again after restoring {}", backup.display());
+    }
+}
+
+fn crypt_info_uuid(w: &World, dev: &std::path::Path) -> String {
+    std::env::set_var(crypt::ALLOW_ENV, "1");
+    let c =
+        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
+    c.inspect(dev).unwrap().uuid
+}
