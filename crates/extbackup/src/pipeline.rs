@@ -653,7 +653,8 @@ impl<'a> Pipeline<'a> {
         }
 
         self.begin(&name, Step::Sync, started)?;
-        let report = self.sync(&name, &target).map_err(at(Step::Sync))?;
+        let mut report = self.sync(&name, &target).map_err(at(Step::Sync))?;
+        crate::verify::after_sync(self.cfg, &name, &target, &mut report);
         if done.source_locked {
             self.b.host.unlock_source();
             done.source_locked = false;

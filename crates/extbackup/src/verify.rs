@@ -404,6 +404,61 @@ pub fn status_note(state_dir: &Path, drive: &str, now: u64) -> String {
     }
 }
 
+/// `policy.verify_every = N`: on every Nth sync of `drive` (counted in the state directory,
+/// `verify/NAME.count`), compares a 10% sample of the copy at `target` with the source,
+/// records the result and adds any differences to the run's warnings (shown in the log and
+/// the success mail). Never fails the run: a problem is a warning.
+pub fn after_sync(
+    cfg: &crate::config::Config,
+    drive: &str,
+    target: &Path,
+    report: &mut sync::SyncReport,
+) {
+    let every = cfg.policy.verify_every;
+    if every == 0 {
+        return;
+    }
+    let counter = cfg.state_dir.join("verify").join(format!("{drive}.count"));
+    let n = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let _ = std::fs::create_dir_all(counter.parent().expect("has a parent"))
+        .and_then(|_| std::fs::write(&counter, n.to_string()));
+    if n % u64::from(every) != 0 {
+        tracing::info!(
+            "verify: sync {n} of {drive}; a sampled verify runs every {every} (policy.verify_every)"
+        );
+        return;
+    }
+    tracing::info!(
+        "verify: comparing a {DEFAULT_SAMPLE_PERCENT}% sample of {drive}'s copy with the source"
+    );
+    match verify(
+        drive,
+        &cfg.source,
+        target,
+        Depth::Sample(DEFAULT_SAMPLE_PERCENT),
+    ) {
+        Ok(r) => {
+            tracing::info!("verify: {}", r.summary());
+            if let Err(e) = record(&cfg.state_dir, &r) {
+                tracing::warn!("recording the verify: {e}");
+            }
+            if !r.clean() {
+                report.warnings.push(format!("verify: {}", r.summary()));
+                for d in r.differences.iter().take(20) {
+                    report.warnings.push(format!("verify: {d}"));
+                }
+            }
+        }
+        Err(e) => report
+            .warnings
+            .push(format!("verify could not run: {}", e.chain().join(": "))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +551,40 @@ mod tests {
             n.contains("3 days ago") && n.contains("1 difference(s)"),
             "{n}"
         );
+    }
+
+    #[test]
+    fn verify_every_n_runs_on_the_nth_sync_and_warns_about_differences() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, d) = (dir.path().join("s"), dir.path().join("d"));
+        tree(&s);
+        copy(&s, &d);
+        std::fs::write(d.join("extra"), "").unwrap();
+        let cfg = crate::config::Config::parse(&format!(
+            "source = {:?}\nstate_dir = {:?}\n[policy]\nverify_every = 2\n",
+            s.display().to_string(),
+            dir.path().join("state").display().to_string()
+        ))
+        .unwrap();
+        let mut report = sync::SyncReport::default();
+        after_sync(&cfg, "x", &d, &mut report);
+        assert!(report.warnings.is_empty(), "first sync: no verify");
+        assert!(last(&cfg.state_dir, "x").is_none());
+        after_sync(&cfg, "x", &d, &mut report);
+        let r = last(&cfg.state_dir, "x").expect("second sync: verified");
+        assert_eq!(r.depth, "sample 10%");
+        assert!(
+            report.warnings[0].contains("1 difference(s)"),
+            "{:?}",
+            report.warnings
+        );
+        assert!(report
+            .warnings
+            .iter()
+            .any(|w| w.contains("extra on the drive")));
+        // Off by default.
+        let off = crate::config::Config::parse("source = \"/srv\"").unwrap();
+        assert_eq!(off.policy.verify_every, 0);
     }
 
     #[test]
