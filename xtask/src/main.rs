@@ -20,7 +20,8 @@ Tasks:
                    cargo fmt --check, clippy -D warnings, the docs build and every
                    test (unit, host integration on loop devices, and the QEMU guest
                    suite unless --quick).
-  bench            Benchmarks, each against a baseline measured in the same run.
+  bench [AREA...]  Benchmarks, each against a baseline measured in the same run
+                   (areas: blinkstick crypt extbackup indicator sync verify).
   demo [--vm | --host] [--keep]
                    Prepare a disk image on a loop device and back a sample tree up
                    onto it with `extbackup`; shows the LED states, the mail, status.

@@ -8,24 +8,41 @@ pub mod crypt;
 pub mod extbackup;
 pub mod indicator;
 pub mod sync;
+pub mod verify;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Runs every benchmark in turn; stops at the first that fails.
+/// The benchmark areas, in the order `cargo xtask bench` runs them.
+const AREAS: &[(&str, fn(&Path) -> Result<()>)] = &[
+    ("blinkstick", blinkstick::run),
+    ("crypt", crypt::run),
+    ("extbackup", extbackup::run),
+    ("indicator", indicator::run),
+    ("sync", sync::run),
+    ("verify", verify::run),
+];
+
+/// Runs every benchmark in turn (or only the areas named, e.g. `cargo xtask bench verify`);
+/// stops at the first that fails.
 pub fn run(args: &[String]) -> Result<()> {
-    if let Some(a) = args.first() {
-        anyhow::bail!("unknown option `{a}` for `cargo xtask bench`");
+    for a in args {
+        if !AREAS.iter().any(|(n, _)| n == a) {
+            let names: Vec<&str> = AREAS.iter().map(|(n, _)| *n).collect();
+            bail!(
+                "unknown benchmark `{a}` for `cargo xtask bench` (areas: {})",
+                names.join(", ")
+            );
+        }
     }
     let root = crate::util::root();
-    let _ = &root; // each area's `run(&root)` is called below
-    blinkstick::run(&root)?;
-    crypt::run(&root)?;
-    extbackup::run(&root)?;
-    indicator::run(&root)?;
-    sync::run(&root)?;
+    for (name, f) in AREAS {
+        if args.is_empty() || args.iter().any(|a| a == name) {
+            f(&root)?;
+        }
+    }
     Ok(())
 }
 
