@@ -74,10 +74,7 @@ pub fn resolve(
     name: Option<&str>,
     device: Option<&Path>,
 ) -> Result<Drive, Failure> {
-    let configured = match name {
-        Some(n) => Some(cfg.drive_by_name(n).cloned()),
-        None => None,
-    };
+    let configured = name.map(|n| cfg.drive_by_name(n).cloned());
     let device = match (device, &configured) {
         (Some(d), _) => d.to_path_buf(),
         (None, Some(Some(d))) => Path::new("/dev/disk/by-uuid").join(d.uuid.as_str()),

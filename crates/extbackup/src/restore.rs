@@ -98,7 +98,7 @@ pub fn check_destination(
     // The drive's filesystem: the mount point's device, when it is a mount point.
     let dev_of = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
     let drive_dev =
-        dev_of(mount_point).filter(|d| Some(*d) != mount_point.parent().and_then(|p| dev_of(p)));
+        dev_of(mount_point).filter(|d| Some(*d) != mount_point.parent().and_then(dev_of));
     if drive_dev.is_some() && std::fs::metadata(&dest).map(|m| m.dev()).ok() == drive_dev {
         return Err(Failure::new(format!(
             "refusing to restore into {}: it is on the drive's own filesystem",

@@ -426,7 +426,7 @@ pub fn after_sync(
         + 1;
     let _ = std::fs::create_dir_all(counter.parent().expect("has a parent"))
         .and_then(|_| std::fs::write(&counter, n.to_string()));
-    if n % u64::from(every) != 0 {
+    if !n.is_multiple_of(u64::from(every)) {
         tracing::info!(
             "verify: sync {n} of {drive}; a sampled verify runs every {every} (policy.verify_every)"
         );

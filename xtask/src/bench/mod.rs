@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// One area's benchmark: `run(root)`.
+type Bench = fn(&Path) -> Result<()>;
+
 /// The benchmark areas, in the order `cargo xtask bench` runs them.
-const AREAS: &[(&str, fn(&Path) -> Result<()>)] = &[
+const AREAS: &[(&str, Bench)] = &[
     ("blinkstick", blinkstick::run),
     ("crypt", crypt::run),
     ("extbackup", extbackup::run),
