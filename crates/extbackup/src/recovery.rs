@@ -178,20 +178,31 @@ pub fn add(
         })
 }
 
-/// Shows a new passphrase on the terminal (stderr) and asks the owner to confirm they
-/// stored it; `Ok(false)` when they did not.
+/// Shows a new passphrase on the controlling terminal (`/dev/tty`, never stdout or
+/// stderr, which may go to a log) and asks the owner to confirm they stored it; `Ok(false)`
+/// when they did not.
 pub fn show_and_confirm(drive: &str, pass: &Secret) -> Result<bool, Failure> {
-    let mut e = std::io::stderr();
-    let _ = writeln!(
-        e,
+    let mut tty = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| {
+            Failure::with(
+                "no terminal to show the recovery passphrase on: pass \
+                 --recovery-passphrase-file FILE",
+                e,
+            )
+        })?;
+    let shown = writeln!(
+        tty,
         "\nRecovery passphrase for drive {drive} (shown ONCE; it opens the drive without the \
          NAS's key file, e.g. after a fire or theft):\n\n    {}\n\n\
          Write it down and keep it away from the NAS (the dashes are part of it). \
          See docs/restore.md for how it is used.",
         pass.expose()
-    );
-    let _ = write!(e, "Type `stored` once you have stored it: ");
-    let _ = e.flush();
+    )
+    .and_then(|_| write!(tty, "Type `stored` once you have stored it: "))
+    .and_then(|_| tty.flush());
+    shown.map_err(|e| Failure::with("writing to the terminal", e))?;
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)

@@ -388,3 +388,93 @@ fn crypt_info_uuid(w: &World, dev: &std::path::Path) -> String {
         LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
     c.inspect(dev).unwrap().uuid
 }
+
+/// Runs `extbackup ARGS` on a pseudo-terminal (`script`), typing `input`; the exit code
+/// and everything the terminal showed.
+fn on_a_terminal(w: &World, args: &[&str], input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut line = format!(
+        "{} --config {}",
+        env!("CARGO_BIN_EXE_extbackup"),
+        w.config.display()
+    );
+    for a in args {
+        line.push(' ');
+        line.push_str(a);
+    }
+    let mut child = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    for l in input.lines() {
+        // One answer per prompt: give the program time to ask.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stdin.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("$ extbackup {} (on a terminal)\n{shown}", args.join(" "));
+    (out.status.code(), shown)
+}
+
+#[test]
+fn prepare_on_a_terminal_shows_a_generated_passphrase_once_and_it_opens_the_drive() {
+    if !root_or_skip(
+        "prepare_on_a_terminal_shows_a_generated_passphrase_once_and_it_opens_the_drive",
+    ) {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    let dev = lo.dev.to_str().unwrap();
+    let keys = w.path("keys");
+    let args = [
+        "prepare",
+        dev,
+        "--name",
+        "t1",
+        "--keys-dir",
+        keys.to_str().unwrap(),
+    ];
+
+    // Not confirmed: nothing is done (the erase was confirmed, but nothing was written yet).
+    let before = fs::read(w.path("disk.img")).unwrap();
+    let (code, shown) = on_a_terminal(&w, &args, "yes\nno\n");
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("not confirmed"), "{shown}");
+    assert!(fs::read(w.path("disk.img")).unwrap() == before, "untouched");
+
+    let (code, shown) = on_a_terminal(&w, &args, "yes\nstored\n");
+    assert_eq!(code, Some(0), "{shown}");
+    let is_pass = |l: &str| {
+        let g: Vec<&str> = l.trim().split('-').collect();
+        g.len() == 8
+            && g.iter().all(|g| {
+                g.len() == 4
+                    && g.bytes()
+                        .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c))
+            })
+    };
+    let passes: Vec<&str> = shown.lines().filter(|l| is_pass(l)).collect();
+    assert_eq!(passes.len(), 1, "shown exactly once: {shown}");
+    let pass = passes[0].trim().to_string();
+    // Only on the terminal: not in the state, the configuration or the keys folder.
+    for f in ["config.toml", "state/recovery/t1.json"] {
+        assert!(
+            !fs::read_to_string(w.path(f)).unwrap().contains(&pass),
+            "{f}"
+        );
+    }
+    let out = w.cmd_input(
+        &["mount", "--device", dev, "--passphrase"],
+        &format!("{pass}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.cmd(&["unmount", "t1"]).status.code(), Some(0));
+}
