@@ -75,6 +75,7 @@ pub fn resolve(
     device: Option<&Path>,
 ) -> Result<Drive, Failure> {
     let configured = name.map(|n| cfg.drive_by_name(n).cloned());
+    let given = device.is_some();
     let device = match (device, &configured) {
         (Some(d), _) => d.to_path_buf(),
         (None, Some(Some(d))) => Path::new("/dev/disk/by-uuid").join(d.uuid.as_str()),
@@ -88,6 +89,16 @@ pub fn resolve(
         }
         (None, None) => return Err(Failure::new("name a drive or give --device DEV")),
     };
+    if let (false, Some(Some(d))) = (given, &configured) {
+        if !device.exists() {
+            return Err(Failure::new(format!(
+                "drive {} is not plugged in ({} does not exist): plug it in, or name its \
+                 device with --device",
+                d.name,
+                device.display()
+            )));
+        }
+    }
     let info = crypt.inspect(&device).map_err(|e| {
         Failure::with(
             format!("reading the LUKS header of {}", device.display()),
@@ -351,5 +362,86 @@ impl Drop for DriveView<'_> {
                 tracing::error!("closing drive {name}: {}", e.chain().join(": "));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crypt::fake::FakeCrypt;
+
+    const UUID_A: &str = "11111111-2222-4333-8444-555555555555";
+
+    fn cfg() -> Config {
+        Config::parse(&format!(
+            "source = \"/srv\"\n[[drive]]\nname = \"a\"\nuuid = \"{UUID_A}\"\nkey_file = \"/k/a\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn drives_resolve_by_name_or_device_and_unconfigured_ones_take_their_label() {
+        let c = FakeCrypt::new();
+        c.add_volume("/dev/fake-a", UUID_A, "/k/a");
+        let d = resolve(&cfg(), &c, Some("a"), Some(Path::new("/dev/fake-a"))).unwrap();
+        assert_eq!(d.name, "a");
+        assert!(d.config.is_some());
+        // By device alone: the configuration knows its UUID.
+        let d = resolve(&cfg(), &c, None, Some(Path::new("/dev/fake-a"))).unwrap();
+        assert_eq!(d.name, "a");
+        // By name, not plugged in: said so.
+        let e = resolve(&cfg(), &c, Some("a"), None)
+            .unwrap_err()
+            .chain()
+            .join(": ");
+        assert!(e.contains("not plugged in"), "{e}");
+        // A configured name on another drive's device: refused.
+        c.add_volume(
+            "/dev/fake-b",
+            "21111111-2222-4333-8444-555555555555",
+            "/k/b",
+        );
+        let e = resolve(&cfg(), &c, Some("a"), Some(Path::new("/dev/fake-b")))
+            .unwrap_err()
+            .chain()
+            .join(": ");
+        assert!(e.contains("wrong device"), "{e}");
+        // Without a configuration entry: the name comes from the label extbackup-NAME.
+        c.format(
+            Path::new("/dev/fake-c"),
+            &crypt::FormatOptions {
+                key_file: "/k/c".into(),
+                passphrase: None,
+                label: Some("extbackup-offsite-c".into()),
+                uuid: Some("31111111-2222-4333-8444-555555555555".into()),
+                fast_pbkdf_for_tests: true,
+            },
+        )
+        .unwrap();
+        let d = resolve(&cfg(), &c, None, Some(Path::new("/dev/fake-c"))).unwrap();
+        assert_eq!((d.name.as_str(), d.config.is_none()), ("offsite-c", true));
+    }
+
+    #[test]
+    fn a_run_is_refused_only_while_the_drive_is_open_for_browsing() {
+        let c = FakeCrypt::new();
+        c.add_volume("/dev/fake-a", UUID_A, "/k/a");
+        let t = crate::pipeline::Target::Uuid(UUID_A.into());
+        assert_eq!(refuse_run(&cfg(), &c, &t), None);
+        c.unlock_read_only(
+            Path::new("/dev/fake-a"),
+            Key::File(Path::new("/k/a")),
+            &browse_mapping("a"),
+        )
+        .unwrap();
+        let why = refuse_run(&cfg(), &c, &t).expect("refused");
+        assert!(why.contains("extbackup unmount a"), "{why}");
+        let dev = crate::pipeline::Target::Device("/dev/fake-a".into());
+        assert!(refuse_run(&cfg(), &c, &dev).is_some());
+        // The run's own mapping is not a browse mount.
+        c.lock(&browse_mapping("a"), LockMode::Normal).unwrap();
+        c.unlock(Path::new("/dev/fake-a"), Path::new("/k/a"), "extbackup-a")
+            .unwrap();
+        assert_eq!(refuse_run(&cfg(), &c, &t), None);
     }
 }
