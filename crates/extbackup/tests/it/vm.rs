@@ -45,6 +45,7 @@ fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
         "t1",
         "--partition",
         "--yes",
+        "--no-recovery-passphrase",
         "--keys-dir",
         w.path("keys").to_str().unwrap(),
     ]);
