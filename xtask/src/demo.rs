@@ -244,6 +244,7 @@ require_source_mount_point = false
             "--name",
             "demo-a",
             "--yes",
+            "--no-recovery-passphrase",
             "--keys-dir",
             path_str(&keys)?,
         ],

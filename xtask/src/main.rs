@@ -25,7 +25,8 @@ Tasks:
                    parity table against the Python tool, and the QEMU guest suite
                    unless --quick).
   bench [AREA...]  Benchmarks, each against a baseline measured in the same run
-                   (areas: blinkstick crypt extbackup indicator sync; default all).
+                   (areas: blinkstick crypt extbackup indicator sync verify;
+                   default all).
   parity           The blinkstick CLI against the real Python tool (PyPI BlinkStick
                    1.2.0 in a venv, its USB calls recorded by a fake device): a
                    table of cases, identical or deliberately different.

@@ -123,11 +123,17 @@ impl Crypt for FakeCrypt {
             cipher: "aes-xts-plain64".into(),
             keyslots: vec![0],
         };
+        let mut info = info;
+        let mut keys = vec![opts.key_file.clone()];
+        if let Some(p) = &opts.passphrase {
+            keys.push(passphrase_key(p));
+            info.keyslots.push(1);
+        }
         self.inner.lock().unwrap().volumes.insert(
             device.into(),
             FakeVolume {
                 info: info.clone(),
-                keys: vec![opts.key_file.clone()],
+                keys,
             },
         );
         Ok(info)
@@ -213,4 +219,52 @@ impl Crypt for FakeCrypt {
     fn describe(&self) -> String {
         "fake".into()
     }
+    fn add_passphrase(
+        &self,
+        device: &Path,
+        key_file: &Path,
+        passphrase: &Secret,
+        _kdf: PassphraseKdf,
+    ) -> Result<u32, CryptError> {
+        self.record("add_passphrase", device);
+        self.check_key(device, key_file)?;
+        let mut i = self.inner.lock().unwrap();
+        let v = i.volumes.get_mut(device).expect("checked above");
+        v.keys.push(passphrase_key(passphrase));
+        let slot = (v.keys.len() - 1) as u32;
+        v.info.keyslots.push(slot);
+        Ok(slot)
+    }
+    fn unlock_read_only(
+        &self,
+        device: &Path,
+        key: Key<'_>,
+        name: &str,
+    ) -> Result<PathBuf, CryptError> {
+        self.record("unlock_read_only", device);
+        match key {
+            Key::File(k) => {
+                self.check_key(device, k)?;
+            }
+            Key::Passphrase(p) => {
+                if !self.volume(device)?.keys.contains(&passphrase_key(p)) {
+                    return Err(CryptError::new(
+                        ErrorKind::WrongKey,
+                        format!("the passphrase opens no keyslot of {}", device.display()),
+                    ));
+                }
+            }
+        }
+        self.inner
+            .lock()
+            .unwrap()
+            .active
+            .insert(name.into(), device.into());
+        Ok(device.into())
+    }
+}
+
+/// How the fake keeps a passphrase among its key paths.
+fn passphrase_key(p: &Secret) -> PathBuf {
+    PathBuf::from(format!("passphrase:{}", p.expose()))
 }

@@ -123,6 +123,27 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The key that opens a volume for [`Crypt::unlock_read_only`].
+#[derive(Clone, Copy, Debug)]
+pub enum Key<'a> {
+    /// A key file, read by the backend (what `cryptsetup --key-file` does).
+    File(&'a Path),
+    /// A passphrase (a recovery passphrase typed by its owner).
+    Passphrase(&'a Secret),
+}
+
+/// The cost of the PBKDF of a new passphrase keyslot ([`Crypt::add_passphrase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PassphraseKdf {
+    /// argon2id at libcryptsetup's benchmarked defaults (what `cryptsetup luksAddKey`
+    /// does): the right choice for every real drive.
+    #[default]
+    Default,
+    /// The cheapest argon2id (4 iterations, 32 KiB). Tests only: full cost takes many
+    /// seconds under software emulation, and a cheap slot is easy to brute-force.
+    CheapForTests,
+}
+
 /// How hard [`Crypt::lock`] tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockMode {
@@ -190,4 +211,35 @@ pub trait Crypt: Send + Sync {
     fn restore_header(&self, device: &Path, from: &Path) -> Result<(), CryptError>;
     /// A short name for logs.
     fn describe(&self) -> String;
+
+    /// Adds `passphrase` in a new keyslot (argon2id, cost `kdf`), authorised by
+    /// `key_file`; returns the slot. Backends without passphrases say `Unsupported`.
+    fn add_passphrase(
+        &self,
+        device: &Path,
+        key_file: &Path,
+        passphrase: &Secret,
+        kdf: PassphraseKdf,
+    ) -> Result<u32, CryptError> {
+        let _ = (device, key_file, passphrase, kdf);
+        Err(CryptError::new(
+            ErrorKind::Unsupported,
+            format!("{}: passphrase keyslots are not supported", self.describe()),
+        ))
+    }
+
+    /// Activates `device` **read-only** as mapping `name` with `key` (a key file or a
+    /// passphrase); returns the mapped device path. `WrongKey` when the key opens no slot.
+    fn unlock_read_only(
+        &self,
+        device: &Path,
+        key: Key<'_>,
+        name: &str,
+    ) -> Result<PathBuf, CryptError> {
+        let _ = (device, key, name);
+        Err(CryptError::new(
+            ErrorKind::Unsupported,
+            format!("{}: read-only unlocking is not supported", self.describe()),
+        ))
+    }
 }

@@ -405,25 +405,7 @@ impl Crypt for LoopbackTestCrypt {
         check_test_device(device)?;
         let old = read_key_file(existing_key)?;
         let new = read_key_file(new_key)?;
-        let mut h = read_header(device)?;
-        if h.slot_of(&old).is_none() {
-            return Err(wrong_key(device, existing_key));
-        }
-        if h.keys.len() >= MAX_KEYS {
-            return Err(CryptError::new(
-                ErrorKind::InvalidArgument,
-                format!("{} has all {MAX_KEYS} key slots in use", device.display()),
-            ));
-        }
-        h.keys.push(key_hash(&h.salt, &new));
-        let enc = h.encode();
-        if enc.len() > HEADER_TEXT_MAX {
-            return Err(CryptError::new(ErrorKind::Other, "header too large"));
-        }
-        let mut block = vec![0u8; HEADER_TEXT_MAX];
-        block[..enc.len()].copy_from_slice(&enc);
-        write_at_start(device, &block)?;
-        Ok(h.keys.len() as u32 - 1)
+        self.add_key_bytes(device, existing_key, &old, &new)
     }
 
     fn verify_key_file(&self, device: &Path, key_file: &Path) -> Result<u32, CryptError> {
@@ -437,37 +419,7 @@ impl Crypt for LoopbackTestCrypt {
     fn unlock(&self, device: &Path, key_file: &Path, name: &str) -> Result<PathBuf, CryptError> {
         check_mapping_name(name)?;
         self.verify_key_file(device, key_file)?;
-        if let MappingStatus::Active { path, .. } = self.status(name)? {
-            return Err(CryptError::new(
-                ErrorKind::Busy,
-                format!(
-                    "the mapping {name} is already active at {}: lock it first",
-                    path.display()
-                ),
-            ));
-        }
-        let backing = std::fs::canonicalize(device)
-            .map_err(|e| io_error(e, "resolving the device path", device))?;
-        let what = format!("unlocking {} as {name}", device.display());
-        let out = run(
-            Command::new("losetup")
-                .args(["--find", "--show", "--offset"])
-                .arg(HEADER_AREA.to_string())
-                .arg(&backing),
-            &what,
-        )?;
-        let loop_dev = PathBuf::from(out);
-        let state = format!(
-            "loop={}\nbacking={}\n",
-            loop_dev.display(),
-            backing.display()
-        );
-        let p = self.state_file(name);
-        if let Err(e) = std::fs::write(&p, state) {
-            let _ = run(Command::new("losetup").arg("-d").arg(&loop_dev), &what);
-            return Err(io_error(e, "writing the state file", &p));
-        }
-        Ok(loop_dev)
+        self.attach(device, name, false)
     }
 
     fn lock(&self, name: &str, mode: LockMode) -> Result<LockOutcome, CryptError> {
@@ -559,6 +511,103 @@ impl Crypt for LoopbackTestCrypt {
 
     fn describe(&self) -> String {
         "loopback-test (NO encryption)".into()
+    }
+
+    fn add_passphrase(
+        &self,
+        device: &Path,
+        key_file: &Path,
+        passphrase: &Secret,
+        _kdf: PassphraseKdf,
+    ) -> Result<u32, CryptError> {
+        check_test_device(device)?;
+        crate::util::check_passphrase(passphrase)?;
+        let old = read_key_file(key_file)?;
+        self.add_key_bytes(device, key_file, &old, passphrase.expose().as_bytes())
+    }
+
+    fn unlock_read_only(
+        &self,
+        device: &Path,
+        key: Key<'_>,
+        name: &str,
+    ) -> Result<PathBuf, CryptError> {
+        check_mapping_name(name)?;
+        check_test_device(device)?;
+        let bytes = crate::util::key_bytes(key)?;
+        if read_header(device)?.slot_of(&bytes).is_none() {
+            return Err(match key {
+                Key::File(p) => wrong_key(device, p),
+                Key::Passphrase(_) => crate::util::wrong_passphrase(device),
+            });
+        }
+        self.attach(device, name, true)
+    }
+}
+
+impl LoopbackTestCrypt {
+    /// Adds the key `new` to the header, authorised by `old` (the key file `old_path`).
+    fn add_key_bytes(
+        &self,
+        device: &Path,
+        old_path: &Path,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<u32, CryptError> {
+        let mut h = read_header(device)?;
+        if h.slot_of(old).is_none() {
+            return Err(wrong_key(device, old_path));
+        }
+        if h.keys.len() >= MAX_KEYS {
+            return Err(CryptError::new(
+                ErrorKind::InvalidArgument,
+                format!("{} has all {MAX_KEYS} key slots in use", device.display()),
+            ));
+        }
+        h.keys.push(key_hash(&h.salt, new));
+        let enc = h.encode();
+        if enc.len() > HEADER_TEXT_MAX {
+            return Err(CryptError::new(ErrorKind::Other, "header too large"));
+        }
+        let mut block = vec![0u8; HEADER_TEXT_MAX];
+        block[..enc.len()].copy_from_slice(&enc);
+        write_at_start(device, &block)?;
+        Ok(h.keys.len() as u32 - 1)
+    }
+
+    /// Exposes the data area of `device` as a new loop device recorded as mapping `name`.
+    fn attach(&self, device: &Path, name: &str, read_only: bool) -> Result<PathBuf, CryptError> {
+        if let MappingStatus::Active { path, .. } = self.status(name)? {
+            return Err(CryptError::new(
+                ErrorKind::Busy,
+                format!(
+                    "the mapping {name} is already active at {}: lock it first",
+                    path.display()
+                ),
+            ));
+        }
+        let backing = std::fs::canonicalize(device)
+            .map_err(|e| io_error(e, "resolving the device path", device))?;
+        let what = format!("unlocking {} as {name}", device.display());
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show", "--offset"])
+            .arg(HEADER_AREA.to_string());
+        if read_only {
+            cmd.arg("--read-only");
+        }
+        let out = run(cmd.arg(&backing), &what)?;
+        let loop_dev = PathBuf::from(out);
+        let state = format!(
+            "loop={}\nbacking={}\n",
+            loop_dev.display(),
+            backing.display()
+        );
+        let p = self.state_file(name);
+        if let Err(e) = std::fs::write(&p, state) {
+            let _ = run(Command::new("losetup").arg("-d").arg(&loop_dev), &what);
+            return Err(io_error(e, "writing the state file", &p));
+        }
+        Ok(loop_dev)
     }
 }
 

@@ -1,6 +1,9 @@
 //! `LibcryptsetupCrypt`: real LUKS2 through libcryptsetup (libcryptsetup-rs, `mutex` feature).
 
-use crate::util::{check_exists, check_label, check_mapping_name, read_key_file};
+use crate::util::{
+    check_exists, check_label, check_mapping_name, check_passphrase, key_bytes, read_key_file,
+    wrong_passphrase,
+};
 use crate::*;
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey};
 use libcryptsetup_rs::consts::vals::{
@@ -574,6 +577,68 @@ impl Crypt for LibcryptsetupCrypt {
 
     fn describe(&self) -> String {
         "libcryptsetup (LUKS2)".into()
+    }
+
+    fn add_passphrase(
+        &self,
+        device: &Path,
+        key_file: &Path,
+        passphrase: &Secret,
+        kdf: PassphraseKdf,
+    ) -> Result<u32, CryptError> {
+        check_passphrase(passphrase)?;
+        let key = read_key_file(key_file)?;
+        let mut dev = Self::load(device)?;
+        let pbkdf = match kdf {
+            PassphraseKdf::CheapForTests => cheap_argon2id(),
+            PassphraseKdf::Default => CryptSettingsHandle::get_pbkdf_default(&LuksType::Luks2)
+                .map_err(|e| lc_error(Op::Other, e, "reading libcryptsetup's default PBKDF"))?,
+        };
+        Self::set_pbkdf(&mut dev, &pbkdf, device)?;
+        dev.keyslot_handle()
+            .add_by_passphrase(None, &key, passphrase.expose().as_bytes())
+            .map_err(|e| {
+                lc_error(
+                    Op::Key,
+                    e,
+                    format!(
+                        "adding a passphrase keyslot to {} (authorised by the key file {})",
+                        device.display(),
+                        key_file.display()
+                    ),
+                )
+            })
+    }
+
+    fn unlock_read_only(
+        &self,
+        device: &Path,
+        key: Key<'_>,
+        name: &str,
+    ) -> Result<PathBuf, CryptError> {
+        check_mapping_name(name)?;
+        let bytes = key_bytes(key)?;
+        let mut dev = Self::load(device)?;
+        let what = format!("unlocking {} read-only as {name}", device.display());
+        if !device_mapper_available() {
+            return Err(no_device_mapper(&what));
+        }
+        dev.activate_handle()
+            .activate_by_passphrase(Some(name), None, &bytes, CryptActivate::READONLY)
+            .map_err(|e| {
+                if errno_of(&e) == Some(libc::ENOTSUP) || !device_mapper_available() {
+                    no_device_mapper(&what).with_source(e)
+                } else {
+                    let err = lc_error(Op::Activate, e, what.clone());
+                    match key {
+                        Key::Passphrase(_) if err.kind() == ErrorKind::WrongKey => {
+                            wrong_passphrase(device).with_source(err)
+                        }
+                        _ => err,
+                    }
+                }
+            })?;
+        Ok(Path::new("/dev/mapper").join(name))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the backends: key files, device checks, mapping names.
 
-use crate::{CryptError, ErrorKind};
+use crate::{CryptError, ErrorKind, Key, Secret};
 use std::io::Read;
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -121,6 +121,40 @@ pub(crate) fn check_not_in_use(device: &Path) -> Result<(), CryptError> {
         .with_source(e)),
         Err(e) => Err(io_error(e, "opening the device", device)),
     }
+}
+
+/// The bytes of a key: a key file's contents or a passphrase's.
+pub(crate) fn key_bytes(key: Key<'_>) -> Result<Zeroizing<Vec<u8>>, CryptError> {
+    match key {
+        Key::File(p) => read_key_file(p),
+        Key::Passphrase(s) => {
+            check_passphrase(s)?;
+            Ok(Zeroizing::new(s.expose().as_bytes().to_vec()))
+        }
+    }
+}
+
+/// Refuses an empty passphrase.
+pub(crate) fn check_passphrase(p: &Secret) -> Result<(), CryptError> {
+    if p.expose().is_empty() {
+        return Err(CryptError::new(
+            ErrorKind::InvalidArgument,
+            "the passphrase is empty: give a real one or none",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a passphrase that opens no keyslot (the passphrase itself never shown).
+pub(crate) fn wrong_passphrase(device: &Path) -> CryptError {
+    CryptError::new(
+        ErrorKind::WrongKey,
+        format!(
+            "the passphrase opens no keyslot of {} (wrong passphrase? it is case-sensitive, \
+             dashes included)",
+            device.display()
+        ),
+    )
 }
 
 #[cfg(test)]

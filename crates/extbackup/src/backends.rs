@@ -122,8 +122,9 @@ pub fn build(cfg: &Config) -> Result<Backends, BackendError> {
         mounter: mounter(cfg)?,
         syncer: syncer(cfg),
         notifier: notifier(cfg)?,
-        host: Box::new(SystemHost::new(
-            StateDir::new(&cfg.state_dir).run_lock_path(),
-        )),
+        host: Box::new(
+            SystemHost::new(StateDir::new(&cfg.state_dir).run_lock_path())
+                .with_header_backups(crate::recovery::header_backups(cfg)),
+        ),
     })
 }

@@ -438,6 +438,10 @@ pub struct Policy {
     /// Show "attention" when a drive that is not configured is plugged in.
     #[serde(default)]
     pub attention_on_unknown_drive: bool,
+    /// Every Nth plug-in of a drive, compare a random 10% of the files by content after the
+    /// sync (`extbackup verify --sample 10`); 0 = never.
+    #[serde(default)]
+    pub verify_every: u32,
 }
 
 fn default_delete_share() -> Fraction {
@@ -455,6 +459,7 @@ impl Default for Policy {
             reminder_age_days: default_reminder(),
             check_free_space: true,
             attention_on_unknown_drive: false,
+            verify_every: 0,
         }
     }
 }

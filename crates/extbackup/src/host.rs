@@ -65,6 +65,7 @@ pub struct SystemHost {
     run_lock: Option<oskit::FileLock>,
     source_lock: Option<syncer::SourceLock>,
     cancel: Option<&'static AtomicBool>,
+    header_backups: Vec<(String, PathBuf)>,
 }
 
 impl SystemHost {
@@ -75,7 +76,16 @@ impl SystemHost {
             run_lock: None,
             source_lock: None,
             cancel: None,
+            header_backups: vec![],
         }
+    }
+
+    /// With the LUKS header backups of the configured drives ((name, file), see
+    /// [`crate::recovery::header_backups`]): the record step also stores the other drives'
+    /// backups on the drive it writes.
+    pub fn with_header_backups(mut self, headers: Vec<(String, PathBuf)>) -> Self {
+        self.header_backups = headers;
+        self
     }
 
     /// Waits for the run lock and the source lock stop when `flag` is set (by the SIGTERM
@@ -192,7 +202,9 @@ impl Host for SystemHost {
                 format!("writing the run record under {}", mountpoint.display()),
                 e,
             )
-        })
+        })?;
+        crate::recovery::store_headers(mountpoint, &self.header_backups, &run.drive);
+        Ok(())
     }
 }
 

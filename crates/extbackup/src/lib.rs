@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+pub mod browse;
 pub mod config;
 pub mod error;
 pub mod escape;
@@ -31,8 +32,11 @@ pub mod install;
 pub mod logcapture;
 pub mod pipeline;
 pub mod prepare;
+pub mod recovery;
+pub mod restore;
 pub mod state;
 pub mod status;
+pub mod verify;
 pub mod watch;
 
 pub use error::{chain, Failure};

@@ -15,7 +15,7 @@ use tracing_subscriber::Layer;
 use extbackup::config::{self, Config};
 use extbackup::logcapture::LogCapture;
 use extbackup::pipeline::{Pipeline, RunOptions, RunOutcome, Target};
-use extbackup::{backends, prepare, state, status};
+use extbackup::{backends, browse, prepare, recovery, restore, state, status, verify};
 
 /// Exit code: the drive is not a configured one; skipped (borgmatic's "soft failure").
 const EXIT_NOT_OURS: u8 = 75;
@@ -104,6 +104,149 @@ off."
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The recovery passphrase and kit (opening a drive without the NAS).
+    Recovery {
+        #[command(subcommand)]
+        command: RecoveryCommand,
+    },
+    /// Open a drive READ-ONLY and mount it for browsing (key file, or --passphrase).
+    #[command(
+        long_about = "Unlocks a backup drive read-only, with its key file or (--passphrase) \
+the recovery passphrase, and mounts it read-only (at MOUNT_ROOT/browse-NAME unless --at). \
+The copy of the source is under data/. Works without a configuration when given --device \
+and --passphrase (the NAS is gone: see docs/restore.md). While a drive is mounted this way \
+a plug-in run of it does not start. `extbackup unmount NAME` closes it."
+    )]
+    Mount(MountArgs),
+    /// Unmount and close a drive opened by `extbackup mount`.
+    Unmount {
+        /// The drive's name, as `extbackup mount` printed it.
+        name: String,
+    },
+    /// Copy files or folders from a drive back, with full metadata.
+    #[command(
+        long_about = "Copies PATHs (as in the source: relative, or absolute under it; `/` for \
+everything) from the drive's copy into DIR with rsync -aHAX --numeric-ids (owners, modes, \
+times, hard links, ACLs, xattrs). Nothing in DIR is replaced without --overwrite: without it \
+a restore that would replace a file copies nothing and lists the files. DIR may not be inside \
+the source or the drive. Uses the drive's `extbackup mount` when there is one, else opens it \
+read-only for the copy."
+    )]
+    Restore(RestoreArgs),
+    /// Compare a drive's copy with the source (metadata, and content by SHA-256).
+    #[command(
+        long_about = "Compares every entry's metadata (type, mode, owner, size, mtime, symlink \
+target) and the content of regular files by SHA-256: all files with --full, a random share \
+with --sample PERCENT (10% by default). Lists what differs, what is missing on the drive and \
+what is extra on it. Exit 0 when clean, 1 on differences. The result is recorded and shown \
+by `status`. Run it right after a backup: what changed in the source since shows as a \
+difference."
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum RecoveryCommand {
+    /// Add a recovery passphrase keyslot to a prepared drive (plugged in; opened with its key file).
+    Add {
+        /// The drive's name.
+        name: String,
+        /// The drive's LUKS device (default: /dev/disk/by-uuid/UUID).
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
+        /// Take the passphrase from the first line of FILE instead of generating one.
+        #[arg(long, value_name = "FILE")]
+        recovery_passphrase_file: Option<PathBuf>,
+    },
+    /// Write a drive's recovery kit: LUKS header backup, UUID and labels, RESTORE.txt.
+    #[command(
+        long_about = "Writes into DIR what opens the drive on any Linux machine without the NAS: \
+the LUKS header backup (NAME.luks-header), and RESTORE-NAME.txt with the UUID, the labels and \
+the exact cryptsetup and mount commands. Keep it away from the NAS (a USB stick in a drawer, \
+a printout of RESTORE.txt). --with-key-file adds the key file: the kit then opens the drive \
+by itself."
+    )]
+    Kit {
+        /// The drive's name.
+        name: String,
+        /// The folder to write the kit into (created 0700).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Also copy the key file into the kit (it then opens the drive without passphrase).
+        #[arg(long)]
+        with_key_file: bool,
+        /// The drive's LUKS device (default: /dev/disk/by-uuid/UUID).
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct DriveSelect {
+    /// The drive's name (configured, or as `extbackup mount` printed it).
+    name: Option<String>,
+    /// The drive's LUKS device (default for a configured drive: /dev/disk/by-uuid/UUID).
+    #[arg(long, value_name = "DEV")]
+    device: Option<PathBuf>,
+    /// Open with the recovery passphrase (from the terminal, 3 tries; or one line on stdin)
+    /// instead of the key file.
+    #[arg(long)]
+    passphrase: bool,
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    #[command(flatten)]
+    drive: DriveSelect,
+    /// Mount here instead of MOUNT_ROOT/browse-NAME.
+    #[arg(long, value_name = "DIR")]
+    at: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// The drive's name.
+    name: String,
+    /// What to restore, as paths in the source (`/` for everything).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The folder to restore into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// Replace files that exist in DIR.
+    #[arg(long)]
+    overwrite: bool,
+    /// The drive's LUKS device.
+    #[arg(long, value_name = "DEV")]
+    device: Option<PathBuf>,
+    /// Open with the recovery passphrase instead of the key file.
+    #[arg(long)]
+    passphrase: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// The drive's name.
+    name: String,
+    /// Compare the content of every file.
+    #[arg(long, conflicts_with = "sample")]
+    full: bool,
+    /// Compare the content of about PERCENT % of the files, picked at random (default 10).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    sample: Option<f64>,
+    /// The drive's LUKS device.
+    #[arg(long, value_name = "DEV")]
+    device: Option<PathBuf>,
+    /// Open with the recovery passphrase instead of the key file.
+    #[arg(long)]
+    passphrase: bool,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +294,13 @@ struct PrepareArgs {
     /// Mount the drive here during runs instead of MOUNT_ROOT/NAME.
     #[arg(long, value_name = "DIR")]
     mount_point: Option<PathBuf>,
+    /// Take the recovery passphrase from the first line of FILE (by default one is
+    /// generated and shown once on the terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_recovery_passphrase")]
+    recovery_passphrase_file: Option<PathBuf>,
+    /// No recovery passphrase: the drive then opens ONLY with the key file on this machine.
+    #[arg(long)]
+    no_recovery_passphrase: bool,
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +429,43 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Recovery {
+            command:
+                RecoveryCommand::Add {
+                    name,
+                    device,
+                    recovery_passphrase_file,
+                },
+        } => recovery_add(
+            cli,
+            name,
+            device.as_deref(),
+            recovery_passphrase_file.as_deref(),
+        ),
+        Command::Recovery {
+            command:
+                RecoveryCommand::Kit {
+                    name,
+                    to,
+                    with_key_file,
+                    device,
+                },
+        } => recovery_kit(cli, name, to, *with_key_file, device.as_deref()),
+        Command::Mount(a) => mount_cmd(cli, a),
+        Command::Unmount { name } => {
+            let (cfg, _) = load_or_default(cli)?;
+            let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+            let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+            if browse::unmount(crypt.as_ref(), mounter.as_ref(), name).map_err(failure)? {
+                println!("drive {name}: unmounted and closed");
+                Ok(0)
+            } else {
+                eprintln!("extbackup: drive {name} is not open for browsing");
+                Ok(1)
+            }
+        }
+        Command::Restore(a) => restore_cmd(cli, a),
+        Command::Verify(a) => verify_cmd(cli, a),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -307,11 +494,16 @@ fn run(
         .and_then(|u| cfg.drive_by_uuid(u))
         .map_or_else(|| "extbackup".to_owned(), |d| d.name.to_string());
     let mut b = backends::build_for_job(cfg, &job).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if let Some(why) = browse::refuse_run(cfg, b.crypt.as_ref(), target) {
+        eprintln!("extbackup: {why}");
+        return Ok(EXIT_NOT_OURS);
+    }
     install_stop_handler()?;
     // Waits for the run lock and the source lock end on SIGTERM too, not only the steps.
     b.host = Box::new(
         extbackup::host::SystemHost::new(state::StateDir::new(&cfg.state_dir).run_lock_path())
-            .with_cancel(&STOP),
+            .with_cancel(&STOP)
+            .with_header_backups(recovery::header_backups(cfg)),
     );
     let opts = RunOptions {
         force,
@@ -394,6 +586,15 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
         }
         None => config::CryptBackend::default(),
     };
+    let interactive = std::io::stdin().is_terminal();
+    let given = match (&a.recovery_passphrase_file, a.no_recovery_passphrase) {
+        (Some(f), _) => Some(recovery::RecoveryChoice::Passphrase(
+            recovery::read_passphrase_file(f).map_err(|e| UsageError(e.chain().join(": ")))?,
+            recovery::kdf_from_env(),
+        )),
+        (None, true) => Some(recovery::RecoveryChoice::None),
+        (None, false) => None,
+    };
     prepare::check_device(&a.device).map_err(|e| UsageError(extbackup::chain(&e)))?;
     if !a.yes {
         let what = prepare::describe_device(&a.device);
@@ -410,6 +611,24 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             return Ok(1);
         }
     }
+    let recovery = match given {
+        Some(r) => r,
+        None if !interactive => bail!(UsageError(
+            "refusing to prepare without a recovery passphrase decision: there is no \
+             terminal to show a generated one on; pass --recovery-passphrase-file FILE \
+             (the passphrase on its first line) or --no-recovery-passphrase (the drive then \
+             opens only with the key file on this machine)"
+                .into()
+        )),
+        None => {
+            let pass = recovery::generate_passphrase().map_err(failure)?;
+            if !recovery::show_and_confirm(&a.name, &pass).map_err(failure)? {
+                eprintln!("extbackup: the recovery passphrase was not confirmed: nothing done");
+                return Ok(1);
+            }
+            recovery::RecoveryChoice::Passphrase(pass, recovery::kdf_from_env())
+        }
+    };
     let mut crypt_cfg = Config::parse("source = \"/\"").expect("minimal config parses");
     crypt_cfg.crypt.backend = crypt_backend;
     if let Some(t) = &cfg_text {
@@ -427,9 +646,13 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             keys_dir: a.keys_dir.clone(),
             config_path: cli.config.clone(),
             mount_point: a.mount_point.clone(),
+            recovery,
         },
     )
     .with_context(|| format!("preparing {}", a.device.display()))?;
+    if let Err(e) = recovery::note(&crypt_cfg.state_dir, &a.name, p.recovery_passphrase) {
+        tracing::warn!("noting the recovery passphrase in the state directory: {e}");
+    }
     println!(
         "prepared {} as backup drive {}:\n  LUKS UUID {}\n  key file {}\n  LUKS header backup {} (keep a copy off this machine too)\n  LUKS label {}, filesystem label {}\n  added to {}",
         p.luks_device.display(),
@@ -441,6 +664,16 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
         a.name.chars().take(16).collect::<String>(),
         cli.config.display()
     );
+    if p.recovery_passphrase {
+        println!("  recovery passphrase: in a second keyslot (argon2id); see docs/restore.md");
+    } else {
+        println!(
+            "  WARNING: no recovery passphrase: without the key file {} this drive cannot be \
+             opened (e.g. when the NAS is lost); `extbackup recovery add {}` adds one",
+            p.key_file.display(),
+            a.name
+        );
+    }
     if cfg_text.is_none() {
         println!(
             "{} is new: set `source = ...` in it before the first run",
@@ -448,6 +681,237 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// A library failure as an anyhow error with its whole chain.
+fn failure(e: extbackup::Failure) -> anyhow::Error {
+    anyhow::anyhow!(e.chain().join(": "))
+}
+
+/// The configuration, or (when the file does not exist: the NAS is gone) the defaults;
+/// the flag says whether it was read.
+fn load_or_default(cli: &Cli) -> Result<(Config, bool)> {
+    if cli.config.exists() {
+        return Ok((load(cli)?, true));
+    }
+    tracing::debug!(
+        "{} does not exist: using the defaults",
+        cli.config.display()
+    );
+    Ok((
+        Config::parse("source = \"/\"").expect("minimal config parses"),
+        false,
+    ))
+}
+
+fn opener(passphrase: bool) -> browse::Opener {
+    if passphrase {
+        browse::Opener::Passphrase {
+            tries: if std::io::stdin().is_terminal() { 3 } else { 1 },
+        }
+    } else {
+        browse::Opener::KeyFile
+    }
+}
+
+fn ask_passphrase(
+    name: &str,
+) -> impl FnMut() -> std::result::Result<crypt::Secret, extbackup::Failure> + '_ {
+    move || recovery::read_passphrase(&format!("Recovery passphrase for drive {name}: "))
+}
+
+fn recovery_kit(
+    cli: &Cli,
+    name: &str,
+    to: &std::path::Path,
+    with_key_file: bool,
+    device: Option<&std::path::Path>,
+) -> Result<u8> {
+    let cfg = load(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let Some(d) = cfg.drive_by_name(name) else {
+        bail!(UsageError(format!(
+            "no drive named {name} in {}",
+            cli.config.display()
+        )));
+    };
+    let drive = browse::resolve(&cfg, crypt.as_ref(), Some(name), device).map_err(failure)?;
+    let kit = recovery::write_kit(
+        crypt.as_ref(),
+        &drive,
+        to,
+        with_key_file.then_some(d.key_file.as_path()),
+    )
+    .map_err(failure)?;
+    for f in &kit.files {
+        println!("wrote {}", f.display());
+    }
+    if with_key_file {
+        println!(
+            "WARNING: this kit holds the key file: it opens drive {name} by itself. Keep it as \
+             safe as the backup's contents, and away from the drive."
+        );
+    }
+    Ok(0)
+}
+
+fn recovery_add(
+    cli: &Cli,
+    name: &str,
+    device: Option<&std::path::Path>,
+    file: Option<&std::path::Path>,
+) -> Result<u8> {
+    let cfg = load(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if cfg.drive_by_name(name).is_none() {
+        bail!(UsageError(format!(
+            "no drive named {name} in {}",
+            cli.config.display()
+        )));
+    }
+    let drive = browse::resolve(&cfg, crypt.as_ref(), Some(name), device).map_err(failure)?;
+    let key_file = drive.config.as_ref().expect("configured").key_file.clone();
+    let pass = match file {
+        Some(f) => {
+            recovery::read_passphrase_file(f).map_err(|e| UsageError(e.chain().join(": ")))?
+        }
+        None if !std::io::stdin().is_terminal() => bail!(UsageError(
+            "no terminal to show a generated recovery passphrase on: pass \
+             --recovery-passphrase-file FILE"
+                .into()
+        )),
+        None => {
+            let pass = recovery::generate_passphrase().map_err(failure)?;
+            if !recovery::show_and_confirm(name, &pass).map_err(failure)? {
+                eprintln!("extbackup: the recovery passphrase was not confirmed: nothing done");
+                return Ok(1);
+            }
+            pass
+        }
+    };
+    let slot = recovery::add(
+        crypt.as_ref(),
+        &drive.device,
+        &key_file,
+        &pass,
+        recovery::kdf_from_env(),
+    )
+    .map_err(failure)?;
+    if let Err(e) = recovery::note(&cfg.state_dir, name, true) {
+        tracing::warn!("noting the recovery passphrase in the state directory: {e}");
+    }
+    println!("drive {name}: recovery passphrase added in keyslot {slot}");
+    // The header backup on this machine lacks the new slot: refresh it.
+    let hb = recovery::header_backup_path(drive.config.as_ref().expect("configured"));
+    if hb.exists() {
+        recovery::refresh_header_backup(crypt.as_ref(), &drive.device, &hb).map_err(failure)?;
+        println!("refreshed the LUKS header backup {}", hb.display());
+    }
+    Ok(0)
+}
+
+fn mount_cmd(cli: &Cli, a: &MountArgs) -> Result<u8> {
+    let (cfg, _) = load_or_default(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let d = &a.drive;
+    if d.name.is_none() && d.device.is_none() {
+        bail!(UsageError("name a drive or give --device DEV".into()));
+    }
+    let drive = browse::resolve(&cfg, crypt.as_ref(), d.name.as_deref(), d.device.as_deref())
+        .map_err(failure)?;
+    let at =
+        a.at.clone()
+            .unwrap_or_else(|| browse::default_mount_point(&cfg, &drive.name));
+    let at = std::path::absolute(&at).with_context(|| format!("resolving {}", at.display()))?;
+    let name = drive.name.clone();
+    browse::mount(
+        crypt.as_ref(),
+        mounter.as_ref(),
+        &drive,
+        &at,
+        &opener(d.passphrase),
+        &mut ask_passphrase(&name),
+    )
+    .map_err(failure)?;
+    println!(
+        "drive {name} ({}) is mounted READ-ONLY at {}; the backup is under {}\n\
+         `extbackup unmount {name}` closes it",
+        drive.device.display(),
+        at.display(),
+        at.join(extbackup::pipeline::DATA_DIR).display()
+    );
+    Ok(0)
+}
+
+fn restore_cmd(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
+    let (cfg, has_config) = load_or_default(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let resolve = || browse::resolve(&cfg, crypt.as_ref(), Some(&a.name), a.device.as_deref());
+    let view = browse::DriveView::open(
+        crypt.as_ref(),
+        mounter.as_ref(),
+        &resolve,
+        &a.name,
+        &opener(a.passphrase),
+        &mut ask_passphrase(&a.name),
+    )
+    .map_err(failure)?;
+    let source = has_config.then_some(cfg.source.as_path());
+    let r = restore::restore(
+        &view.data(),
+        view.mount_point(),
+        source,
+        &restore::RestoreRequest {
+            paths: a.paths.clone(),
+            to: a.to.clone(),
+            overwrite: a.overwrite,
+        },
+    )
+    .map_err(failure)?;
+    for (rel, dest) in &r.items {
+        println!("restored {} to {}", rel.display(), dest.display());
+    }
+    Ok(0)
+}
+
+fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
+    let cfg = load(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if cfg.drive_by_name(&a.name).is_none() {
+        bail!(UsageError(format!(
+            "no drive named {} in {}",
+            a.name,
+            cli.config.display()
+        )));
+    }
+    let depth = if a.full {
+        verify::Depth::Full
+    } else {
+        verify::Depth::Sample(a.sample.unwrap_or(verify::DEFAULT_SAMPLE_PERCENT))
+    };
+    let resolve = || browse::resolve(&cfg, crypt.as_ref(), Some(&a.name), a.device.as_deref());
+    let view = browse::DriveView::open(
+        crypt.as_ref(),
+        mounter.as_ref(),
+        &resolve,
+        &a.name,
+        &opener(a.passphrase),
+        &mut ask_passphrase(&a.name),
+    )
+    .map_err(failure)?;
+    let r = verify::verify(&a.name, &cfg.source, &view.data(), depth).map_err(failure)?;
+    drop(view);
+    for d in &r.differences {
+        println!("{d}");
+    }
+    println!("verify {}: {}", a.name, r.summary());
+    if let Err(e) = verify::record(&cfg.state_dir, &r) {
+        tracing::warn!("recording the verify in {}: {e}", cfg.state_dir.display());
+    }
+    Ok(if r.clean() { 0 } else { 1 })
 }
 
 fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {

@@ -465,7 +465,7 @@ impl<'a> Pipeline<'a> {
         );
         let mut shown = ShownProgress::default();
         let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
-        let report = self
+        let mut report = self
             .b
             .syncer
             .sync(&self.cfg.source, &target, &opts, &mut |p: Progress| {
@@ -487,6 +487,7 @@ impl<'a> Pipeline<'a> {
         for w in &report.warnings {
             tracing::warn!("sync: {w}");
         }
+        crate::verify::after_sync(self.cfg, &run.name, &target, &mut report);
         run.report = report;
         if run.done.source_locked {
             self.b.host.unlock_source();

@@ -40,6 +40,8 @@ pub struct PrepareOptions {
     pub config_path: PathBuf,
     /// The drive's own mount point, if not `mount_root/NAME`.
     pub mount_point: Option<PathBuf>,
+    /// The recovery passphrase keyslot, or none.
+    pub recovery: crate::recovery::RecoveryChoice,
 }
 
 /// What was made.
@@ -55,6 +57,8 @@ pub struct Prepared {
     pub header_backup: PathBuf,
     /// The LUKS2 label (`extbackup-NAME`); the ext4 label is NAME (16 bytes at most).
     pub label: String,
+    /// Whether a recovery passphrase keyslot was added.
+    pub recovery_passphrase: bool,
 }
 
 /// A line describing `device` for the confirmation prompt (size, model when known).
@@ -386,15 +390,23 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
     // ext4 labels hold 16 bytes; the LUKS2 label (48) carries the full form.
     let ext4_label: String = name.as_str().chars().take(16).collect();
     tracing::info!("prepare: LUKS2 on {}", luks_device.display());
+    let (passphrase, cheap) = match &opts.recovery {
+        crate::recovery::RecoveryChoice::Passphrase(p, kdf) => {
+            tracing::info!("prepare: with a recovery passphrase keyslot (argon2id)");
+            (Some(p.clone()), *kdf == crypt::PassphraseKdf::CheapForTests)
+        }
+        crate::recovery::RecoveryChoice::None => (None, false),
+    };
+    let recovery_passphrase = passphrase.is_some();
     let info = crypt
         .format(
             &luks_device,
             &FormatOptions {
                 key_file: key_file.clone(),
-                passphrase: None,
+                passphrase,
                 label: Some(label.clone()),
                 uuid: None,
-                fast_pbkdf_for_tests: false,
+                fast_pbkdf_for_tests: cheap,
             },
         )
         .map_err(|e| {
@@ -437,6 +449,7 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
         key_file,
         header_backup,
         label,
+        recovery_passphrase,
     })
 }
 
@@ -588,6 +601,7 @@ mod tests {
                 keys_dir: dir.path().join("keys"),
                 config_path: config_path.clone(),
                 mount_point: Some("/srv/backup/a".into()),
+                recovery: crate::recovery::RecoveryChoice::None,
             },
         )
         .unwrap_err();

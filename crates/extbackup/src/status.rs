@@ -24,6 +24,8 @@ pub struct DriveStatus {
     /// run log instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
+    /// Recovery notes: a missing recovery passphrase, the last verify.
+    pub notes: Vec<String>,
 }
 
 /// The status of every configured drive.
@@ -54,6 +56,14 @@ pub fn status(cfg: &Config, now: u64) -> std::io::Result<Status> {
                 .map(|r| now.saturating_sub(r.finished)),
             last_success: s.last_success,
             last_failure: s.last_failure,
+            notes: crate::recovery::status_note(&cfg.state_dir, d.name.as_str())
+                .into_iter()
+                .chain([crate::verify::status_note(
+                    &cfg.state_dir,
+                    d.name.as_str(),
+                    now,
+                )])
+                .collect(),
         });
     }
     Ok(Status {
@@ -97,6 +107,9 @@ impl Status {
                     r.error.join(": ")
                 )),
                 None => s.push_str("  last failure: none\n"),
+            }
+            for n in &d.notes {
+                s.push_str(&format!("  {n}\n"));
             }
         }
         match &self.current {
@@ -244,7 +257,7 @@ key_file = "/k/b"
         assert_eq!(s.drives[1].last_success.as_ref().unwrap().finished, 2000);
         let text = s.render();
         assert!(text.contains("drives/b.json is damaged"), "{text}");
-        assert!(!text.contains("never"), "{text}");
+        assert!(!text.contains("last success: never"), "{text}");
         let json = serde_json::to_value(&s).unwrap();
         assert!(json["drives"][1]["state_error"].is_string(), "{json}");
         // A reminder names the recorded successes, never "never".

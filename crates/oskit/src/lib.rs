@@ -1,6 +1,7 @@
 //! The few Linux facts and writes that several crates share, written once: mountinfo
-//! parsing ([`mountinfo`]), a durable atomic file write ([`write_atomic`]) and the root
-//! check ([`is_root`]). It depends on nothing in the workspace, so the backend crates, the
+//! parsing ([`mountinfo`]), a durable atomic file write ([`write_atomic`]), the root
+//! check ([`is_root`]), file locks ([`FileLock`]), free space, `poll(2)`, the process group
+//! and the terminal's echo. It depends on nothing in the workspace, so the backend crates, the
 //! orchestrator, `testkit`, `hw-tests` and `xtask` can all use it.
 //!
 //! ```
@@ -181,6 +182,23 @@ pub fn wait_readable(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Runs `f` (reading a secret from the terminal `tty`) with the terminal's echo off, and
+/// restores the terminal's settings afterwards whatever `f` did.
+pub fn without_echo<T>(
+    tty: &impl std::os::fd::AsFd,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let old = tcgetattr(tty)?;
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    tcsetattr(tty, SetArg::TCSAFLUSH, &quiet)?;
+    let r = f();
+    let _ = tcsetattr(tty, SetArg::TCSAFLUSH, &old);
+    r
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ fn prepare_then_run(bin: &Path, drive: &Path) {
             "--mount-point",
             mnt_s,
             "--yes",
+            "--no-recovery-passphrase",
         ],
     );
     let written = std::fs::read_to_string(&config).expect("config after prepare");

@@ -127,6 +127,7 @@ require_source_mount_point = false
         "--name",
         "bench",
         "--yes",
+        "--no-recovery-passphrase",
         "--keys-dir",
         &dir.join("keys").display().to_string(),
     ])

@@ -8,35 +8,42 @@ pub mod crypt;
 pub mod extbackup;
 pub mod indicator;
 pub mod sync;
+pub mod verify;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Runs every benchmark in turn (or only the areas named: `cargo xtask bench blinkstick`);
+/// One area's benchmark: `run(root)`.
+type Bench = fn(&Path) -> Result<()>;
+
+/// The benchmark areas, in the order `cargo xtask bench` runs them.
+const AREAS: &[(&str, Bench)] = &[
+    ("blinkstick", blinkstick::run),
+    ("crypt", crypt::run),
+    ("extbackup", extbackup::run),
+    ("indicator", indicator::run),
+    ("sync", sync::run),
+    ("verify", verify::run),
+];
+
+/// Runs every benchmark in turn (or only the areas named, e.g. `cargo xtask bench verify`);
 /// stops at the first that fails.
 pub fn run(args: &[String]) -> Result<()> {
-    type Area = fn(&Path) -> Result<()>;
-    let areas: [(&str, Area); 5] = [
-        ("blinkstick", blinkstick::run),
-        ("crypt", crypt::run),
-        ("extbackup", extbackup::run),
-        ("indicator", indicator::run),
-        ("sync", sync::run),
-    ];
     for a in args {
-        if !areas.iter().any(|(n, _)| n == a) {
-            anyhow::bail!(
+        if !AREAS.iter().any(|(n, _)| n == a) {
+            let names: Vec<&str> = AREAS.iter().map(|(n, _)| *n).collect();
+            bail!(
                 "unknown benchmark `{a}` for `cargo xtask bench` (areas: {})",
-                areas.map(|(n, _)| n).join(", ")
+                names.join(", ")
             );
         }
     }
     let root = crate::util::root();
-    for (name, run) in areas {
+    for (name, f) in AREAS {
         if args.is_empty() || args.iter().any(|a| a == name) {
-            run(&root)?;
+            f(&root)?;
         }
     }
     Ok(())

@@ -244,3 +244,46 @@ fn loopback_says_not_luks_for_a_real_luks_header() {
         ErrorKind::NotLuks
     );
 }
+
+#[test]
+fn loopback_passphrase_slot_unlocks_read_only_and_a_wrong_one_opens_nothing() {
+    if !root_or_skip("loopback_passphrase_slot_unlocks_read_only_and_a_wrong_one_opens_nothing") {
+        return;
+    }
+    use crypt::{Key, PassphraseKdf, Secret};
+    let img = LoopImage::blank(16);
+    let key = img.key("key", &random_key());
+    let c = backend(&img.path("state"));
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let pass = Secret::new("correct horse battery staple");
+    assert_eq!(
+        c.add_passphrase(&img.dev, &key, &pass, PassphraseKdf::Default)
+            .expect("add"),
+        1
+    );
+    let wrong = Secret::new("incorrect horse");
+    let e = c
+        .unlock_read_only(&img.dev, Key::Passphrase(&wrong), "extbackup-lbt-ro")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
+    assert!(e.to_string().contains("passphrase"), "{e}");
+    assert_eq!(
+        c.status("extbackup-lbt-ro").unwrap(),
+        MappingStatus::Inactive,
+        "a wrong passphrase opens nothing"
+    );
+    let mapped = c
+        .unlock_read_only(&img.dev, Key::Passphrase(&pass), "extbackup-lbt-ro")
+        .expect("passphrase opens");
+    let ro = sh(Command::new("blockdev").arg("--getro").arg(&mapped));
+    let _ = c.lock("extbackup-lbt-ro", LockMode::Normal);
+    assert_eq!(ro.trim(), "1", "the mapping is read-only");
+    let mapped = c
+        .unlock_read_only(&img.dev, Key::File(&key), "extbackup-lbt-ro")
+        .expect("key file opens");
+    assert!(loop_attached(&mapped));
+    assert_eq!(
+        c.lock("extbackup-lbt-ro", LockMode::Normal).unwrap(),
+        LockOutcome::Closed
+    );
+}

@@ -222,3 +222,61 @@ fn format_refuses_a_mounted_device() {
         .arg(&img.dev));
     assert_eq!(ty.trim(), "ext4");
 }
+
+#[test]
+fn add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens() {
+    if !root_or_skip("add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens") {
+        return;
+    }
+    use crypt::PassphraseKdf;
+    let img = LoopImage::blank(32);
+    let key = img.key("key", &random_key());
+    let wrong = img.key("wrong", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    c.format(&img.dev, &opts(&key)).expect("format");
+    let pass = Secret::new("abcd-efgh-ijkl-mnop");
+    let e = c
+        .add_passphrase(&img.dev, &wrong, &pass, PassphraseKdf::CheapForTests)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
+    assert!(
+        !format!("{e:?} {e:#}").contains("abcd-efgh"),
+        "no secret in errors"
+    );
+    let slot = c
+        .add_passphrase(&img.dev, &key, &pass, PassphraseKdf::CheapForTests)
+        .expect("add passphrase");
+    assert_eq!(slot, 1);
+    assert_eq!(c.inspect(&img.dev).unwrap().keyslots, vec![0, 1]);
+    let dump = sh(std::process::Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&img.dev));
+    let slot1 = &dump[dump.find("  1: luks2").expect("slot 1 in the dump")..];
+    assert!(slot1.contains("argon2id"), "{dump}");
+    assert!(
+        dump[..dump.find("  1: luks2").unwrap()].contains("pbkdf2"),
+        "{dump}"
+    );
+    // The stock tool opens it with the passphrase typed on its stdin, and refuses another.
+    let test = |p: &str| {
+        let mut child = std::process::Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "--key-slot", "1"])
+            .arg(&img.dev)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{p}").unwrap();
+        child.wait().unwrap().success()
+    };
+    assert!(test("abcd-efgh-ijkl-mnop"));
+    assert!(!test("abcd-efgh-ijkl-mnoq"));
+    // Read-only activation needs device-mapper, which the host lacks: Unsupported, not a
+    // verdict on the passphrase.
+    let e = c
+        .unlock_read_only(&img.dev, crypt::Key::Passphrase(&pass), "extbackup-ro-host")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:#}");
+}

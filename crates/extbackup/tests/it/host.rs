@@ -343,7 +343,7 @@ fn prepare_with_a_relative_keys_dir_writes_an_absolute_key_file() {
         .arg("--config")
         .arg(&w.config)
         .args(["prepare", lo.dev.to_str().unwrap(), "--name", "t1", "--yes"])
-        .args(["--keys-dir", "keys"])
+        .args(["--keys-dir", "keys", "--no-recovery-passphrase"])
         .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
         .stdin(std::process::Stdio::null())
         .output()

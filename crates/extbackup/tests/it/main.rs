@@ -7,6 +7,7 @@
 
 mod ack;
 mod host;
+mod recovery;
 mod support;
 mod udev;
 mod vm;

@@ -73,6 +73,7 @@ require_source_mount_point = false
             .arg(&self.config)
             .args(args)
             .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+            .env(extbackup::recovery::CHEAP_KDF_ENV, "1")
             .stdin(std::process::Stdio::null())
             .output()
             .expect("extbackup runs");
@@ -86,8 +87,40 @@ require_source_mount_point = false
         out
     }
 
-    /// `prepare DEVICE --name NAME --yes --keys-dir DIR/keys`, which must succeed.
+    /// Like [`cmd`](Self::cmd), with `input` on stdin (a passphrase, as if piped in).
+    pub fn cmd_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+            .env(extbackup::recovery::CHEAP_KDF_ENV, "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("extbackup runs");
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        eprintln!(
+            "$ extbackup {} (with input)\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The recovery passphrase `prepare` gives the drives.
+    pub const PASSPHRASE: &'static str = "test recovery passphrase 1";
+
+    /// `prepare DEVICE --name NAME --yes --keys-dir DIR/keys --recovery-passphrase-file F`
+    /// (with [`World::PASSPHRASE`], at the cheapest argon2id), which must succeed.
     pub fn prepare(&self, dev: &Path, name: &str) {
+        let pass = self.path("recovery-passphrase");
+        fs::write(&pass, format!("{}\n", Self::PASSPHRASE)).unwrap();
         let out = self.cmd(&[
             "prepare",
             dev.to_str().unwrap(),
@@ -96,6 +129,8 @@ require_source_mount_point = false
             "--yes",
             "--keys-dir",
             self.path("keys").to_str().unwrap(),
+            "--recovery-passphrase-file",
+            pass.to_str().unwrap(),
         ]);
         assert_eq!(out.status.code(), Some(0), "prepare failed");
     }
@@ -171,4 +206,66 @@ pub fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
     }
     v.sort();
     v
+}
+
+/// Every entry under `root` with its type, mode, owner, size, modification time (ns) and
+/// content (files) or target (symlinks): what "equal with metadata" means in these tests.
+pub fn meta_snapshot(root: &Path) -> Vec<(PathBuf, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in fs::read_dir(&p).unwrap().flatten() {
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            let what = if md.is_dir() {
+                stack.push(e.path());
+                "dir".to_string()
+            } else if md.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(e.path()).unwrap().display())
+            } else {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                fs::read(e.path()).unwrap().hash(&mut h);
+                format!("file {:x}", h.finish())
+            };
+            let mtime = if md.is_dir() {
+                String::new()
+            } else {
+                format!("{}.{:09}", md.mtime(), md.mtime_nsec())
+            };
+            v.push((
+                rel,
+                format!(
+                    "{what} mode {:o} {}:{} size {} mtime {mtime}",
+                    md.mode(),
+                    md.uid(),
+                    md.gid(),
+                    if md.is_dir() { 0 } else { md.size() }
+                ),
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Changes one byte of `file` in place, keeping its size and modification time (what a
+/// sync would not notice).
+pub fn flip_one_byte_keeping_mtime(file: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mtime = fs::metadata(file).unwrap().modified().unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x01;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+    f.set_modified(mtime).unwrap();
+    f.sync_all().unwrap();
 }

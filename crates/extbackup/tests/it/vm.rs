@@ -45,6 +45,7 @@ fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
         "t1",
         "--partition",
         "--yes",
+        "--no-recovery-passphrase",
         "--keys-dir",
         w.path("keys").to_str().unwrap(),
     ]);
@@ -102,4 +103,211 @@ fn vm_watch_backs_up_a_configured_drive_already_present_at_start() {
     );
     assert_eq!(w.drive_state("t1")["last_success"]["result"], "success");
     assert_eq!(st.code(), Some(0), "watch stops cleanly on SIGTERM");
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `cmd` with `input` on its stdin; whether it succeeded.
+fn with_input(cmd: &mut Command, input: &str) -> bool {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait().unwrap().success()
+}
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
+    use crate::support::meta_snapshot;
+    let w = World::new("libcryptsetup");
+    std::os::unix::fs::symlink("../a.txt", w.path("src/sub/link")).unwrap();
+    let lo = LoopDevice::new(&w.path("disk.img"), 48);
+    let dev = lo.dev.to_str().unwrap();
+    w.prepare(&lo.dev, "t1");
+    assert_eq!(w.cmd(&["run", "--device", dev]).status.code(), Some(0));
+    let src = meta_snapshot(&w.path("src"));
+    let src_sub = meta_snapshot(&w.path("src/sub"));
+
+    // prepare without a terminal and without a passphrase option refuses, naming them.
+    let other = LoopDevice::new(&w.path("other.img"), 24);
+    let out = w.cmd(&[
+        "prepare",
+        other.dev.to_str().unwrap(),
+        "--name",
+        "t2",
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("--recovery-passphrase-file") && e.contains("--no-recovery-passphrase"),
+        "{e}"
+    );
+
+    // The NAS is gone: no key file, no configuration, no state.
+    fs::remove_dir_all(w.path("keys")).unwrap();
+    fs::remove_file(&w.config).unwrap();
+    fs::remove_dir_all(w.path("state")).unwrap();
+
+    // Only the cryptsetup binary and mount -o ro: the files with their metadata.
+    let pass_line = format!("{}\n", World::PASSPHRASE);
+    assert!(
+        with_input(
+            Command::new("cryptsetup")
+                .args(["open", "--readonly"])
+                .arg(&lo.dev)
+                .arg("vm-recovery-cs"),
+            &pass_line
+        ),
+        "cryptsetup opens the drive with the recovery passphrase"
+    );
+    let cs = w.path("cs");
+    fs::create_dir_all(&cs).unwrap();
+    crate::support::sh(
+        Command::new("mount")
+            .args(["-o", "ro", "/dev/mapper/vm-recovery-cs"])
+            .arg(&cs),
+    );
+    let seen = meta_snapshot(&cs.join("data"));
+    crate::support::sh(Command::new("umount").arg(&cs));
+    crate::support::sh(Command::new("cryptsetup").args(["close", "vm-recovery-cs"]));
+    assert_eq!(
+        seen, src,
+        "the drive's copy equals the source, metadata included"
+    );
+
+    // extbackup mount --passphrase: a wrong one opens nothing.
+    let mapper = std::path::Path::new("/dev/mapper/extbackup-ro-t1");
+    let at = w.path("browse");
+    let at_s = at.to_str().unwrap();
+    let out = w.cmd_input(
+        &["mount", "--device", dev, "--passphrase", "--at", at_s],
+        "not the passphrase\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("wrong passphrase") && e.contains("nothing was opened"),
+        "{e}"
+    );
+    assert!(!mapper.exists(), "nothing opened");
+    assert!(mounted_under(w.dir.path()).is_empty());
+    // The right one: read-only, the same files.
+    let out = w.cmd_input(
+        &["mount", "--device", dev, "--passphrase", "--at", at_s],
+        &pass_line,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(mapper.exists());
+    assert_eq!(
+        crate::support::sh(Command::new("blockdev").arg("--getro").arg(mapper)).trim(),
+        "1",
+        "the mapping itself is read-only"
+    );
+    assert_eq!(meta_snapshot(&at.join("data")), src);
+
+    // restore of a sub-folder (no configuration: through the browse mount).
+    let to = w.path("restored");
+    let out = w.cmd(&["restore", "t1", "sub", "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(meta_snapshot(&to.join("sub")), src_sub);
+    // Again onto the existing (one changed) files, without --overwrite: nothing changes.
+    fs::write(to.join("sub/c.txt"), "edited after the restore\n").unwrap();
+    let before = meta_snapshot(&to);
+    let out = w.cmd(&["restore", "t1", "sub", "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("would be replaced"));
+    assert_eq!(meta_snapshot(&to), before, "nothing changed");
+
+    assert_eq!(w.cmd(&["unmount", "t1"]).status.code(), Some(0));
+    assert!(!mapper.exists(), "closed");
+    assert!(mounted_under(w.dir.path()).is_empty(), "unmounted");
+}
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_recovery_verify_finds_a_silent_change_and_a_zeroed_header_comes_back() {
+    use crate::support::flip_one_byte_keeping_mtime;
+    use std::io::{Seek, SeekFrom, Write};
+    let w = World::new("libcryptsetup");
+    let l1 = LoopDevice::new(&w.path("disk1.img"), 40);
+    let l2 = LoopDevice::new(&w.path("disk2.img"), 40);
+    let (d1, d2) = (l1.dev.to_str().unwrap(), l2.dev.to_str().unwrap());
+    w.prepare(&l1.dev, "t1");
+    w.prepare(&l2.dev, "t2");
+    assert_eq!(w.cmd(&["run", "--device", d1]).status.code(), Some(0));
+    assert_eq!(w.cmd(&["run", "--device", d2]).status.code(), Some(0));
+
+    // verify: clean; then one byte changed on the drive, size and mtime kept: exit 1, named.
+    let out = w.cmd(&["verify", "t1", "--device", d1, "--full"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("no differences"));
+    let c = LibcryptsetupCrypt::new();
+    let mapped = c
+        .unlock(&l1.dev, &w.path("keys/t1.key"), "vm-recovery-rw")
+        .unwrap();
+    let rw = w.path("rw");
+    fs::create_dir_all(&rw).unwrap();
+    crate::support::sh(Command::new("mount").arg(&mapped).arg(&rw));
+    flip_one_byte_keeping_mtime(&rw.join("data/sub/b.bin"), 4321);
+    crate::support::sh(Command::new("umount").arg(&rw));
+    c.lock("vm-recovery-rw", LockMode::Normal).unwrap();
+    let out = w.cmd(&["verify", "t1", "--device", d1, "--full"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = text(&out.stdout);
+    assert!(s.contains("differs in content (SHA-256): sub/b.bin"), "{s}");
+    assert!(s.contains("1 difference(s)"), "{s}");
+
+    // The kit, and t1's header as the run of t2 stored it on drive t2.
+    let kit = w.path("kit");
+    let out = w.cmd(&[
+        "recovery",
+        "kit",
+        "t1",
+        "--device",
+        d1,
+        "--to",
+        kit.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let b2 = w.path("b2");
+    let out = w.cmd(&["mount", "t2", "--device", d2, "--at", b2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let from_t2 = w.path("t1-from-t2.img");
+    fs::copy(b2.join(".extbackup/headers/t1.img"), &from_t2).unwrap();
+    assert_eq!(w.cmd(&["unmount", "t2"]).status.code(), Some(0));
+
+    let pass_line = format!("{}\n", World::PASSPHRASE);
+    let opens = || {
+        with_input(
+            Command::new("cryptsetup")
+                .args(["open", "--test-passphrase"])
+                .arg(&l1.dev)
+                .stderr(std::process::Stdio::null()),
+            &pass_line,
+        )
+    };
+    assert!(opens());
+    for backup in [kit.join("t1.luks-header"), from_t2] {
+        // Zero the whole LUKS2 header area (16 MiB: both headers and the keyslots).
+        let mut f = fs::OpenOptions::new().write(true).open(&l1.dev).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&vec![0u8; 16 << 20]).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        assert!(!opens(), "a zeroed header opens nothing");
+        crate::support::sh(
+            Command::new("cryptsetup")
+                .args(["luksHeaderRestore", "--batch-mode"])
+                .arg(&l1.dev)
+                .arg("--header-backup-file")
+                .arg(&backup),
+        );
+        assert!(opens(), "opens again after restoring {}", backup.display());
+    }
 }
