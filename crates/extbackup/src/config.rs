@@ -193,9 +193,9 @@ pub struct Config {
     /// How the state is shown (the indicator crate's `[indicator]` table).
     #[serde(default)]
     pub indicator: indicator::IndicatorConfig,
-    /// Who is told, and how.
+    /// Who is told, and how (the notifier crate's `[mail]` table).
     #[serde(default)]
-    pub mail: Option<MailConfig>,
+    pub mail: Option<notifier::MailTable>,
     /// Which LUKS backend unlocks the drives.
     #[serde(default)]
     pub crypt: CryptConfig,
@@ -316,86 +316,8 @@ impl Default for SyncerConfig {
     }
 }
 
-/// Mail settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MailConfig {
-    /// Recipients.
-    pub to: Vec<String>,
-    /// Sender; `extbackup@HOST` when absent.
-    #[serde(default)]
-    pub from: Option<String>,
-    /// Also mail when a run succeeds.
-    #[serde(default = "yes")]
-    pub on_success: bool,
-    /// Where undeliverable mail waits for the next run; `STATE_DIR/spool` when absent.
-    #[serde(default)]
-    pub spool_dir: Option<PathBuf>,
-    /// How long all mail work of a run may take, in seconds (default 60); a slow or dead
-    /// server never delays a backup, its mail waits in the spool.
-    #[serde(default = "default_mail_timeout")]
-    pub timeout_secs: u64,
-    /// How mail leaves the machine.
-    pub transport: MailTransport,
-}
-
 fn yes() -> bool {
     true
-}
-
-fn default_mail_timeout() -> u64 {
-    notifier::DEFAULT_DEADLINE.as_secs()
-}
-
-/// Mail transports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
-pub enum MailTransport {
-    /// An SMTP server.
-    Smtp {
-        /// Server host name.
-        host: String,
-        /// Port (25, 465 or 587 usually).
-        #[serde(default = "smtp_port")]
-        port: u16,
-        /// `starttls`, `tls` or `none`.
-        #[serde(default)]
-        security: SmtpSecurity,
-        /// User name for AUTH.
-        #[serde(default)]
-        username: Option<String>,
-        /// A file holding the password (mode 0400/0600); never the password itself.
-        #[serde(default)]
-        password_file: Option<PathBuf>,
-    },
-    /// The local `sendmail` program.
-    Sendmail {
-        /// Its path; `sendmail` on PATH when absent.
-        #[serde(default)]
-        program: Option<PathBuf>,
-    },
-    /// `.eml` files into a folder (tests, the demo).
-    File {
-        /// The folder.
-        dir: PathBuf,
-    },
-}
-
-fn smtp_port() -> u16 {
-    587
-}
-
-/// SMTP transport security.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS (required).
-    #[default]
-    Starttls,
-    /// TLS from the start (port 465).
-    Tls,
-    /// No encryption (a relay on localhost only).
-    None,
 }
 
 /// The LUKS backend.
@@ -583,31 +505,14 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = indicator::Palette::parse(&self.indicator.colors) {
+        // The crates' own checks of their tables: exactly what a run would refuse.
+        if let Err(e) = self.indicator.check() {
             return Err((
                 At::Table("indicator"),
                 format!("[indicator] {}", crate::chain(&e)),
             ));
         }
-        if self.indicator.limit > 100 {
-            return Err((
-                At::Table("indicator"),
-                format!(
-                    "[indicator] limit = {} is not a percentage between 0 and 100",
-                    self.indicator.limit
-                ),
-            ));
-        }
         if let Some(m) = &self.mail {
-            if m.to.is_empty() {
-                return Err((
-                    At::Table("mail"),
-                    "mail: `to` is empty: name at least one recipient".into(),
-                ));
-            }
-        }
-        // The notify crate's own checks: exactly what a run's mail backend would refuse.
-        if let Some(m) = self.notify_config() {
             m.check()
                 .map_err(|e| (At::Table("mail"), format!("[mail] {}", crate::chain(&e))))?;
         }
@@ -655,44 +560,14 @@ impl Config {
         v
     }
 
-    /// The `[mail]` table as the notify crate takes it (`None` without mail).
+    /// The `[mail]` settings as the mail backend takes them (`None` without mail).
     pub fn notify_config(&self) -> Option<notifier::MailConfig> {
-        let m = self.mail.as_ref()?;
-        let transport = match &m.transport {
-            MailTransport::Smtp {
-                host,
-                port,
-                security,
-                username,
-                password_file,
-            } => notifier::MailTransport::Smtp {
-                host: host.clone(),
-                port: *port,
-                security: match security {
-                    SmtpSecurity::Starttls => notifier::Security::StartTls,
-                    SmtpSecurity::Tls => notifier::Security::Tls,
-                    SmtpSecurity::None => notifier::Security::None,
-                },
-                username: username.clone(),
-                password_file: password_file.clone(),
-            },
-            MailTransport::Sendmail { program } => notifier::MailTransport::Sendmail {
-                program: program.clone().unwrap_or_else(|| "sendmail".into()),
-            },
-            MailTransport::File { dir } => notifier::MailTransport::File { dir: dir.clone() },
-        };
-        Some(notifier::MailConfig {
-            from: m
-                .from
-                .clone()
-                .unwrap_or_else(|| format!("extbackup <root@{}>", self.host_name())),
-            to: m.to.clone(),
-            transport,
-            spool_dir: m
-                .spool_dir
-                .clone()
-                .unwrap_or_else(|| self.state_dir.join("spool")),
-        })
+        let from = format!("extbackup <root@{}>", self.host_name());
+        Some(
+            self.mail
+                .as_ref()?
+                .resolve(&from, &self.state_dir.join("spool")),
+        )
     }
 
     /// Refuses key files that others than the owner may read, or that are missing.
@@ -779,9 +654,10 @@ impl Config {
                 "mail: to {} via {}",
                 m.to.join(", "),
                 match &m.transport {
-                    MailTransport::Smtp { host, port, .. } => format!("smtp {host}:{port}"),
-                    MailTransport::Sendmail { .. } => "sendmail".into(),
-                    MailTransport::File { dir } => format!("files in {}", dir.display()),
+                    notifier::TransportTable::Smtp { host, port, .. } =>
+                        format!("smtp {host}:{port}"),
+                    notifier::TransportTable::Sendmail { .. } => "sendmail".into(),
+                    notifier::TransportTable::File { dir } => format!("files in {}", dir.display()),
                 }
             ),
         });
@@ -1045,7 +921,7 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         .unwrap_err()
         .to_string();
         assert!(m.contains("at line 9, column 1"), "[mail]: {m}");
-        assert!(m.contains("`to` is empty"), "{m}");
+        assert!(m.contains("no mail recipient"), "{m}");
     }
 
     #[test]
@@ -1163,7 +1039,7 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         assert!(m.on_success);
         assert_eq!(
             m.transport,
-            MailTransport::File {
+            notifier::TransportTable::File {
                 dir: "/tmp/m".into()
             }
         );
@@ -1192,7 +1068,7 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         assert_eq!(c.indicator.limit, 10);
         assert!(matches!(
             c.mail.unwrap().transport,
-            MailTransport::Smtp { port: 587, .. }
+            notifier::TransportTable::Smtp { port: 587, .. }
         ));
     }
 

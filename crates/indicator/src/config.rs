@@ -106,6 +106,25 @@ impl Default for IndicatorConfig {
     }
 }
 
+impl IndicatorConfig {
+    /// What every backend would refuse: a limit that is not a percentage, a colour word
+    /// that is not a colour. The configuration check calls this, so it refuses exactly what
+    /// building the indicator would.
+    pub fn check(&self) -> Result<(), IndicatorError> {
+        Palette::parse(&self.colors)?;
+        if self.limit > 100 {
+            return Err(IndicatorError::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "limit = {} is not a percentage: use 0..=100 (10 is dim, 100 full)",
+                    self.limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The colours of [`Colors`], parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Palette {

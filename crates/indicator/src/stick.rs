@@ -109,15 +109,7 @@ impl BlinkStickIndicator {
         backend: Arc<dyn Backend>,
         config: &IndicatorConfig,
     ) -> Result<Self, IndicatorError> {
-        if config.limit > 100 {
-            return Err(IndicatorError::new(
-                ErrorKind::InvalidConfig,
-                format!(
-                    "indicator limit {} is not a percentage: use 0..=100 (10 is dim, 100 full)",
-                    config.limit
-                ),
-            ));
-        }
+        config.check()?;
         let palette = Palette::parse(&config.colors)?.limited(config.limit);
         Ok(BlinkStickIndicator {
             backend,

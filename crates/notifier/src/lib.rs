@@ -44,9 +44,11 @@
 mod body;
 pub mod fake;
 mod mail;
+mod table;
 
 pub use body::render_body;
 pub use mail::{MailConfig, MailNotifier, MailTransport, Security, DEFAULT_DEADLINE};
+pub use table::{MailTable, SecurityWord, TransportTable};
 
 use std::time::Duration;
 
