@@ -13,22 +13,13 @@ use crate::pipeline::Backends;
 use crate::state::StateDir;
 
 /// A backend that could not be built from the configuration.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct BackendError {
-    message: String,
-    #[source]
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
+pub type BackendError = crate::Failure;
 
 fn err(
     message: impl Into<String>,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> BackendError {
-    BackendError {
-        message: message.into(),
-        source: Box::new(source),
-    }
+    crate::Failure::with(message, source)
 }
 
 /// The LUKS backend.

@@ -15,7 +15,7 @@ pub struct Failure {
 
 impl Failure {
     /// A failure with no deeper cause.
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             source: None,
@@ -23,7 +23,7 @@ impl Failure {
     }
 
     /// A failure caused by `source` (an error, or a message of the cause).
-    pub(crate) fn with(message: impl Into<String>, source: impl Into<Source>) -> Self {
+    pub fn with(message: impl Into<String>, source: impl Into<Source>) -> Self {
         Self {
             message: message.into(),
             source: Some(source.into()),

@@ -9,30 +9,9 @@ use std::time::Duration;
 
 use crate::state::RunRecord;
 
-/// A failed host operation (locks, statvfs, walking a tree, writing the record).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct HostError {
-    message: String,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl HostError {
-    /// An error with a message that says what failed and how to fix it.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            source: None,
-        }
-    }
-    fn io(message: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self {
-            message: message.into(),
-            source: Some(Box::new(e)),
-        }
-    }
-}
+/// A failed host operation (locks, statvfs, walking a tree, writing the record): the
+/// orchestrator's one error shape, so a step's error keeps every cause.
+pub type HostError = crate::Failure;
 
 /// Locks, space and records.
 pub trait Host: Send {
@@ -108,14 +87,14 @@ impl SystemHost {
     fn make_state_dir(&self) -> Result<(), HostError> {
         if let Some(dir) = self.run_lock_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
-                HostError::io(format!("creating the state directory {}", dir.display()), e)
+                HostError::with(format!("creating the state directory {}", dir.display()), e)
             })?;
         }
         Ok(())
     }
 
     fn lock_error(&self, e: std::io::Error) -> HostError {
-        HostError::io(
+        HostError::with(
             format!("taking the run lock {}", self.run_lock_path.display()),
             e,
         )
@@ -167,7 +146,7 @@ impl Host for SystemHost {
             return Err(e);
         }
         let l = l.map_err(|e| {
-            HostError::io(
+            HostError::with(
                 format!(
                     "taking the source lock {} (waited up to {} s; `fuser -v {}` shows who \
                      holds it; raise source_lock.timeout_secs to wait longer)",
@@ -189,16 +168,17 @@ impl Host for SystemHost {
     fn free_space(&self, path: &Path) -> Result<u64, HostError> {
         // Runs are root, and root may use the blocks ext4 reserves (5% by default): counting
         // only the unreserved ones refused copies that fit.
-        oskit::free_space(path).map_err(|e| HostError::io(format!("statvfs {}", path.display()), e))
+        oskit::free_space(path)
+            .map_err(|e| HostError::with(format!("statvfs {}", path.display()), e))
     }
 
     fn tree_size(&self, path: &Path) -> Result<u64, HostError> {
-        tree_size(path).map_err(|e| HostError::io(format!("measuring {}", path.display()), e))
+        tree_size(path).map_err(|e| HostError::with(format!("measuring {}", path.display()), e))
     }
 
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError> {
         crate::state::record_on_drive(mountpoint, run).map_err(|e| {
-            HostError::io(
+            HostError::with(
                 format!("writing the run record under {}", mountpoint.display()),
                 e,
             )

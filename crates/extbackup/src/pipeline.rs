@@ -15,7 +15,7 @@ use notifier::{Event, Notifier, Outcome as MailOutcome};
 use syncer::{GuardedSync, Progress, SyncOptions, SyncReport, Syncer};
 
 use crate::config::{Config, DriveConfig};
-use crate::host::{Host, HostError};
+use crate::host::Host;
 pub use crate::identify::Target;
 use crate::identify::{identify, Identified};
 use crate::logcapture::LogCapture;
@@ -90,15 +90,6 @@ impl std::fmt::Display for Step {
 
 /// The error of a failed step: what the step was doing, with the backend's error as source.
 pub type StepError = crate::Failure;
-
-impl From<HostError> for StepError {
-    fn from(e: HostError) -> Self {
-        match std::error::Error::source(&e) {
-            Some(s) => Self::with(e.to_string(), s.to_string()),
-            None => Self::new(e.to_string()),
-        }
-    }
-}
 
 /// How a run ended.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::Config;
+use crate::host::HostError;
 use crypt::{CryptError, FormatOptions, LuksInfo, MappingStatus};
 use indicator::IndicatorError;
 use mockall::{mock, Sequence};
