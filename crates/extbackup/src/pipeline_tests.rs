@@ -909,6 +909,57 @@ mod with_fakes {
         }
     }
 
+    /// A host whose source lock fails with a cause that has a cause.
+    struct DeepFailureHost;
+    impl Host for DeepFailureHost {
+        fn try_lock_run(&mut self) -> Result<bool, HostError> {
+            Ok(true)
+        }
+        fn wait_lock_run(&mut self) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn unlock_run(&mut self) {}
+        fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
+            let io = std::io::Error::other("flock: resource temporarily unavailable");
+            Err(HostError::with(
+                "taking the source lock",
+                HostError::with("the source lock is held by another job", io),
+            ))
+        }
+        fn unlock_source(&mut self) {}
+        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(1 << 40)
+        }
+        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(0)
+        }
+        fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_host_failure_keeps_its_whole_cause_chain_into_the_mail() {
+        let f = fixture();
+        let (mut b, _ind, _crypt, _m, notifier, _s) = setup(&f);
+        b.host = Box::new(DeepFailureHost);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        let RunOutcome::Failed { step, error, .. } = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(step, Step::SourceLock);
+        assert_eq!(
+            error.chain(),
+            vec![
+                "taking the source lock",
+                "the source lock is held by another job",
+                "flock: resource temporarily unavailable"
+            ]
+        );
+        assert_eq!(notifier.events()[0].error_chain.len(), 3);
+    }
+
     #[test]
     fn the_run_record_is_not_written_when_the_drive_is_no_longer_mounted() {
         let f = fixture();
