@@ -1,6 +1,10 @@
 //! An in-memory `Crypt` for tests of other crates: volumes are entries in a map, unlocking
-//! "maps" a device to itself, and every call is recorded.
+//! "maps" a device to itself, and every call is recorded. It keeps the trait's promises as
+//! the real backends do (the crate's conformance suite runs on it and on them): a key file
+//! opens a volume by its contents, not its path; an empty or missing key file is refused; a
+//! header backup is never overwritten and restores the header it saved.
 
+use crate::util::{io_error, read_key_file};
 use crate::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +14,8 @@ use std::sync::{Arc, Mutex};
 pub struct FakeVolume {
     /// Its header.
     pub info: LuksInfo,
-    /// The key files (by path) that open it.
-    pub keys: Vec<PathBuf>,
+    /// The contents of the key files (and the passphrases) that open it.
+    keys: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -33,8 +37,11 @@ impl FakeCrypt {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Adds a LUKS volume at `device` with `uuid`, opened by `key`.
-    pub fn add_volume(&self, device: impl Into<PathBuf>, uuid: &str, key: impl Into<PathBuf>) {
+    /// Adds a LUKS volume at `device` with `uuid`, opened by the key file `key` (which must
+    /// exist: the fake compares contents, as the real backends do).
+    pub fn add_volume(&self, device: impl Into<PathBuf>, uuid: &str, key: impl AsRef<Path>) {
+        let key = read_key_file(key.as_ref())
+            .unwrap_or_else(|e| panic!("FakeCrypt::add_volume: {e}: create the key file first"));
         let info = LuksInfo {
             version: 2,
             uuid: uuid.into(),
@@ -46,9 +53,14 @@ impl FakeCrypt {
             device.into(),
             FakeVolume {
                 info,
-                keys: vec![key.into()],
+                keys: vec![key.to_vec()],
             },
         );
+    }
+    /// Destroys the header of `device` (as zeroing its first MiB would): `inspect` then says
+    /// `NotLuks` until a header backup is restored.
+    pub fn damage_header(&self, device: &Path) {
+        self.inner.lock().unwrap().volumes.remove(device);
     }
     /// Makes `lock(name, Normal)` fail with `Busy` until cleared.
     pub fn set_busy(&self, name: &str, busy: bool) {
@@ -92,7 +104,8 @@ impl FakeCrypt {
 
     fn check_key(&self, device: &Path, key: &Path) -> Result<u32, CryptError> {
         let v = self.volume(device)?;
-        match v.keys.iter().position(|k| k == key) {
+        let bytes = read_key_file(key)?;
+        match v.keys.iter().position(|k| k[..] == bytes[..]) {
             Some(slot) => Ok(slot as u32),
             None => Err(CryptError::new(
                 ErrorKind::WrongKey,
@@ -124,7 +137,7 @@ impl Crypt for FakeCrypt {
             keyslots: vec![0],
         };
         let mut info = info;
-        let mut keys = vec![opts.key_file.clone()];
+        let mut keys = vec![read_key_file(&opts.key_file)?.to_vec()];
         if let Some(p) = &opts.passphrase {
             keys.push(passphrase_key(p));
             info.keyslots.push(1);
@@ -141,9 +154,10 @@ impl Crypt for FakeCrypt {
     fn add_key_file(&self, device: &Path, existing: &Path, new: &Path) -> Result<u32, CryptError> {
         self.record("add_key_file", device);
         self.check_key(device, existing)?;
+        let new = read_key_file(new)?.to_vec();
         let mut i = self.inner.lock().unwrap();
         let v = i.volumes.get_mut(device).expect("checked above");
-        v.keys.push(new.into());
+        v.keys.push(new);
         let slot = (v.keys.len() - 1) as u32;
         v.info.keyslots.push(slot);
         Ok(slot)
@@ -196,13 +210,13 @@ impl Crypt for FakeCrypt {
     }
     fn backup_header(&self, device: &Path, to: &Path) -> Result<(), CryptError> {
         self.record("backup_header", device);
-        self.volume(device)?;
+        let v = self.volume(device)?;
         // Like the real backends: never overwrite an existing backup.
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(to)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"fake LUKS header backup"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &v.to_bytes()))
             .map_err(|e| {
                 let kind = if e.kind() == std::io::ErrorKind::AlreadyExists {
                     ErrorKind::InvalidArgument
@@ -212,9 +226,17 @@ impl Crypt for FakeCrypt {
                 CryptError::new(kind, format!("writing {}", to.display())).with_source(e)
             })
     }
-    fn restore_header(&self, device: &Path, _from: &Path) -> Result<(), CryptError> {
+    fn restore_header(&self, device: &Path, from: &Path) -> Result<(), CryptError> {
         self.record("restore_header", device);
-        self.volume(device).map(|_| ())
+        let bytes = std::fs::read(from).map_err(|e| io_error(e, "reading", from))?;
+        let v = FakeVolume::from_bytes(&bytes).ok_or_else(|| {
+            CryptError::new(
+                ErrorKind::NotLuks,
+                format!("{} is not a LUKS header backup", from.display()),
+            )
+        })?;
+        self.inner.lock().unwrap().volumes.insert(device.into(), v);
+        Ok(())
     }
     fn describe(&self) -> String {
         "fake".into()
@@ -264,7 +286,52 @@ impl Crypt for FakeCrypt {
     }
 }
 
-/// How the fake keeps a passphrase among its key paths.
-fn passphrase_key(p: &Secret) -> PathBuf {
-    PathBuf::from(format!("passphrase:{}", p.expose()))
+/// How the fake keeps a passphrase among its keys.
+fn passphrase_key(p: &Secret) -> Vec<u8> {
+    format!("passphrase:{}", p.expose()).into_bytes()
+}
+
+impl FakeVolume {
+    /// The fake's header backup: a magic line, then UUID, label, keyslots and keys in hex.
+    fn to_bytes(&self) -> Vec<u8> {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut s = format!(
+            "FAKE-LUKS-HEADER\n{}\n{}\n",
+            self.info.uuid,
+            self.info.label.as_deref().unwrap_or("")
+        );
+        for k in &self.keys {
+            s.push_str(&hex(k));
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(b).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != "FAKE-LUKS-HEADER" {
+            return None;
+        }
+        let uuid = lines.next()?.to_string();
+        let label = Some(lines.next()?.to_string()).filter(|l| !l.is_empty());
+        let keys: Vec<Vec<u8>> = lines
+            .map(|l| {
+                (0..l.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(l.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .collect::<Option<_>>()?;
+        Some(Self {
+            info: LuksInfo {
+                version: 2,
+                uuid,
+                label,
+                cipher: "aes-xts-plain64".into(),
+                keyslots: (0..keys.len() as u32).collect(),
+            },
+            keys,
+        })
+    }
 }

@@ -27,10 +27,14 @@
 //! ```
 //! use crypt::{fake::FakeCrypt, Crypt, ErrorKind};
 //! use std::path::Path;
+//! let dir = tempfile::tempdir().unwrap();
+//! let (k, other) = (dir.path().join("k"), dir.path().join("other"));
+//! std::fs::write(&k, [7u8; 64]).unwrap();
+//! std::fs::write(&other, [8u8; 64]).unwrap();
 //! let c = FakeCrypt::new();
-//! c.add_volume("/dev/sdx", "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", "/k");
-//! assert_eq!(c.verify_key_file(Path::new("/dev/sdx"), Path::new("/k")).unwrap(), 0);
-//! let e = c.verify_key_file(Path::new("/dev/sdx"), Path::new("/other")).unwrap_err();
+//! c.add_volume("/dev/sdx", "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", &k);
+//! assert_eq!(c.verify_key_file(Path::new("/dev/sdx"), &k).unwrap(), 0);
+//! let e = c.verify_key_file(Path::new("/dev/sdx"), &other).unwrap_err();
 //! assert_eq!(e.kind(), ErrorKind::WrongKey);
 //! ```
 #![warn(missing_docs)]

@@ -379,10 +379,20 @@ mod tests {
         .unwrap()
     }
 
+    /// Key files a, b, c with different contents (the fake compares contents).
+    fn keys() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            std::fs::write(dir.path().join(n), [i as u8 + 1; 64]).unwrap();
+        }
+        dir
+    }
+
     #[test]
     fn drives_resolve_by_name_or_device_and_unconfigured_ones_take_their_label() {
+        let keys = keys();
         let c = FakeCrypt::new();
-        c.add_volume("/dev/fake-a", UUID_A, "/k/a");
+        c.add_volume("/dev/fake-a", UUID_A, keys.path().join("a"));
         let d = resolve(&cfg(), &c, Some("a"), Some(Path::new("/dev/fake-a"))).unwrap();
         assert_eq!(d.name, "a");
         assert!(d.config.is_some());
@@ -399,7 +409,7 @@ mod tests {
         c.add_volume(
             "/dev/fake-b",
             "21111111-2222-4333-8444-555555555555",
-            "/k/b",
+            keys.path().join("b"),
         );
         let e = resolve(&cfg(), &c, Some("a"), Some(Path::new("/dev/fake-b")))
             .unwrap_err()
@@ -410,7 +420,7 @@ mod tests {
         c.format(
             Path::new("/dev/fake-c"),
             &crypt::FormatOptions {
-                key_file: "/k/c".into(),
+                key_file: keys.path().join("c"),
                 passphrase: None,
                 label: Some("extbackup-offsite-c".into()),
                 uuid: Some("31111111-2222-4333-8444-555555555555".into()),
@@ -424,13 +434,14 @@ mod tests {
 
     #[test]
     fn a_run_is_refused_only_while_the_drive_is_open_for_browsing() {
+        let keys = keys();
         let c = FakeCrypt::new();
-        c.add_volume("/dev/fake-a", UUID_A, "/k/a");
+        c.add_volume("/dev/fake-a", UUID_A, keys.path().join("a"));
         let t = crate::pipeline::Target::Uuid(UUID_A.into());
         assert_eq!(refuse_run(&cfg(), &c, &t), None);
         c.unlock_read_only(
             Path::new("/dev/fake-a"),
-            Key::File(Path::new("/k/a")),
+            Key::File(&keys.path().join("a")),
             &browse_mapping("a"),
         )
         .unwrap();
@@ -440,8 +451,12 @@ mod tests {
         assert!(refuse_run(&cfg(), &c, &dev).is_some());
         // The run's own mapping is not a browse mount.
         c.lock(&browse_mapping("a"), LockMode::Normal).unwrap();
-        c.unlock(Path::new("/dev/fake-a"), Path::new("/k/a"), "extbackup-a")
-            .unwrap();
+        c.unlock(
+            Path::new("/dev/fake-a"),
+            &keys.path().join("a"),
+            "extbackup-a",
+        )
+        .unwrap();
         assert_eq!(refuse_run(&cfg(), &c, &t), None);
     }
 }

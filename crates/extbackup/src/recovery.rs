@@ -510,27 +510,24 @@ mod tests {
 
     #[test]
     fn add_goes_through_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, other) = (dir.path().join("k"), dir.path().join("other"));
+        std::fs::write(&k, [1u8; 64]).unwrap();
+        std::fs::write(&other, [2u8; 64]).unwrap();
         let c = crypt::fake::FakeCrypt::new();
-        c.add_volume("/dev/sdx", "11111111-2222-4333-8444-555555555555", "/k");
+        c.add_volume("/dev/sdx", "11111111-2222-4333-8444-555555555555", &k);
         let pass = Secret::new("abcd-efgh-ijkl-mnop");
         let e = add(
             &c,
             Path::new("/dev/sdx"),
-            Path::new("/other"),
+            &other,
             &pass,
             PassphraseKdf::Default,
         )
         .unwrap_err();
         assert!(e.chain().join(": ").contains("opens no keyslot"));
         assert_eq!(
-            add(
-                &c,
-                Path::new("/dev/sdx"),
-                Path::new("/k"),
-                &pass,
-                PassphraseKdf::Default
-            )
-            .unwrap(),
+            add(&c, Path::new("/dev/sdx"), &k, &pass, PassphraseKdf::Default).unwrap(),
             1
         );
     }
