@@ -2,6 +2,7 @@
 //! root) loop-mounted ext4 filesystems.
 
 mod command;
+mod conformance;
 mod lock;
 mod rsync;
 mod util;
