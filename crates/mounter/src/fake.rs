@@ -73,6 +73,17 @@ impl Mounter for FakeMounter {
                 format!("{} is already a mount point", mountpoint.display()),
             ));
         }
+        // Like the real one: a device is mounted in one place at a time.
+        if let Some(m) = i.mounts.values().find(|m| m.source == device) {
+            return Err(MountError::new(
+                ErrorKind::AlreadyMounted,
+                format!(
+                    "{} is already mounted at {}",
+                    device.display(),
+                    m.target.display()
+                ),
+            ));
+        }
         let info = MountInfo {
             source: device.into(),
             target: mountpoint.into(),
