@@ -377,3 +377,40 @@ fn starttls_required_never_falls_back_to_plain_text() {
     assert!(server.messages().is_empty(), "sent in clear text");
     assert_eq!(spool_count(&tmp.path().join("spool")), 1);
 }
+
+/// What every `Notifier` promises, run on the recording fake and on the mail backend (over
+/// a real SMTP server) alike: each event is delivered once, under its own subject, in
+/// order; an empty spool sends nothing.
+fn keeps_the_notifier_promises(n: &dyn Notifier, delivered: &dyn Fn() -> Vec<String>) {
+    let name = n.describe();
+    assert_eq!(n.flush_spool().unwrap(), 0, "{name}: nothing spooled");
+    assert!(delivered().is_empty(), "{name}");
+    let a = event("offsite-a", Outcome::Failure);
+    let b = event("offsite-b", Outcome::Success);
+    n.notify(&a).unwrap();
+    n.notify(&b).unwrap();
+    assert_eq!(delivered(), vec![a.subject(), b.subject()], "{name}");
+    assert_eq!(n.flush_spool().unwrap(), 0, "{name}: nothing sent twice");
+    assert_eq!(delivered().len(), 2, "{name}");
+}
+
+#[test]
+fn the_fake_keeps_the_notifier_promises() {
+    let n = notifier::fake::RecordingNotifier::new();
+    let seen = n.clone();
+    keeps_the_notifier_promises(&n, &|| seen.events().iter().map(|e| e.subject()).collect());
+}
+
+#[test]
+fn mail_over_smtp_keeps_the_notifier_promises() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(free_port(), None);
+    let n = MailNotifier::new(smtp_config(server.port, &tmp.path().join("spool"), None)).unwrap();
+    keeps_the_notifier_promises(&n, &|| {
+        server
+            .messages()
+            .iter()
+            .map(|m| parse_eml(&m.raw).header("Subject"))
+            .collect()
+    });
+}
