@@ -7,6 +7,7 @@
 //!   through the trait crates and `oskit`;
 //! - no crate declares a dependency it does not use, and every workspace dependency is
 //!   used by some crate;
+//! - concrete backend types are named only in crates/extbackup/src/backends.rs;
 //! - the code map in docs/ARCHITECTURE.md names every crate, and so does README.md.
 
 use crate::util;
@@ -198,6 +199,12 @@ pub fn run() -> Result<()> {
             ));
         }
     }
+    // Concrete backends are chosen in one place.
+    for (file, line) in concrete_backends_outside_backends_rs(&root.join("crates/extbackup/src")) {
+        problems.push(format!(
+            "{file}:{line} names a concrete backend type: only crates/extbackup/src/backends.rs may (the rest works through the traits)"
+        ));
+    }
     // The docs name every crate.
     let arch = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md"))?;
     let readme = std::fs::read_to_string(root.join("README.md"))?;
@@ -221,7 +228,7 @@ pub fn run() -> Result<()> {
     }
     if problems.is_empty() {
         eprintln!(
-            "xtask: tidy: {} crates: blinkstick-hid stands alone, fenced dependencies in their crates, no unused dependencies, the docs name every crate",
+            "xtask: tidy: {} crates: blinkstick-hid stands alone, fenced dependencies in their crates, concrete backends only in backends.rs, no unused dependencies, the docs name every crate",
             members.len()
         );
         return Ok(());
@@ -230,6 +237,53 @@ pub fn run() -> Result<()> {
         eprintln!("xtask: tidy: {p}");
     }
     bail!("tidy: {} problem(s) (see above)", problems.len())
+}
+
+/// The concrete backend types, which only `backends.rs` names (and `host.rs` defines
+/// `SystemHost`; unit tests may build what they test).
+const CONCRETE: &[&str] = &[
+    "LibcryptsetupCrypt",
+    "LoopbackTestCrypt",
+    "NixMounter",
+    "RsyncSyncer",
+    "CommandSyncer",
+    "MailNotifier",
+    "SystemHost",
+];
+
+fn concrete_backends_outside_backends_rs(src: &Path) -> Vec<(String, usize)> {
+    let mut found = vec![];
+    let Ok(rd) = std::fs::read_dir(src) else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with(".rs")
+            || ["backends.rs", "host.rs"].contains(&name.as_str())
+            || name.ends_with("_tests.rs")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        // Up to the unit tests, which may build what they test.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, l) in code.lines().enumerate() {
+            let l = l.trim_start();
+            if l.starts_with("//") {
+                continue;
+            }
+            if CONCRETE.iter().any(|c| l.contains(c)) {
+                found.push((format!("crates/extbackup/src/{name}"), i + 1));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// The keys of `[workspace.dependencies]`, read line by line (no TOML parser in xtask).
@@ -263,6 +317,17 @@ mod tests {
         assert!(!uses("let phoenix = 1; // unix::", "nix"));
         assert!(!uses("std::sync::Mutex", "sync"));
         assert!(!uses("a_nix::b", "nix"));
+    }
+
+    #[test]
+    fn concrete_backends_are_found_outside_backends_rs_only() {
+        let dir = std::env::temp_dir().join(format!("tidy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("backends.rs"), "let c = NixMounter::new();\n").unwrap();
+        std::fs::write(dir.join("main.rs"), "// NixMounter in a comment\nlet h = SystemHost::new();\n#[cfg(test)]\nmod t { NixMounter }\n").unwrap();
+        let found = concrete_backends_outside_backends_rs(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found, vec![("crates/extbackup/src/main.rs".to_string(), 2)]);
     }
 
     #[test]

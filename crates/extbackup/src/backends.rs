@@ -99,10 +99,23 @@ pub fn ack(cfg: &Config, name: &str) -> Result<bool, indicator::IndicatorError> 
 }
 
 /// Every backend of a run for the drive named `job` (its slot on a shared LED).
-pub fn build_for_job(cfg: &Config, job: &str) -> Result<Backends, BackendError> {
+pub fn build_for_job(
+    cfg: &Config,
+    job: &str,
+    cancel: Option<&'static std::sync::atomic::AtomicBool>,
+) -> Result<Backends, BackendError> {
     let mut b = build(cfg)?;
     b.indicator = indicator_for(cfg, job);
+    if let Some(flag) = cancel {
+        // Waits for the run lock and the source lock end on a stop signal too.
+        b.host = Box::new(host(cfg).with_cancel(flag));
+    }
     Ok(b)
+}
+
+fn host(cfg: &Config) -> SystemHost {
+    SystemHost::new(StateDir::new(&cfg.state_dir).run_lock_path())
+        .with_header_backups(crate::recovery::header_backups(cfg))
 }
 
 /// Every backend of a run.
@@ -113,9 +126,6 @@ pub fn build(cfg: &Config) -> Result<Backends, BackendError> {
         mounter: mounter(cfg)?,
         syncer: syncer(cfg),
         notifier: notifier(cfg)?,
-        host: Box::new(
-            SystemHost::new(StateDir::new(&cfg.state_dir).run_lock_path())
-                .with_header_backups(crate::recovery::header_backups(cfg)),
-        ),
+        host: Box::new(host(cfg)),
     })
 }

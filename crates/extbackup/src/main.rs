@@ -493,18 +493,13 @@ fn run(
     let job = uuid
         .and_then(|u| cfg.drive_by_uuid(u))
         .map_or_else(|| "extbackup".to_owned(), |d| d.name.to_string());
-    let mut b = backends::build_for_job(cfg, &job).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let b = backends::build_for_job(cfg, &job, Some(&STOP))
+        .map_err(|e| UsageError(extbackup::chain(&e)))?;
     if let Some(why) = browse::refuse_run(cfg, b.crypt.as_ref(), target) {
         eprintln!("extbackup: {why}");
         return Ok(EXIT_NOT_OURS);
     }
     install_stop_handler()?;
-    // Waits for the run lock and the source lock end on SIGTERM too, not only the steps.
-    b.host = Box::new(
-        extbackup::host::SystemHost::new(state::StateDir::new(&cfg.state_dir).run_lock_path())
-            .with_cancel(&STOP)
-            .with_header_backups(recovery::header_backups(cfg)),
-    );
     let opts = RunOptions {
         force,
         cancel: Some(&STOP),
