@@ -41,7 +41,13 @@ pub fn crypt(cfg: &Config) -> Result<Box<dyn Crypt>, BackendError> {
 
 /// The filesystem backend.
 pub fn mounter(_cfg: &Config) -> Result<Box<dyn Mounter>, BackendError> {
-    Ok(Box::new(mounter::NixMounter::new()))
+    Ok(disks())
+}
+
+/// The disks and filesystems backend, without a configuration (`prepare` may run before
+/// there is one).
+pub fn disks() -> Box<dyn Mounter> {
+    Box::new(mounter::NixMounter::new())
 }
 
 /// The syncer.

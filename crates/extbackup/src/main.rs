@@ -590,9 +590,12 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
         (None, true) => Some(recovery::RecoveryChoice::None),
         (None, false) => None,
     };
-    prepare::check_device(&a.device).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let disks = backends::disks();
+    disks
+        .check_unused(&a.device)
+        .map_err(|e| UsageError(extbackup::chain(&e)))?;
     if !a.yes {
-        let what = prepare::describe_device(&a.device);
+        let what = disks.describe_device(&a.device);
         if !std::io::stdin().is_terminal() {
             bail!(UsageError(format!(
                 "refusing to erase {what} without confirmation: run on a terminal or pass --yes"
@@ -634,6 +637,7 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
     let crypt = backends::crypt(&crypt_cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let p = prepare::prepare(
         crypt.as_ref(),
+        disks.as_ref(),
         &prepare::PrepareOptions {
             device: a.device.clone(),
             name: a.name.clone(),

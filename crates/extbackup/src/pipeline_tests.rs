@@ -38,6 +38,10 @@ mock! {
         fn unmount(&self, mountpoint: &Path) -> Result<UnmountReport, MountError>;
         fn mounted_at(&self, mountpoint: &Path) -> Result<Option<MountInfo>, MountError>;
         fn describe(&self) -> String;
+        fn describe_device(&self, device: &Path) -> String;
+        fn check_unused(&self, device: &Path) -> Result<(), MountError>;
+        fn partition(&self, device: &Path) -> Result<PathBuf, MountError>;
+        fn mkfs(&self, device: &Path, fstype: &str, label: &str) -> Result<(), MountError>;
     }
 }
 

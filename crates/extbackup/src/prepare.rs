@@ -8,11 +8,10 @@
 //! open by something else.
 
 use crypt::{Crypt, FormatOptions};
+use mounter::Mounter;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, DriveConfig, DriveName, Uuid};
 
@@ -59,210 +58,6 @@ pub struct Prepared {
     pub label: String,
     /// Whether a recovery passphrase keyslot was added.
     pub recovery_passphrase: bool,
-}
-
-/// A line describing `device` for the confirmation prompt (size, model when known).
-pub fn describe_device(device: &Path) -> String {
-    let mut s = device.display().to_string();
-    if let Some(dir) = sys_dir(device) {
-        let size = std::fs::read_to_string(dir.join("size"))
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|sectors| crate::pipeline::human(sectors * 512));
-        let model = std::fs::read_to_string(dir.join("device/model"))
-            .ok()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty());
-        let backing = std::fs::read_to_string(dir.join("loop/backing_file"))
-            .ok()
-            .map(|m| format!("loop on {}", m.trim()));
-        let parts: Vec<String> = [size, model, backing].into_iter().flatten().collect();
-        if !parts.is_empty() {
-            s.push_str(&format!(" ({})", parts.join(", ")));
-        }
-    }
-    s
-}
-
-fn sys_dir(device: &Path) -> Option<PathBuf> {
-    let md = std::fs::metadata(device).ok()?;
-    if !md.file_type().is_block_device() {
-        return None;
-    }
-    let rdev = md.rdev();
-    let p = PathBuf::from(format!(
-        "/sys/dev/block/{}:{}",
-        libc::major(rdev),
-        libc::minor(rdev)
-    ));
-    p.exists().then_some(p)
-}
-
-/// Refuses `device` unless it is a block device that is not mounted, has no mounted
-/// partition, is not active swap (nor has a swap partition) and is not held by another
-/// device (an open LUKS mapping, RAID, LVM).
-pub fn check_device(device: &Path) -> Result<(), PrepareError> {
-    let md = std::fs::metadata(device)
-        .map_err(|e| PrepareError::with(format!("{}: no such device", device.display()), e))?;
-    if !md.file_type().is_block_device() {
-        return Err(PrepareError::new(format!(
-            "{} is not a block device: name the whole disk, e.g. /dev/sdX (for an image \
-             file, attach it first with `losetup --find --show IMAGE`)",
-            device.display()
-        )));
-    }
-    let dir = sys_dir(device).ok_or_else(|| {
-        PrepareError::new(format!("{}: not found in /sys/dev/block", device.display()))
-    })?;
-    let mut devs = vec![(
-        dir.clone(),
-        format!("{}:{}", libc::major(md.rdev()), libc::minor(md.rdev())),
-    )];
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.join("partition").exists() {
-                if let Ok(d) = std::fs::read_to_string(p.join("dev")) {
-                    devs.push((p.clone(), d.trim().to_string()));
-                }
-            }
-        }
-    }
-    let mounts = oskit::mountinfo::read().unwrap_or_default();
-    // Active swap is in neither mountinfo nor `holders`.
-    let swaps: Vec<(String, String)> = std::fs::read_to_string("/proc/swaps")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|p| {
-            let md = std::fs::metadata(p).ok()?;
-            md.file_type().is_block_device().then(|| {
-                (
-                    p.to_string(),
-                    format!("{}:{}", libc::major(md.rdev()), libc::minor(md.rdev())),
-                )
-            })
-        })
-        .collect();
-    for (sys, dev) in &devs {
-        let name = sys
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| dev.clone());
-        if let Some(m) = mounts
-            .iter()
-            .find(|m| format!("{}:{}", m.major, m.minor) == *dev)
-        {
-            return Err(PrepareError::new(format!(
-                "{name} is mounted at {}: refusing to erase a mounted device; unmount it first if you really mean it",
-                m.target.display()
-            )));
-        }
-        if let Some((p, _)) = swaps.iter().find(|(_, d)| d == dev) {
-            return Err(PrepareError::new(format!(
-                "{name} is in use as swap ({p}): refusing to erase it; `swapoff {p}` first if \
-                 you really mean it"
-            )));
-        }
-        let holders: Vec<String> = std::fs::read_dir(sys.join("holders"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !holders.is_empty() {
-            return Err(PrepareError::new(format!(
-                "{name} is in use by {}: close it first (e.g. `cryptsetup close`)",
-                holders.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(), PrepareError> {
-    let shown = format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    tracing::info!("$ {shown}");
-    cmd.stdin(if stdin.is_some() {
-        std::process::Stdio::piped()
-    } else {
-        std::process::Stdio::null()
-    });
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| PrepareError::with(format!("starting `{shown}` (is it installed?)"), e))?;
-    if let (Some(text), Some(mut inp)) = (stdin, child.stdin.take()) {
-        let _ = inp.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| PrepareError::with(format!("running `{shown}`"), e))?;
-    if !out.status.success() {
-        return Err(PrepareError::new(format!(
-            "`{shown}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
-fn partition_path(device: &Path) -> PathBuf {
-    let s = device.to_string_lossy();
-    if s.ends_with(|c: char| c.is_ascii_digit()) {
-        PathBuf::from(format!("{s}p1"))
-    } else {
-        PathBuf::from(format!("{s}1"))
-    }
-}
-
-/// The first partition of `device`, named after the kernel's device, not the path given:
-/// `/dev/disk/by-id/usb-…-0:0` is `/dev/sdb`, whose partition is `/dev/sdb1`.
-fn partition_of(device: &Path) -> PathBuf {
-    let disk = std::fs::canonicalize(device).unwrap_or_else(|_| device.to_path_buf());
-    partition_path(&disk)
-}
-
-fn make_partition(device: &Path) -> Result<PathBuf, PrepareError> {
-    run(
-        Command::new("sfdisk")
-            .args(["--quiet", "--wipe", "always", "--label", "gpt"])
-            .arg(device),
-        Some("label: gpt\n,,L\n"),
-    )?;
-    // The kernel may not re-read the table itself (loop devices): ask it.
-    let part = partition_of(device);
-    if !part.exists() {
-        let _ = run(Command::new("partx").arg("-u").arg(device), None);
-    }
-    if !part.exists() {
-        let _ = run(Command::new("partx").arg("-a").arg(device), None);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !part.exists() {
-        if Instant::now() > deadline {
-            return Err(PrepareError::new(format!(
-                "the new partition {} did not appear: run `partx -a {}` and try again without --partition on {}",
-                part.display(),
-                device.display(),
-                part.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(part)
 }
 
 fn new_key_file(path: &Path) -> Result<(), PrepareError> {
@@ -318,8 +113,33 @@ fn config_text(path: &Path, name: &DriveName) -> Result<String, PrepareError> {
     Ok(text)
 }
 
-/// Prepares the drive. Destroys what is on `opts.device`: the caller has confirmed.
-pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
+/// What `prepare` will do, worked out before anything is touched: the names and paths,
+/// and a configuration that stays valid with the new drive in it.
+#[derive(Debug)]
+pub struct Plan {
+    name: DriveName,
+    /// The configuration file's text when the plan was made.
+    text: String,
+    keys_dir: PathBuf,
+    key_file: PathBuf,
+    header_backup: PathBuf,
+    mount_point: Option<PathBuf>,
+}
+
+/// Prepares the drive: [`plan`], then [`execute`]. Destroys what is on `opts.device`: the
+/// caller has confirmed.
+pub fn prepare(
+    crypt: &dyn Crypt,
+    disks: &dyn Mounter,
+    opts: &PrepareOptions,
+) -> Result<Prepared, PrepareError> {
+    let plan = plan(opts)?;
+    execute(&plan, crypt, disks, opts)
+}
+
+/// Works out the names and paths and checks that the configuration stays valid with the
+/// new drive; touches no device.
+pub fn plan(opts: &PrepareOptions) -> Result<Plan, PrepareError> {
     let name = DriveName::try_from(opts.name.clone()).map_err(PrepareError::new)?;
     let text = config_text(&opts.config_path, &name)?;
     // The configuration wants absolute paths (runs start from /): `--keys-dir keys` means
@@ -357,46 +177,57 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
             ));
         }
     }
-    check_device(&opts.device)?;
+    Ok(Plan {
+        name,
+        text,
+        keys_dir,
+        key_file,
+        header_backup,
+        mount_point,
+    })
+}
 
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&keys_dir)
-        .map_err(|e| PrepareError::with(format!("creating {}", keys_dir.display()), e))?;
-    for p in [&key_file, &header_backup] {
-        if p.exists() {
-            return Err(PrepareError::new(format!(
-                "{} exists already: a drive of that name was prepared before; remove it \
-                 (after making sure no drive needs it) or pick another --name",
-                p.display()
-            )));
-        }
-    }
+/// Carries `plan` out on `opts.device`: partition (with `--partition`), key file, LUKS2,
+/// header backup, filesystem, and the drive's table in the configuration.
+pub fn execute(
+    plan: &Plan,
+    crypt: &dyn Crypt,
+    disks: &dyn Mounter,
+    opts: &PrepareOptions,
+) -> Result<Prepared, PrepareError> {
+    let Plan {
+        name,
+        text,
+        keys_dir,
+        key_file,
+        header_backup,
+        mount_point,
+    } = plan;
+    disks
+        .check_unused(&opts.device)
+        .map_err(|e| PrepareError::with(format!("{} is in use", opts.device.display()), e))?;
+
+    make_keys_dir(keys_dir, key_file, header_backup)?;
 
     let luks_device = if opts.partition {
         tracing::info!(
             "prepare: GPT with one partition on {}",
             opts.device.display()
         );
-        make_partition(&opts.device)?
+        disks
+            .partition(&opts.device)
+            .map_err(|e| PrepareError::with("partitioning", e))?
     } else {
         opts.device.clone()
     };
 
     tracing::info!("prepare: new key file {}", key_file.display());
-    new_key_file(&key_file)?;
+    new_key_file(key_file)?;
     let label = format!("extbackup-{name}");
     // ext4 labels hold 16 bytes; the LUKS2 label (48) carries the full form.
     let ext4_label: String = name.as_str().chars().take(16).collect();
     tracing::info!("prepare: LUKS2 on {}", luks_device.display());
-    let (passphrase, cheap) = match &opts.recovery {
-        crate::recovery::RecoveryChoice::Passphrase(p, kdf) => {
-            tracing::info!("prepare: with a recovery passphrase keyslot (argon2id)");
-            (Some(p.clone()), *kdf == crypt::PassphraseKdf::CheapForTests)
-        }
-        crate::recovery::RecoveryChoice::None => (None, false),
-    };
+    let (passphrase, cheap) = recovery_slot(&opts.recovery);
     let recovery_passphrase = passphrase.is_some();
     let info = crypt
         .format(
@@ -410,47 +241,92 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
             },
         )
         .map_err(|e| {
-            let _ = std::fs::remove_file(&key_file);
+            let _ = std::fs::remove_file(key_file);
             PrepareError::with(format!("formatting {} as LUKS", luks_device.display()), e)
         })?;
     tracing::info!("prepare: LUKS UUID {}", info.uuid);
 
     tracing::info!("prepare: LUKS header backup {}", header_backup.display());
     crypt
-        .backup_header(&luks_device, &header_backup)
+        .backup_header(&luks_device, header_backup)
         .map_err(|e| PrepareError::with("saving the LUKS header backup", e))?;
-    let _ = std::fs::set_permissions(&header_backup, std::fs::Permissions::from_mode(0o400));
+    let _ = std::fs::set_permissions(header_backup, std::fs::Permissions::from_mode(0o400));
 
-    let mapping = format!("extbackup-prepare-{name}");
-    let mapped = crypt
-        .unlock(&luks_device, &key_file, &mapping)
-        .map_err(|e| PrepareError::with(format!("unlocking the new volume as {mapping}"), e))?;
-    let mkfs = run(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", &ext4_label])
-            .arg(&mapped),
-        None,
-    );
-    let closed = crypt.lock(&mapping, crypt::LockMode::Normal);
-    mkfs?;
-    closed.map_err(|e| PrepareError::with(format!("closing {mapping}"), e))?;
+    make_filesystem(crypt, disks, &luks_device, key_file, name, &ext4_label)?;
 
     let uuid = Uuid::try_from(info.uuid.clone()).map_err(PrepareError::new)?;
     let drive = DriveConfig {
         name: name.clone(),
         uuid,
         key_file: key_file.clone(),
-        mount_point,
+        mount_point: mount_point.clone(),
     };
-    append_drive(&opts.config_path, &text, &drive)?;
+    append_drive(&opts.config_path, text, &drive)?;
     Ok(Prepared {
         luks_device,
         uuid: info.uuid,
-        key_file,
-        header_backup,
+        key_file: key_file.clone(),
+        header_backup: header_backup.clone(),
         label,
         recovery_passphrase,
     })
+}
+
+/// The recovery passphrase to put in a keyslot, and whether its KDF may be cheap (tests).
+fn recovery_slot(choice: &crate::recovery::RecoveryChoice) -> (Option<crypt::Secret>, bool) {
+    match choice {
+        crate::recovery::RecoveryChoice::Passphrase(p, kdf) => {
+            tracing::info!("prepare: with a recovery passphrase keyslot (argon2id)");
+            (Some(p.clone()), *kdf == crypt::PassphraseKdf::CheapForTests)
+        }
+        crate::recovery::RecoveryChoice::None => (None, false),
+    }
+}
+
+/// The keys folder (0700), refusing to replace a key file or header backup of an earlier
+/// drive of the same name.
+fn make_keys_dir(
+    keys_dir: &Path,
+    key_file: &Path,
+    header_backup: &Path,
+) -> Result<(), PrepareError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(keys_dir)
+        .map_err(|e| PrepareError::with(format!("creating {}", keys_dir.display()), e))?;
+    for p in [&key_file, &header_backup] {
+        if p.exists() {
+            return Err(PrepareError::new(format!(
+                "{} exists already: a drive of that name was prepared before; remove it \
+                 (after making sure no drive needs it) or pick another --name",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Opens the new volume, makes its filesystem, closes it again.
+fn make_filesystem(
+    crypt: &dyn Crypt,
+    disks: &dyn Mounter,
+    luks_device: &Path,
+    key_file: &Path,
+    name: &DriveName,
+    label: &str,
+) -> Result<(), PrepareError> {
+    let mapping = format!("extbackup-prepare-{name}");
+    let mapped = crypt
+        .unlock(luks_device, key_file, &mapping)
+        .map_err(|e| PrepareError::with(format!("unlocking the new volume as {mapping}"), e))?;
+    let mkfs = disks
+        .mkfs(&mapped, "ext4", label)
+        .map_err(|e| PrepareError::with(format!("making a filesystem on {mapping}"), e));
+    let closed = crypt.lock(&mapping, crypt::LockMode::Normal);
+    mkfs?;
+    closed.map_err(|e| PrepareError::with(format!("closing {mapping}"), e))?;
+    Ok(())
 }
 
 /// Appends `drive` to the configuration `text` read from `path` and writes it back
@@ -515,44 +391,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_names_follow_the_kernel() {
-        assert_eq!(
-            partition_path(Path::new("/dev/sdb")),
-            Path::new("/dev/sdb1")
-        );
-        assert_eq!(
-            partition_path(Path::new("/dev/loop3")),
-            Path::new("/dev/loop3p1")
-        );
-        assert_eq!(
-            partition_path(Path::new("/dev/nvme0n1")),
-            Path::new("/dev/nvme0n1p1")
-        );
-    }
-
-    #[test]
-    fn the_partition_of_a_symlinked_disk_is_the_kernel_devices() {
-        let dir = tempfile::tempdir().unwrap();
-        for (link, disk, part) in [
-            ("usb-Vendor_Disk_1234-0:0", "sdb", "sdb1"),
-            ("backup-disk", "loop3", "loop3p1"),
-        ] {
-            std::fs::write(dir.path().join(disk), b"").unwrap();
-            std::os::unix::fs::symlink(dir.path().join(disk), dir.path().join(link)).unwrap();
-            assert_eq!(
-                partition_of(&dir.path().join(link)),
-                dir.path().canonicalize().unwrap().join(part),
-                "{link}"
-            );
-        }
-        // A path that does not resolve keeps the kernel's naming rule.
-        assert_eq!(
-            partition_of(Path::new("/nonexistent/sdq")),
-            Path::new("/nonexistent/sdq1")
-        );
-    }
-
-    #[test]
     fn a_drive_added_by_another_prepare_meanwhile_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
@@ -592,8 +430,10 @@ mod tests {
         let device = dir.path().join("disk.img");
         std::fs::write(&device, b"precious").unwrap();
         let crypt = crypt::fake::FakeCrypt::new();
+        let disks = mounter::fake::FakeMounter::new();
         let e = prepare(
             &crypt,
+            &disks,
             &PrepareOptions {
                 device: device.clone(),
                 name: "a".into(),
@@ -609,16 +449,10 @@ mod tests {
         assert!(chain.contains("nothing was erased"), "{chain}");
         assert!(chain.contains("overlaps the source"), "{chain}");
         assert!(crypt.calls().is_empty(), "{:?}", crypt.calls());
+        assert!(disks.calls().is_empty(), "{:?}", disks.calls());
         assert_eq!(std::fs::read(&device).unwrap(), b"precious");
         assert!(!dir.path().join("keys").exists());
         assert_eq!(std::fs::read_to_string(&config_path).unwrap(), cfg);
-    }
-
-    #[test]
-    fn a_regular_file_is_refused() {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        let e = check_device(f.path()).unwrap_err().to_string();
-        assert!(e.contains("not a block device"), "{e}");
     }
 
     #[test]

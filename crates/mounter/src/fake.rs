@@ -116,6 +116,34 @@ impl Mounter for FakeMounter {
     fn mounted_at(&self, mountpoint: &Path) -> Result<Option<MountInfo>, MountError> {
         Ok(self.inner.lock().unwrap().mounts.get(mountpoint).cloned())
     }
+    fn describe_device(&self, device: &Path) -> String {
+        format!("{} (fake)", device.display())
+    }
+    fn check_unused(&self, device: &Path) -> Result<(), MountError> {
+        self.record("check_unused", device);
+        match self
+            .inner
+            .lock()
+            .unwrap()
+            .mounts
+            .values()
+            .find(|m| m.source == device)
+        {
+            Some(m) => Err(MountError::new(
+                ErrorKind::AlreadyMounted,
+                format!("{} is mounted at {}", device.display(), m.target.display()),
+            )),
+            None => Ok(()),
+        }
+    }
+    fn partition(&self, device: &Path) -> Result<PathBuf, MountError> {
+        self.record("partition", device);
+        Ok(PathBuf::from(format!("{}-part1", device.display())))
+    }
+    fn mkfs(&self, device: &Path, fstype: &str, _label: &str) -> Result<(), MountError> {
+        self.record(&format!("mkfs.{fstype}"), device);
+        Ok(())
+    }
     fn describe(&self) -> String {
         "fake".into()
     }

@@ -25,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod disk;
 pub mod fake;
 pub use oskit::mountinfo;
 mod nix_mounter;
@@ -126,4 +127,17 @@ pub trait Mounter: Send + Sync {
     fn mounted_at(&self, mountpoint: &Path) -> Result<Option<MountInfo>, MountError>;
     /// A short name for logs.
     fn describe(&self) -> String;
+
+    /// A line naming the disk `device` for a confirmation prompt (size, model when known).
+    fn describe_device(&self, device: &Path) -> String;
+    /// Refuses `device` unless it is a block device that nothing uses: not mounted, no
+    /// mounted partition, not active swap (nor a swap partition), not held by another
+    /// device (an open LUKS mapping, RAID, LVM).
+    fn check_unused(&self, device: &Path) -> Result<(), MountError>;
+    /// Writes a GPT with one partition over the whole of `device`; returns the partition.
+    /// Destroys what was on `device`: callers confirm with the user first.
+    fn partition(&self, device: &Path) -> Result<PathBuf, MountError>;
+    /// Makes a new `fstype` filesystem (`ext4` or `btrfs`) labelled `label` on `device`.
+    /// Destroys what was on `device`: callers confirm with the user first.
+    fn mkfs(&self, device: &Path, fstype: &str, label: &str) -> Result<(), MountError>;
 }

@@ -437,6 +437,18 @@ impl Mounter for NixMounter {
         }))
     }
 
+    fn describe_device(&self, device: &Path) -> String {
+        crate::disk::describe_device(device)
+    }
+    fn check_unused(&self, device: &Path) -> Result<(), MountError> {
+        crate::disk::check_unused(device)
+    }
+    fn partition(&self, device: &Path) -> Result<PathBuf, MountError> {
+        crate::disk::make_partition(device)
+    }
+    fn mkfs(&self, device: &Path, fstype: &str, label: &str) -> Result<(), MountError> {
+        crate::disk::mkfs(device, fstype, label)
+    }
     fn describe(&self) -> String {
         "mount(2) via nix".into()
     }
