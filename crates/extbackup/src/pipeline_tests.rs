@@ -691,8 +691,14 @@ mod with_fakes {
     use notifier::fake::RecordingNotifier;
     use syncer::fake::FakeSyncer;
 
-    struct NoopHost;
-    impl Host for NoopHost {
+    /// A host that grants every lock and has room, counts the records written onto the
+    /// drive, and fails the source lock with `source_lock_error` when set.
+    #[derive(Default)]
+    struct TestHost {
+        records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        source_lock_error: Option<fn() -> HostError>,
+    }
+    impl Host for TestHost {
         fn try_lock_run(&mut self) -> Result<bool, HostError> {
             Ok(true)
         }
@@ -701,7 +707,7 @@ mod with_fakes {
         }
         fn unlock_run(&mut self) {}
         fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
-            Ok(())
+            self.source_lock_error.map_or(Ok(()), |e| Err(e()))
         }
         fn unlock_source(&mut self) {}
         fn free_space(&self, _: &Path) -> Result<u64, HostError> {
@@ -711,6 +717,7 @@ mod with_fakes {
             Ok(0)
         }
         fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
+            self.records.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
     }
@@ -738,7 +745,7 @@ mod with_fakes {
             mounter: Box::new(mounter.clone()),
             syncer: Box::new(syncer.clone()),
             notifier: Some(Box::new(notifier.clone())),
-            host: Box::new(NoopHost),
+            host: Box::<TestHost>::default(),
         };
         (b, ind, crypt, mounter, notifier, syncer)
     }
@@ -869,32 +876,6 @@ mod with_fakes {
         );
     }
 
-    /// A host that counts the records written onto the drive.
-    struct CountingHost(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-    impl Host for CountingHost {
-        fn try_lock_run(&mut self) -> Result<bool, HostError> {
-            Ok(true)
-        }
-        fn wait_lock_run(&mut self) -> Result<(), HostError> {
-            Ok(())
-        }
-        fn unlock_run(&mut self) {}
-        fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
-            Ok(())
-        }
-        fn unlock_source(&mut self) {}
-        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
-            Ok(1 << 40)
-        }
-        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
-            Ok(0)
-        }
-        fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    }
-
     /// A copy during which the drive is unmounted behind our back (a lazy unmount).
     struct UnmountingSyncer(FakeMounter, PathBuf);
     impl Syncer for UnmountingSyncer {
@@ -913,40 +894,21 @@ mod with_fakes {
         }
     }
 
-    /// A host whose source lock fails with a cause that has a cause.
-    struct DeepFailureHost;
-    impl Host for DeepFailureHost {
-        fn try_lock_run(&mut self) -> Result<bool, HostError> {
-            Ok(true)
-        }
-        fn wait_lock_run(&mut self) -> Result<(), HostError> {
-            Ok(())
-        }
-        fn unlock_run(&mut self) {}
-        fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
-            let io = std::io::Error::other("flock: resource temporarily unavailable");
-            Err(HostError::with(
-                "taking the source lock",
-                HostError::with("the source lock is held by another job", io),
-            ))
-        }
-        fn unlock_source(&mut self) {}
-        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
-            Ok(1 << 40)
-        }
-        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
-            Ok(0)
-        }
-        fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_host_failure_keeps_its_whole_cause_chain_into_the_mail() {
         let f = fixture();
         let (mut b, _ind, _crypt, _m, notifier, _s) = setup(&f);
-        b.host = Box::new(DeepFailureHost);
+        // The source lock fails with a cause that has a cause.
+        b.host = Box::new(TestHost {
+            source_lock_error: Some(|| {
+                let io = std::io::Error::other("flock: resource temporarily unavailable");
+                HostError::with(
+                    "taking the source lock",
+                    HostError::with("the source lock is held by another job", io),
+                )
+            }),
+            ..TestHost::default()
+        });
         let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
             .run(&Target::Device(DEV.into()));
         let RunOutcome::Failed { step, error, .. } = out else {
@@ -969,7 +931,10 @@ mod with_fakes {
         let f = fixture();
         let (mut b, ind, crypt, mounter, notifier, _s) = setup(&f);
         let records = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        b.host = Box::new(CountingHost(records.clone()));
+        b.host = Box::new(TestHost {
+            records: records.clone(),
+            ..TestHost::default()
+        });
         let mp = f.dir.path().join("mnt/offsite-a");
         b.syncer = Box::new(UnmountingSyncer(mounter.clone(), mp));
         let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())

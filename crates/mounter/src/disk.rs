@@ -20,22 +20,6 @@ fn fail(
     MountError::new(ErrorKind::Other, message).with_source(source)
 }
 
-/// `1.5 GiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// A line describing `device` for the confirmation prompt (size, model when known).
 pub(crate) fn describe_device(device: &Path) -> String {
     let mut s = device.display().to_string();
@@ -43,7 +27,7 @@ pub(crate) fn describe_device(device: &Path) -> String {
         let size = std::fs::read_to_string(dir.join("size"))
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|sectors| human(sectors * 512));
+            .map(|sectors| format!("{:.1} GiB", (sectors * 512) as f64 / f64::from(1u32 << 30)));
         let model = std::fs::read_to_string(dir.join("device/model"))
             .ok()
             .map(|m| m.trim().to_string())
