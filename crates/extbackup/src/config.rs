@@ -110,15 +110,12 @@ impl Uuid {
 impl TryFrom<String> for Uuid {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let lower = s.to_ascii_lowercase();
-        let groups: Vec<&str> = lower.split('-').collect();
-        let lens = [8, 4, 4, 4, 12];
-        let ok = groups.len() == 5
-            && groups
-                .iter()
-                .zip(lens)
-                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-        if ok {
+        // The hyphenated form only (`uuid` also takes braces, `urn:` and bare hex).
+        let parsed = uuid::Uuid::try_parse(&s)
+            .ok()
+            .map(|u| u.hyphenated().to_string())
+            .filter(|h| h.eq_ignore_ascii_case(&s));
+        if let Some(lower) = parsed {
             Ok(Self(lower))
         } else {
             Err(format!(
@@ -857,6 +854,21 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
         let m = e.to_string();
         assert!(m.contains("line 1, column 1"), "{m}");
         assert!(m.contains("colour"), "{m}");
+    }
+
+    #[test]
+    fn a_uuid_is_the_hyphenated_form_only_and_lower_case() {
+        let ok = Uuid::try_from("0B1C2D3E-aaaa-4bbb-8ccc-0123456789AB".to_string()).unwrap();
+        assert_eq!(ok.as_str(), "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab");
+        for bad in [
+            "0b1c2d3eaaaa4bbb8ccc0123456789ab",
+            "{0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab}",
+            "urn:uuid:0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab",
+            "0b1c2d3e-aaaa-4bbb-8ccc-0123456789a",
+            "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ag",
+        ] {
+            assert!(Uuid::try_from(bad.to_string()).is_err(), "{bad}");
+        }
     }
 
     #[test]
