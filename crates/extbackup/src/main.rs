@@ -149,6 +149,14 @@ struct InstallArgs {
     /// Remove the installed files.
     #[arg(long)]
     uninstall: bool,
+    /// Write everything below this staging folder instead of / (packagers, tests); runs
+    /// no udevadm or systemctl.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The binary the units run. Default: this binary, or a copy of it at
+    /// /usr/local/sbin/extbackup when it lies in a build or temporary folder.
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +228,8 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             &InstallArgs {
                 print: false,
                 uninstall: true,
+                root: None,
+                binary: None,
             },
         ),
         Command::Status { json } => {
@@ -422,22 +432,72 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     use extbackup::install;
     let config_path = std::path::absolute(&cli.config)
         .with_context(|| format!("resolving {}", cli.config.display()))?;
-    let paths = install::InstallPaths {
-        binary: std::env::current_exe().context("finding the extbackup binary")?,
+    let exe = std::env::current_exe().context("finding the extbackup binary")?;
+    let stage = |p: &std::path::Path| match &a.root {
+        Some(r) => install::under(r, p),
+        None => p.to_path_buf(),
+    };
+    // The binary the units run: a stable path, never a build or temporary folder.
+    let (binary, copy_from) = match &a.binary {
+        Some(b) => {
+            let b = std::path::absolute(b).with_context(|| format!("resolving {}", b.display()))?;
+            if let Some(why) = install::transient_location(&b) {
+                bail!(UsageError(format!(
+                    "{why}: the units would break when it goes. Install the binary at a \
+                     stable path (e.g. `install -m 0755 {} {}`) and pass that, or leave out \
+                     --binary to have it copied there",
+                    b.display(),
+                    install::STABLE_BINARY
+                )));
+            }
+            let copy = (b != exe).then(|| exe.clone()).filter(|_| !stage(&b).exists());
+            (b, copy)
+        }
+        None => match install::transient_location(&exe) {
+            Some(_) => (PathBuf::from(install::STABLE_BINARY), Some(exe.clone())),
+            None => (exe.clone(), None),
+        },
+    };
+    let mut paths = install::InstallPaths {
+        binary: binary.clone(),
         config: config_path,
         ..install::InstallPaths::default()
     };
     if a.uninstall {
-        let (removed, notes) = install::uninstall(&paths)?;
+        let mut removed = Vec::new();
+        let notes = if let Some(root) = &a.root {
+            for p in paths.files_under(root) {
+                if std::fs::remove_file(&p).is_ok() {
+                    removed.push(p);
+                }
+            }
+            Vec::new()
+        } else {
+            let (r, mut notes) = install::uninstall(&paths)?;
+            removed = r;
+            notes.extend(install::reload(false));
+            notes
+        };
         for p in &removed {
             println!("removed {}", p.display());
         }
-        for n in notes.iter().chain(&install::reload(false)) {
+        for n in &notes {
             println!("{n}");
         }
         return Ok(0);
     }
     let cfg = load(cli)?;
+    let mut writable = vec![cfg.state_dir.clone(), cfg.mount_root.clone()];
+    for d in &cfg.drives {
+        let mp = cfg.mount_point(d);
+        if !mp.starts_with(&cfg.mount_root) {
+            writable.push(mp);
+        }
+    }
+    if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
+        writable.push(m);
+    }
+    paths.writable = writable;
     let drives: Vec<(&str, &str)> = cfg
         .drives
         .iter()
@@ -450,14 +510,68 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         }
         return Ok(0);
     }
-    install::write(&files)?;
-    for (p, _) in &files {
+    if let Some(from) = &copy_from {
+        let to = stage(&binary);
+        copy_binary(from, &to)?;
+        println!(
+            "copied {} to {} (the units run that copy; run `extbackup install` again after \
+             rebuilding)",
+            from.display(),
+            to.display()
+        );
+    }
+    let staged: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|(p, t)| (stage(p), t.clone()))
+        .collect();
+    install::write(&staged)?;
+    for (p, _) in &staged {
         println!("wrote {}", p.display());
+    }
+    if a.root.is_some() {
+        println!(
+            "staged below {}: nothing reloaded. On the target: `udevadm control --reload`, \
+             `systemctl daemon-reload`, `systemctl enable --now {}`",
+            a.root.as_deref().unwrap_or(std::path::Path::new("/")).display(),
+            install::CHECK_TIMER
+        );
+        return Ok(0);
     }
     for n in install::reload(true) {
         println!("{n}");
     }
+    println!("\nnext steps:");
+    if cfg.drives.is_empty() {
+        println!(
+            "  - prepare a drive: `extbackup prepare /dev/sdX --name offsite-a` (no second \
+             `install` needed afterwards)"
+        );
+    } else {
+        println!(
+            "  - plug in a prepared drive: the backup starts by itself; follow it with \
+             `journalctl -f -u 'extbackup@*'`"
+        );
+    }
+    if cfg.mail.is_none() {
+        println!("  - add a [mail] section to {} to hear about failures and reminders", cli.config.display());
+    }
+    println!("  - `extbackup status` shows each drive's last backup and which one is due next");
     Ok(0)
+}
+
+/// Copies the running binary to `to` atomically, mode 0755.
+fn copy_binary(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = to.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(".extbackup.install-tmp");
+    std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&tmp, to))
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
