@@ -106,7 +106,10 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
 pub fn transient_location(path: &Path) -> Option<String> {
     for tmp in ["/tmp", "/var/tmp", "/dev/shm", "/run"] {
         if path.starts_with(tmp) {
-            return Some(format!("{} is in the temporary folder {tmp}", path.display()));
+            return Some(format!(
+                "{} is in the temporary folder {tmp}",
+                path.display()
+            ));
         }
     }
     let tmp = std::env::temp_dir();

@@ -27,6 +27,7 @@ pub mod error;
 pub mod escape;
 pub mod host;
 pub mod install;
+pub mod journal;
 pub mod logcapture;
 pub mod pipeline;
 pub mod prepare;

@@ -81,11 +81,22 @@ A mounted device, or one with mounted partitions, is refused."
         #[arg(long)]
         json: bool,
     },
-    /// Mail a reminder when the newest successful backup is too old (run by a timer).
+    /// Mail a reminder when any drive's last good backup is too old (run by a timer).
     Check {
         /// The limit in days; `policy.reminder_age_days` from the configuration by default.
         #[arg(long, value_name = "DAYS")]
         max_age: Option<u32>,
+    },
+    /// Report a backup unit that failed without reporting itself (run by
+    /// extbackup-failed@UUID.service through OnFailure=): red LED, mail, stale mapping closed.
+    #[command(hide = true)]
+    NotifyFailure {
+        /// The drive's LUKS UUID (the unit's instance).
+        #[arg(long, value_name = "UUID")]
+        uuid: String,
+        /// The unit that failed.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<String>,
     },
     /// Configuration file commands.
     Config {
@@ -173,7 +184,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.downcast_ref::<UsageError>().map_or(1, |_| EXIT_USAGE);
-            eprintln!("extbackup: error: {e:#}");
+            error_line(&format!("extbackup: error: {e:#}"));
             ExitCode::from(code)
         }
     }
@@ -194,15 +205,29 @@ fn init_logging(cli: &Cli, capture: &LogCapture) {
             _ => LevelFilter::TRACE,
         }
     };
+    let journal = extbackup::journal::stderr_is_journal();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(level);
+        .with_ansi(!journal && std::io::stderr().is_terminal());
+    let fmt = if journal {
+        // Under systemd: one line per event, its priority as an sd-daemon `<N>` prefix,
+        // so `journalctl -p err` finds the failures.
+        fmt.event_format(extbackup::journal::SdPrefix)
+            .with_filter(level)
+            .boxed()
+    } else {
+        fmt.with_filter(level).boxed()
+    };
     let sub = tracing_subscriber::registry()
         .with(fmt)
         .with(capture.layer());
     let _ = tracing::subscriber::set_global_default(sub);
+}
+
+/// An error line on stderr (with the journal's error priority under systemd).
+fn error_line(msg: &str) {
+    eprintln!("{}{msg}", extbackup::journal::prefix(3));
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -250,24 +275,39 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
             match s.reminder(&cfg, u64::from(days) * 86_400) {
                 None => {
-                    let (d, t) = s.newest_success().expect("fresh implies one success");
-                    println!(
-                        "ok: the newest backup ({d}) is {} old, within {days} days",
-                        state::fmt_age(state::now().saturating_sub(t))
-                    );
+                    for d in &s.drives {
+                        println!("ok: {}", status::Status::age_line(d));
+                    }
+                    println!("every drive is within {days} days");
                 }
                 Some(ev) => {
-                    println!("{}", ev.details[0]);
-                    let n = backends::notifier(&cfg)?.ok_or_else(|| {
-                        UsageError("no [mail] configured: cannot send the reminder".into())
-                    })?;
-                    let _ = n.flush_spool();
-                    n.notify(&ev).context("sending the reminder mail")?;
-                    println!("reminder mail sent");
+                    for line in ev.details.iter().take_while(|l| l.starts_with("drive ")) {
+                        tracing::warn!("{line}, over the {days}-day limit");
+                    }
+                    match backends::notifier(&cfg)? {
+                        Some(n) => {
+                            let _ = n.flush_spool();
+                            n.notify(&ev).context("sending the reminder mail")?;
+                            println!("reminder mail sent");
+                        }
+                        None => {
+                            // No mail: the log above and the LED are the reminder; the
+                            // timer's unit must not fail every day for it.
+                            tracing::warn!(
+                                "no [mail] configured: showing the attention colour instead of \
+                                 mailing a reminder"
+                            );
+                            let mut ind = backends::indicator(&cfg);
+                            if let Err(e) = ind.show(indicator::State::Attention) {
+                                tracing::warn!("indicator: {}", extbackup::chain(&e));
+                            }
+                        }
+                    }
                 }
             }
             Ok(0)
         }
+        Command::NotifyFailure { uuid, unit } => notify_failure(cli, uuid, unit.as_deref()),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -305,10 +345,10 @@ fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Resu
         RunOutcome::Done(_) => 0,
         RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
         RunOutcome::Failed { drive, step, error } => {
-            eprintln!(
+            error_line(&format!(
                 "extbackup: {drive}: FAILED at {step}: {}",
                 error.chain().join(": ")
-            );
+            ));
             1
         }
     })
@@ -450,7 +490,9 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
                     install::STABLE_BINARY
                 )));
             }
-            let copy = (b != exe).then(|| exe.clone()).filter(|_| !stage(&b).exists());
+            let copy = (b != exe)
+                .then(|| exe.clone())
+                .filter(|_| !stage(&b).exists());
             (b, copy)
         }
         None => match install::transient_location(&exe) {
@@ -520,10 +562,7 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
             to.display()
         );
     }
-    let staged: Vec<(PathBuf, String)> = files
-        .iter()
-        .map(|(p, t)| (stage(p), t.clone()))
-        .collect();
+    let staged: Vec<(PathBuf, String)> = files.iter().map(|(p, t)| (stage(p), t.clone())).collect();
     install::write(&staged)?;
     for (p, _) in &staged {
         println!("wrote {}", p.display());
@@ -532,7 +571,10 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         println!(
             "staged below {}: nothing reloaded. On the target: `udevadm control --reload`, \
              `systemctl daemon-reload`, `systemctl enable --now {}`",
-            a.root.as_deref().unwrap_or(std::path::Path::new("/")).display(),
+            a.root
+                .as_deref()
+                .unwrap_or(std::path::Path::new("/"))
+                .display(),
             install::CHECK_TIMER
         );
         return Ok(0);
@@ -553,7 +595,10 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         );
     }
     if cfg.mail.is_none() {
-        println!("  - add a [mail] section to {} to hear about failures and reminders", cli.config.display());
+        println!(
+            "  - add a [mail] section to {} to hear about failures and reminders",
+            cli.config.display()
+        );
     }
     println!("  - `extbackup status` shows each drive's last backup and which one is due next");
     Ok(0)
@@ -572,6 +617,83 @@ fn copy_binary(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
+}
+
+/// `notify-failure`: the unit `unit` of drive `uuid` failed. A run that failed by itself
+/// (exit 1) has already turned the LED red and mailed; anything else (killed, crashed,
+/// exit 2, timeout) gets the red LED and a mail here, and a mapping it left open is closed.
+fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
+    let unit = unit
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("extbackup@{uuid}.service"));
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (result, code, status) = (
+        env("MONITOR_SERVICE_RESULT"),
+        env("MONITOR_EXIT_CODE"),
+        env("MONITOR_EXIT_STATUS"),
+    );
+    if code.as_deref() == Some("exited") && status.as_deref() == Some("1") {
+        tracing::info!("{unit} failed and reported it itself (exit 1): nothing to add");
+        return Ok(0);
+    }
+    let how = match (&result, &code, &status) {
+        (Some(r), Some(c), Some(s)) => format!("result {r}, {c} {s}"),
+        (Some(r), _, _) => format!("result {r}"),
+        _ => "this systemd does not say how (MONITOR_* unset)".into(),
+    };
+    tracing::error!("{unit} failed ({how}): reporting it");
+    let cfg = load(cli)?;
+    let name = cfg
+        .drive_by_uuid(uuid)
+        .map(|d| d.name.to_string())
+        .unwrap_or_else(|| uuid.to_string());
+    let mut ind = backends::indicator(&cfg);
+    if let Err(e) = ind.show(indicator::State::Failure) {
+        tracing::warn!("indicator: {}", extbackup::chain(&e));
+    }
+    // A killed run leaves its mapping open (its mount went with its namespace).
+    if cfg.drive_by_uuid(uuid).is_some() {
+        let mapping = extbackup::pipeline::mapping_name(&name);
+        if let Ok(crypt) = backends::crypt(&cfg) {
+            if crypt
+                .status(&mapping)
+                .is_ok_and(|s| s != crypt::MappingStatus::Inactive)
+            {
+                match crypt.lock(&mapping, crypt::LockMode::Deferred) {
+                    Ok(_) => tracing::info!("closed {mapping}, left open by the failed run"),
+                    Err(e) => tracing::warn!("closing {mapping}: {}", extbackup::chain(&e)),
+                }
+            }
+        }
+    }
+    let log_tail = std::process::Command::new("journalctl")
+        .args(["--no-pager", "-o", "short-iso", "-n", "30", "-u", &unit])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ev = notify::Event {
+        drive: name,
+        host: cfg.host_name(),
+        outcome: notify::Outcome::Failure,
+        failed_step: Some("the backup unit".into()),
+        error_chain: vec![format!(
+            "{unit} failed ({how}) without reporting it: killed, crashed or a configuration error"
+        )],
+        log_tail,
+        duration: std::time::Duration::ZERO,
+        files: 0,
+        bytes: 0,
+        details: vec![format!("See `journalctl -u {unit}`.")],
+    };
+    match backends::notifier(&cfg)? {
+        Some(n) => {
+            let _ = n.flush_spool();
+            n.notify(&ev).context("sending the failure mail")?;
+            tracing::info!("failure mail sent");
+        }
+        None => tracing::warn!("no [mail] configured: the red LED is the only report"),
+    }
+    Ok(0)
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -171,12 +171,19 @@ fn installed_units_score_within_the_exposure_limits() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The binary under target/ is copied to the stable path, which the units name.
     assert!(root.join("usr/local/sbin/extbackup").is_file(), "{stdout}");
     let sysd = root.join("etc/systemd/system");
     let svc = std::fs::read_to_string(sysd.join(install::SERVICE_TEMPLATE)).unwrap();
-    assert!(svc.contains("ExecStart=/usr/local/sbin/extbackup --config "), "{svc}");
+    assert!(
+        svc.contains("ExecStart=/usr/local/sbin/extbackup --config "),
+        "{svc}"
+    );
     std::fs::copy(
         sysd.join(install::SERVICE_TEMPLATE),
         sysd.join(format!("extbackup@{UUID_A}.service")),
@@ -195,10 +202,17 @@ fn installed_units_score_within_the_exposure_limits() {
         let text = String::from_utf8_lossy(&out.stdout);
         let score: f64 = text
             .lines()
-            .find_map(|l| l.split_once("Overall exposure level for ")?.1.split_once(": "))
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
             .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| {
-                panic!("no score for {unit}: {text}{}", String::from_utf8_lossy(&out.stderr))
+                panic!(
+                    "no score for {unit}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
             });
         eprintln!("{unit}: exposure {score}");
         assert!(score <= limit, "{unit} scores {score} > {limit}:\n{text}");
@@ -221,6 +235,9 @@ fn install_refuses_a_binary_in_a_build_folder() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("build folder") && err.contains("/usr/local/sbin/extbackup"), "{err}");
+    assert!(
+        err.contains("build folder") && err.contains("/usr/local/sbin/extbackup"),
+        "{err}"
+    );
     assert!(!dir.path().join("stage").exists(), "nothing written");
 }
