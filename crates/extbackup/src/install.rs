@@ -301,12 +301,30 @@ fn render_rule(drives: &[(&str, &str)]) -> String {
     r
 }
 
-/// `ReadWritePaths=` lines, each path quoted as `exec_arg` does; the `-` prefix makes a
-/// folder that does not exist yet no error (the unit would not start otherwise).
+/// The writable folders of the units: below `/run` or `/var/lib` as
+/// `RuntimeDirectory=`/`StateDirectory=` (systemd creates them before it sets up the
+/// read-only view, so a first run on a fresh boot finds them), elsewhere as
+/// `ReadWritePaths=` (the `-` prefix: a folder that does not exist yet is no error).
 fn rw_paths(paths: &[PathBuf]) -> Result<String, InstallError> {
     let mut out = String::new();
     for p in paths {
-        let _ = writeln!(out, "ReadWritePaths=-{}", exec_arg(p)?);
+        let q = exec_arg(p)?;
+        let managed = [("/run/", "RuntimeDirectory"), ("/var/lib/", "StateDirectory")]
+            .into_iter()
+            .find_map(|(root, key)| Some((key, q.strip_prefix(root)?)))
+            .filter(|(_, rel)| !rel.is_empty() && !rel.starts_with('"'));
+        match managed {
+            Some((key, rel)) => {
+                let _ = writeln!(out, "{key}={rel}");
+                if key == "RuntimeDirectory" {
+                    // Two drives may run at once; neither removes the other's mount point.
+                    let _ = writeln!(out, "RuntimeDirectoryPreserve=yes");
+                }
+            }
+            None => {
+                let _ = writeln!(out, "ReadWritePaths=-{q}");
+            }
+        }
     }
     Ok(out)
 }
@@ -650,7 +668,8 @@ mod tests {
             "ExecStart=\"/opt/ext backup/bin%%1\" --config /etc/extbackup/config.toml run --uuid %i\n"
         ));
         assert!(svc.contains("OnFailure=extbackup-failed@%i.service\n"));
-        assert!(svc.contains("ReadWritePaths=-/var/lib/extbackup\n"));
+        assert!(svc.contains("StateDirectory=extbackup\n"), "{svc}");
+        assert!(svc.contains("ReadWritePaths=-/mnt/extbackup\n"), "{svc}");
         assert!(!svc.contains("%I"));
         assert!(!svc.lines().any(|l| l.starts_with("PrivateDevices=")));
         assert!(files[2].1.contains(" notify-failure --uuid %i "));

@@ -465,7 +465,42 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             cli.config.display()
         );
     }
+    println!("next: {}", prepare_next_step(cli, a));
     Ok(0)
+}
+
+/// What to do after `prepare`: with the rule installed, nothing but plugging in (the rule
+/// matches every LUKS drive; `run` decides from the configuration), unless the drive's own
+/// mount point is one the installed unit may not write.
+fn prepare_next_step(cli: &Cli, a: &PrepareArgs) -> String {
+    use extbackup::install;
+    let rule = std::path::Path::new("/etc/udev/rules.d").join(install::RULE_FILE);
+    let unit = std::path::Path::new("/etc/systemd/system").join(install::SERVICE_TEMPLATE);
+    if !rule.exists() {
+        return format!(
+            "run `extbackup --config {} install` so that plugging the drive in starts the \
+             backup (or `extbackup run --device DEVICE` now)",
+            cli.config.display()
+        );
+    }
+    let unit_text = std::fs::read_to_string(&unit).unwrap_or_default();
+    if let Some(mp) = &a.mount_point {
+        let covered = unit_text.lines().any(|l| {
+            l.strip_prefix("ReadWritePaths=-")
+                .is_some_and(|p| mp.starts_with(p.trim_matches('"')))
+        });
+        if !covered {
+            return format!(
+                "run `extbackup --config {} install` again: the backup unit may not write \
+                 the new mount point {} yet",
+                cli.config.display(),
+                mp.display()
+            );
+        }
+    }
+    "unplug the drive and plug it in again: the installed rule starts the backup by itself \
+     (no new `install` needed)"
+        .into()
 }
 
 fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
@@ -539,6 +574,10 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
         writable.push(m);
     }
+    if let Some(dir) = cfg.source_lock.as_ref().and_then(|l| l.path.parent()) {
+        writable.push(dir.to_path_buf());
+    }
+    writable.dedup();
     paths.writable = writable;
     let drives: Vec<(&str, &str)> = cfg
         .drives
