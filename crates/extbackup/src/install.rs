@@ -309,10 +309,13 @@ fn rw_paths(paths: &[PathBuf]) -> Result<String, InstallError> {
     let mut out = String::new();
     for p in paths {
         let q = exec_arg(p)?;
-        let managed = [("/run/", "RuntimeDirectory"), ("/var/lib/", "StateDirectory")]
-            .into_iter()
-            .find_map(|(root, key)| Some((key, q.strip_prefix(root)?)))
-            .filter(|(_, rel)| !rel.is_empty() && !rel.starts_with('"'));
+        let managed = [
+            ("/run/", "RuntimeDirectory"),
+            ("/var/lib/", "StateDirectory"),
+        ]
+        .into_iter()
+        .find_map(|(root, key)| Some((key, q.strip_prefix(root)?)))
+        .filter(|(_, rel)| !rel.is_empty() && !rel.starts_with('"'));
         match managed {
             Some((key, rel)) => {
                 let _ = writeln!(out, "{key}={rel}");
