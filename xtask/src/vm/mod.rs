@@ -239,7 +239,9 @@ say "init on $(uname -r)"
 ln -s /bin/busybox /sbin/modprobe 2>/dev/null
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 while read -r m; do
-  insmod "$m" || say "insmod $m failed"
+  # Two dummy UDCs: two USB gadgets (e.g. two backup drives) plugged in at once.
+  case "$m" in */dummy_hcd.ko*) p=num=2 ;; *) p= ;; esac
+  insmod "$m" $p || say "insmod $m failed"
 done < /etc/modules-load
 R=/host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot $R || fatal "cannot mount the host root (9p)"

@@ -548,7 +548,7 @@ fn free_space_is_what_root_can_really_write() {
 }
 
 #[test]
-fn install_print_shows_the_rule_for_every_configured_drive() {
+fn install_print_shows_the_rule_the_units_and_the_stable_binary() {
     let w = World::new("loopback-test");
     let cfg = fs::read_to_string(&w.config).unwrap();
     fs::write(
@@ -561,11 +561,18 @@ fn install_print_shows_the_rule_for_every_configured_drive() {
     let out = w.cmd(&["install", "--print"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
+    // One line for every LUKS drive: the raw UUID is the instance, no backslash.
     assert!(
-        text.contains(r"extbackup@0b1c2d3e\x2daaaa\x2d4bbb\x2d8ccc\x2d0123456789ab.service"),
+        text.contains(r#"ENV{SYSTEMD_WANTS}+="extbackup@$env{ID_FS_UUID}.service""#),
         "{text}"
     );
-    assert!(text.contains(r"extbackup@1b1c2d3e\x2daaaa"), "{text}");
+    assert!(!text.contains(r"\x2d"), "{text}");
+    assert!(text.contains(" run --uuid %i\n"), "{text}");
+    // The binary under target/ is not referenced: the stable copy is.
+    assert!(
+        text.contains("ExecStart=/usr/local/sbin/extbackup --config "),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("--config {}", w.config.display())),
         "{text}"
