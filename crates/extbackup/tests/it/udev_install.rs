@@ -1,6 +1,5 @@
 //! `extbackup::install` output checked by systemd's own tools.
 
-use extbackup::escape;
 use extbackup::install::{self, InstallPaths};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

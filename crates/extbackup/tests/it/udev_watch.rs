@@ -2,7 +2,6 @@
 //! systemd-udevd and new loop nodes, so they run in the QEMU guest only
 //! (`cargo xtask vm-test`), which starts udevd.
 
-use extbackup::escape;
 use extbackup::install::{self, InstallPaths};
 use extbackup::watch::{Found, Watcher};
 use std::path::{Path, PathBuf};
