@@ -200,7 +200,7 @@ fn check_uuid(name: &str, uuid: &str) -> Result<(), InstallError> {
     }
 }
 
-/// Whether `uuid` has the canonical 8-4-4-4-12 form that [`UUID_GLOB`] matches.
+/// Whether `uuid` has the canonical 8-4-4-4-12 form that [`uuid_glob`] matches.
 pub fn is_canonical_uuid(uuid: &str) -> bool {
     let groups: Vec<&str> = uuid.split('-').collect();
     groups.len() == 5
