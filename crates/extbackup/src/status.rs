@@ -139,10 +139,12 @@ impl Status {
         v
     }
 
-    /// The drive due next: the one whose last good backup is oldest (never first).
+    /// The drive due next: the one whose last good backup is oldest (never first; on a
+    /// tie, the first in the configuration).
     pub fn due_next(&self) -> Option<&DriveStatus> {
         self.drives
             .iter()
+            .rev()
             .max_by_key(|d| d.last_success_age_secs.unwrap_or(u64::MAX))
     }
 

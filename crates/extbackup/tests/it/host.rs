@@ -694,3 +694,30 @@ fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
     let (snap, _) = read_drive(&w, &lo.dev, "t1");
     assert_eq!(snap, w.source_snapshot(), "the drive mirrors the source");
 }
+
+/// `check` without `[mail]`: each drive past its limit is logged, the indicator shows
+/// attention, and the exit code is 0 (the timer's unit does not fail every day).
+#[test]
+fn check_without_mail_logs_each_stale_drive_and_shows_attention() {
+    let w = World::new("loopback-test");
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    let start = cfg.find("[mail]").unwrap();
+    let end = cfg[start..].find("[crypt]").unwrap() + start;
+    let no_mail = format!("{}{}", &cfg[..start], &cfg[end..]);
+    fs::write(
+        &w.config,
+        format!(
+            "{no_mail}\n[[drive]]\nname = \"offsite-a\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/a.key\"\n\n[[drive]]\nname = \"offsite-b\"\nuuid = \"1b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/b.key\"\n"
+        ),
+    )
+    .unwrap();
+    let out = w.cmd(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("drive offsite-a: never backed up"), "{err}");
+    assert!(err.contains("drive offsite-b: never backed up"), "{err}");
+    assert!(err.contains("attention"), "the console indicator shows attention: {err}");
+    let out = w.cmd(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("due next: drive offsite-a: never backed up"), "{text}");
+}
