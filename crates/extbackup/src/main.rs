@@ -681,7 +681,20 @@ fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
         _ => "this systemd does not say how (MONITOR_* unset)".into(),
     };
     tracing::error!("{unit} failed ({how}): reporting it");
-    let cfg = load(cli)?;
+    let mut details = vec![format!("See `journalctl -u {unit}`.")];
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            // A configuration error (exit 2) must still reach the user: report with the
+            // file's [indicator] and [mail] alone when they are sound.
+            let why = format!("{e:#}");
+            tracing::error!("{why}");
+            details.insert(0, format!("The configuration is broken: {why}"));
+            salvage_config(&cli.config).ok_or(e).context(
+                "nothing to report with: the configuration's [indicator] and [mail] are unusable too",
+            )?
+        }
+    };
     let name = cfg
         .drive_by_uuid(uuid)
         .map(|d| d.name.to_string())
@@ -714,7 +727,7 @@ fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
         drive: name,
         host: cfg.host_name(),
         outcome: notify::Outcome::Failure,
-        failed_step: Some("the backup unit".into()),
+        failed_step: Some("unit".into()),
         error_chain: vec![format!(
             "{unit} failed ({how}) without reporting it: killed, crashed or a configuration error"
         )],
@@ -722,7 +735,7 @@ fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
         duration: std::time::Duration::ZERO,
         files: 0,
         bytes: 0,
-        details: vec![format!("See `journalctl -u {unit}`.")],
+        details,
     };
     match backends::notifier(&cfg)? {
         Some(n) => {
@@ -733,6 +746,22 @@ fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
         None => tracing::warn!("no [mail] configured: the red LED is the only report"),
     }
     Ok(0)
+}
+
+/// From a configuration that does not load (invalid paths, a bad drive entry...), a
+/// minimal one with only its `host`, `state_dir`, `[indicator]` and `[mail]`, when those
+/// parse and validate on their own.
+fn salvage_config(path: &std::path::Path) -> Option<Config> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let full: toml::Table = toml::from_str(&text).ok()?;
+    let mut t = toml::Table::new();
+    t.insert("source".into(), toml::Value::String("/".into()));
+    for key in ["host", "state_dir", "indicator", "mail"] {
+        if let Some(v) = full.get(key) {
+            t.insert(key.into(), v.clone());
+        }
+    }
+    Config::parse(&toml::to_string(&t).ok()?).ok()
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -491,10 +491,7 @@ fn vm_systemd_killed_run_is_reported_through_on_failure() {
     assert_eq!(rig.led(), RED, "{flog}");
     let mails = rig.wait_mails(1);
     assert_eq!(mails.len(), 1, "{mails:?}\n{flog}");
-    assert_eq!(
-        subject(&mails[0]),
-        "extbackup: offsite-c FAILED at the backup unit"
-    );
+    assert_eq!(subject(&mails[0]), "extbackup: offsite-c FAILED at unit");
     assert!(mails[0].contains("signal"), "{}", mails[0]);
     assert!(
         !mapping_exists("offsite-c"),
@@ -629,4 +626,42 @@ fn vm_systemd_second_drive_waits_for_the_first_then_both_succeed() {
             "extbackup: offsite-d2 done, safe to remove"
         ]
     );
+}
+
+/// c (second form): a configuration error (exit 2) fails the unit before any step; the
+/// OnFailure= unit still turns the LED red and mails, with the file's [indicator] and
+/// [mail] alone.
+#[test]
+#[ignore = "needs systemd as PID 1, dm-crypt, uhid and a USB gadget: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_systemd_config_error_is_reported_through_on_failure() {
+    let mut rig = Rig::new("badconfig", "");
+    rig.install();
+    let (img, uuid) = rig.prepare("offsite-g");
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    let broken = text.replacen(
+        &format!("source = \"{}/src\"", rig.dir.display()),
+        "source = \"relative/src\"",
+        1,
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&rig.config, broken).unwrap();
+    let unit = format!("extbackup@{uuid}.service");
+    let _disk = rig.plug("badconfig", &img);
+    let (end, _) = rig.wait_unit_done(&unit);
+    let log = journal(&unit);
+    assert_eq!(end.result, "exit-code", "{end:?}\n{log}");
+    assert_eq!(end.exit_status.as_deref(), Some("2"), "{end:?}\n{log}");
+    let failed = format!("extbackup-failed@{uuid}.service");
+    let (fp, _) = rig.wait_unit_done(&failed);
+    let flog = journal(&failed);
+    assert_eq!(fp.result, "success", "{fp:?}\n{flog}");
+    assert_eq!(rig.led(), RED, "{flog}");
+    let mails = rig.wait_mails(1);
+    assert_eq!(mails.len(), 1, "{mails:?}\n{flog}");
+    assert!(
+        mails[0].contains("relative/src"),
+        "the mail names the error: {}",
+        mails[0]
+    );
+    assert!(!mapping_exists("offsite-g"));
 }

@@ -716,8 +716,78 @@ fn check_without_mail_logs_each_stale_drive_and_shows_attention() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("drive offsite-a: never backed up"), "{err}");
     assert!(err.contains("drive offsite-b: never backed up"), "{err}");
-    assert!(err.contains("attention"), "the console indicator shows attention: {err}");
+    assert!(
+        err.contains("attention"),
+        "the console indicator shows attention: {err}"
+    );
     let out = w.cmd(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("due next: drive offsite-a: never backed up"), "{text}");
+    assert!(
+        text.contains("due next: drive offsite-a: never backed up"),
+        "{text}"
+    );
+}
+
+/// `notify-failure` (run by OnFailure=): a unit that failed without reporting (here a
+/// configuration error, exit 2) gets a failure mail and the failure colour, even though the
+/// configuration does not load: its [indicator] and [mail] are used alone. A run that
+/// reported itself (exit 1) gets nothing more.
+#[test]
+fn notify_failure_reports_a_config_error_and_stays_quiet_after_exit_1() {
+    let w = World::new("loopback-test");
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    let broken: String = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("source = ") {
+                "source = \"relative/path\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(&w.config, broken).unwrap();
+    assert_eq!(
+        w.cmd(&["status"]).status.code(),
+        Some(2),
+        "the config is broken"
+    );
+    let uuid = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab";
+    let unit = format!("extbackup@{uuid}.service");
+    let notify = |status: &str| {
+        Command::new(env!("CARGO_BIN_EXE_extbackup"))
+            .arg("--config")
+            .arg(&w.config)
+            .args(["notify-failure", "--uuid", uuid, "--unit", &unit])
+            .env("MONITOR_SERVICE_RESULT", "exit-code")
+            .env("MONITOR_EXIT_CODE", "exited")
+            .env("MONITOR_EXIT_STATUS", status)
+            .output()
+            .unwrap()
+    };
+    let out = notify("1");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        w.subjects().is_empty(),
+        "exit 1 was reported by the run itself"
+    );
+    let out = notify("2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        w.subjects(),
+        [format!("extbackup: {uuid} FAILED at unit")],
+        "{err}"
+    );
+    let mail = &w.mails()[0];
+    assert!(mail.contains("exited 2"), "{mail}");
+    assert!(
+        mail.contains("relative/path"),
+        "the mail names the config error: {mail}"
+    );
+    assert!(
+        err.contains("failure"),
+        "the indicator shows failure: {err}"
+    );
 }
