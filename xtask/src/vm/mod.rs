@@ -675,7 +675,6 @@ pub fn vm_test(args: &[String]) -> Result<()> {
             .collect()
     };
     let cache = cache::ensure()?;
-    let per_test = a.test_timeout.unwrap_or(DEFAULT_TEST_TIMEOUT);
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut failures = String::new();
     for systemd in [false, true] {
@@ -693,6 +692,13 @@ pub fn vm_test(args: &[String]) -> Result<()> {
                 ""
             }
         );
+        // A systemd journey test (install, prepare, plug in, unit, mail) does more than one
+        // step of the plain suite: it gets a longer hang guard unless --test-timeout.
+        let per_test = a.test_timeout.unwrap_or(if systemd {
+            SYSTEMD_TEST_TIMEOUT
+        } else {
+            DEFAULT_TEST_TIMEOUT
+        });
         let share = new_share()?;
         let job = guest_job(&bins, per_test)?;
         let opts = GuestOpts {
@@ -763,6 +769,8 @@ fn is_systemd_test(name: &str) -> bool {
 
 /// Boot, udev and slack (seconds) in the default whole-guest limit.
 const GUEST_OVERHEAD: u64 = 120;
+/// Per-test limit (seconds) of the `vm_systemd_*` tests unless `--test-timeout`.
+const SYSTEMD_TEST_TIMEOUT: u64 = 150;
 /// Per-test limit (seconds) unless `--test-timeout`.
 const DEFAULT_TEST_TIMEOUT: u64 = 90;
 
