@@ -341,7 +341,16 @@ fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Resu
     if std::io::stderr().is_terminal() {
         p = p.on_progress(move |pr| bar.draw(pr));
     }
-    Ok(match p.run(target) {
+    let device = match target {
+        Target::Uuid(u) => PathBuf::from("/dev/disk/by-uuid").join(u),
+        Target::Device(d) => d.clone(),
+    };
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_for_pull(device, finished.clone());
+    let outcome = p.run(target);
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    Ok(match outcome {
         RunOutcome::Done(_) => 0,
         RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
         RunOutcome::Failed { drive, step, error } => {
@@ -352,6 +361,73 @@ fn run(cfg: &Config, target: &Target, force: bool, capture: &LogCapture) -> Resu
             1
         }
     })
+}
+
+/// Watches the drive's device node while a run goes on. When it disappears (the drive was
+/// pulled), the cause is logged at error priority and the run's child processes (rsync,
+/// fsck) get SIGTERM, so the step fails now instead of when rsync gives up on a dead disk
+/// (minutes); the pipeline then undoes what it did (unmount, close) and reports the step.
+fn watch_for_pull(
+    device: PathBuf,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let mut seen = false;
+        while !finished.load(Ordering::Relaxed) {
+            let present = device.exists();
+            if seen && !present {
+                tracing::error!(
+                    "the drive {} disappeared during the run (pulled?): stopping the copy",
+                    device.display()
+                );
+                for pid in descendants(std::process::id()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                return;
+            }
+            seen |= present;
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    })
+}
+
+/// The processes below `pid` (children, grandchildren...), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        if let Some(ppid) = stat
+            .get(close + 2..)
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == parent && !out.contains(&p) {
+                out.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    out
 }
 
 struct ProgressBar {

@@ -592,6 +592,40 @@ fn vm_systemd_stop_mid_copy_unmounts_and_closes_in_time() {
     assert!(!mounts.contains("offsite-f"), "{mounts}");
 }
 
+/// e: the drive is pulled mid-copy: the run fails (red), leaves no mapping, and the
+/// journal names the cause.
+#[test]
+#[ignore = "needs systemd as PID 1, dm-crypt, uhid and a USB gadget: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_systemd_drive_pulled_mid_copy_turns_red_and_leaves_nothing_open() {
+    let mut rig = Rig::new("pulled", SLOW);
+    rig.install();
+    let (unit, disk) = plugged_mid_copy(&mut rig, "offsite-e");
+    drop(disk);
+    let (end, _) = rig.wait_unit_done(&unit);
+    let log = journal(&unit);
+    assert_eq!(end.result, "exit-code", "{end:?}\n{log}");
+    assert_eq!(rig.led(), RED, "{log}");
+    let err =
+        sh(Command::new("journalctl").args(["--no-pager", "-o", "cat", "-p", "err", "-u", &unit]));
+    assert!(
+        err.contains("disappeared during the run (pulled?)") && err.contains("FAILED at sync"),
+        "the cause at priority err: {err}\n{log}"
+    );
+    // The mapping goes once the kernel lets it (deferred removal after the unmount).
+    let t0 = Instant::now();
+    while mapping_exists("offsite-e") && t0.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!mapping_exists("offsite-e"), "{log}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("offsite-e"), "{mounts}");
+    let mails = rig.wait_mails(1);
+    assert!(
+        subject(&mails[0]) == "extbackup: offsite-e FAILED at sync",
+        "{mails:?}"
+    );
+}
+
 /// d: a second drive plugged in while the first one's run copies: it waits for the run
 /// lock, then both end green with one mail each.
 #[test]
