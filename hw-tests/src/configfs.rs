@@ -23,13 +23,26 @@ pub(crate) fn mkdir(p: &Path) -> io::Result<()> {
     fs::create_dir(p).map_err(|e| err(format!("mkdir {}", p.display()), e))
 }
 
-/// The first USB device controller (dummy_hcd's `dummy_udc.0` in the guest).
+/// The first USB device controller no gadget is bound to (dummy_hcd's `dummy_udc.0`, then
+/// `dummy_udc.1`... in the guest, which loads it with `num=2`): its `function` attribute
+/// names the bound gadget's driver and is empty while free.
 pub(crate) fn first_udc() -> io::Result<String> {
-    fs::read_dir("/sys/class/udc")
-        .ok()
-        .and_then(|mut rd| rd.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let mut udcs: Vec<String> = fs::read_dir("/sys/class/udc")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    udcs.sort();
+    let free = |u: &String| {
+        fs::read_to_string(Path::new("/sys/class/udc").join(u).join("function"))
+            .map_or(true, |f| f.trim().is_empty())
+    };
+    udcs.iter()
+        .find(|u| free(u))
+        .or_else(|| udcs.first())
+        .cloned()
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,

@@ -510,14 +510,9 @@ impl Crypt for LibcryptsetupCrypt {
             CryptStatusInfo::Busy => true,
             CryptStatusInfo::Active => false,
         };
-        let backing = CryptInit::init_by_name_and_header(name, None)
-            .ok()
-            .and_then(|mut d| {
-                d.status_handle()
-                    .get_device_path()
-                    .ok()
-                    .map(Path::to_path_buf)
-            });
+        // From sysfs, not libcryptsetup: once the drive is pulled, crypt_get_device_name
+        // returns NULL and libcryptsetup-rs's get_device_path dereferences it (SIGSEGV).
+        let backing = backing_device(name);
         Ok(MappingStatus::Active {
             path: Path::new("/dev/mapper").join(name),
             backing,
@@ -640,6 +635,16 @@ impl Crypt for LibcryptsetupCrypt {
             })?;
         Ok(Path::new("/dev/mapper").join(name))
     }
+}
+
+/// The device under mapping `name` (`/dev/mapper/NAME` → `/sys/block/dm-N/slaves/X` →
+/// `/dev/X`); `None` when it is gone (a pulled drive) or unknown.
+fn backing_device(name: &str) -> Option<PathBuf> {
+    let dm = std::fs::canonicalize(Path::new("/dev/mapper").join(name)).ok()?;
+    let slaves = Path::new("/sys/block").join(dm.file_name()?).join("slaves");
+    let slave = std::fs::read_dir(slaves).ok()?.flatten().next()?;
+    let dev = Path::new("/dev").join(slave.file_name());
+    dev.exists().then_some(dev)
 }
 
 #[cfg(test)]

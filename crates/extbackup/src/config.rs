@@ -348,7 +348,8 @@ pub struct Policy {
     /// Refuse unless the source is a mount point (an unmounted source looks empty).
     #[serde(default = "yes")]
     pub require_source_mount_point: bool,
-    /// `extbackup check` mails a reminder when the newest backup is older than this.
+    /// `extbackup check` mails a reminder naming each drive whose last good backup is
+    /// older than this.
     #[serde(default = "default_reminder")]
     pub reminder_age_days: u32,
     /// Check the free space on the drive before copying.

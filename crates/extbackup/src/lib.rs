@@ -29,6 +29,7 @@ pub mod escape;
 pub mod host;
 pub mod identify;
 pub mod install;
+pub mod journal;
 pub mod logcapture;
 pub mod pipeline;
 pub mod prepare;

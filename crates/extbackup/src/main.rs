@@ -81,7 +81,7 @@ A mounted device, or one with mounted partitions, is refused."
         #[arg(long)]
         json: bool,
     },
-    /// Mail a reminder when the newest successful backup is too old (run by a timer).
+    /// Mail a reminder when any drive's last good backup is too old (run by a timer).
     Check {
         /// The limit in days; `policy.reminder_age_days` from the configuration by default.
         #[arg(long, value_name = "DAYS")]
@@ -98,6 +98,17 @@ off."
     Ack {
         /// The drive (slot) whose failure to acknowledge.
         name: String,
+    },
+    /// Report a backup unit that failed without reporting itself (run by
+    /// extbackup-failed@UUID.service through OnFailure=): red LED, mail, stale mapping closed.
+    #[command(hide = true)]
+    NotifyFailure {
+        /// The drive's LUKS UUID (the unit's instance).
+        #[arg(long, value_name = "UUID")]
+        uuid: String,
+        /// The unit that failed.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<String>,
     },
     /// Configuration file commands.
     Config {
@@ -311,6 +322,14 @@ struct InstallArgs {
     /// Remove the installed files.
     #[arg(long)]
     uninstall: bool,
+    /// Write everything below this staging folder instead of / (packagers, tests); runs
+    /// no udevadm or systemctl.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The binary the units run. Default: this binary, or a copy of it at
+    /// /usr/local/sbin/extbackup when it lies in a build or temporary folder.
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -327,7 +346,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.downcast_ref::<UsageError>().map_or(1, |_| EXIT_USAGE);
-            eprintln!("extbackup: error: {e:#}");
+            error_line(&format!("extbackup: error: {e:#}"));
             ExitCode::from(code)
         }
     }
@@ -348,15 +367,29 @@ fn init_logging(cli: &Cli, capture: &LogCapture) {
             _ => LevelFilter::TRACE,
         }
     };
+    let journal = extbackup::journal::stderr_is_journal();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(level);
+        .with_ansi(!journal && std::io::stderr().is_terminal());
+    let fmt = if journal {
+        // Under systemd: one line per event, its priority as an sd-daemon `<N>` prefix,
+        // so `journalctl -p err` finds the failures.
+        fmt.event_format(extbackup::journal::SdPrefix)
+            .with_filter(level)
+            .boxed()
+    } else {
+        fmt.with_filter(level).boxed()
+    };
     let sub = tracing_subscriber::registry()
         .with(fmt)
         .with(capture.layer());
     let _ = tracing::subscriber::set_global_default(sub);
+}
+
+/// An error line on stderr (with the journal's error priority under systemd).
+fn error_line(msg: &str) {
+    eprintln!("{}{msg}", extbackup::journal::prefix(3));
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -391,6 +424,8 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             &InstallArgs {
                 print: false,
                 uninstall: true,
+                root: None,
+                binary: None,
             },
         ),
         Command::Status { json } => {
@@ -411,20 +446,34 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
             match s.reminder(&cfg, u64::from(days) * 86_400) {
                 None => {
-                    let (d, t) = s.newest_success().expect("fresh implies one success");
-                    println!(
-                        "ok: the newest backup ({d}) is {} old, within {days} days",
-                        state::fmt_age(state::now().saturating_sub(t))
-                    );
+                    for d in &s.drives {
+                        println!("ok: {}", status::Status::age_line(d));
+                    }
+                    println!("every drive is within {days} days");
                 }
                 Some(ev) => {
-                    println!("{}", ev.details[0]);
-                    let n = backends::notifier(&cfg)?.ok_or_else(|| {
-                        UsageError("no [mail] configured: cannot send the reminder".into())
-                    })?;
-                    let _ = n.flush_spool();
-                    n.notify(&ev).context("sending the reminder mail")?;
-                    println!("reminder mail sent");
+                    for line in ev.details.iter().take_while(|l| l.starts_with("drive ")) {
+                        tracing::warn!("{line}, over the {days}-day limit");
+                    }
+                    match backends::notifier(&cfg)? {
+                        Some(n) => {
+                            let _ = n.flush_spool();
+                            n.notify(&ev).context("sending the reminder mail")?;
+                            println!("reminder mail sent");
+                        }
+                        None => {
+                            // No mail: the log above and the LED are the reminder; the
+                            // timer's unit must not fail every day for it.
+                            tracing::warn!(
+                                "no [mail] configured: showing the attention colour instead of \
+                                 mailing a reminder"
+                            );
+                            let mut ind = backends::indicator(&cfg);
+                            if let Err(e) = ind.show(indicator::State::Attention) {
+                                tracing::warn!("indicator: {}", extbackup::chain(&e));
+                            }
+                        }
+                    }
                 }
             }
             Ok(0)
@@ -466,6 +515,7 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         }
         Command::Restore(a) => restore_cmd(cli, a),
         Command::Verify(a) => verify_cmd(cli, a),
+        Command::NotifyFailure { uuid, unit } => notify_failure(cli, uuid, unit.as_deref()),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -510,15 +560,51 @@ fn run(
     if std::io::stderr().is_terminal() {
         p = p.on_progress(move |pr| bar.draw(pr));
     }
-    Ok(match p.run(target) {
+    let device = match target {
+        Target::Uuid(u) => PathBuf::from("/dev/disk/by-uuid").join(u),
+        Target::Device(d) => d.clone(),
+    };
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_for_pull(device, finished.clone());
+    let outcome = p.run(target);
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    Ok(match outcome {
         RunOutcome::Done(_) => 0,
         RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
         RunOutcome::Failed { drive, step, error } => {
-            eprintln!(
+            error_line(&format!(
                 "extbackup: {drive}: FAILED at {step}: {}",
                 error.chain().join(": ")
-            );
+            ));
             1
+        }
+    })
+}
+
+/// Watches the drive's device node while a run goes on. When it disappears (the drive was
+/// pulled), the cause is logged at error priority and the run's child processes (rsync,
+/// fsck) get SIGTERM, so the step fails now instead of when rsync gives up on a dead disk
+/// (minutes); the pipeline then undoes what it did (unmount, close) and reports the step.
+fn watch_for_pull(
+    device: PathBuf,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let mut seen = false;
+        while !finished.load(Ordering::Relaxed) {
+            let present = device.exists();
+            if seen && !present {
+                tracing::error!(
+                    "the drive {} disappeared during the run (pulled?): stopping the copy",
+                    device.display()
+                );
+                oskit::terminate_descendants();
+                return;
+            }
+            seen |= present;
+            std::thread::sleep(std::time::Duration::from_millis(250));
         }
     })
 }
@@ -679,6 +765,7 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             cli.config.display()
         );
     }
+    println!("next: {}", prepare_next_step(cli, a));
     Ok(0)
 }
 
@@ -913,26 +1000,116 @@ fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     Ok(if r.clean() { 0 } else { 1 })
 }
 
+/// What to do after `prepare`: with the rule installed, nothing but plugging in (the rule
+/// matches every LUKS drive; `run` decides from the configuration), unless the drive's own
+/// mount point is one the installed unit may not write.
+fn prepare_next_step(cli: &Cli, a: &PrepareArgs) -> String {
+    use extbackup::install;
+    let rule = std::path::Path::new("/etc/udev/rules.d").join(install::RULE_FILE);
+    let unit = std::path::Path::new("/etc/systemd/system").join(install::SERVICE_TEMPLATE);
+    if !rule.exists() {
+        return format!(
+            "run `extbackup --config {} install` so that plugging the drive in starts the \
+             backup (or `extbackup run --device DEVICE` now)",
+            cli.config.display()
+        );
+    }
+    let unit_text = std::fs::read_to_string(&unit).unwrap_or_default();
+    if let Some(mp) = &a.mount_point {
+        let covered = unit_text.lines().any(|l| {
+            l.strip_prefix("ReadWritePaths=-")
+                .is_some_and(|p| mp.starts_with(p.trim_matches('"')))
+        });
+        if !covered {
+            return format!(
+                "run `extbackup --config {} install` again: the backup unit may not write \
+                 the new mount point {} yet",
+                cli.config.display(),
+                mp.display()
+            );
+        }
+    }
+    "unplug the drive and plug it in again: the installed rule starts the backup by itself \
+     (no new `install` needed)"
+        .into()
+}
+
 fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     use extbackup::install;
     let config_path = std::path::absolute(&cli.config)
         .with_context(|| format!("resolving {}", cli.config.display()))?;
-    let paths = install::InstallPaths {
-        binary: std::env::current_exe().context("finding the extbackup binary")?,
+    let exe = std::env::current_exe().context("finding the extbackup binary")?;
+    let stage = |p: &std::path::Path| match &a.root {
+        Some(r) => install::under(r, p),
+        None => p.to_path_buf(),
+    };
+    // The binary the units run: a stable path, never a build or temporary folder.
+    let (binary, copy_from) = match &a.binary {
+        Some(b) => {
+            let b = std::path::absolute(b).with_context(|| format!("resolving {}", b.display()))?;
+            if let Some(why) = install::transient_location(&b) {
+                bail!(UsageError(format!(
+                    "{why}: the units would break when it goes. Install the binary at a \
+                     stable path (e.g. `install -m 0755 {} {}`) and pass that, or leave out \
+                     --binary to have it copied there",
+                    b.display(),
+                    install::STABLE_BINARY
+                )));
+            }
+            let copy = (b != exe)
+                .then(|| exe.clone())
+                .filter(|_| !stage(&b).exists());
+            (b, copy)
+        }
+        None => match install::transient_location(&exe) {
+            Some(_) => (PathBuf::from(install::STABLE_BINARY), Some(exe.clone())),
+            None => (exe.clone(), None),
+        },
+    };
+    let mut paths = install::InstallPaths {
+        binary: binary.clone(),
         config: config_path,
         ..install::InstallPaths::default()
     };
     if a.uninstall {
-        let (removed, notes) = install::uninstall(&paths)?;
+        let mut removed = Vec::new();
+        let notes = if let Some(root) = &a.root {
+            for p in paths.files_under(root) {
+                if std::fs::remove_file(&p).is_ok() {
+                    removed.push(p);
+                }
+            }
+            Vec::new()
+        } else {
+            let (r, mut notes) = install::uninstall(&paths)?;
+            removed = r;
+            notes.extend(install::reload(false));
+            notes
+        };
         for p in &removed {
             println!("removed {}", p.display());
         }
-        for n in notes.iter().chain(&install::reload(false)) {
+        for n in &notes {
             println!("{n}");
         }
         return Ok(0);
     }
     let cfg = load(cli)?;
+    let mut writable = vec![cfg.state_dir.clone(), cfg.mount_root.clone()];
+    for d in &cfg.drives {
+        let mp = cfg.mount_point(d);
+        if !mp.starts_with(&cfg.mount_root) {
+            writable.push(mp);
+        }
+    }
+    if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
+        writable.push(m);
+    }
+    if let Some(dir) = cfg.source_lock.as_ref().and_then(|l| l.path.parent()) {
+        writable.push(dir.to_path_buf());
+    }
+    writable.dedup();
+    paths.writable = writable;
     let drives: Vec<(&str, &str)> = cfg
         .drives
         .iter()
@@ -945,14 +1122,177 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         }
         return Ok(0);
     }
-    install::write(&files)?;
-    for (p, _) in &files {
+    if let Some(from) = &copy_from {
+        let to = stage(&binary);
+        copy_binary(from, &to)?;
+        println!(
+            "copied {} to {} (the units run that copy; run `extbackup install` again after \
+             rebuilding)",
+            from.display(),
+            to.display()
+        );
+    }
+    let staged: Vec<(PathBuf, String)> = files.iter().map(|(p, t)| (stage(p), t.clone())).collect();
+    install::write(&staged)?;
+    for (p, _) in &staged {
         println!("wrote {}", p.display());
+    }
+    if a.root.is_some() {
+        println!(
+            "staged below {}: nothing reloaded. On the target: `udevadm control --reload`, \
+             `systemctl daemon-reload`, `systemctl enable --now {}`",
+            a.root
+                .as_deref()
+                .unwrap_or(std::path::Path::new("/"))
+                .display(),
+            install::CHECK_TIMER
+        );
+        return Ok(0);
     }
     for n in install::reload(true) {
         println!("{n}");
     }
+    println!("\nnext steps:");
+    if cfg.drives.is_empty() {
+        println!(
+            "  - prepare a drive: `extbackup prepare /dev/sdX --name offsite-a` (no second \
+             `install` needed afterwards)"
+        );
+    } else {
+        println!(
+            "  - plug in a prepared drive: the backup starts by itself; follow it with \
+             `journalctl -f -u 'extbackup@*'`"
+        );
+    }
+    if cfg.mail.is_none() {
+        println!(
+            "  - add a [mail] section to {} to hear about failures and reminders",
+            cli.config.display()
+        );
+    }
+    println!("  - `extbackup status` shows each drive's last backup and which one is due next");
     Ok(0)
+}
+
+/// Copies the running binary to `to` atomically, mode 0755.
+fn copy_binary(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = to.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(".extbackup.install-tmp");
+    std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&tmp, to))
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// `notify-failure`: the unit `unit` of drive `uuid` failed. A run that failed by itself
+/// (exit 1) has already turned the LED red and mailed; anything else (killed, crashed,
+/// exit 2, timeout) gets the red LED and a mail here, and a mapping it left open is closed.
+fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
+    let unit = unit
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("extbackup@{uuid}.service"));
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (result, code, status) = (
+        env("MONITOR_SERVICE_RESULT"),
+        env("MONITOR_EXIT_CODE"),
+        env("MONITOR_EXIT_STATUS"),
+    );
+    if code.as_deref() == Some("exited") && status.as_deref() == Some("1") {
+        tracing::info!("{unit} failed and reported it itself (exit 1): nothing to add");
+        return Ok(0);
+    }
+    let how = match (&result, &code, &status) {
+        (Some(r), Some(c), Some(s)) => format!("result {r}, {c} {s}"),
+        (Some(r), _, _) => format!("result {r}"),
+        _ => "this systemd does not say how (MONITOR_* unset)".into(),
+    };
+    tracing::error!("{unit} failed ({how}): reporting it");
+    let mut details = vec![format!("See `journalctl -u {unit}`.")];
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            // A configuration error (exit 2) must still reach the user: report with the
+            // file's [indicator] and [mail] alone when they are sound.
+            let why = format!("{e:#}");
+            tracing::error!("{why}");
+            details.insert(0, format!("The configuration is broken: {why}"));
+            salvage_config(&cli.config).ok_or(e).context(
+                "nothing to report with: the configuration's [indicator] and [mail] are unusable too",
+            )?
+        }
+    };
+    let name = cfg
+        .drive_by_uuid(uuid)
+        .map(|d| d.name.to_string())
+        .unwrap_or_else(|| uuid.to_string());
+    let mut ind = backends::indicator(&cfg);
+    if let Err(e) = ind.show(indicator::State::Failure) {
+        tracing::warn!("indicator: {}", extbackup::chain(&e));
+    }
+    // A killed run leaves its mapping open (its mount went with its namespace).
+    if cfg.drive_by_uuid(uuid).is_some() {
+        let mapping = extbackup::pipeline::mapping_name(&name);
+        if let Ok(crypt) = backends::crypt(&cfg) {
+            if crypt
+                .status(&mapping)
+                .is_ok_and(|s| s != crypt::MappingStatus::Inactive)
+            {
+                match crypt.lock(&mapping, crypt::LockMode::Deferred) {
+                    Ok(_) => tracing::info!("closed {mapping}, left open by the failed run"),
+                    Err(e) => tracing::warn!("closing {mapping}: {}", extbackup::chain(&e)),
+                }
+            }
+        }
+    }
+    let log_tail = std::process::Command::new("journalctl")
+        .args(["--no-pager", "-o", "short-iso", "-n", "30", "-u", &unit])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ev = notifier::Event {
+        drive: name,
+        host: cfg.host_name(),
+        outcome: notifier::Outcome::Failure,
+        failed_step: Some("unit".into()),
+        error_chain: vec![format!(
+            "{unit} failed ({how}) without reporting it: killed, crashed or a configuration error"
+        )],
+        log_tail,
+        duration: std::time::Duration::ZERO,
+        files: 0,
+        bytes: 0,
+        details,
+    };
+    match backends::notifier(&cfg)? {
+        Some(n) => {
+            let _ = n.flush_spool();
+            n.notify(&ev).context("sending the failure mail")?;
+            tracing::info!("failure mail sent");
+        }
+        None => tracing::warn!("no [mail] configured: the red LED is the only report"),
+    }
+    Ok(0)
+}
+
+/// From a configuration that does not load (invalid paths, a bad drive entry...), a
+/// minimal one with only its `host`, `state_dir`, `[indicator]` and `[mail]`, when those
+/// parse and validate on their own.
+fn salvage_config(path: &std::path::Path) -> Option<Config> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let full: toml::Table = toml::from_str(&text).ok()?;
+    let mut t = toml::Table::new();
+    t.insert("source".into(), toml::Value::String("/".into()));
+    for key in ["host", "state_dir", "indicator", "mail"] {
+        if let Some(v) = full.get(key) {
+            t.insert(key.into(), v.clone());
+        }
+    }
+    Config::parse(&toml::to_string(&t).ok()?).ok()
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

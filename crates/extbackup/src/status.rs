@@ -112,6 +112,9 @@ impl Status {
                 s.push_str(&format!("  {n}\n"));
             }
         }
+        if let Some(d) = self.due_next() {
+            s.push_str(&format!("due next: {}\n", Self::age_line(d)));
+        }
         match &self.current {
             Some(c) => s.push_str(&format!(
                 "running now: {} since {} (pid {}), at step {}\n",
@@ -137,38 +140,63 @@ impl Status {
             .max_by_key(|(_, t)| *t)
     }
 
-    /// The reminder to send when the newest success is older than `max_age_secs` (or there
-    /// is none); `None` when a backup is recent enough.
+    /// The drives whose last good backup is older than `max_age_secs` (or who never had
+    /// one), oldest first.
+    pub fn stale(&self, max_age_secs: u64) -> Vec<&DriveStatus> {
+        let mut v: Vec<&DriveStatus> = self
+            .drives
+            .iter()
+            .filter(|d| d.last_success_age_secs.is_none_or(|a| a > max_age_secs))
+            .collect();
+        v.sort_by_key(|d| std::cmp::Reverse(d.last_success_age_secs.unwrap_or(u64::MAX)));
+        v
+    }
+
+    /// The drive due next: the one whose last good backup is oldest (never first; on a
+    /// tie, the first in the configuration).
+    pub fn due_next(&self) -> Option<&DriveStatus> {
+        self.drives
+            .iter()
+            .rev()
+            .max_by_key(|d| d.last_success_age_secs.unwrap_or(u64::MAX))
+    }
+
+    /// One line per drive: "drive offsite-b: last good backup 47 days ago".
+    pub fn age_line(d: &DriveStatus) -> String {
+        match d.last_success_age_secs {
+            Some(a) => format!("drive {}: last good backup {} ago", d.name, fmt_age(a)),
+            None => format!("drive {}: never backed up", d.name),
+        }
+    }
+
+    /// The reminder to send when any configured drive's last good backup is older than
+    /// `max_age_secs` (or it has none): each rotated drive must come back in time, not
+    /// only the newest one. `None` when every drive is recent enough.
     pub fn reminder(&self, cfg: &Config, max_age_secs: u64) -> Option<notifier::Event> {
-        let newest = self.newest_success();
-        if let Some((_, t)) = newest {
-            if self.now.saturating_sub(t) <= max_age_secs {
-                return None;
-            }
+        let stale = self.stale(max_age_secs);
+        if stale.is_empty() {
+            return None;
         }
-        let mut details = vec![match newest {
-            Some((d, t)) => format!(
-                "The newest successful backup is {} old (drive {d}, {}); the limit is {}.",
-                fmt_age(self.now.saturating_sub(t)),
-                fmt_utc(t),
-                fmt_age(max_age_secs)
-            ),
-            None => "No drive has ever completed a backup.".into(),
-        }];
-        details.push("Plug in one of the backup drives to bring it up to date.".into());
-        for d in &self.drives {
-            details.push(match d.last_success_age_secs {
-                Some(a) => format!("{}: last success {} ago", d.name, fmt_age(a)),
-                None => format!("{}: never backed up", d.name),
-            });
-        }
-        let names: Vec<&str> = self.drives.iter().map(|d| d.name.as_str()).collect();
-        Some(notifier::Event {
-            drive: if names.is_empty() {
-                "backup".into()
+        let mut details: Vec<String> = stale.iter().map(|d| Self::age_line(d)).collect();
+        details.push(format!(
+            "The limit is {}. Plug in {} to bring it up to date.",
+            fmt_age(max_age_secs),
+            if stale.len() == 1 {
+                format!("drive {}", stale[0].name)
             } else {
-                names.join("/")
-            },
+                "those drives".to_string()
+            }
+        ));
+        for d in self
+            .drives
+            .iter()
+            .filter(|d| !stale.iter().any(|s| s.name == d.name))
+        {
+            details.push(format!("{} (within the limit)", Self::age_line(d)));
+        }
+        let names: Vec<&str> = stale.iter().map(|d| d.name.as_str()).collect();
+        Some(notifier::Event {
+            drive: names.join("/"),
             host: cfg.host_name(),
             outcome: notifier::Outcome::Reminder,
             failed_step: None,
@@ -270,21 +298,31 @@ key_file = "/k/b"
     }
 
     #[test]
-    fn reminder_only_when_the_newest_success_is_too_old() {
+    fn reminder_names_each_drive_past_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path());
         let st = StateDir::new(dir.path());
         let day = 86_400;
         let s = status(&c, 100 * day).unwrap();
         let ev = s.reminder(&c, 30 * day).expect("never backed up: remind");
-        assert!(ev.details[0].contains("ever"));
-        st.record(&rec("a", RunResult::Success, 50 * day)).unwrap();
-        st.record(&rec("b", RunResult::Success, 80 * day)).unwrap();
+        assert!(
+            ev.details[0].contains("never backed up"),
+            "{:?}",
+            ev.details
+        );
+        st.record(&rec("a", RunResult::Success, 53 * day)).unwrap();
+        st.record(&rec("b", RunResult::Success, 95 * day)).unwrap();
         let s = status(&c, 100 * day).unwrap();
-        assert!(s.reminder(&c, 30 * day).is_none(), "b is 20 days old");
-        let ev = s.reminder(&c, 10 * day).expect("20 days > 10");
+        // b is fresh, but a (never rotated) is 47 days old: that alone reminds.
+        let ev = s.reminder(&c, 30 * day).expect("a is 47 days old");
         assert_eq!(ev.outcome, notifier::Outcome::Reminder);
-        assert!(ev.details[0].contains("20 days"), "{:?}", ev.details);
-        assert!(ev.details[0].contains("drive b"), "{:?}", ev.details);
+        assert_eq!(ev.drive, "a");
+        assert_eq!(ev.details[0], "drive a: last good backup 47 days ago");
+        assert!(s
+            .render()
+            .contains("due next: drive a: last good backup 47 days ago"));
+        assert!(s.reminder(&c, 50 * day).is_none(), "both within 50 days");
+        let ev = s.reminder(&c, 2 * day).expect("both too old");
+        assert_eq!(ev.drive, "a/b", "oldest first");
     }
 }

@@ -162,6 +162,53 @@ pub fn terminate_process_group() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The processes below `pid` (children, grandchildren...), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        if let Some(ppid) = stat
+            .get(close + 2..)
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == parent && !out.contains(&p) {
+                out.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Sends SIGTERM to every process below this one (rsync and its helpers, fsck...).
+pub fn terminate_descendants() {
+    for pid in descendants(std::process::id()) {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
 /// Waits until `fd` is readable or `timeout` passes (`poll(2)`): true when readable.
 pub fn wait_readable(
     fd: std::os::fd::BorrowedFd<'_>,
@@ -214,6 +261,32 @@ mod lock_tests {
         drop(a);
         let _b = FileLock::lock(&p).unwrap();
         assert!(free_space(dir.path()).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_child_and_its_child_are_descendants() {
+        let mut c = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let below = loop {
+            let d = descendants(std::process::id());
+            if d.len() >= 2 || std::time::Instant::now() > deadline {
+                break d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(below.contains(&c.id()), "{below:?}");
+        assert!(below.len() >= 2, "the shell's sleep too: {below:?}");
+        let _ = c.kill();
+        let _ = c.wait();
+        for p in below {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     #[test]

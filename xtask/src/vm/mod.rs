@@ -41,6 +41,9 @@ pub struct GuestOpts {
     pub cwd: Option<PathBuf>,
     /// Extra environment for the command (EXTBACKUP_IN_VM=1 is always set).
     pub env: Vec<(String, String)>,
+    /// Boot with systemd as PID 1 (the job runs as `xtask-job.service`) instead of a
+    /// chroot under the initramfs shell.
+    pub systemd: bool,
 }
 
 impl Default for GuestOpts {
@@ -55,6 +58,7 @@ impl Default for GuestOpts {
                 .unwrap_or(2),
             cwd: None,
             env: Vec::new(),
+            systemd: false,
         }
     }
 }
@@ -183,8 +187,40 @@ fn kept_paths() -> Vec<PathBuf> {
     keep
 }
 
-/// The guest's `/init` (busybox sh, in the initramfs).
-fn init_script() -> String {
+/// Units of the host image a test guest does not want (masked in systemd mode).
+const MASKED_UNITS: &[&str] = &[
+    "postgresql.service",
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "systemd-timesyncd.service",
+    "systemd-pstore.service",
+    "getty@tty1.service",
+    "serial-getty@ttyS0.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "man-db.timer",
+    "remote-fs.target",
+];
+
+/// The job as a systemd unit (systemd mode): output to the journal and the console, the
+/// guest powered off when it ends, whatever its result.
+fn job_unit() -> String {
+    format!(
+        "[Unit]\nDescription=xtask vm job\nAfter=systemd-udevd.service systemd-journald.service \
+         systemd-udev-trigger.service\n\n[Service]\nType=oneshot\n\
+         ExecStart=/bin/sh {GUEST_SHARE}/job.sh\nStandardOutput=journal+console\n\
+         StandardError=journal+console\nTimeoutStartSec=infinity\n\
+         ExecStopPost=/bin/sh -c 'sync; systemctl poweroff --force --force'\n"
+    )
+}
+
+/// The guest's `/init` (busybox sh, in the initramfs). With `systemd`, it ends by
+/// `switch_root` into the host root with systemd as PID 1, which runs the job as
+/// `xtask-job.service`; otherwise it chroots and runs the job itself.
+fn init_script(systemd: bool) -> String {
+    let tail = init_tail(systemd);
     let keep = kept_paths()
         .iter()
         .map(|p| format!("'{}'", p.display()))
@@ -203,7 +239,9 @@ say "init on $(uname -r)"
 ln -s /bin/busybox /sbin/modprobe 2>/dev/null
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 while read -r m; do
-  insmod "$m" || say "insmod $m failed"
+  # Two dummy UDCs: two USB gadgets (e.g. two backup drives) plugged in at once.
+  case "$m" in */dummy_hcd.ko*) p=num=2 ;; *) p= ;; esac
+  insmod "$m" $p || say "insmod $m failed"
 done < /etc/modules-load
 R=/host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot $R || fatal "cannot mount the host root (9p)"
@@ -228,13 +266,43 @@ for p in {keep}; do
   mkdir -p "$R$p" 2>/dev/null; mount --bind "/keep$p" "$R$p" || fatal "cannot show $p in the guest"
 done
 mkdir -p $R{GUEST_SHARE} && mount --bind /share $R{GUEST_SHARE}
-say "running the job"
+{tail}"#
+    )
+}
+
+/// The end of `/init`: run the job in a chroot, or hand over to systemd.
+fn init_tail(systemd: bool) -> String {
+    if !systemd {
+        return format!(
+            r#"say "running the job"
 chroot $R /bin/sh {GUEST_SHARE}/job.sh
 say "job exited with $?"
 sync
 umount $R{GUEST_SHARE} /share 2>/dev/null
 poweroff -f
 "#
+        );
+    }
+    let unit = job_unit().replace('\'', "'\\''");
+    format!(
+        r#"# systemd as PID 1: /var and /usr/local writable in memory too (journal, units' state,
+# `extbackup install` putting its binary in /usr/local/sbin), no fstab, the job a unit.
+for d in var usr/local; do
+  n=$(echo $d | tr / _)
+  mkdir -p /ovl/$n-up /ovl/$n-work
+  mount -t overlay overlay -o lowerdir=$R/$d,upperdir=/ovl/$n-up,workdir=/ovl/$n-work $R/$d || fatal "no overlay on /$d"
+done
+mount -t tmpfs -o mode=1777 tmpfs $R/var/tmp
+echo > $R/etc/fstab
+S=$R/etc/systemd/system
+echo '{unit}' > $S/xtask-job.service
+mkdir -p $S/multi-user.target.wants
+ln -sf ../xtask-job.service $S/multi-user.target.wants/xtask-job.service
+for u in {masked}; do ln -sf /dev/null $S/$u; done
+say "starting systemd"
+exec switch_root $R /lib/systemd/systemd --unit=multi-user.target
+"#,
+        masked = MASKED_UNITS.join(" ")
     )
 }
 
@@ -245,7 +313,11 @@ fn job_prelude() -> String {
 export HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 EXTBACKUP_IN_VM=1 EXTBACKUP_REQUIRE_REAL=1
 # systemd tools (udevadm trigger/settle...) refuse to act in a chroot without this.
 export SYSTEMD_IGNORE_CHROOT=1
-if [ -x /lib/systemd/systemd-udevd ]; then
+if [ -d /run/systemd/system ]; then
+  # systemd mode: PID 1 started udevd and triggered the devices.
+  unset SYSTEMD_IGNORE_CHROOT
+  udevadm settle --timeout=30
+elif [ -x /lib/systemd/systemd-udevd ]; then
   /lib/systemd/systemd-udevd --daemon && udevadm trigger --action=add && udevadm settle --timeout=30
 else
   echo "xtask-vm: no systemd-udevd on the host root (install udev)"
@@ -257,7 +329,7 @@ touch {GUEST_SHARE}/started
 
 /// Boots the guest with `job` (shell, run in the chroot after the prelude) and waits.
 fn boot(cache: &cache::Cache, share: &Path, job: &str, opts: &GuestOpts) -> Result<Boot> {
-    let init = init_script();
+    let init = init_script(opts.systemd);
     let initrd = cache::dir().join("initramfs.cpio");
     let tmp_initrd = cache::dir().join(format!("initramfs.{}.tmp", std::process::id()));
     initramfs::build(cache, &init, &tmp_initrd)?;
@@ -585,54 +657,90 @@ pub fn vm_test(args: &[String]) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    eprintln!(
-        "xtask: {total} vm_ tests in {} binaries; booting the guest",
-        bins.len()
-    );
-    let cache = cache::ensure()?;
-    let share = new_share()?;
-    let per_test = a.test_timeout.unwrap_or(DEFAULT_TEST_TIMEOUT);
-    let job = guest_job(&bins, per_test)?;
-    let opts = GuestOpts {
-        // A backstop only: each test has its own limit, so the default grows with them.
-        timeout: Duration::from_secs(
-            a.timeout
-                .unwrap_or(GUEST_OVERHEAD + per_test * total as u64),
-        ),
-        verbose: a.verbose,
-        ..GuestOpts::default()
+    // `vm_systemd_*` tests share a second boot with systemd as PID 1.
+    let split = |systemd: bool| -> Vec<TestBin> {
+        bins.iter()
+            .map(|b| TestBin {
+                label: b.label.clone(),
+                exe: b.exe.clone(),
+                manifest_dir: b.manifest_dir.clone(),
+                tests: b
+                    .tests
+                    .iter()
+                    .filter(|t| is_systemd_test(t) == systemd)
+                    .cloned()
+                    .collect(),
+            })
+            .filter(|b| !b.tests.is_empty())
+            .collect()
     };
-    let started = Instant::now();
-    let boot = boot(&cache, &share, &job, &opts)?;
-    eprintln!(
-        "xtask: guest finished in {:.1} s (console and logs: {})",
-        started.elapsed().as_secs_f64(),
-        share.display()
-    );
-    if boot.timed_out {
-        println!(
-            "vm: the guest hit the {} s limit (--timeout); what had not finished counts as failed",
-            opts.timeout.as_secs()
-        );
-    }
+    let cache = cache::ensure()?;
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut failures = String::new();
-    for (i, b) in bins.iter().enumerate() {
-        for (j, t) in b.tests.iter().enumerate() {
-            let r = read_outcome(&share, i, j, t, per_test);
-            let secs = r
-                .seconds
-                .map(|s| format!(" ({s:.1} s)"))
-                .unwrap_or_default();
-            match &r.failure {
-                None => {
-                    println!("vm: ok     {} :: {t}{secs}", b.label);
-                    passed += 1;
-                }
-                Some(why) => {
-                    println!("vm: FAILED {} :: {t}{secs}{}", b.label, why.headline());
-                    failed += 1;
-                    writeln!(failures, "---- {} :: {t} ----\n{}", b.label, why.details())?;
+    for systemd in [false, true] {
+        let bins = split(systemd);
+        let total: usize = bins.iter().map(|b| b.tests.len()).sum();
+        if total == 0 {
+            continue;
+        }
+        eprintln!(
+            "xtask: {total} vm_ tests in {} binaries; booting the guest{}",
+            bins.len(),
+            if systemd {
+                " with systemd as PID 1"
+            } else {
+                ""
+            }
+        );
+        // A systemd journey test (install, prepare, plug in, unit, mail) does more than one
+        // step of the plain suite: it gets a longer hang guard unless --test-timeout.
+        let per_test = a.test_timeout.unwrap_or(if systemd {
+            SYSTEMD_TEST_TIMEOUT
+        } else {
+            DEFAULT_TEST_TIMEOUT
+        });
+        let share = new_share()?;
+        let job = guest_job(&bins, per_test)?;
+        let opts = GuestOpts {
+            // A backstop only: each test has its own limit, so the default grows with them.
+            timeout: Duration::from_secs(
+                a.timeout
+                    .unwrap_or(GUEST_OVERHEAD + per_test * total as u64),
+            ),
+            verbose: a.verbose,
+            systemd,
+            ..GuestOpts::default()
+        };
+        let started = Instant::now();
+        let boot = boot(&cache, &share, &job, &opts)?;
+        eprintln!(
+            "xtask: guest finished in {:.1} s (console and logs: {})",
+            started.elapsed().as_secs_f64(),
+            share.display()
+        );
+        if boot.timed_out {
+            println!(
+                "vm: the guest hit the {} s limit (--timeout); what had not finished counts as failed",
+                opts.timeout.as_secs()
+            );
+        }
+        for (i, b) in bins.iter().enumerate() {
+            for (j, t) in b.tests.iter().enumerate() {
+                let r = read_outcome(&share, i, j, t, per_test);
+                let secs = r
+                    .seconds
+                    .map(|s| format!(" ({s:.1} s)"))
+                    .unwrap_or_default();
+                match &r.failure {
+                    None => {
+                        println!("vm: ok     {} :: {t}{secs}", b.label);
+                        passed += 1;
+                    }
+                    Some(why) => {
+                        println!("vm: FAILED {} :: {t}{secs}{}", b.label, why.headline());
+                        failed += 1;
+                        writeln!(failures, "---- {} :: {t} ----\n{}", b.label, why.details())?;
+                    }
                 }
             }
         }
@@ -650,8 +758,19 @@ pub fn vm_test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a test runs in the systemd-as-PID-1 guest: its name (last path segment) starts
+/// with `vm_systemd_`.
+fn is_systemd_test(name: &str) -> bool {
+    name.rsplit("::")
+        .next()
+        .unwrap_or(name)
+        .starts_with("vm_systemd_")
+}
+
 /// Boot, udev and slack (seconds) in the default whole-guest limit.
 const GUEST_OVERHEAD: u64 = 120;
+/// Per-test limit (seconds) of the `vm_systemd_*` tests unless `--test-timeout`.
+const SYSTEMD_TEST_TIMEOUT: u64 = 150;
 /// Per-test limit (seconds) unless `--test-timeout`.
 const DEFAULT_TEST_TIMEOUT: u64 = 90;
 
@@ -764,6 +883,7 @@ pub fn vm_run(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--verbose" | "-v" => opts.verbose = true,
+            "--systemd" => opts.systemd = true,
             "--timeout" => {
                 let v = it.next().context("--timeout needs a value")?;
                 opts.timeout = Duration::from_secs(
@@ -774,11 +894,13 @@ pub fn vm_run(args: &[String]) -> Result<()> {
             "--" => {
                 cmd.extend(it.by_ref().map(String::as_str));
             }
-            other => bail!("unknown option `{other}`\nusage: cargo xtask vm-run [--verbose] [--timeout SECS] -- CMD [ARGS...]"),
+            other => bail!("unknown option `{other}`\nusage: cargo xtask vm-run [--verbose] [--systemd] [--timeout SECS] -- CMD [ARGS...]"),
         }
     }
     if cmd.is_empty() {
-        bail!("usage: cargo xtask vm-run [--verbose] [--timeout SECS] -- CMD [ARGS...]");
+        bail!(
+            "usage: cargo xtask vm-run [--verbose] [--systemd] [--timeout SECS] -- CMD [ARGS...]"
+        );
     }
     let out = run_in_guest(&cmd, &opts)?;
     print!("{}", out.stdout);

@@ -548,7 +548,7 @@ fn free_space_is_what_root_can_really_write() {
 }
 
 #[test]
-fn install_print_shows_the_rule_for_every_configured_drive() {
+fn install_print_shows_the_rule_the_units_and_the_stable_binary() {
     let w = World::new("loopback-test");
     let cfg = fs::read_to_string(&w.config).unwrap();
     fs::write(
@@ -561,11 +561,18 @@ fn install_print_shows_the_rule_for_every_configured_drive() {
     let out = w.cmd(&["install", "--print"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
+    // One line for every LUKS drive: the raw UUID is the instance, no backslash.
     assert!(
-        text.contains(r"extbackup@0b1c2d3e\x2daaaa\x2d4bbb\x2d8ccc\x2d0123456789ab.service"),
+        text.contains(r#"ENV{SYSTEMD_WANTS}+="extbackup@$env{ID_FS_UUID}.service""#),
         "{text}"
     );
-    assert!(text.contains(r"extbackup@1b1c2d3e\x2daaaa"), "{text}");
+    assert!(!text.contains(r"\x2d"), "{text}");
+    assert!(text.contains(" run --uuid %i\n"), "{text}");
+    // The binary under target/ is not referenced: the stable copy is.
+    assert!(
+        text.contains("ExecStart=/usr/local/sbin/extbackup --config "),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("--config {}", w.config.display())),
         "{text}"
@@ -686,4 +693,101 @@ fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
     );
     let (snap, _) = read_drive(&w, &lo.dev, "t1");
     assert_eq!(snap, w.source_snapshot(), "the drive mirrors the source");
+}
+
+/// `check` without `[mail]`: each drive past its limit is logged, the indicator shows
+/// attention, and the exit code is 0 (the timer's unit does not fail every day).
+#[test]
+fn check_without_mail_logs_each_stale_drive_and_shows_attention() {
+    let w = World::new("loopback-test");
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    let start = cfg.find("[mail]").unwrap();
+    let end = cfg[start..].find("[crypt]").unwrap() + start;
+    let no_mail = format!("{}{}", &cfg[..start], &cfg[end..]);
+    fs::write(
+        &w.config,
+        format!(
+            "{no_mail}\n[[drive]]\nname = \"offsite-a\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/a.key\"\n\n[[drive]]\nname = \"offsite-b\"\nuuid = \"1b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/b.key\"\n"
+        ),
+    )
+    .unwrap();
+    let out = w.cmd(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("drive offsite-a: never backed up"), "{err}");
+    assert!(err.contains("drive offsite-b: never backed up"), "{err}");
+    assert!(
+        err.contains("attention"),
+        "the console indicator shows attention: {err}"
+    );
+    let out = w.cmd(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("due next: drive offsite-a: never backed up"),
+        "{text}"
+    );
+}
+
+/// `notify-failure` (run by OnFailure=): a unit that failed without reporting (here a
+/// configuration error, exit 2) gets a failure mail and the failure colour, even though the
+/// configuration does not load: its [indicator] and [mail] are used alone. A run that
+/// reported itself (exit 1) gets nothing more.
+#[test]
+fn notify_failure_reports_a_config_error_and_stays_quiet_after_exit_1() {
+    let w = World::new("loopback-test");
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    let broken: String = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("source = ") {
+                "source = \"relative/path\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(&w.config, broken).unwrap();
+    assert_eq!(
+        w.cmd(&["status"]).status.code(),
+        Some(2),
+        "the config is broken"
+    );
+    let uuid = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab";
+    let unit = format!("extbackup@{uuid}.service");
+    let notify = |status: &str| {
+        Command::new(env!("CARGO_BIN_EXE_extbackup"))
+            .arg("--config")
+            .arg(&w.config)
+            .args(["notify-failure", "--uuid", uuid, "--unit", &unit])
+            .env("MONITOR_SERVICE_RESULT", "exit-code")
+            .env("MONITOR_EXIT_CODE", "exited")
+            .env("MONITOR_EXIT_STATUS", status)
+            .output()
+            .unwrap()
+    };
+    let out = notify("1");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        w.subjects().is_empty(),
+        "exit 1 was reported by the run itself"
+    );
+    let out = notify("2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        w.subjects(),
+        [format!("extbackup: {uuid} FAILED at unit")],
+        "{err}"
+    );
+    let mail = &w.mails()[0];
+    assert!(mail.contains("exited 2"), "{mail}");
+    assert!(
+        mail.contains("relative/path"),
+        "the mail names the config error: {mail}"
+    );
+    assert!(
+        err.contains("failure"),
+        "the indicator shows failure: {err}"
+    );
 }

@@ -1,6 +1,5 @@
 //! `extbackup::install` output checked by systemd's own tools.
 
-use extbackup::escape;
 use extbackup::install::{self, InstallPaths};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -21,6 +20,7 @@ fn installed(dir: &Path) -> InstallPaths {
         systemd_dir: dir.join("systemd/system"),
         binary: bin,
         config: dir.join("etc/config.toml"),
+        writable: vec![dir.join("state"), dir.join("mnt")],
     };
     let files = install::render(&[("offsite-a", UUID_A), ("offsite-b", UUID_B)], &paths).unwrap();
     install::write(&files).unwrap();
@@ -53,14 +53,22 @@ fn verify(unit_dir: &Path, unit: &str) {
 fn rendered_units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let paths = installed(dir.path());
-    // The template is verified through an instance, named as udev's SYSTEMD_WANTS does.
-    let instance = escape::instance_unit("extbackup", "service", UUID_A);
+    // The template is verified through an instance, named as udev's SYSTEMD_WANTS does:
+    // the raw UUID.
+    let instance = format!("extbackup@{UUID_A}.service");
     std::fs::copy(
         paths.systemd_dir.join(install::SERVICE_TEMPLATE),
         paths.systemd_dir.join(&instance),
     )
     .unwrap();
     verify(&paths.systemd_dir, &instance);
+    let failed = format!("extbackup-failed@{UUID_A}.service");
+    std::fs::copy(
+        paths.systemd_dir.join(install::FAILURE_TEMPLATE),
+        paths.systemd_dir.join(&failed),
+    )
+    .unwrap();
+    verify(&paths.systemd_dir, &failed);
     verify(&paths.systemd_dir, install::CHECK_SERVICE);
     verify(&paths.systemd_dir, install::CHECK_TIMER);
 }
@@ -78,14 +86,27 @@ fn verify_catches_a_broken_unit() {
 }
 
 #[test]
-fn the_instance_unescapes_to_the_uuid_for_the_command_line() {
-    // %I in ExecStart= is the unescaped instance: check with systemd-escape's own reverse.
-    let instance = escape::escape(UUID_A);
-    let out = Command::new("systemd-escape")
-        .args(["--unescape", "--", &instance])
-        .output()
-        .expect("systemd-escape runs (Debian package `systemd`)");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), UUID_A);
+fn a_raw_uuid_needs_no_escaping_as_an_instance() {
+    // What systemd-escape does to a UUID is only `-` → `\x2d`: a UUID holds nothing else
+    // a unit name cannot carry, so the raw UUID is a valid instance (verified as a unit
+    // by `rendered_units_pass_systemd_analyze_verify`) and no backslash reaches
+    // SYSTEMD_WANTS, which systemd before the fix for its issue 16735 would unquote. It
+    // must be read with %i: %I unescapes `-` to `/`, as systemd-escape --unescape shows.
+    for uuid in [UUID_A, UUID_B] {
+        let tool = |args: &[&str]| {
+            let out = Command::new("systemd-escape")
+                .args(args)
+                .output()
+                .expect("systemd-escape runs (Debian package `systemd`)");
+            assert!(out.status.success(), "systemd-escape {args:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(
+            tool(&["--template=extbackup@.service", "--", uuid]),
+            format!("extbackup@{}.service", uuid.replace('-', "\\x2d"))
+        );
+        assert_eq!(tool(&["--unescape", "--", uuid]), uuid.replace('-', "/"));
+    }
     let dir = tempfile::tempdir().unwrap();
     let paths = installed(dir.path());
     let svc = std::fs::read_to_string(paths.systemd_dir.join(install::SERVICE_TEMPLATE)).unwrap();
@@ -93,7 +114,7 @@ fn the_instance_unescapes_to_the_uuid_for_the_command_line() {
         .lines()
         .find(|l| l.starts_with("ExecStart="))
         .expect("an ExecStart line");
-    assert!(exec.ends_with(" run --uuid %I"), "{exec}");
+    assert!(exec.ends_with(" run --uuid %i"), "{exec}");
     assert!(exec.contains(&paths.binary.display().to_string()), "{exec}");
     // A drive that is not configured (exit 75, left untouched) must not fail the unit.
     assert!(
@@ -103,7 +124,7 @@ fn the_instance_unescapes_to_the_uuid_for_the_command_line() {
 }
 
 #[test]
-fn the_rule_file_names_each_drive_and_sorts_after_persistent_storage() {
+fn the_rule_file_matches_any_luks_uuid_and_sorts_after_persistent_storage() {
     let dir = tempfile::tempdir().unwrap();
     let paths = installed(dir.path());
     let rule_path = paths.udev_dir.join(install::RULE_FILE);
@@ -113,17 +134,109 @@ fn the_rule_file_names_each_drive_and_sorts_after_persistent_storage() {
         "{name} must sort after 60-*"
     );
     let rule = std::fs::read_to_string(&rule_path).unwrap();
-    for uuid in [UUID_A, UUID_B] {
-        let unit = escape::instance_unit("extbackup", "service", uuid);
-        let line = rule
-            .lines()
-            .find(|l| !l.starts_with('#') && l.contains(uuid))
-            .unwrap_or_else(|| panic!("no rule for {uuid}"));
-        assert!(
-            line.contains(&format!("ENV{{SYSTEMD_WANTS}}+=\"{unit}\"")),
-            "{line}"
-        );
-    }
-    assert_eq!(install::uninstall(&paths).unwrap().0.len(), 4);
+    let line = rule
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains("SYSTEMD_WANTS"))
+        .unwrap_or_else(|| panic!("no rule line:\n{rule}"));
+    assert!(
+        line.contains("ENV{SYSTEMD_WANTS}+=\"extbackup@$env{ID_FS_UUID}.service\""),
+        "{line}"
+    );
+    assert_eq!(install::uninstall(&paths).unwrap().0.len(), 5);
     assert!(!rule_path.exists());
+}
+
+/// `extbackup install --root DIR` as a packager runs it, scored by systemd's own
+/// `systemd-analyze security --offline=yes`: the run unit at most 5.0, the check unit at
+/// most 2.5 (the guest's `vm_systemd_*` tests run the same units).
+#[test]
+fn installed_units_score_within_the_exposure_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"/srv\"\nstate_dir = \"/var/lib/extbackup\"\n[[drive]]\nname = \"a\"\n\
+             uuid = \"{UUID_A}\"\nkey_file = \"/etc/extbackup/keys/a.key\"\n"
+        ),
+    )
+    .unwrap();
+    let root = dir.path().join("stage");
+    let out = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["install", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The binary under target/ is copied to the stable path, which the units name.
+    assert!(root.join("usr/local/sbin/extbackup").is_file(), "{stdout}");
+    let sysd = root.join("etc/systemd/system");
+    let svc = std::fs::read_to_string(sysd.join(install::SERVICE_TEMPLATE)).unwrap();
+    assert!(
+        svc.contains("ExecStart=/usr/local/sbin/extbackup --config "),
+        "{svc}"
+    );
+    std::fs::copy(
+        sysd.join(install::SERVICE_TEMPLATE),
+        sysd.join(format!("extbackup@{UUID_A}.service")),
+    )
+    .unwrap();
+    for (unit, limit) in [
+        (format!("extbackup@{UUID_A}.service"), 5.0),
+        (install::CHECK_SERVICE.to_string(), 2.5),
+    ] {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(format!("--root={}", root.display()))
+            .arg(&unit)
+            .output()
+            .expect("systemd-analyze runs (Debian package `systemd`, cargo xtask deps)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no score for {unit}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        eprintln!("{unit}: exposure {score}");
+        assert!(score <= limit, "{unit} scores {score} > {limit}:\n{text}");
+    }
+}
+
+#[test]
+fn install_refuses_a_binary_in_a_build_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "source = \"/srv\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["install", "--root"])
+        .arg(dir.path().join("stage"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_extbackup"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("build folder") && err.contains("/usr/local/sbin/extbackup"),
+        "{err}"
+    );
+    assert!(!dir.path().join("stage").exists(), "nothing written");
 }

@@ -2,7 +2,6 @@
 //! systemd-udevd and new loop nodes, so they run in the QEMU guest only
 //! (`cargo xtask vm-test`), which starts udevd.
 
-use extbackup::escape;
 use extbackup::install::{self, InstallPaths};
 use extbackup::watch::{Found, Watcher};
 use std::path::{Path, PathBuf};
@@ -174,7 +173,8 @@ fn vm_installed_rule_gives_the_drive_systemd_wants() {
     install::write(&[(rule_path.clone(), rule)]).unwrap();
     let _rule = RuntimeRule(rule_path);
     sh(Command::new("udevadm").args(["control", "--reload"]));
-    let unit = escape::instance_unit("extbackup", "service", &uuid);
+    // The raw UUID is the instance: nothing escaped, no backslash for old systemd to drop.
+    let unit = format!("extbackup@{uuid}.service");
 
     // What systemd sees: the properties of the `add` event. A new loop node's own add
     // may be probed before the image is attached (then it has no ID_FS_*, by design of
