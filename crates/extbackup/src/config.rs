@@ -202,6 +202,9 @@ pub struct Config {
     /// Safety rules.
     #[serde(default)]
     pub policy: Policy,
+    /// Commands run before and after the copy (`[[hooks.before]]`, `[[hooks.after]]`).
+    #[serde(default)]
+    pub hooks: HooksConfig,
     /// The backup drives.
     #[serde(default, rename = "drive")]
     pub drives: Vec<DriveConfig>,
@@ -396,6 +399,110 @@ pub enum SmtpSecurity {
     Tls,
     /// No encryption (a relay on localhost only).
     None,
+}
+
+/// The hooks: commands run before the copy (after the source lock is taken) and after the
+/// run (success or failure).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Run in order before the copy; the first failure stops the run (red, mail).
+    #[serde(default)]
+    pub before: Vec<HookConfig>,
+    /// Run in order after the run, whatever its outcome; failures are reported, never
+    /// hide the backup's outcome.
+    #[serde(default)]
+    pub after: Vec<HookConfig>,
+}
+
+/// One hook.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Its name in logs and mail.
+    pub name: HookName,
+    /// Program (an absolute path) and arguments; no shell unless you name one.
+    pub command: HookCommand,
+    /// How long it may run before it (and its process group) is killed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: Seconds,
+}
+
+fn default_hook_timeout() -> Seconds {
+    Seconds(600)
+}
+
+/// A hook's name: 1 to 64 printable characters.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HookName(String);
+
+impl HookName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HookName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control) {
+            Err(format!(
+                "bad hook name {s:?}: use 1 to 64 printable characters"
+            ))
+        } else {
+            Ok(Self(s))
+        }
+    }
+}
+
+/// A hook's argv: not empty, the program an absolute path.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct HookCommand(Vec<String>);
+
+impl HookCommand {
+    /// Program and arguments.
+    pub fn argv(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<String>> for HookCommand {
+    type Error = String;
+    fn try_from(v: Vec<String>) -> Result<Self, String> {
+        match v.first() {
+            None => Err("hook command is empty: give the program and its arguments".into()),
+            Some(p) if !p.starts_with('/') => Err(format!(
+                "hook program {p:?} is not an absolute path (runs under systemd have a bare PATH)"
+            )),
+            Some(_) => Ok(Self(v)),
+        }
+    }
+}
+
+/// A whole number of seconds, at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct Seconds(u64);
+
+impl Seconds {
+    /// As a duration.
+    pub fn get(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl TryFrom<u64> for Seconds {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == 0 {
+            Err("0 seconds: give at least 1".into())
+        } else {
+            Ok(Self(v))
+        }
+    }
 }
 
 /// The LUKS backend.
@@ -758,6 +865,16 @@ impl Config {
             None => line("source lock: none".into()),
         }
         line(format!("state dir: {}", self.state_dir.display()));
+        for (phase, hooks) in [("before", &self.hooks.before), ("after", &self.hooks.after)] {
+            for h in hooks {
+                line(format!(
+                    "{phase} hook {:?}: {:?} (timeout {} s)",
+                    h.name.as_str(),
+                    h.command.argv(),
+                    h.timeout_secs.get().as_secs()
+                ));
+            }
+        }
         line(match &self.syncer {
             SyncerConfig::Rsync { extra_args } if extra_args.is_empty() => "syncer: rsync".into(),
             SyncerConfig::Rsync { extra_args } => {
@@ -953,6 +1070,52 @@ name = "offsite-a"
 uuid = "0B1C2D3E-aaaa-4bbb-8ccc-0123456789ab"
 key_file = "/etc/extbackup/keys/offsite-a.key"
 "#;
+
+    #[test]
+    fn hooks_are_read_and_their_errors_name_line_and_column() {
+        let ok = format!(
+            "{MIN}[[hooks.before]]\nname = \"dump\"\ncommand = [\"/usr/bin/dump\", \"-a\"]\n[[hooks.after]]\nname = \"x\"\ncommand = [\"/bin/true\"]\ntimeout_secs = 5\n"
+        );
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.hooks.before[0].command.argv(), ["/usr/bin/dump", "-a"]);
+        assert_eq!(
+            c.hooks.before[0].timeout_secs.get(),
+            Duration::from_secs(600)
+        );
+        assert_eq!(c.hooks.after[0].timeout_secs.get(), Duration::from_secs(5));
+        for (bad, line, col, needle) in [
+            (
+                "[[hooks.before]]\nname = \"d\"\ncommand = []\n",
+                10,
+                11,
+                "empty",
+            ),
+            (
+                "[[hooks.before]]\nname = \"d\"\ncommand = [\"dump\"]\n",
+                10,
+                11,
+                "absolute",
+            ),
+            (
+                "[[hooks.after]]\nname = \"d\"\ncommand = [\"/x\"]\ntimeout_secs = 0\n",
+                11,
+                16,
+                "at least 1",
+            ),
+            (
+                "[[hooks.after]]\nname = \"d\"\ncommand = [\"/x\"]\ntimeout = 5\n",
+                11,
+                1,
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(&format!("{MIN}{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("line {line}, column {col}")), "{e}");
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults_and_lowercases_uuid() {

@@ -36,6 +36,8 @@ pub enum Step {
     Mount,
     /// Take the source lock.
     SourceLock,
+    /// Run the `before` hooks.
+    Hooks,
     /// Check that the copy fits.
     FreeSpace,
     /// Copy.
@@ -50,13 +52,14 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 12] = [
         Step::Identify,
         Step::RunLock,
         Step::Unlock,
         Step::Fsck,
         Step::Mount,
         Step::SourceLock,
+        Step::Hooks,
         Step::FreeSpace,
         Step::Sync,
         Step::Record,
@@ -73,6 +76,7 @@ impl Step {
             Step::Fsck => "fsck",
             Step::Mount => "mount",
             Step::SourceLock => "source lock",
+            Step::Hooks => "before hooks",
             Step::FreeSpace => "free space",
             Step::Sync => "sync",
             Step::Record => "record",
@@ -185,6 +189,8 @@ struct Run {
     mapped: Option<PathBuf>,
     report: SyncReport,
     done: Done,
+    /// Failures of the `after` hooks, for the mail.
+    hook_warnings: Vec<String>,
 }
 
 impl Run {
@@ -199,6 +205,7 @@ impl Run {
             mapped: None,
             report: SyncReport::default(),
             done: Done::default(),
+            hook_warnings: vec![],
         }
     }
 
@@ -315,6 +322,7 @@ impl<'a> Pipeline<'a> {
             Step::Fsck => self.fsck(run),
             Step::Mount => self.mount(run),
             Step::SourceLock => self.source_lock(run),
+            Step::Hooks => self.before_hooks(run),
             Step::FreeSpace => self.free_space(run),
             Step::Sync => self.sync(run),
             Step::Record => self.record_on_drive(run),
@@ -421,6 +429,60 @@ impl<'a> Pipeline<'a> {
         run.done.source_locked = true;
         tracing::info!("holding the source lock {}", l.path.display());
         Ok(())
+    }
+
+    fn before_hooks(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let env = self.hook_env(run, None);
+        for h in &self.cfg.hooks.before {
+            crate::hooks::run(h, crate::hooks::Phase::Before, &env, self.opts.cancel)
+                .map_err(|e| StepError::new(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// What a hook is told: the drive, where it is mounted, the source; after the run, the
+    /// outcome (and the failed step).
+    fn hook_env(
+        &self,
+        run: &Run,
+        outcome: Option<(&str, Option<Step>)>,
+    ) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("EXTBACKUP_DRIVE", run.name.clone()),
+            ("EXTBACKUP_UUID", run.uuid.clone()),
+            (
+                "EXTBACKUP_MOUNT_POINT",
+                run.mount_point.display().to_string(),
+            ),
+            ("EXTBACKUP_TARGET", run.data_dir().display().to_string()),
+            ("EXTBACKUP_SOURCE", self.cfg.source.display().to_string()),
+        ];
+        if let Some((o, step)) = outcome {
+            env.push(("EXTBACKUP_OUTCOME", o.to_string()));
+            env.push((
+                "EXTBACKUP_FAILED_STEP",
+                step.map(|s| s.name().to_string()).unwrap_or_default(),
+            ));
+        }
+        env
+    }
+
+    /// Runs the `after` hooks of a run that took the run lock; their failures come back as
+    /// warnings for the log and the mail, never as the run's outcome.
+    fn after_hooks(&self, run: &Run, step: Option<Step>) -> Vec<String> {
+        if !run.done.run_locked || self.cfg.hooks.after.is_empty() {
+            return vec![];
+        }
+        let outcome = if step.is_some() { "failure" } else { "success" };
+        let env = self.hook_env(run, Some((outcome, step)));
+        let mut warnings = vec![];
+        for h in &self.cfg.hooks.after {
+            if let Err(e) = crate::hooks::run(h, crate::hooks::Phase::After, &env, None) {
+                tracing::warn!("{e} (the backup's own outcome stands: {outcome})");
+                warnings.push(e.to_string());
+            }
+        }
+        warnings
     }
 
     fn free_space(&mut self, run: &mut Run) -> Result<(), StepError> {
@@ -560,8 +622,9 @@ impl<'a> Pipeline<'a> {
         outcome
     }
 
-    fn succeeded(&mut self, run: &Run) -> RunOutcome {
+    fn succeeded(&mut self, run: &mut Run) -> RunOutcome {
         self.show(State::Success);
+        run.hook_warnings = self.after_hooks(run, None);
         let r = &run.report;
         tracing::info!(
             "done: {} files ({} bytes) copied, {} deleted in {:.1} s; drive {} is closed and safe to remove",
@@ -571,7 +634,8 @@ impl<'a> Pipeline<'a> {
             run.t0.elapsed().as_secs_f64(),
             run.name
         );
-        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) {
+        // A failed `after` hook is told even when successes are not mailed.
+        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) || !run.hook_warnings.is_empty() {
             let ev = self.event(run, MailOutcome::Success, None, vec![]);
             self.send(&ev);
         }
@@ -582,6 +646,7 @@ impl<'a> Pipeline<'a> {
         tracing::error!("step {step} failed: {}", e.chain().join(": "));
         self.cleanup(&mut run.done);
         self.show(State::Failure);
+        run.hook_warnings = self.after_hooks(run, Some(step));
         let chain = e.chain();
         let rec = self.record(run, RunResult::Failure, Some(step), &chain);
         if let Err(e) = self.state.record(&rec) {
@@ -663,6 +728,11 @@ impl<'a> Pipeline<'a> {
             ));
             details.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
         }
+        details.extend(
+            run.hook_warnings
+                .iter()
+                .map(|w| format!("warning: {w} (this does not change the backup's outcome)")),
+        );
         Event {
             drive: run.name.clone(),
             host: self.cfg.host_name(),

@@ -110,6 +110,12 @@ to = ["root@localhost"]
 transport = {{ kind = "file", dir = "{d}/mail" }}
 [policy]
 require_source_mount_point = false
+[[hooks.before]]
+name = "snapshot"
+command = ["/bin/sh", "-c", "test ! -e {d}/fail-hook"]
+[[hooks.after]]
+name = "note"
+command = ["/bin/sh", "-c", "echo \"$EXTBACKUP_DRIVE $EXTBACKUP_OUTCOME $EXTBACKUP_FAILED_STEP\" >> {d}/after.log; test ! -e {d}/fail-after"]
 [[drive]]
 name = "offsite-a"
 uuid = "{UUID}"
@@ -147,6 +153,8 @@ struct Mocks {
     notifier: MockNotifier,
     indicator: MockIndicator,
     host: MockHost,
+    /// The fixture's folder: its `fail-after` file makes the `after` hook fail.
+    dir: Option<PathBuf>,
 }
 
 impl Mocks {
@@ -159,6 +167,7 @@ impl Mocks {
             notifier: MockNotifier::new(),
             indicator: MockIndicator::new(),
             host: MockHost::new(),
+            dir: None,
         };
         m.crypt
             .expect_describe()
@@ -188,12 +197,24 @@ impl Mocks {
     }
 
     fn mail(&mut self, outcome: MailOutcome, step: Option<Step>) {
+        let fail_after = self.dir.as_ref().map(|d| d.join("fail-after"));
         self.notifier
             .expect_notify()
             .withf(move |e| {
+                // A failed before hook is named; a failed after hook is told beside the
+                // run's own outcome.
+                let names_hook = e
+                    .error_chain
+                    .iter()
+                    .any(|l| l.contains("before hook \"snapshot\": exited with status 1"));
+                let tells_after = e.details.iter().any(|d| d.contains("after hook \"note\""));
                 e.outcome == outcome
                     && e.failed_step.as_deref() == step.map(|s| s.name())
                     && e.drive == "offsite-a"
+                    && names_hook == (step == Some(Step::Hooks))
+                    && fail_after
+                        .as_ref()
+                        .is_none_or(|p| p.exists() == tells_after)
             })
             .times(1)
             .in_sequence(&mut self.seq)
@@ -222,6 +243,7 @@ impl Mocks {
 /// cleanup of exactly what was done, in reverse, red, one mail, the run lock released last.
 fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
     let mut m = Mocks::new();
+    m.dir = Some(f.dir.path().to_owned());
     let mp = f.dir.path().join("mnt/offsite-a");
     let is = move |s: Step| fail == Some(s);
     let (mut run_locked, mut mapped, mut mounted, mut src_locked) = (false, false, false, false);
@@ -340,6 +362,10 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             break 'steps;
         }
         src_locked = true;
+        if is(Step::Hooks) {
+            std::fs::write(f.dir.path().join("fail-hook"), "").unwrap();
+            break 'steps;
+        }
         m.host
             .expect_tree_size()
             .times(2)
@@ -578,7 +604,27 @@ fn failure_at_every_step_undoes_in_reverse_shows_red_and_mails_once() {
         let fail = st.last_failure.expect("failure recorded");
         assert_eq!(fail.failed_step.as_deref(), Some(step.name()));
         assert!(st.last_success.is_none(), "failure at {step}");
+        // The after hooks run for every run that took the run lock, told the outcome.
+        let after = std::fs::read_to_string(f.dir.path().join("after.log")).unwrap_or_default();
+        if step > Step::RunLock {
+            assert_eq!(after, format!("offsite-a failure {}\n", step.name()));
+        } else {
+            assert_eq!(after, "", "failure at {step}");
+        }
     }
+}
+
+#[test]
+fn a_failing_after_hook_is_reported_and_the_run_stays_a_success() {
+    let f = fixture();
+    std::fs::write(f.dir.path().join("fail-after"), "").unwrap();
+    // `plan` expects the success mail to carry the after hook's failure.
+    let out = run_with(&f, plan(None, &f), Target::Device(DEV.into()));
+    assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+    let after = std::fs::read_to_string(f.dir.path().join("after.log")).unwrap();
+    assert_eq!(after, "offsite-a success \n");
+    let st = StateDir::new(&f.cfg.state_dir).drive("offsite-a").unwrap();
+    assert!(st.last_success.is_some() && st.last_failure.is_none());
 }
 
 #[test]
@@ -1020,7 +1066,7 @@ mod with_fakes {
             .iter()
             .any(|l| l.contains("fake syncer told to fail")));
         assert!(
-            ev[0].log_tail.contains("step 8/11: sync"),
+            ev[0].log_tail.contains("step 9/12: sync"),
             "{}",
             ev[0].log_tail
         );

@@ -162,6 +162,22 @@ pub fn terminate_process_group() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends SIGTERM (or, with `kill`, SIGKILL) to the process group `pgid` (a child started
+/// with `process_group(0)` leads its own): how a hook that overruns its timeout is ended
+/// with everything it started.
+pub fn signal_group(pgid: u32, kill: bool) -> std::io::Result<()> {
+    use nix::sys::signal::Signal;
+    let sig = if kill {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    let pgid =
+        i32::try_from(pgid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig)?;
+    Ok(())
+}
+
 /// Waits until `fd` is readable or `timeout` passes (`poll(2)`): true when readable.
 pub fn wait_readable(
     fd: std::os::fd::BorrowedFd<'_>,

@@ -458,7 +458,7 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     let started = w.path("sync-started");
     let (log, out) = run_and_sigterm(&w, &lo.dev, "syncing ", &|| started.exists());
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(log.contains("step 8/11: sync"), "{log}");
+    assert!(log.contains("step 9/12: sync"), "{log}");
     eprintln!("{log}{rest}");
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(30),
@@ -502,7 +502,7 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
     // Logged once the first try found the lock held: the wait is going on.
     let (log, out) = run_and_sigterm(&w, &lo.dev, "held by another job: waiting", &|| true);
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(log.contains("step 6/11: source lock"), "{log}");
+    assert!(log.contains("step 6/12: source lock"), "{log}");
     let _ = holder.kill();
     let _ = holder.wait();
     eprintln!("{log}{rest}");
