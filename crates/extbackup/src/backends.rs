@@ -89,6 +89,20 @@ pub fn indicator(cfg: &Config) -> Box<dyn Indicator> {
     }
 }
 
+/// For `run --json`, whose standard output carries only JSON: the console indicator's
+/// lines on standard error instead (`None` for the other backends).
+pub fn console_on_stderr(cfg: &Config) -> Option<Box<dyn Indicator>> {
+    if cfg.indicator.backend != indicator::BackendKind::Console {
+        return None;
+    }
+    let palette = indicator::Palette::parse(&cfg.indicator.colors).ok()?;
+    Some(Box::new(indicator::console::ConsoleIndicator::new(
+        std::io::stderr(),
+        false,
+        palette,
+    )))
+}
+
 /// The indicator of one drive's run: on a shared LED (the default for a BlinkStick) it
 /// owns the slot named `job` (the drive's name); see `indicator::for_job`.
 pub fn indicator_for(cfg: &Config, job: &str) -> Box<dyn Indicator> {

@@ -33,6 +33,7 @@ pub mod install;
 pub mod logcapture;
 pub mod pipeline;
 pub mod prepare;
+pub mod progress;
 pub mod recovery;
 pub mod restore;
 pub mod state;

@@ -15,6 +15,7 @@ use tracing_subscriber::Layer;
 use extbackup::config::{self, Config};
 use extbackup::logcapture::LogCapture;
 use extbackup::pipeline::{Pipeline, RunOptions, RunOutcome, Target};
+use extbackup::progress::JsonEvents;
 use extbackup::{backends, browse, prepare, recovery, restore, state, status, verify};
 
 /// Exit code: the drive is not a configured one; skipped (borgmatic's "soft failure").
@@ -273,6 +274,10 @@ struct RunArgs {
     /// Sync even when the guard refuses (e.g. more deletions than policy.max_delete_fraction).
     #[arg(long)]
     force: bool,
+    /// Machine-readable progress: one JSON object per line on stdout (steps, copy
+    /// progress, the result).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -349,7 +354,7 @@ fn init_logging(cli: &Cli, capture: &LogCapture) {
         }
     };
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(extbackup::progress::LogWriter::new)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(level);
@@ -372,7 +377,13 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 (None, Some(d)) => Target::Device(d.clone()),
                 (None, None) => bail!(UsageError("give --uuid or --device".into())),
             };
-            run(&cfg, &target, a.target.uuid.as_deref(), a.force, capture)
+            run(
+                &cfg,
+                &target,
+                a.target.uuid.as_deref(),
+                (a.force, a.json),
+                capture,
+            )
         }
         Command::Watch => watch(cli, capture),
         Command::Ack { name } => {
@@ -483,7 +494,7 @@ fn run(
     cfg: &Config,
     target: &Target,
     uuid: Option<&str>,
-    force: bool,
+    (force, json): (bool, bool),
     capture: &LogCapture,
 ) -> Result<u8> {
     // The mail's log tail is this run's (watch runs several in one process).
@@ -494,6 +505,11 @@ fn run(
         .and_then(|u| cfg.drive_by_uuid(u))
         .map_or_else(|| "extbackup".to_owned(), |d| d.name.to_string());
     let mut b = backends::build_for_job(cfg, &job).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if json {
+        if let Some(i) = backends::console_on_stderr(cfg) {
+            b.indicator = i;
+        }
+    }
     if let Some(why) = browse::refuse_run(cfg, b.crypt.as_ref(), target) {
         eprintln!("extbackup: {why}");
         return Ok(EXIT_NOT_OURS);
@@ -511,11 +527,36 @@ fn run(
         ..RunOptions::default()
     };
     let mut p = Pipeline::new(cfg, b, capture.clone(), opts);
-    let mut bar = ProgressBar::new();
-    if std::io::stderr().is_terminal() {
-        p = p.on_progress(move |pr| bar.draw(pr));
+    let json =
+        json.then(|| std::rc::Rc::new(std::cell::RefCell::new(JsonEvents::new(std::io::stdout()))));
+    if let Some(j) = &json {
+        let (j1, j2) = (j.clone(), j.clone());
+        p = p
+            .on_progress(move |pr| j1.borrow_mut().progress(pr))
+            .on_step(move |s| j2.borrow_mut().step(s));
+    } else if std::io::stderr().is_terminal() {
+        let mut bar = extbackup::progress::TerminalProgress::default();
+        p = p.on_progress(move |pr| bar.update(pr));
     }
-    Ok(match p.run(target) {
+    let outcome = p.run(target);
+    drop(p);
+    extbackup::progress::finish_terminal();
+    if let Some(j) = &json {
+        j.borrow_mut().emit(match &outcome {
+            RunOutcome::Done(r) => serde_json::json!({
+                "event": "result", "result": "success", "files_copied": r.files_copied,
+                "bytes_copied": r.bytes_copied, "files_deleted": r.files_deleted,
+            }),
+            RunOutcome::NotOurs(why) => {
+                serde_json::json!({"event": "result", "result": "not-ours", "reason": why})
+            }
+            RunOutcome::Failed { drive, step, error } => serde_json::json!({
+                "event": "result", "result": "failure", "drive": drive, "step": step.name(),
+                "error": error.chain(),
+            }),
+        });
+    }
+    Ok(match outcome {
         RunOutcome::Done(_) => 0,
         RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
         RunOutcome::Failed { drive, step, error } => {
@@ -526,36 +567,6 @@ fn run(
             1
         }
     })
-}
-
-struct ProgressBar {
-    last: Option<u32>,
-}
-
-impl ProgressBar {
-    fn new() -> Self {
-        Self { last: None }
-    }
-    fn draw(&mut self, p: syncer::Progress) {
-        let Some(f) = p.fraction else { return };
-        let pct = (f.clamp(0.0, 1.0) * 100.0) as u32;
-        if self.last == Some(pct) {
-            return;
-        }
-        self.last = Some(pct);
-        let filled = (pct / 4) as usize;
-        let mut e = std::io::stderr();
-        let _ = write!(
-            e,
-            "\r[{}{}] {pct:3}% {}",
-            "=".repeat(filled),
-            " ".repeat(25 - filled),
-            extbackup::pipeline::human(p.bytes)
-        );
-        if pct == 100 {
-            let _ = writeln!(e);
-        }
-    }
 }
 
 fn confirm(question: &str) -> Result<bool> {
@@ -1027,7 +1038,7 @@ fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             &cfg,
             &Target::Device(found.devnode.clone()),
             Some(&found.uuid),
-            false,
+            (false, false),
             capture,
         ) {
             Ok(code) => tracing::info!("run for {} ended with exit code {code}", found.uuid),

@@ -227,6 +227,7 @@ pub struct Pipeline<'a> {
     log: LogCapture,
     opts: RunOptions,
     on_progress: Option<Box<dyn FnMut(Progress) + 'a>>,
+    on_step: Option<Box<dyn FnMut(Step) + 'a>>,
     indicator_failed: bool,
 }
 
@@ -249,6 +250,7 @@ impl<'a> Pipeline<'a> {
             log,
             opts,
             on_progress: None,
+            on_step: None,
             indicator_failed: false,
         }
     }
@@ -256,6 +258,12 @@ impl<'a> Pipeline<'a> {
     /// Also reports sync progress to `f` (the terminal's progress bar).
     pub fn on_progress(mut self, f: impl FnMut(Progress) + 'a) -> Self {
         self.on_progress = Some(Box::new(f));
+        self
+    }
+
+    /// Also tells `f` of each step as it begins (`run --json`).
+    pub fn on_step(mut self, f: impl FnMut(Step) + 'a) -> Self {
+        self.on_step = Some(Box::new(f));
         self
     }
 
@@ -269,6 +277,9 @@ impl<'a> Pipeline<'a> {
     pub fn run(&mut self, target: &Target) -> RunOutcome {
         let (t0, started) = (Instant::now(), state::now());
         tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
+        if let Some(f) = self.on_step.as_mut() {
+            f(Step::Identify);
+        }
         let identified = identify(self.cfg, &*self.b.crypt, &self.opts.by_uuid_dir, target);
         let (drive, device) = match identified {
             Ok(Identified::Ours { drive, device }) => (drive, device),
@@ -332,7 +343,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Notes `step` as the current one; up to the sync, a stop signal ends the run first.
-    fn begin(&self, run: &Run, step: Step) -> Result<(), (Step, StepError)> {
+    fn begin(&mut self, run: &Run, step: Step) -> Result<(), (Step, StepError)> {
         let cancelled = self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
         if cancelled && step <= Step::Sync {
             return Err((
@@ -342,6 +353,9 @@ impl<'a> Pipeline<'a> {
         }
         let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
         tracing::info!("step {n}/{}: {step}", Step::ALL.len());
+        if let Some(f) = self.on_step.as_mut() {
+            f(step);
+        }
         if step <= Step::RunLock {
             // Not the current run yet: another one may hold the lock (and `current.json`).
             return Ok(());

@@ -6,6 +6,7 @@ use crate::support::{
 };
 use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,8 +115,60 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     fs::write(w.path("src/a.txt"), "alpha, edited\n").unwrap();
     fs::write(w.path("src/new.txt"), "new\n").unwrap();
     fs::remove_file(w.path("src/sub/c.txt")).unwrap();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    // With hooks (the real binary runs them, the drive in their environment) and --json.
+    let hooks = format!(
+        "\n[[hooks.before]]\nname = \"dump\"\ncommand = [\"/bin/sh\", \"-c\", \"echo before $EXTBACKUP_DRIVE $EXTBACKUP_UUID $EXTBACKUP_MOUNT_POINT; mountpoint -q $EXTBACKUP_MOUNT_POINT && echo mounted\"]\n\
+         [[hooks.after]]\nname = \"note\"\ncommand = [\"/bin/sh\", \"-c\", \"echo after $EXTBACKUP_OUTCOME >> {}\"]\n",
+        w.path("after.log").display()
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&w.config)
+        .unwrap()
+        .write_all(hooks.as_bytes())
+        .unwrap();
+    let out = w.cmd(&["run", "--json", "--device", lo.dev.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let uuid = w.drive_state("t1")["last_success"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mp = w.path("mnt/t1");
+    assert!(
+        stderr.contains(&format!("hook \"dump\": before t1 {uuid} {}", mp.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hook \"dump\": mounted"), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(w.path("after.log")).unwrap(),
+        "after success\n"
+    );
+    // stdout: JSON objects only, one per line: every step, progress, the result.
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.first(), Some(&"identify"));
+    assert!(
+        steps.contains(&"before hooks") && steps.contains(&"sync"),
+        "{steps:?}"
+    );
+    assert_eq!(steps.last(), Some(&"close"));
+    let last_progress = events
+        .iter()
+        .rfind(|e| e["event"] == "progress")
+        .expect("progress");
+    assert_eq!(last_progress["fraction"], 1.0);
+    let result = events.last().unwrap();
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["result"], "success");
+    assert_eq!(result["files_copied"], 2);
     let st = w.drive_state("t1");
     assert_eq!(
         st["last_success"]["files_copied"], 2,
