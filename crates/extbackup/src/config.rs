@@ -205,6 +205,9 @@ pub struct Config {
     /// Commands run before and after the copy (`[[hooks.before]]`, `[[hooks.after]]`).
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// Healthchecks-style pings and the Prometheus textfile.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
     /// The backup drives.
     #[serde(default, rename = "drive")]
     pub drives: Vec<DriveConfig>,
@@ -399,6 +402,66 @@ pub enum SmtpSecurity {
     Tls,
     /// No encryption (a relay on localhost only).
     None,
+}
+
+/// Monitoring: pings to a healthchecks-style URL and a node-exporter textfile. Neither ever
+/// fails or delays a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// `https://hc-ping.com/KEY` (or with `{drive}` for one check per drive): `/start` when
+    /// a run begins, the URL itself on success, `/fail` with the log's tail on failure.
+    #[serde(default)]
+    pub ping_url: Option<PingUrl>,
+    /// The most a ping may take, and the most the end of a run waits for its pings.
+    #[serde(default = "default_ping_timeout")]
+    pub timeout_secs: Seconds,
+    /// A Prometheus node-exporter textfile (`*.prom`), rewritten after every run.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            ping_url: None,
+            timeout_secs: default_ping_timeout(),
+            textfile: None,
+        }
+    }
+}
+
+fn default_ping_timeout() -> Seconds {
+    Seconds(10)
+}
+
+/// An `http://` or `https://` URL without a trailing `/`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PingUrl(String);
+
+impl PingUrl {
+    /// The URL for `drive` (`{drive}` replaced).
+    pub fn for_drive(&self, drive: &str) -> String {
+        self.0.replace("{drive}", drive)
+    }
+}
+
+impl TryFrom<String> for PingUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
+        match rest {
+            Some(r) if !r.is_empty() && !r.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Ok(Self(s.trim_end_matches('/').to_string()))
+            }
+            _ => Err(format!(
+                "bad ping URL {s:?}: give an http:// or https:// URL such as https://hc-ping.com/YOUR-UUID"
+            )),
+        }
+    }
 }
 
 /// The hooks: commands run before the copy (after the source lock is taken) and after the
@@ -682,6 +745,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(t) = &self.monitor.textfile {
+            if t.extension().is_none_or(|e| e != "prom") {
+                return Err((
+                    At::Table("monitor"),
+                    format!(
+                        "monitor.textfile {} does not end in .prom: node-exporter's textfile \
+                         collector reads only *.prom files",
+                        t.display()
+                    ),
+                ));
+            }
+        }
         if let SyncerConfig::Command { command } = &self.syncer {
             if command.is_empty() {
                 return Err((
@@ -738,6 +813,9 @@ impl Config {
                 "source_lock.path".into(),
                 l.path.clone(),
             ));
+        }
+        if let Some(t) = &self.monitor.textfile {
+            v.push((At::Table("monitor"), "monitor.textfile".into(), t.clone()));
         }
         if let Some(m) = &self.mail {
             if let Some(d) = &m.spool_dir {
@@ -1008,6 +1086,7 @@ struct Places {
     syncer: Option<SpannedValue>,
     indicator: Option<SpannedValue>,
     mail: Option<SpannedValue>,
+    monitor: Option<SpannedValue>,
 }
 
 impl At {
@@ -1024,6 +1103,7 @@ impl At {
             At::Table("syncer") => p.syncer?,
             At::Table("indicator") => p.indicator?,
             At::Table("mail") => p.mail?,
+            At::Table("monitor") => p.monitor?,
             At::Table(_) => return None,
         };
         Some(line_col(text, v.span().start))

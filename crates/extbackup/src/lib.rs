@@ -31,6 +31,7 @@ pub mod host;
 pub mod identify;
 pub mod install;
 pub mod logcapture;
+pub mod monitor;
 pub mod pipeline;
 pub mod prepare;
 pub mod progress;

@@ -229,6 +229,7 @@ pub struct Pipeline<'a> {
     on_progress: Option<Box<dyn FnMut(Progress) + 'a>>,
     on_step: Option<Box<dyn FnMut(Step) + 'a>>,
     indicator_failed: bool,
+    pinger: Option<crate::monitor::Pinger>,
 }
 
 /// The name of the LUKS mapping of `drive`.
@@ -252,6 +253,7 @@ impl<'a> Pipeline<'a> {
             on_progress: None,
             on_step: None,
             indicator_failed: false,
+            pinger: None,
         }
     }
 
@@ -291,6 +293,9 @@ impl<'a> Pipeline<'a> {
                 return RunOutcome::NotOurs(why);
             }
             Err(e) => {
+                if self.cfg.drive_by_name(&e.name).is_some() {
+                    self.pinger = crate::monitor::Pinger::new(&self.cfg.monitor, &e.name);
+                }
                 let mut run = Run::new(e.name, e.uuid, PathBuf::new(), started, t0);
                 return self.finish(&mut run, Err((Step::Identify, e.error)));
             }
@@ -302,6 +307,10 @@ impl<'a> Pipeline<'a> {
             device.display()
         );
         self.show(State::Working { progress: None });
+        self.pinger = crate::monitor::Pinger::new(&self.cfg.monitor, drive.name.as_str());
+        if let Some(p) = &self.pinger {
+            p.send(crate::monitor::PingKind::Start, String::new());
+        }
         let mp = self.cfg.mount_point(&drive);
         let mut run = Run::new(
             drive.name.to_string(),
@@ -629,11 +638,27 @@ impl<'a> Pipeline<'a> {
             Err((step, e)) => self.failed(run, step, e),
         };
         self.flush_spool();
+        self.monitor_end(&outcome);
         self.state.clear_current();
         if run.done.run_locked {
             self.b.host.unlock_run();
         }
         outcome
+    }
+
+    /// The textfile and the last ping, after the outcome is shown, recorded and mailed;
+    /// bounded by the monitor's deadline, never changing the outcome.
+    fn monitor_end(&mut self, outcome: &RunOutcome) {
+        crate::monitor::write_textfile(self.cfg, &self.state);
+        if let Some(p) = self.pinger.take() {
+            match outcome {
+                RunOutcome::Failed { .. } => p.finish(
+                    crate::monitor::PingKind::Failure,
+                    crate::monitor::failure_body(&self.log.tail(self.opts.mail_log_lines)),
+                ),
+                _ => p.finish(crate::monitor::PingKind::Success, String::new()),
+            }
+        }
     }
 
     fn succeeded(&mut self, run: &mut Run) -> RunOutcome {

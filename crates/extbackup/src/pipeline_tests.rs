@@ -1264,3 +1264,93 @@ fn only_a_wrong_key_is_called_a_wrong_key() {
         }
     }
 }
+
+/// A monitoring endpoint that accepts connections and never answers.
+fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().collect();
+        drop(held);
+    });
+    url
+}
+
+#[test]
+fn a_dead_ping_endpoint_never_fails_a_run_and_the_textfile_tells_each_outcome() {
+    for fail in [None, Some(Step::Sync)] {
+        let mut f = fixture();
+        let prom = f.dir.path().join("metrics/extbackup.prom");
+        std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+        f.cfg.monitor = Config::parse(&format!(
+            "source = \"/srv\"\n[monitor]\nping_url = \"{}\"\ntimeout_secs = 1\ntextfile = \"{}\"\n",
+            dead_endpoint(),
+            prom.display()
+        ))
+        .unwrap()
+        .monitor;
+        let out = run_with(&f, plan(fail, &f), Target::Device(DEV.into()));
+        let text = std::fs::read_to_string(&prom).unwrap();
+        match fail {
+            None => {
+                assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+                assert!(
+                    text.contains("extbackup_last_run_success{drive=\"offsite-a\"} 1\n"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("extbackup_last_run_bytes_copied{drive=\"offsite-a\"} 300\n"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("extbackup_last_success_timestamp_seconds{drive=\"offsite-a\"} "),
+                    "{text}"
+                );
+            }
+            Some(step) => {
+                assert_failed_at(&out, step, "");
+                assert!(
+                    text.contains("extbackup_last_run_success{drive=\"offsite-a\"} 0\n"),
+                    "{text}"
+                );
+                assert!(
+                    !text.contains("extbackup_last_success_timestamp_seconds{"),
+                    "{text}"
+                );
+            }
+        }
+        assert!(
+            text.contains("# TYPE extbackup_last_run_duration_seconds gauge\n"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_run_pings_start_then_fail_with_the_log_tail() {
+    let (url, seen) = crate::monitor::tests::server(true);
+    let mut f = fixture();
+    f.cfg.monitor = Config::parse(&format!(
+        "source = \"/srv\"\n[monitor]\nping_url = \"{url}/{{drive}}\"\n"
+    ))
+    .unwrap()
+    .monitor;
+    let log = LogCapture::default();
+    let sub =
+        tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), log.layer());
+    let out = tracing::subscriber::with_default(sub, || {
+        Pipeline::new(
+            &f.cfg,
+            plan(Some(Step::Sync), &f).into_backends(),
+            log.clone(),
+            opts(),
+        )
+        .run(&Target::Device(DEV.into()))
+    });
+    assert_failed_at(&out, Step::Sync, "");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].1, "/offsite-a/start");
+    assert_eq!(seen[1].1, "/offsite-a/fail");
+    assert!(seen[1].2.contains("step sync failed"), "{}", seen[1].2);
+}
