@@ -56,9 +56,11 @@ pub fn mounter(_cfg: &Config) -> Result<Box<dyn Mounter>, BackendError> {
 /// The syncer.
 pub fn syncer(cfg: &Config) -> Box<dyn Syncer> {
     match &cfg.syncer {
-        SyncerConfig::Rsync { extra_args } => {
-            Box::new(RsyncSyncer::new().with_extra_args(extra_args.iter()))
-        }
+        SyncerConfig::Rsync { extra_args } => Box::new(
+            RsyncSyncer::new()
+                .with_extra_args(extra_args.iter())
+                .with_extra_args(crate::quiet::rsync_args(&cfg.quiet)),
+        ),
         SyncerConfig::Command { command } => {
             let (prog, args) = command.split_first().expect("validated: not empty");
             Box::new(CommandSyncer::new(prog).with_args(args.iter()))

@@ -208,6 +208,9 @@ pub struct Config {
     /// Healthchecks-style pings and the Prometheus textfile.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// CPU and I/O priority and a bandwidth limit for the copy.
+    #[serde(default)]
+    pub quiet: QuietConfig,
     /// The backup drives.
     #[serde(default, rename = "drive")]
     pub drives: Vec<DriveConfig>,
@@ -402,6 +405,105 @@ pub enum SmtpSecurity {
     Tls,
     /// No encryption (a relay on localhost only).
     None,
+}
+
+/// A quiet NAS while the copy runs: its CPU and I/O priority and a bandwidth limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietConfig {
+    /// The copy's nice value, -20 (first) ..= 19 (last); unchanged when absent.
+    #[serde(default)]
+    pub nice: Option<Nice>,
+    /// The copy's I/O class: `idle` or `best-effort`; unchanged when absent.
+    #[serde(default)]
+    pub io_class: Option<IoClassName>,
+    /// With `best-effort`: 0 (first) ..= 7 (last); default 4.
+    #[serde(default)]
+    pub io_priority: Option<IoLevel>,
+    /// rsync's `--bwlimit` in KiB/s (at least 1); no limit when absent.
+    #[serde(default)]
+    pub bwlimit_kib: Option<Positive>,
+}
+
+/// A nice value, -20..=19.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Nice(i32);
+
+impl Nice {
+    /// The value.
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Nice {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        if (-20..=19).contains(&v) {
+            Ok(Self(v as i32))
+        } else {
+            Err(format!(
+                "nice = {v}: give -20 (first) to 19 (last, the quietest)"
+            ))
+        }
+    }
+}
+
+/// I/O scheduling classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoClassName {
+    /// Only when nobody else uses the disks.
+    Idle,
+    /// The normal class, at `io_priority`.
+    BestEffort,
+}
+
+/// An I/O priority level, 0..=7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct IoLevel(u8);
+
+impl IoLevel {
+    /// The level.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for IoLevel {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v <= 7 {
+            Ok(Self(v as u8))
+        } else {
+            Err(format!("io_priority = {v}: give 0 (first) to 7 (last)"))
+        }
+    }
+}
+
+/// A whole number, at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct Positive(u64);
+
+impl Positive {
+    /// The value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Positive {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == 0 {
+            Err("0: give at least 1 (or leave the key out)".into())
+        } else {
+            Ok(Self(v))
+        }
+    }
 }
 
 /// Monitoring: pings to a healthchecks-style URL and a node-exporter textfile. Neither ever
@@ -745,6 +847,13 @@ impl Config {
                 ));
             }
         }
+        if self.quiet.io_priority.is_some() && self.quiet.io_class != Some(IoClassName::BestEffort)
+        {
+            return Err((
+                At::Table("quiet"),
+                "[quiet] io_priority goes with io_class = \"best-effort\" (the idle class has no levels)".into(),
+            ));
+        }
         if let Some(t) = &self.monitor.textfile {
             if t.extension().is_none_or(|e| e != "prom") {
                 return Err((
@@ -1087,6 +1196,7 @@ struct Places {
     indicator: Option<SpannedValue>,
     mail: Option<SpannedValue>,
     monitor: Option<SpannedValue>,
+    quiet: Option<SpannedValue>,
 }
 
 impl At {
@@ -1104,6 +1214,7 @@ impl At {
             At::Table("indicator") => p.indicator?,
             At::Table("mail") => p.mail?,
             At::Table("monitor") => p.monitor?,
+            At::Table("quiet") => p.quiet?,
             At::Table(_) => return None,
         };
         Some(line_col(text, v.span().start))

@@ -218,6 +218,8 @@ TimeoutStartSec=infinity
 # then unmounts and closes the volume before the final SIGKILL.
 KillMode=mixed
 TimeoutStopSec=5min
+# No Nice=/IOSchedulingClass= here: extbackup sets the [quiet] table's priority on the copy
+# itself (unlock, fsck and mount stay prompt; the unit does not depend on the config).
 
 # Sandboxing, chosen to keep what a backup needs:
 # - PrivateTmp: a private /tmp; extbackup keeps nothing there that others need.

@@ -35,6 +35,7 @@ pub mod monitor;
 pub mod pipeline;
 pub mod prepare;
 pub mod progress;
+pub mod quiet;
 pub mod recovery;
 pub mod restore;
 pub mod state;

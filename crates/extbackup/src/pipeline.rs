@@ -548,6 +548,7 @@ impl<'a> Pipeline<'a> {
             target.display(),
             self.b.syncer.describe()
         );
+        let _quiet = crate::quiet::apply(&self.cfg.quiet);
         let mut shown = ShownProgress::default();
         let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
         let mut report = self
