@@ -53,6 +53,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write the man pages, shell completions and the config-independent systemd units
+    /// into DIR (what `cargo xtask deb` packages).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Where: DIR/man, DIR/completions, DIR/systemd.
+        dir: PathBuf,
+    },
     /// Back up onto one drive now (what the udev rule starts on plug-in).
     #[command(
         long_about = "Runs the pipeline for one drive: identify, run lock, unlock, fsck, mount, \
@@ -397,6 +404,7 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         }
         Command::Prepare(a) => prepare_cmd(cli, a),
         Command::Install(a) => install(cli, a),
+        Command::GenerateAssets { dir } => generate_assets(dir),
         Command::Uninstall => install(
             cli,
             &InstallArgs {
@@ -567,6 +575,42 @@ fn run(
             1
         }
     })
+}
+
+/// The man pages (one per command, from the clap definition), the completions and the
+/// units that `extbackup install` writes that do not depend on the configuration.
+fn generate_assets(dir: &std::path::Path) -> Result<u8> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    std::fs::create_dir_all(&man)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), &man).context("writing the man pages")?;
+    let comp = dir.join("completions");
+    std::fs::create_dir_all(&comp)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "extbackup", &comp)
+            .context("writing the completions")?;
+    }
+    let sd = dir.join("systemd");
+    let paths = extbackup::install::InstallPaths {
+        udev_dir: dir.join("unused"),
+        systemd_dir: sd.clone(),
+        binary: "/usr/bin/extbackup".into(),
+        config: config::DEFAULT_PATH.into(),
+    };
+    // The rule names the drives (from the configuration): `extbackup install` writes it.
+    let placeholder = [("placeholder", "00000000-0000-4000-8000-000000000000")];
+    let files = extbackup::install::render(&placeholder, &paths)?;
+    let units: Vec<_> = files
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(&sd))
+        .collect();
+    extbackup::install::write(&units)?;
+    Ok(0)
 }
 
 fn confirm(question: &str) -> Result<bool> {
