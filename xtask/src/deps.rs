@@ -24,6 +24,7 @@ const BUILD: &[&str] = &[
 
 /// Programs the tests drive for real.
 const RUNTIME: &[&str] = &[
+    "bsdutils", // script(1): the progress line on a pseudo-terminal (extbackup host test)
     "cryptsetup-bin",
     "e2fsprogs",
     "fdisk",

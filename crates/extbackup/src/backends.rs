@@ -108,6 +108,21 @@ pub fn console_on_stderr(cfg: &Config) -> Option<Box<dyn Indicator>> {
 /// The indicator of one drive's run: on a shared LED (the default for a BlinkStick) it
 /// owns the slot named `job` (the drive's name); see `indicator::for_job`.
 pub fn indicator_for(cfg: &Config, job: &str) -> Box<dyn Indicator> {
+    use std::io::IsTerminal;
+    // On a terminal the console's state line shares the bottom line with the copy's
+    // progress, below the log (crate::progress).
+    if cfg.indicator.backend == indicator::BackendKind::Console
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+    {
+        if let Ok(palette) = indicator::Palette::parse(&cfg.indicator.colors) {
+            return Box::new(indicator::console::ConsoleIndicator::new(
+                crate::progress::IndicatorLine::default(),
+                true,
+                palette,
+            ));
+        }
+    }
     match indicator::for_job(&cfg.indicator, job) {
         Ok(i) => i,
         Err(e) => {

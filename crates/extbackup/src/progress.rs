@@ -17,48 +17,112 @@ use crate::pipeline::human;
 /// Clear the terminal's current line: back to its start, erase it.
 const CLEAR: &str = "\r\x1b[2K";
 
-/// A terminal: the progress line now shown (if any) and the output it is drawn on.
+/// Which part of the bottom line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The console indicator's state (`working (30%)`).
+    Indicator = 0,
+    /// The copy's progress (bytes, rate, ETA).
+    Progress = 1,
+}
+
+/// A terminal: the bottom line now shown (the indicator's state and the copy's progress)
+/// and the output it is drawn on. Log lines go above it.
 pub struct Screen<W: Write> {
-    line: Option<String>,
+    parts: [Option<String>; 2],
     out: W,
 }
 
 impl<W: Write> Screen<W> {
-    /// A screen over `out`, no progress line shown.
+    /// A screen over `out`, no bottom line shown.
     pub const fn new(out: W) -> Self {
-        Self { line: None, out }
+        Self {
+            parts: [None, None],
+            out,
+        }
     }
 
-    /// Writes a log line (ending in `\n`) above the progress line.
+    fn line(&self) -> Option<String> {
+        let shown: Vec<&str> = self.parts.iter().flatten().map(String::as_str).collect();
+        (!shown.is_empty()).then(|| shown.join("  "))
+    }
+
+    /// Writes a log line (ending in `\n`) above the bottom line.
     pub fn log(&mut self, text: &[u8]) {
-        if self.line.is_some() {
+        let line = self.line();
+        if line.is_some() {
             let _ = self.out.write_all(CLEAR.as_bytes());
         }
         let _ = self.out.write_all(text);
-        if let Some(l) = &self.line {
+        if let Some(l) = &line {
             let _ = self.out.write_all(l.as_bytes());
         }
         let _ = self.out.flush();
     }
 
-    /// Shows `line` as the progress line (replacing the one shown).
-    pub fn show(&mut self, line: String) {
-        let _ = write!(self.out, "{CLEAR}{line}");
+    /// Shows `text` as `part` of the bottom line (`None` removes that part).
+    pub fn set(&mut self, part: Part, text: Option<String>) {
+        let had = self.line().is_some();
+        self.parts[part as usize] = text;
+        match self.line() {
+            Some(l) => {
+                let _ = write!(self.out, "{CLEAR}{l}");
+            }
+            None if had => {
+                let _ = self.out.write_all(CLEAR.as_bytes());
+            }
+            None => {}
+        }
         let _ = self.out.flush();
-        self.line = Some(line);
     }
 
-    /// Leaves the progress line as the last word, on its own line, and stops drawing it.
+    /// Shows `line` as the progress part.
+    pub fn show(&mut self, line: String) {
+        self.set(Part::Progress, Some(line));
+    }
+
+    /// Leaves the bottom line as it is on its own line, and stops drawing it.
     pub fn finish(&mut self) {
-        if self.line.take().is_some() {
+        if self.line().is_some() {
             let _ = self.out.write_all(b"\n");
             let _ = self.out.flush();
         }
+        self.parts = [None, None];
     }
 
     /// The output (tests look at it).
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// The console indicator's output on a terminal, drawn as the indicator part of the
+/// bottom line of [`STDERR`] (so its `working (30%)` and the log never run together): a
+/// write ending without a newline is the current state, one ending with a newline (green,
+/// red) a line of its own.
+#[derive(Default)]
+pub struct IndicatorLine(Vec<u8>);
+
+impl Write for IndicatorLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let buf = std::mem::take(&mut self.0);
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.rsplit(CLEAR).next().unwrap_or_default();
+        let mut screen = stderr_screen();
+        match text.strip_suffix('\n') {
+            Some("") => screen.set(Part::Indicator, None),
+            Some(done) => {
+                screen.set(Part::Indicator, None);
+                screen.log(format!("{done}\n").as_bytes());
+            }
+            None if text.is_empty() => {}
+            None => screen.set(Part::Indicator, Some(text.to_string())),
+        }
+        Ok(())
     }
 }
 
@@ -336,6 +400,25 @@ mod tests {
                 "after",
                 ""
             ]
+        );
+    }
+
+    #[test]
+    fn the_indicator_and_the_progress_share_the_bottom_line() {
+        let mut s = Screen::new(Vec::new());
+        s.set(Part::Indicator, Some("working".into()));
+        s.show("sync 1 MiB".into());
+        s.log(b"log\n");
+        s.set(Part::Indicator, None);
+        s.log(b"success\n");
+        let out = String::from_utf8(s.into_inner()).unwrap();
+        assert_eq!(
+            out,
+            "\r\x1b[2Kworking\
+             \r\x1b[2Kworking  sync 1 MiB\
+             \r\x1b[2Klog\nworking  sync 1 MiB\
+             \r\x1b[2Ksync 1 MiB\
+             \r\x1b[2Ksuccess\nsync 1 MiB"
         );
     }
 

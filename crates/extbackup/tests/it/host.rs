@@ -182,6 +182,53 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
         "the drive mirrors the changed source"
     );
 
+    // On a terminal (a pseudo-terminal from script(1)): the console indicator's state and
+    // the copy's progress share one bottom line; every log line is written whole above it.
+    fs::write(w.path("src/tty.txt"), "on a terminal\n").unwrap();
+    let tty = Command::new("script")
+        .args(["-qefc"])
+        .arg(format!(
+            "'{}' --config '{}' run --device '{}'",
+            env!("CARGO_BIN_EXE_extbackup"),
+            w.config.display(),
+            lo.dev.display()
+        ))
+        .arg("/dev/null")
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) runs");
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    eprintln!("--- on a terminal\n{screen:?}");
+    assert_eq!(tty.status.code(), Some(0), "{screen}");
+    assert!(
+        screen.contains("\r\x1b[2K"),
+        "the bottom line is redrawn in place: {screen:?}"
+    );
+    assert!(
+        screen.contains("100%") && screen.contains("/s"),
+        "{screen:?}"
+    );
+    // What the terminal shows: for each line, what follows the last clear.
+    let shown: Vec<&str> = screen
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r').rsplit("\r\x1b[2K").next().unwrap())
+        .collect();
+    for l in shown.iter().filter(|l| l.contains("step ")) {
+        assert!(
+            !l.contains("working") && !l.contains("sync ") && !l.contains("/s"),
+            "a log line ran together with the bottom line: {l:?}"
+        );
+    }
+    assert!(
+        shown.iter().any(|l| l.contains("step 9/12: sync")),
+        "{shown:?}"
+    );
+    assert!(
+        shown.iter().any(|l| l.ends_with("success: safe to remove")),
+        "{shown:?}"
+    );
+
     // status shows it, in text and JSON.
     let out = w.cmd(&["status"]);
     assert_eq!(out.status.code(), Some(0));
@@ -190,12 +237,15 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     assert!(text.contains("seconds ago"), "{text}");
     let out = w.cmd(&["status", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["drives"][0]["last_success"]["files_copied"], 2);
+    assert_eq!(
+        j["drives"][0]["last_success"]["files_copied"], 1,
+        "the terminal run's"
+    );
 
     // check: fresh, no reminder; with a zero-day limit and a backdated record, a reminder.
     let out = w.cmd(&["check", "--max-age", "1"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(w.subjects().len(), 2, "no reminder for a fresh backup");
+    assert_eq!(w.subjects().len(), 3, "no reminder for a fresh backup");
     let state_file = w.path("state/drives/t1.json");
     let mut st = w.drive_state("t1");
     let finished = st["last_success"]["finished"].as_u64().unwrap();
@@ -204,9 +254,9 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     let out = w.cmd(&["check", "--max-age", "7"]);
     assert_eq!(out.status.code(), Some(0));
     let subjects = w.subjects();
-    assert_eq!(subjects.len(), 3, "{subjects:?}");
-    assert_eq!(subjects[2], "extbackup: reminder: t1 needs a backup");
-    assert!(w.mails()[2].contains("10 days"), "{}", w.mails()[2]);
+    assert_eq!(subjects.len(), 4, "{subjects:?}");
+    assert_eq!(subjects[3], "extbackup: reminder: t1 needs a backup");
+    assert!(w.mails()[3].contains("10 days"), "{}", w.mails()[3]);
 }
 
 #[test]
