@@ -27,7 +27,8 @@ Tasks:
                    with dpkg (deb --debug --check), and the QEMU guest suite unless
                    --quick).
   bench [AREA...]  Benchmarks, each against a baseline measured in the same run
-                   (areas: blinkstick crypt extbackup indicator sync verify;
+                   (areas: blinkstick crypt extbackup first-copy indicator sync
+                   verify;
                    default all).
   parity           The blinkstick CLI against the real Python tool (PyPI BlinkStick
                    1.2.0 in a venv, its USB calls recorded by a fake device): a
