@@ -1052,6 +1052,29 @@ impl Config {
             None => line("source lock: none".into()),
         }
         line(format!("state dir: {}", self.state_dir.display()));
+        if let Some(n) = self.quiet.nice {
+            line(format!("copy nice value: {}", n.get()));
+        }
+        if let Some(c) = self.quiet.io_class {
+            let level = self
+                .quiet
+                .io_priority
+                .map_or(String::new(), |l| format!(" {}", l.get()));
+            line(format!("copy I/O class: {c:?}{level}"));
+        }
+        if let Some(b) = self.quiet.bwlimit_kib {
+            line(format!("copy bandwidth limit: {} KiB/s", b.get()));
+        }
+        // The ping URL is a secret of sorts (anyone holding it can ping): not shown.
+        if self.monitor.ping_url.is_some() {
+            line(format!(
+                "monitoring pings: on (timeout {} s)",
+                self.monitor.timeout_secs.get().as_secs()
+            ));
+        }
+        if let Some(t) = &self.monitor.textfile {
+            line(format!("monitoring textfile: {}", t.display()));
+        }
         for (phase, hooks) in [("before", &self.hooks.before), ("after", &self.hooks.after)] {
             for h in hooks {
                 line(format!(
