@@ -13,6 +13,7 @@ pub enum Set {
 
 /// Build dependencies of the -sys crates (hidapi, rusb, libcryptsetup-rs, udev, lettre).
 const BUILD: &[&str] = &[
+    "binutils", // readelf: cargo xtask deb
     "pkg-config",
     "libclang-dev",
     "libudev-dev",
@@ -23,9 +24,11 @@ const BUILD: &[&str] = &[
 
 /// Programs the tests drive for real.
 const RUNTIME: &[&str] = &[
+    "bsdutils", // script(1): the progress line on a pseudo-terminal (extbackup host test)
     "cryptsetup-bin",
     "e2fsprogs",
     "fdisk",
+    "man-db", // man -w: cargo xtask deb --check
     "mount",
     "python3-aiosmtpd",
     "python3-venv", // the Python BlinkStick CLI: cargo xtask parity (in test) and bench

@@ -4,6 +4,7 @@
 //! from this crate's manifest directory, so it works from any folder of the checkout.
 
 mod bench;
+mod deb;
 mod demo;
 mod deps;
 mod hw_test;
@@ -22,10 +23,12 @@ Tasks:
   test [--quick]   Install missing system packages (apt, as root), then run
                    cargo fmt --check, clippy -D warnings, the docs build and every
                    test (unit, host integration on loop devices, the blinkstick
-                   parity table against the Python tool, and the QEMU guest suite
-                   unless --quick).
+                   parity table against the Python tool, the Debian package installed
+                   with dpkg (deb --debug --check), and the QEMU guest suite unless
+                   --quick).
   bench [AREA...]  Benchmarks, each against a baseline measured in the same run
-                   (areas: blinkstick crypt extbackup indicator sync verify;
+                   (areas: blinkstick crypt extbackup first-copy indicator sync
+                   verify;
                    default all).
   parity           The blinkstick CLI against the real Python tool (PyPI BlinkStick
                    1.2.0 in a venv, its USB calls recorded by a fake device): a
@@ -49,6 +52,12 @@ Tasks:
   tidy             Check the architecture's invariants: blinkstick-hid depends on
                    nothing here, hidapi/rusb/libcryptsetup-rs/lettre/nix only in
                    their crates, no unused dependencies, the docs name every crate.
+  deb [--debug] [--check] [--out DIR]
+                   Build the Debian package (target/deb/extbackup_VERSION_ARCH.deb):
+                   the binary, man pages and completions generated from the CLI, the
+                   systemd units, the docs and an example config. --check installs it
+                   with dpkg --root into an empty folder and runs it there; --debug
+                   packages the debug binary (no release build; what `test` does).
   deps             Only install the system packages the workspace needs.
   help             This text.
 ";
@@ -65,6 +74,7 @@ fn main() -> ExitCode {
         "tidy" => tidy::run(),
         "bench" => bench::run(rest),
         "demo" => demo::run(rest),
+        "deb" => deb::run(rest),
         "vm-test" => vm::vm_test(rest),
         "vm-run" => vm::vm_run(rest),
         "hw-test" => hw_test::run(rest),
@@ -138,6 +148,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "{n} test(s) could not run their real part (see above)"
     );
     parity::run(&[])?;
+    // The package from the debug binary the tests just built: no release build in CI.
+    deb::run(&["--debug".into(), "--check".into()])?;
     if quick {
         eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
     } else {

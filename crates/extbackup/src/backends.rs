@@ -53,9 +53,11 @@ pub fn disks() -> Box<dyn Mounter> {
 /// The syncer.
 pub fn syncer(cfg: &Config) -> Box<dyn Syncer> {
     match &cfg.syncer {
-        SyncerConfig::Rsync { extra_args } => {
-            Box::new(RsyncSyncer::new().with_extra_args(extra_args.iter()))
-        }
+        SyncerConfig::Rsync { extra_args } => Box::new(
+            RsyncSyncer::new()
+                .with_extra_args(extra_args.iter())
+                .with_extra_args(crate::quiet::rsync_args(&cfg.quiet)),
+        ),
         SyncerConfig::Command { command } => {
             let (prog, args) = command.split_first().expect("validated: not empty");
             Box::new(CommandSyncer::new(prog).with_args(args.iter()))
@@ -86,9 +88,38 @@ pub fn indicator(cfg: &Config) -> Box<dyn Indicator> {
     }
 }
 
+/// For `run --json`, whose standard output carries only JSON: the console indicator's
+/// lines on standard error instead (`None` for the other backends).
+pub fn console_on_stderr(cfg: &Config) -> Option<Box<dyn Indicator>> {
+    if cfg.indicator.backend != indicator::BackendKind::Console {
+        return None;
+    }
+    let palette = indicator::Palette::parse(&cfg.indicator.colors).ok()?;
+    Some(Box::new(indicator::console::ConsoleIndicator::new(
+        std::io::stderr(),
+        false,
+        palette,
+    )))
+}
+
 /// The indicator of one drive's run: on a shared LED (the default for a BlinkStick) it
 /// owns the slot named `job` (the drive's name); see `indicator::for_job`.
 pub fn indicator_for(cfg: &Config, job: &str) -> Box<dyn Indicator> {
+    use std::io::IsTerminal;
+    // On a terminal the console's state line shares the bottom line with the copy's
+    // progress, below the log (crate::progress).
+    if cfg.indicator.backend == indicator::BackendKind::Console
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+    {
+        if let Ok(palette) = indicator::Palette::parse(&cfg.indicator.colors) {
+            return Box::new(indicator::console::ConsoleIndicator::new(
+                crate::progress::IndicatorLine::default(),
+                true,
+                palette,
+            ));
+        }
+    }
     match indicator::for_job(&cfg.indicator, job) {
         Ok(i) => i,
         Err(e) => {

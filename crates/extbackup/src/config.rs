@@ -199,6 +199,15 @@ pub struct Config {
     /// Safety rules.
     #[serde(default)]
     pub policy: Policy,
+    /// Commands run before and after the copy (`[[hooks.before]]`, `[[hooks.after]]`).
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    /// Healthchecks-style pings and the Prometheus textfile.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    /// CPU and I/O priority and a bandwidth limit for the copy.
+    #[serde(default)]
+    pub quiet: QuietConfig,
     /// The backup drives.
     #[serde(default, rename = "drive")]
     pub drives: Vec<DriveConfig>,
@@ -315,6 +324,269 @@ impl Default for SyncerConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// A quiet NAS while the copy runs: its CPU and I/O priority and a bandwidth limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietConfig {
+    /// The copy's nice value, -20 (first) ..= 19 (last); unchanged when absent.
+    #[serde(default)]
+    pub nice: Option<Nice>,
+    /// The copy's I/O class: `idle` or `best-effort`; unchanged when absent.
+    #[serde(default)]
+    pub io_class: Option<IoClassName>,
+    /// With `best-effort`: 0 (first) ..= 7 (last); default 4.
+    #[serde(default)]
+    pub io_priority: Option<IoLevel>,
+    /// rsync's `--bwlimit` in KiB/s (at least 1); no limit when absent.
+    #[serde(default)]
+    pub bwlimit_kib: Option<Positive>,
+}
+
+/// A nice value, -20..=19.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Nice(i32);
+
+impl Nice {
+    /// The value.
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Nice {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        if (-20..=19).contains(&v) {
+            Ok(Self(v as i32))
+        } else {
+            Err(format!(
+                "nice = {v}: give -20 (first) to 19 (last, the quietest)"
+            ))
+        }
+    }
+}
+
+/// I/O scheduling classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoClassName {
+    /// Only when nobody else uses the disks.
+    Idle,
+    /// The normal class, at `io_priority`.
+    BestEffort,
+}
+
+/// An I/O priority level, 0..=7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct IoLevel(u8);
+
+impl IoLevel {
+    /// The level.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for IoLevel {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v <= 7 {
+            Ok(Self(v as u8))
+        } else {
+            Err(format!("io_priority = {v}: give 0 (first) to 7 (last)"))
+        }
+    }
+}
+
+/// A whole number, at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct Positive(u64);
+
+impl Positive {
+    /// The value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Positive {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == 0 {
+            Err("0: give at least 1 (or leave the key out)".into())
+        } else {
+            Ok(Self(v))
+        }
+    }
+}
+
+/// Monitoring: pings to a healthchecks-style URL and a node-exporter textfile. Neither ever
+/// fails or delays a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// `https://hc-ping.com/KEY` (or with `{drive}` for one check per drive): `/start` when
+    /// a run begins, the URL itself on success, `/fail` with the log's tail on failure.
+    #[serde(default)]
+    pub ping_url: Option<PingUrl>,
+    /// The most a ping may take, and the most the end of a run waits for its pings.
+    #[serde(default = "default_ping_timeout")]
+    pub timeout_secs: Seconds,
+    /// A Prometheus node-exporter textfile (`*.prom`), rewritten after every run.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            ping_url: None,
+            timeout_secs: default_ping_timeout(),
+            textfile: None,
+        }
+    }
+}
+
+fn default_ping_timeout() -> Seconds {
+    Seconds(10)
+}
+
+/// An `http://` or `https://` URL without a trailing `/`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PingUrl(String);
+
+impl PingUrl {
+    /// The URL for `drive` (`{drive}` replaced).
+    pub fn for_drive(&self, drive: &str) -> String {
+        self.0.replace("{drive}", drive)
+    }
+}
+
+impl TryFrom<String> for PingUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
+        match rest {
+            Some(r) if !r.is_empty() && !r.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Ok(Self(s.trim_end_matches('/').to_string()))
+            }
+            _ => Err(format!(
+                "bad ping URL {s:?}: give an http:// or https:// URL such as https://hc-ping.com/YOUR-UUID"
+            )),
+        }
+    }
+}
+
+/// The hooks: commands run before the copy (after the source lock is taken) and after the
+/// run (success or failure).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Run in order before the copy; the first failure stops the run (red, mail).
+    #[serde(default)]
+    pub before: Vec<HookConfig>,
+    /// Run in order after the run, whatever its outcome; failures are reported, never
+    /// hide the backup's outcome.
+    #[serde(default)]
+    pub after: Vec<HookConfig>,
+}
+
+/// One hook.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Its name in logs and mail.
+    pub name: HookName,
+    /// Program (an absolute path) and arguments; no shell unless you name one.
+    pub command: HookCommand,
+    /// How long it may run before it (and its process group) is killed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: Seconds,
+}
+
+fn default_hook_timeout() -> Seconds {
+    Seconds(600)
+}
+
+/// A hook's name: 1 to 64 printable characters.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HookName(String);
+
+impl HookName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HookName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control) {
+            Err(format!(
+                "bad hook name {s:?}: use 1 to 64 printable characters"
+            ))
+        } else {
+            Ok(Self(s))
+        }
+    }
+}
+
+/// A hook's argv: not empty, the program an absolute path.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct HookCommand(Vec<String>);
+
+impl HookCommand {
+    /// Program and arguments.
+    pub fn argv(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<String>> for HookCommand {
+    type Error = String;
+    fn try_from(v: Vec<String>) -> Result<Self, String> {
+        match v.first() {
+            None => Err("hook command is empty: give the program and its arguments".into()),
+            Some(p) if !p.starts_with('/') => Err(format!(
+                "hook program {p:?} is not an absolute path (runs under systemd have a bare PATH)"
+            )),
+            Some(_) => Ok(Self(v)),
+        }
+    }
+}
+
+/// A whole number of seconds, at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct Seconds(u64);
+
+impl Seconds {
+    /// As a duration.
+    pub fn get(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl TryFrom<u64> for Seconds {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == 0 {
+            Err("0 seconds: give at least 1".into())
+        } else {
+            Ok(Self(v))
+        }
+    }
 }
 
 /// The LUKS backend.
@@ -495,6 +767,25 @@ impl Config {
                 ));
             }
         }
+        if self.quiet.io_priority.is_some() && self.quiet.io_class != Some(IoClassName::BestEffort)
+        {
+            return Err((
+                At::Table("quiet"),
+                "[quiet] io_priority goes with io_class = \"best-effort\" (the idle class has no levels)".into(),
+            ));
+        }
+        if let Some(t) = &self.monitor.textfile {
+            if t.extension().is_none_or(|e| e != "prom") {
+                return Err((
+                    At::Table("monitor"),
+                    format!(
+                        "monitor.textfile {} does not end in .prom: node-exporter's textfile \
+                         collector reads only *.prom files",
+                        t.display()
+                    ),
+                ));
+            }
+        }
         if let SyncerConfig::Command { command } = &self.syncer {
             if command.is_empty() {
                 return Err((
@@ -534,6 +825,9 @@ impl Config {
                 "source_lock.path".into(),
                 l.path.clone(),
             ));
+        }
+        if let Some(t) = &self.monitor.textfile {
+            v.push((At::Table("monitor"), "monitor.textfile".into(), t.clone()));
         }
         if let Some(m) = &self.mail {
             if let Some(d) = &m.spool_dir {
@@ -631,6 +925,39 @@ impl Config {
             None => line("source lock: none".into()),
         }
         line(format!("state dir: {}", self.state_dir.display()));
+        if let Some(n) = self.quiet.nice {
+            line(format!("copy nice value: {}", n.get()));
+        }
+        if let Some(c) = self.quiet.io_class {
+            let level = self
+                .quiet
+                .io_priority
+                .map_or(String::new(), |l| format!(" {}", l.get()));
+            line(format!("copy I/O class: {c:?}{level}"));
+        }
+        if let Some(b) = self.quiet.bwlimit_kib {
+            line(format!("copy bandwidth limit: {} KiB/s", b.get()));
+        }
+        // The ping URL is a secret of sorts (anyone holding it can ping): not shown.
+        if self.monitor.ping_url.is_some() {
+            line(format!(
+                "monitoring pings: on (timeout {} s)",
+                self.monitor.timeout_secs.get().as_secs()
+            ));
+        }
+        if let Some(t) = &self.monitor.textfile {
+            line(format!("monitoring textfile: {}", t.display()));
+        }
+        for (phase, hooks) in [("before", &self.hooks.before), ("after", &self.hooks.after)] {
+            for h in hooks {
+                line(format!(
+                    "{phase} hook {:?}: {:?} (timeout {} s)",
+                    h.name.as_str(),
+                    h.command.argv(),
+                    h.timeout_secs.get().as_secs()
+                ));
+            }
+        }
         line(match &self.syncer {
             SyncerConfig::Rsync { extra_args } if extra_args.is_empty() => "syncer: rsync".into(),
             SyncerConfig::Rsync { extra_args } => {
@@ -765,6 +1092,8 @@ struct Places {
     syncer: Option<SpannedValue>,
     indicator: Option<SpannedValue>,
     mail: Option<SpannedValue>,
+    monitor: Option<SpannedValue>,
+    quiet: Option<SpannedValue>,
 }
 
 impl At {
@@ -781,6 +1110,8 @@ impl At {
             At::Table("syncer") => p.syncer?,
             At::Table("indicator") => p.indicator?,
             At::Table("mail") => p.mail?,
+            At::Table("monitor") => p.monitor?,
+            At::Table("quiet") => p.quiet?,
             At::Table(_) => return None,
         };
         Some(line_col(text, v.span().start))
@@ -827,6 +1158,52 @@ name = "offsite-a"
 uuid = "0B1C2D3E-aaaa-4bbb-8ccc-0123456789ab"
 key_file = "/etc/extbackup/keys/offsite-a.key"
 "#;
+
+    #[test]
+    fn hooks_are_read_and_their_errors_name_line_and_column() {
+        let ok = format!(
+            "{MIN}[[hooks.before]]\nname = \"dump\"\ncommand = [\"/usr/bin/dump\", \"-a\"]\n[[hooks.after]]\nname = \"x\"\ncommand = [\"/bin/true\"]\ntimeout_secs = 5\n"
+        );
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.hooks.before[0].command.argv(), ["/usr/bin/dump", "-a"]);
+        assert_eq!(
+            c.hooks.before[0].timeout_secs.get(),
+            Duration::from_secs(600)
+        );
+        assert_eq!(c.hooks.after[0].timeout_secs.get(), Duration::from_secs(5));
+        for (bad, line, col, needle) in [
+            (
+                "[[hooks.before]]\nname = \"d\"\ncommand = []\n",
+                10,
+                11,
+                "empty",
+            ),
+            (
+                "[[hooks.before]]\nname = \"d\"\ncommand = [\"dump\"]\n",
+                10,
+                11,
+                "absolute",
+            ),
+            (
+                "[[hooks.after]]\nname = \"d\"\ncommand = [\"/x\"]\ntimeout_secs = 0\n",
+                11,
+                16,
+                "at least 1",
+            ),
+            (
+                "[[hooks.after]]\nname = \"d\"\ncommand = [\"/x\"]\ntimeout = 5\n",
+                11,
+                1,
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(&format!("{MIN}{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("line {line}, column {col}")), "{e}");
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults_and_lowercases_uuid() {

@@ -71,7 +71,8 @@ impl Default for InstallPaths {
             systemd_dir: "/etc/systemd/system".into(),
             binary: STABLE_BINARY.into(),
             config: "/etc/extbackup/config.toml".into(),
-            writable: vec!["/var/lib/extbackup".into(), "/mnt/extbackup".into()],
+            // The configuration's defaults: state_dir and mount_root.
+            writable: vec!["/var/lib/extbackup".into(), "/run/extbackup".into()],
         }
     }
 }
@@ -411,6 +412,8 @@ TimeoutStartSec=infinity
 # then unmounts and closes the volume before the final SIGKILL.
 KillMode=mixed
 TimeoutStopSec=5min
+# No Nice=/IOSchedulingClass= here: extbackup sets the [quiet] table's priority on the copy
+# itself (unlock, fsck and mount stay prompt; the unit does not depend on the config).
 {rw}{RUN_SANDBOX}"
     )
 }
@@ -672,7 +675,7 @@ mod tests {
         ));
         assert!(svc.contains("OnFailure=extbackup-failed@%i.service\n"));
         assert!(svc.contains("StateDirectory=extbackup\n"), "{svc}");
-        assert!(svc.contains("ReadWritePaths=-/mnt/extbackup\n"), "{svc}");
+        assert!(svc.contains("ReadWritePaths=-/run/extbackup\n"), "{svc}");
         assert!(!svc.contains("%I"));
         assert!(!svc.lines().any(|l| l.starts_with("PrivateDevices=")));
         assert!(files[2].1.contains(" notify-failure --uuid %i "));

@@ -15,6 +15,7 @@ use tracing_subscriber::Layer;
 use extbackup::config::{self, Config};
 use extbackup::logcapture::LogCapture;
 use extbackup::pipeline::{Pipeline, RunOptions, RunOutcome, Target};
+use extbackup::progress::JsonEvents;
 use extbackup::{backends, browse, prepare, recovery, restore, state, status, verify};
 
 /// Exit code: the drive is not a configured one; skipped (borgmatic's "soft failure").
@@ -52,6 +53,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write the man pages, shell completions and the config-independent systemd units
+    /// into DIR (what `cargo xtask deb` packages).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Where: DIR/man, DIR/completions, DIR/systemd.
+        dir: PathBuf,
+    },
     /// Back up onto one drive now (what the udev rule starts on plug-in).
     #[command(
         long_about = "Runs the pipeline for one drive: identify, run lock, unlock, fsck, mount, \
@@ -284,6 +292,10 @@ struct RunArgs {
     /// Sync even when the guard refuses (e.g. more deletions than policy.max_delete_fraction).
     #[arg(long)]
     force: bool,
+    /// Machine-readable progress: one JSON object per line on stdout (steps, copy
+    /// progress, the result).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -369,7 +381,7 @@ fn init_logging(cli: &Cli, capture: &LogCapture) {
     };
     let journal = extbackup::journal::stderr_is_journal();
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(extbackup::progress::LogWriter::new)
         .with_target(false)
         .with_ansi(!journal && std::io::stderr().is_terminal());
     let fmt = if journal {
@@ -405,7 +417,13 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 (None, Some(d)) => Target::Device(d.clone()),
                 (None, None) => bail!(UsageError("give --uuid or --device".into())),
             };
-            run(&cfg, &target, a.target.uuid.as_deref(), a.force, capture)
+            run(
+                &cfg,
+                &target,
+                a.target.uuid.as_deref(),
+                (a.force, a.json),
+                capture,
+            )
         }
         Command::Watch => watch(cli, capture),
         Command::Ack { name } => {
@@ -419,6 +437,7 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         }
         Command::Prepare(a) => prepare_cmd(cli, a),
         Command::Install(a) => install(cli, a),
+        Command::GenerateAssets { dir } => generate_assets(dir),
         Command::Uninstall => install(
             cli,
             &InstallArgs {
@@ -533,7 +552,7 @@ fn run(
     cfg: &Config,
     target: &Target,
     uuid: Option<&str>,
-    force: bool,
+    (force, json): (bool, bool),
     capture: &LogCapture,
 ) -> Result<u8> {
     // The mail's log tail is this run's (watch runs several in one process).
@@ -543,8 +562,13 @@ fn run(
     let job = uuid
         .and_then(|u| cfg.drive_by_uuid(u))
         .map_or_else(|| "extbackup".to_owned(), |d| d.name.to_string());
-    let b = backends::build_for_job(cfg, &job, Some(&STOP))
+    let mut b = backends::build_for_job(cfg, &job, Some(&STOP))
         .map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if json {
+        if let Some(i) = backends::console_on_stderr(cfg) {
+            b.indicator = i;
+        }
+    }
     if let Some(why) = browse::refuse_run(cfg, b.crypt.as_ref(), target) {
         eprintln!("extbackup: {why}");
         return Ok(EXIT_NOT_OURS);
@@ -556,9 +580,16 @@ fn run(
         ..RunOptions::default()
     };
     let mut p = Pipeline::new(cfg, b, capture.clone(), opts);
-    let mut bar = ProgressBar::new();
-    if std::io::stderr().is_terminal() {
-        p = p.on_progress(move |pr| bar.draw(pr));
+    let json =
+        json.then(|| std::rc::Rc::new(std::cell::RefCell::new(JsonEvents::new(std::io::stdout()))));
+    if let Some(j) = &json {
+        let (j1, j2) = (j.clone(), j.clone());
+        p = p
+            .on_progress(move |pr| j1.borrow_mut().progress(pr))
+            .on_step(move |s| j2.borrow_mut().step(s));
+    } else if std::io::stderr().is_terminal() {
+        let mut bar = extbackup::progress::TerminalProgress::default();
+        p = p.on_progress(move |pr| bar.update(pr));
     }
     let device = match target {
         Target::Uuid(u) => PathBuf::from("/dev/disk/by-uuid").join(u),
@@ -569,6 +600,23 @@ fn run(
     let outcome = p.run(target);
     finished.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
+    drop(p);
+    extbackup::progress::finish_terminal();
+    if let Some(j) = &json {
+        j.borrow_mut().emit(match &outcome {
+            RunOutcome::Done(r) => serde_json::json!({
+                "event": "result", "result": "success", "files_copied": r.files_copied,
+                "bytes_copied": r.bytes_copied, "files_deleted": r.files_deleted,
+            }),
+            RunOutcome::NotOurs(why) => {
+                serde_json::json!({"event": "result", "result": "not-ours", "reason": why})
+            }
+            RunOutcome::Failed { drive, step, error } => serde_json::json!({
+                "event": "result", "result": "failure", "drive": drive, "step": step.name(),
+                "error": error.chain(),
+            }),
+        });
+    }
     Ok(match outcome {
         RunOutcome::Done(_) => 0,
         RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
@@ -609,34 +657,43 @@ fn watch_for_pull(
     })
 }
 
-struct ProgressBar {
-    last: Option<u32>,
-}
-
-impl ProgressBar {
-    fn new() -> Self {
-        Self { last: None }
+/// The man pages (one per command, from the clap definition), the completions and the
+/// units that `extbackup install` writes that do not depend on the configuration.
+fn generate_assets(dir: &std::path::Path) -> Result<u8> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    std::fs::create_dir_all(&man)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), &man).context("writing the man pages")?;
+    let comp = dir.join("completions");
+    std::fs::create_dir_all(&comp)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "extbackup", &comp)
+            .context("writing the completions")?;
     }
-    fn draw(&mut self, p: syncer::Progress) {
-        let Some(f) = p.fraction else { return };
-        let pct = (f.clamp(0.0, 1.0) * 100.0) as u32;
-        if self.last == Some(pct) {
-            return;
-        }
-        self.last = Some(pct);
-        let filled = (pct / 4) as usize;
-        let mut e = std::io::stderr();
-        let _ = write!(
-            e,
-            "\r[{}{}] {pct:3}% {}",
-            "=".repeat(filled),
-            " ".repeat(25 - filled),
-            extbackup::pipeline::human(p.bytes)
-        );
-        if pct == 100 {
-            let _ = writeln!(e);
-        }
-    }
+    let sd = dir.join("systemd");
+    let paths = extbackup::install::InstallPaths {
+        udev_dir: dir.join("unused"),
+        systemd_dir: sd.clone(),
+        binary: "/usr/bin/extbackup".into(),
+        config: config::DEFAULT_PATH.into(),
+        // The default state folder and mount root; `extbackup install` writes units for
+        // other ones.
+        ..extbackup::install::InstallPaths::default()
+    };
+    // The rule names the drives (from the configuration): `extbackup install` writes it.
+    let placeholder = [("placeholder", "00000000-0000-4000-8000-000000000000")];
+    let files = extbackup::install::render(&placeholder, &paths)?;
+    let units: Vec<_> = files
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(&sd))
+        .collect();
+    extbackup::install::write(&units)?;
+    Ok(0)
 }
 
 fn confirm(question: &str) -> Result<bool> {
@@ -1366,7 +1423,7 @@ fn watch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             &cfg,
             &Target::Device(found.devnode.clone()),
             Some(&found.uuid),
-            false,
+            (false, false),
             capture,
         ) {
             Ok(code) => tracing::info!("run for {} ended with exit code {code}", found.uuid),

@@ -36,6 +36,8 @@ pub enum Step {
     Mount,
     /// Take the source lock.
     SourceLock,
+    /// Run the `before` hooks.
+    Hooks,
     /// Check that the copy fits.
     FreeSpace,
     /// Copy.
@@ -50,13 +52,14 @@ pub enum Step {
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 12] = [
         Step::Identify,
         Step::RunLock,
         Step::Unlock,
         Step::Fsck,
         Step::Mount,
         Step::SourceLock,
+        Step::Hooks,
         Step::FreeSpace,
         Step::Sync,
         Step::Record,
@@ -73,6 +76,7 @@ impl Step {
             Step::Fsck => "fsck",
             Step::Mount => "mount",
             Step::SourceLock => "source lock",
+            Step::Hooks => "before hooks",
             Step::FreeSpace => "free space",
             Step::Sync => "sync",
             Step::Record => "record",
@@ -176,6 +180,8 @@ struct Run {
     mapped: Option<PathBuf>,
     report: SyncReport,
     done: Done,
+    /// Failures of the `after` hooks, for the mail.
+    hook_warnings: Vec<String>,
 }
 
 impl Run {
@@ -190,6 +196,7 @@ impl Run {
             mapped: None,
             report: SyncReport::default(),
             done: Done::default(),
+            hook_warnings: vec![],
         }
     }
 
@@ -211,7 +218,9 @@ pub struct Pipeline<'a> {
     log: LogCapture,
     opts: RunOptions,
     on_progress: Option<Box<dyn FnMut(Progress) + 'a>>,
+    on_step: Option<Box<dyn FnMut(Step) + 'a>>,
     indicator_failed: bool,
+    pinger: Option<crate::monitor::Pinger>,
 }
 
 /// The name of the LUKS mapping of `drive`.
@@ -233,13 +242,21 @@ impl<'a> Pipeline<'a> {
             log,
             opts,
             on_progress: None,
+            on_step: None,
             indicator_failed: false,
+            pinger: None,
         }
     }
 
     /// Also reports sync progress to `f` (the terminal's progress bar).
     pub fn on_progress(mut self, f: impl FnMut(Progress) + 'a) -> Self {
         self.on_progress = Some(Box::new(f));
+        self
+    }
+
+    /// Also tells `f` of each step as it begins (`run --json`).
+    pub fn on_step(mut self, f: impl FnMut(Step) + 'a) -> Self {
+        self.on_step = Some(Box::new(f));
         self
     }
 
@@ -253,6 +270,9 @@ impl<'a> Pipeline<'a> {
     pub fn run(&mut self, target: &Target) -> RunOutcome {
         let (t0, started) = (Instant::now(), state::now());
         tracing::info!("step 1/{}: {}", Step::ALL.len(), Step::Identify);
+        if let Some(f) = self.on_step.as_mut() {
+            f(Step::Identify);
+        }
         let identified = identify(self.cfg, &*self.b.crypt, &self.opts.by_uuid_dir, target);
         let (drive, device) = match identified {
             Ok(Identified::Ours { drive, device }) => (drive, device),
@@ -264,6 +284,9 @@ impl<'a> Pipeline<'a> {
                 return RunOutcome::NotOurs(why);
             }
             Err(e) => {
+                if self.cfg.drive_by_name(&e.name).is_some() {
+                    self.pinger = crate::monitor::Pinger::new(&self.cfg.monitor, &e.name);
+                }
                 let mut run = Run::new(e.name, e.uuid, PathBuf::new(), started, t0);
                 return self.finish(&mut run, Err((Step::Identify, e.error)));
             }
@@ -275,6 +298,10 @@ impl<'a> Pipeline<'a> {
             device.display()
         );
         self.show(State::Working { progress: None });
+        self.pinger = crate::monitor::Pinger::new(&self.cfg.monitor, drive.name.as_str());
+        if let Some(p) = &self.pinger {
+            p.send(crate::monitor::PingKind::Start, String::new());
+        }
         let mp = self.cfg.mount_point(&drive);
         let mut run = Run::new(
             drive.name.to_string(),
@@ -306,6 +333,7 @@ impl<'a> Pipeline<'a> {
             Step::Fsck => self.fsck(run),
             Step::Mount => self.mount(run),
             Step::SourceLock => self.source_lock(run),
+            Step::Hooks => self.before_hooks(run),
             Step::FreeSpace => self.free_space(run),
             Step::Sync => self.sync(run),
             Step::Record => self.record_on_drive(run),
@@ -315,7 +343,7 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Notes `step` as the current one; up to the sync, a stop signal ends the run first.
-    fn begin(&self, run: &Run, step: Step) -> Result<(), (Step, StepError)> {
+    fn begin(&mut self, run: &Run, step: Step) -> Result<(), (Step, StepError)> {
         let cancelled = self.opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
         if cancelled && step <= Step::Sync {
             return Err((
@@ -325,6 +353,9 @@ impl<'a> Pipeline<'a> {
         }
         let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
         tracing::info!("step {n}/{}: {step}", Step::ALL.len());
+        if let Some(f) = self.on_step.as_mut() {
+            f(step);
+        }
         if step <= Step::RunLock {
             // Not the current run yet: another one may hold the lock (and `current.json`).
             return Ok(());
@@ -414,6 +445,60 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
+    fn before_hooks(&mut self, run: &mut Run) -> Result<(), StepError> {
+        let env = self.hook_env(run, None);
+        for h in &self.cfg.hooks.before {
+            crate::hooks::run(h, crate::hooks::Phase::Before, &env, self.opts.cancel)
+                .map_err(|e| StepError::new(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// What a hook is told: the drive, where it is mounted, the source; after the run, the
+    /// outcome (and the failed step).
+    fn hook_env(
+        &self,
+        run: &Run,
+        outcome: Option<(&str, Option<Step>)>,
+    ) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("EXTBACKUP_DRIVE", run.name.clone()),
+            ("EXTBACKUP_UUID", run.uuid.clone()),
+            (
+                "EXTBACKUP_MOUNT_POINT",
+                run.mount_point.display().to_string(),
+            ),
+            ("EXTBACKUP_TARGET", run.data_dir().display().to_string()),
+            ("EXTBACKUP_SOURCE", self.cfg.source.display().to_string()),
+        ];
+        if let Some((o, step)) = outcome {
+            env.push(("EXTBACKUP_OUTCOME", o.to_string()));
+            env.push((
+                "EXTBACKUP_FAILED_STEP",
+                step.map(|s| s.name().to_string()).unwrap_or_default(),
+            ));
+        }
+        env
+    }
+
+    /// Runs the `after` hooks of a run that took the run lock; their failures come back as
+    /// warnings for the log and the mail, never as the run's outcome.
+    fn after_hooks(&self, run: &Run, step: Option<Step>) -> Vec<String> {
+        if !run.done.run_locked || self.cfg.hooks.after.is_empty() {
+            return vec![];
+        }
+        let outcome = if step.is_some() { "failure" } else { "success" };
+        let env = self.hook_env(run, Some((outcome, step)));
+        let mut warnings = vec![];
+        for h in &self.cfg.hooks.after {
+            if let Err(e) = crate::hooks::run(h, crate::hooks::Phase::After, &env, None) {
+                tracing::warn!("{e} (the backup's own outcome stands: {outcome})");
+                warnings.push(e.to_string());
+            }
+        }
+        warnings
+    }
+
     fn free_space(&mut self, run: &mut Run) -> Result<(), StepError> {
         if !self.cfg.policy.check_free_space {
             return Ok(());
@@ -454,6 +539,7 @@ impl<'a> Pipeline<'a> {
             target.display(),
             self.b.syncer.describe()
         );
+        let _quiet = crate::quiet::apply(&self.cfg.quiet);
         let mut shown = ShownProgress::default();
         let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
         let mut report = self
@@ -544,6 +630,7 @@ impl<'a> Pipeline<'a> {
             Err((step, e)) => self.failed(run, step, e),
         };
         self.flush_spool();
+        self.monitor_end(&outcome);
         self.state.clear_current();
         if run.done.run_locked {
             self.b.host.unlock_run();
@@ -551,8 +638,24 @@ impl<'a> Pipeline<'a> {
         outcome
     }
 
-    fn succeeded(&mut self, run: &Run) -> RunOutcome {
+    /// The textfile and the last ping, after the outcome is shown, recorded and mailed;
+    /// bounded by the monitor's deadline, never changing the outcome.
+    fn monitor_end(&mut self, outcome: &RunOutcome) {
+        crate::monitor::write_textfile(self.cfg, &self.state);
+        if let Some(p) = self.pinger.take() {
+            match outcome {
+                RunOutcome::Failed { .. } => p.finish(
+                    crate::monitor::PingKind::Failure,
+                    crate::monitor::failure_body(&self.log.tail(self.opts.mail_log_lines)),
+                ),
+                _ => p.finish(crate::monitor::PingKind::Success, String::new()),
+            }
+        }
+    }
+
+    fn succeeded(&mut self, run: &mut Run) -> RunOutcome {
         self.show(State::Success);
+        run.hook_warnings = self.after_hooks(run, None);
         let r = &run.report;
         tracing::info!(
             "done: {} files ({} bytes) copied, {} deleted in {:.1} s; drive {} is closed and safe to remove",
@@ -562,7 +665,8 @@ impl<'a> Pipeline<'a> {
             run.t0.elapsed().as_secs_f64(),
             run.name
         );
-        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) {
+        // A failed `after` hook is told even when successes are not mailed.
+        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) || !run.hook_warnings.is_empty() {
             let ev = self.event(run, MailOutcome::Success, None, vec![]);
             self.send(&ev);
         }
@@ -573,6 +677,7 @@ impl<'a> Pipeline<'a> {
         tracing::error!("step {step} failed: {}", e.chain().join(": "));
         self.cleanup(&mut run.done);
         self.show(State::Failure);
+        run.hook_warnings = self.after_hooks(run, Some(step));
         let chain = e.chain();
         let rec = self.record(run, RunResult::Failure, Some(step), &chain);
         if let Err(e) = self.state.record(&rec) {
@@ -654,6 +759,11 @@ impl<'a> Pipeline<'a> {
             ));
             details.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
         }
+        details.extend(
+            run.hook_warnings
+                .iter()
+                .map(|w| format!("warning: {w} (this does not change the backup's outcome)")),
+        );
         Event {
             drive: run.name.clone(),
             host: self.cfg.host_name(),

@@ -115,6 +115,12 @@ to = ["root@localhost"]
 transport = {{ kind = "file", dir = "{d}/mail" }}
 [policy]
 require_source_mount_point = false
+[[hooks.before]]
+name = "snapshot"
+command = ["/bin/sh", "-c", "test ! -e {d}/fail-hook"]
+[[hooks.after]]
+name = "note"
+command = ["/bin/sh", "-c", "echo \"$EXTBACKUP_DRIVE $EXTBACKUP_OUTCOME $EXTBACKUP_FAILED_STEP\" >> {d}/after.log; test ! -e {d}/fail-after"]
 [[drive]]
 name = "offsite-a"
 uuid = "{UUID}"
@@ -152,6 +158,8 @@ struct Mocks {
     notifier: MockNotifier,
     indicator: MockIndicator,
     host: MockHost,
+    /// The fixture's folder: its `fail-after` file makes the `after` hook fail.
+    dir: Option<PathBuf>,
 }
 
 impl Mocks {
@@ -164,6 +172,7 @@ impl Mocks {
             notifier: MockNotifier::new(),
             indicator: MockIndicator::new(),
             host: MockHost::new(),
+            dir: None,
         };
         m.crypt
             .expect_describe()
@@ -193,12 +202,24 @@ impl Mocks {
     }
 
     fn mail(&mut self, outcome: MailOutcome, step: Option<Step>) {
+        let fail_after = self.dir.as_ref().map(|d| d.join("fail-after"));
         self.notifier
             .expect_notify()
             .withf(move |e| {
+                // A failed before hook is named; a failed after hook is told beside the
+                // run's own outcome.
+                let names_hook = e
+                    .error_chain
+                    .iter()
+                    .any(|l| l.contains("before hook \"snapshot\": exited with status 1"));
+                let tells_after = e.details.iter().any(|d| d.contains("after hook \"note\""));
                 e.outcome == outcome
                     && e.failed_step.as_deref() == step.map(|s| s.name())
                     && e.drive == "offsite-a"
+                    && names_hook == (step == Some(Step::Hooks))
+                    && fail_after
+                        .as_ref()
+                        .is_none_or(|p| p.exists() == tells_after)
             })
             .times(1)
             .in_sequence(&mut self.seq)
@@ -227,6 +248,7 @@ impl Mocks {
 /// cleanup of exactly what was done, in reverse, red, one mail, the run lock released last.
 fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
     let mut m = Mocks::new();
+    m.dir = Some(f.dir.path().to_owned());
     let mp = f.dir.path().join("mnt/offsite-a");
     let is = move |s: Step| fail == Some(s);
     let (mut run_locked, mut mapped, mut mounted, mut src_locked) = (false, false, false, false);
@@ -345,6 +367,10 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             break 'steps;
         }
         src_locked = true;
+        if is(Step::Hooks) {
+            std::fs::write(f.dir.path().join("fail-hook"), "").unwrap();
+            break 'steps;
+        }
         m.host
             .expect_tree_size()
             .times(2)
@@ -583,7 +609,27 @@ fn failure_at_every_step_undoes_in_reverse_shows_red_and_mails_once() {
         let fail = st.last_failure.expect("failure recorded");
         assert_eq!(fail.failed_step.as_deref(), Some(step.name()));
         assert!(st.last_success.is_none(), "failure at {step}");
+        // The after hooks run for every run that took the run lock, told the outcome.
+        let after = std::fs::read_to_string(f.dir.path().join("after.log")).unwrap_or_default();
+        if step > Step::RunLock {
+            assert_eq!(after, format!("offsite-a failure {}\n", step.name()));
+        } else {
+            assert_eq!(after, "", "failure at {step}");
+        }
     }
+}
+
+#[test]
+fn a_failing_after_hook_is_reported_and_the_run_stays_a_success() {
+    let f = fixture();
+    std::fs::write(f.dir.path().join("fail-after"), "").unwrap();
+    // `plan` expects the success mail to carry the after hook's failure.
+    let out = run_with(&f, plan(None, &f), Target::Device(DEV.into()));
+    assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+    let after = std::fs::read_to_string(f.dir.path().join("after.log")).unwrap();
+    assert_eq!(after, "offsite-a success \n");
+    let st = StateDir::new(&f.cfg.state_dir).drive("offsite-a").unwrap();
+    assert!(st.last_success.is_some() && st.last_failure.is_none());
 }
 
 #[test]
@@ -1041,7 +1087,7 @@ mod with_fakes {
             .iter()
             .any(|l| l.contains("fake syncer told to fail")));
         assert!(
-            ev[0].log_tail.contains("step 8/11: sync"),
+            ev[0].log_tail.contains("step 9/12: sync"),
             "{}",
             ev[0].log_tail
         );
@@ -1238,4 +1284,94 @@ fn only_a_wrong_key_is_called_a_wrong_key() {
             other => panic!("{kind:?}: {other:?}"),
         }
     }
+}
+
+/// A monitoring endpoint that accepts connections and never answers.
+fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().collect();
+        drop(held);
+    });
+    url
+}
+
+#[test]
+fn a_dead_ping_endpoint_never_fails_a_run_and_the_textfile_tells_each_outcome() {
+    for fail in [None, Some(Step::Sync)] {
+        let mut f = fixture();
+        let prom = f.dir.path().join("metrics/extbackup.prom");
+        std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+        f.cfg.monitor = Config::parse(&format!(
+            "source = \"/srv\"\n[monitor]\nping_url = \"{}\"\ntimeout_secs = 1\ntextfile = \"{}\"\n",
+            dead_endpoint(),
+            prom.display()
+        ))
+        .unwrap()
+        .monitor;
+        let out = run_with(&f, plan(fail, &f), Target::Device(DEV.into()));
+        let text = std::fs::read_to_string(&prom).unwrap();
+        match fail {
+            None => {
+                assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+                assert!(
+                    text.contains("extbackup_last_run_success{drive=\"offsite-a\"} 1\n"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("extbackup_last_run_bytes_copied{drive=\"offsite-a\"} 300\n"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("extbackup_last_success_timestamp_seconds{drive=\"offsite-a\"} "),
+                    "{text}"
+                );
+            }
+            Some(step) => {
+                assert_failed_at(&out, step, "");
+                assert!(
+                    text.contains("extbackup_last_run_success{drive=\"offsite-a\"} 0\n"),
+                    "{text}"
+                );
+                assert!(
+                    !text.contains("extbackup_last_success_timestamp_seconds{"),
+                    "{text}"
+                );
+            }
+        }
+        assert!(
+            text.contains("# TYPE extbackup_last_run_duration_seconds gauge\n"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_run_pings_start_then_fail_with_the_log_tail() {
+    let (url, seen) = crate::monitor::tests::server(true);
+    let mut f = fixture();
+    f.cfg.monitor = Config::parse(&format!(
+        "source = \"/srv\"\n[monitor]\nping_url = \"{url}/{{drive}}\"\n"
+    ))
+    .unwrap()
+    .monitor;
+    let log = LogCapture::default();
+    let sub =
+        tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), log.layer());
+    let out = tracing::subscriber::with_default(sub, || {
+        Pipeline::new(
+            &f.cfg,
+            plan(Some(Step::Sync), &f).into_backends(),
+            log.clone(),
+            opts(),
+        )
+        .run(&Target::Device(DEV.into()))
+    });
+    assert_failed_at(&out, Step::Sync, "");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].1, "/offsite-a/start");
+    assert_eq!(seen[1].1, "/offsite-a/fail");
+    assert!(seen[1].2.contains("step sync failed"), "{}", seen[1].2);
 }

@@ -209,6 +209,114 @@ pub fn terminate_descendants() {
     }
 }
 
+/// Sends SIGTERM (or, with `kill`, SIGKILL) to the process group `pgid` (a child started
+/// with `process_group(0)` leads its own): how a hook that overruns its timeout is ended
+/// with everything it started.
+pub fn signal_group(pgid: u32, kill: bool) -> std::io::Result<()> {
+    use nix::sys::signal::Signal;
+    let sig = if kill {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    let pgid =
+        i32::try_from(pgid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig)?;
+    Ok(())
+}
+
+/// An I/O scheduling class (`ioprio_set(2)`), as `ionice -c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoClass {
+    /// Only when no one else uses the disk (`ionice -c3`).
+    Idle,
+    /// The normal class at a level 0 (first) ..= 7 (last) (`ionice -c2 -n N`).
+    BestEffort(u8),
+}
+
+/// The calling thread's CPU and I/O priority, as saved by [`set_thread_priority`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadPriority {
+    nice: i32,
+    ioprio: i32,
+}
+
+const IOPRIO_WHO_PROCESS: i32 = 1;
+const IOPRIO_CLASS_SHIFT: i32 = 13;
+
+/// Sets the calling thread's nice value and I/O class (Linux keeps both per thread; the
+/// processes it starts afterwards inherit them) and returns what they were, for
+/// [`restore_thread_priority`]. Lowering the nice value again needs root (runs are root).
+pub fn set_thread_priority(
+    nice: Option<i32>,
+    io: Option<IoClass>,
+) -> std::io::Result<ThreadPriority> {
+    use nix::libc;
+    let errno = nix::errno::Errno::last_raw;
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority/ioprio_get read the calling thread's values; no memory is passed.
+    let old_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if old_nice == -1 && errno() != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let old_io = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) } as i32;
+    if old_io < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let saved = ThreadPriority {
+        nice: old_nice,
+        ioprio: old_io,
+    };
+    if let Some(n) = nice {
+        // SAFETY: sets the calling thread's nice value; no memory is passed.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    if let Some(c) = io {
+        let value = match c {
+            IoClass::Idle => 3 << IOPRIO_CLASS_SHIFT,
+            IoClass::BestEffort(level) => (2 << IOPRIO_CLASS_SHIFT) | i32::from(level.min(7)),
+        };
+        set_ioprio(value)?;
+    }
+    Ok(saved)
+}
+
+/// Puts back what [`set_thread_priority`] saved.
+pub fn restore_thread_priority(p: ThreadPriority) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: sets the calling thread's nice value; no memory is passed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, p.nice) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    set_ioprio(p.ioprio)
+}
+
+/// The calling thread's nice value and I/O priority as `ionice -p` shows it
+/// (`(class, level)`: 0 none, 1 realtime, 2 best-effort, 3 idle).
+pub fn thread_priority() -> std::io::Result<(i32, (i32, i32))> {
+    use nix::libc;
+    // SAFETY: reads the calling thread's values; no memory is passed.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    // SAFETY: as above.
+    let io = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) } as i32;
+    if io < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((nice, (io >> IOPRIO_CLASS_SHIFT, io & 0xff)))
+}
+
+fn set_ioprio(value: i32) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: sets the calling thread's I/O priority; no memory is passed.
+    if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, value) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Waits until `fd` is readable or `timeout` passes (`poll(2)`): true when readable.
 pub fn wait_readable(
     fd: std::os::fd::BorrowedFd<'_>,

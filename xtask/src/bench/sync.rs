@@ -20,7 +20,7 @@ const BIG_FILES: usize = 4;
 const BIG_SIZE: usize = 8 << 20;
 
 /// The flags `RsyncSyncer` passes (keep in step with crates/syncer/src/rsync.rs).
-const OUR_FLAGS: &[&str] = &[
+pub const OUR_FLAGS: &[&str] = &[
     "-aHAX",
     "--sparse",
     "--numeric-ids",

@@ -6,6 +6,7 @@ use crate::support::{
 };
 use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,8 +115,60 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     fs::write(w.path("src/a.txt"), "alpha, edited\n").unwrap();
     fs::write(w.path("src/new.txt"), "new\n").unwrap();
     fs::remove_file(w.path("src/sub/c.txt")).unwrap();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    // With hooks (the real binary runs them, the drive in their environment) and --json.
+    let hooks = format!(
+        "\n[[hooks.before]]\nname = \"dump\"\ncommand = [\"/bin/sh\", \"-c\", \"echo before $EXTBACKUP_DRIVE $EXTBACKUP_UUID $EXTBACKUP_MOUNT_POINT; mountpoint -q $EXTBACKUP_MOUNT_POINT && echo mounted\"]\n\
+         [[hooks.after]]\nname = \"note\"\ncommand = [\"/bin/sh\", \"-c\", \"echo after $EXTBACKUP_OUTCOME >> {}\"]\n",
+        w.path("after.log").display()
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&w.config)
+        .unwrap()
+        .write_all(hooks.as_bytes())
+        .unwrap();
+    let out = w.cmd(&["run", "--json", "--device", lo.dev.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let uuid = w.drive_state("t1")["last_success"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mp = w.path("mnt/t1");
+    assert!(
+        stderr.contains(&format!("hook \"dump\": before t1 {uuid} {}", mp.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hook \"dump\": mounted"), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(w.path("after.log")).unwrap(),
+        "after success\n"
+    );
+    // stdout: JSON objects only, one per line: every step, progress, the result.
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.first(), Some(&"identify"));
+    assert!(
+        steps.contains(&"before hooks") && steps.contains(&"sync"),
+        "{steps:?}"
+    );
+    assert_eq!(steps.last(), Some(&"close"));
+    let last_progress = events
+        .iter()
+        .rfind(|e| e["event"] == "progress")
+        .expect("progress");
+    assert_eq!(last_progress["fraction"], 1.0);
+    let result = events.last().unwrap();
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["result"], "success");
+    assert_eq!(result["files_copied"], 2);
     let st = w.drive_state("t1");
     assert_eq!(
         st["last_success"]["files_copied"], 2,
@@ -129,6 +182,53 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
         "the drive mirrors the changed source"
     );
 
+    // On a terminal (a pseudo-terminal from script(1)): the console indicator's state and
+    // the copy's progress share one bottom line; every log line is written whole above it.
+    fs::write(w.path("src/tty.txt"), "on a terminal\n").unwrap();
+    let tty = Command::new("script")
+        .args(["-qefc"])
+        .arg(format!(
+            "'{}' --config '{}' run --device '{}'",
+            env!("CARGO_BIN_EXE_extbackup"),
+            w.config.display(),
+            lo.dev.display()
+        ))
+        .arg("/dev/null")
+        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) runs");
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    eprintln!("--- on a terminal\n{screen:?}");
+    assert_eq!(tty.status.code(), Some(0), "{screen}");
+    assert!(
+        screen.contains("\r\x1b[2K"),
+        "the bottom line is redrawn in place: {screen:?}"
+    );
+    assert!(
+        screen.contains("100%") && screen.contains("/s"),
+        "{screen:?}"
+    );
+    // What the terminal shows: for each line, what follows the last clear.
+    let shown: Vec<&str> = screen
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r').rsplit("\r\x1b[2K").next().unwrap())
+        .collect();
+    for l in shown.iter().filter(|l| l.contains("step ")) {
+        assert!(
+            !l.contains("working") && !l.contains("sync ") && !l.contains("/s"),
+            "a log line ran together with the bottom line: {l:?}"
+        );
+    }
+    assert!(
+        shown.iter().any(|l| l.contains("step 9/12: sync")),
+        "{shown:?}"
+    );
+    assert!(
+        shown.iter().any(|l| l.ends_with("success: safe to remove")),
+        "{shown:?}"
+    );
+
     // status shows it, in text and JSON.
     let out = w.cmd(&["status"]);
     assert_eq!(out.status.code(), Some(0));
@@ -137,12 +237,15 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     assert!(text.contains("seconds ago"), "{text}");
     let out = w.cmd(&["status", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(j["drives"][0]["last_success"]["files_copied"], 2);
+    assert_eq!(
+        j["drives"][0]["last_success"]["files_copied"], 1,
+        "the terminal run's"
+    );
 
     // check: fresh, no reminder; with a zero-day limit and a backdated record, a reminder.
     let out = w.cmd(&["check", "--max-age", "1"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(w.subjects().len(), 2, "no reminder for a fresh backup");
+    assert_eq!(w.subjects().len(), 3, "no reminder for a fresh backup");
     let state_file = w.path("state/drives/t1.json");
     let mut st = w.drive_state("t1");
     let finished = st["last_success"]["finished"].as_u64().unwrap();
@@ -151,9 +254,9 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     let out = w.cmd(&["check", "--max-age", "7"]);
     assert_eq!(out.status.code(), Some(0));
     let subjects = w.subjects();
-    assert_eq!(subjects.len(), 3, "{subjects:?}");
-    assert_eq!(subjects[2], "extbackup: reminder: t1 needs a backup");
-    assert!(w.mails()[2].contains("10 days"), "{}", w.mails()[2]);
+    assert_eq!(subjects.len(), 4, "{subjects:?}");
+    assert_eq!(subjects[3], "extbackup: reminder: t1 needs a backup");
+    assert!(w.mails()[3].contains("10 days"), "{}", w.mails()[3]);
 }
 
 #[test]
@@ -458,7 +561,7 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
     let started = w.path("sync-started");
     let (log, out) = run_and_sigterm(&w, &lo.dev, "syncing ", &|| started.exists());
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(log.contains("step 8/11: sync"), "{log}");
+    assert!(log.contains("step 9/12: sync"), "{log}");
     eprintln!("{log}{rest}");
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(30),
@@ -502,7 +605,7 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
     // Logged once the first try found the lock held: the wait is going on.
     let (log, out) = run_and_sigterm(&w, &lo.dev, "held by another job: waiting", &|| true);
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(log.contains("step 6/11: source lock"), "{log}");
+    assert!(log.contains("step 6/12: source lock"), "{log}");
     let _ = holder.kill();
     let _ = holder.wait();
     eprintln!("{log}{rest}");

@@ -1,0 +1,173 @@
+//! `first-copy` benchmark (issue 14.6): a first copy onto an empty ext4 filesystem on a
+//! loop device, rsync with the flags `RsyncSyncer` passes against `cp -a` of the same tree
+//! onto the same filesystem (the baseline: the drive's speed), plus candidate flag sets, so
+//! the cost of each flag is visible. The tree: 8 files of 128 MiB (1 GiB) and 30,000 small
+//! files in 300 folders. Each copy is timed up to `sync -f` on the target (data on the
+//! disk); 3 repetitions in a rotating order, medians and minimums. Target: <= 1.10x cp -a.
+//! Needs root (loop device, mount).
+
+use anyhow::{ensure, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::sync::OUR_FLAGS;
+
+const REPS: usize = 3;
+const DIRS: usize = 300;
+const FILES_PER_DIR: usize = 100;
+const BIG_FILES: usize = 8;
+const BIG_SIZE: usize = 128 << 20;
+
+/// The contenders: a name and the command after `SRC DST` are added.
+fn tools() -> Vec<(&'static str, Vec<String>)> {
+    let ours: Vec<String> = OUR_FLAGS.iter().map(|s| s.to_string()).collect();
+    let without = |drop: &[&str], add: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ours
+            .iter()
+            .filter(|f| !drop.contains(&f.as_str()))
+            .cloned()
+            .collect();
+        v.extend(add.iter().map(|s| s.to_string()));
+        v
+    };
+    vec![
+        ("cp -a (baseline)", vec![]),
+        ("rsync, our flags", ours.clone()),
+        (
+            "  --inplace, no --delete-delay",
+            without(&["--delete-delay"], &["--inplace"]),
+        ),
+        (
+            "  same, no --sparse",
+            without(&["--delete-delay", "--sparse"], &["--inplace"]),
+        ),
+    ]
+}
+
+struct Loop {
+    dev: String,
+    mnt: PathBuf,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+fn sh(cmd: &mut Command) -> Result<String> {
+    let o = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+pub fn run(_root: &Path) -> Result<()> {
+    ensure!(
+        crate::util::is_root(),
+        "bench first-copy needs root (a loop device, a mount)"
+    );
+    let work = std::env::temp_dir().join(format!("extbackup-bench-first-{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let r = measure(&work);
+    let _ = fs::remove_dir_all(&work);
+    r
+}
+
+fn measure(work: &Path) -> Result<()> {
+    let src = work.join("src");
+    eprintln!(
+        "bench first-copy: generating {} small files and {BIG_FILES} x {} MiB",
+        DIRS * FILES_PER_DIR,
+        BIG_SIZE >> 20
+    );
+    generate(&src)?;
+    let img = work.join("disk.img");
+    sh(Command::new("truncate").args(["-s", "2G"]).arg(&img))?;
+    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+    let dev = sh(Command::new("losetup").args(["--find", "--show"]).arg(&img))?;
+    let mnt = work.join("mnt");
+    fs::create_dir_all(&mnt)?;
+    let lo = Loop { dev, mnt };
+    sh(Command::new("mount").arg(&lo.dev).arg(&lo.mnt))?;
+    let tools = tools();
+    let mut times: Vec<Vec<Duration>> = vec![vec![]; tools.len()];
+    for rep in 0..REPS {
+        for k in 0..tools.len() {
+            let i = (k + rep) % tools.len();
+            let dst = lo.mnt.join("data");
+            if dst.exists() {
+                fs::remove_dir_all(&dst)?;
+            }
+            sh(Command::new("sync").arg("-f").arg(&lo.mnt))?;
+            let mut cmd = if tools[i].1.is_empty() {
+                let mut c = Command::new("cp");
+                c.arg("-a").arg(&src).arg(&dst);
+                c
+            } else {
+                let mut c = Command::new("rsync");
+                let mut s = src.as_os_str().to_owned();
+                s.push("/");
+                c.args(&tools[i].1).env("LC_ALL", "C").arg(s).arg(&dst);
+                c
+            };
+            cmd.stdout(Stdio::null());
+            let t0 = Instant::now();
+            let st = cmd.status()?;
+            sh(Command::new("sync").arg("-f").arg(&lo.mnt))?;
+            times[i].push(t0.elapsed());
+            ensure!(st.success(), "{} failed ({st})", tools[i].0);
+        }
+        eprintln!("bench first-copy: repetition {}/{REPS} done", rep + 1);
+    }
+    println!(
+        "bench first-copy: empty ext4 on a loop device, {} small files + {} MiB; {REPS} runs each, median (min)",
+        DIRS * FILES_PER_DIR,
+        (BIG_FILES * BIG_SIZE) >> 20
+    );
+    let base = (super::median(&times[0]), *times[0].iter().min().unwrap());
+    for (i, (name, _)) in tools.iter().enumerate() {
+        let (med, min) = (super::median(&times[i]), *times[i].iter().min().unwrap());
+        println!(
+            "  {name:<32} {:>7.2} s ({:.2} s)  {:.2}x cp -a (min {:.2}x){}",
+            med.as_secs_f64(),
+            min.as_secs_f64(),
+            med.as_secs_f64() / base.0.as_secs_f64(),
+            min.as_secs_f64() / base.1.as_secs_f64(),
+            if i == 1 { "  target <= 1.10x" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn generate(src: &Path) -> Result<()> {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for d in 0..DIRS {
+        let dir = src.join(format!("dir{d:03}"));
+        fs::create_dir_all(&dir)?;
+        for f in 0..FILES_PER_DIR {
+            let len = 200 + (next() % 3800) as usize;
+            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+            fs::write(dir.join(format!("file{f:03}.dat")), data)?;
+        }
+    }
+    for b in 0..BIG_FILES {
+        let data: Vec<u8> = (0..BIG_SIZE / 8)
+            .flat_map(|_| next().to_le_bytes())
+            .collect();
+        fs::write(src.join(format!("big{b}.bin")), data)?;
+    }
+    Ok(())
+}
