@@ -675,7 +675,7 @@ mod tests {
         ));
         assert!(svc.contains("OnFailure=extbackup-failed@%i.service\n"));
         assert!(svc.contains("StateDirectory=extbackup\n"), "{svc}");
-        assert!(svc.contains("ReadWritePaths=-/run/extbackup\n"), "{svc}");
+        assert!(svc.contains("RuntimeDirectory=extbackup\n"), "{svc}");
         assert!(!svc.contains("%I"));
         assert!(!svc.lines().any(|l| l.starts_with("PrivateDevices=")));
         assert!(files[2].1.contains(" notify-failure --uuid %i "));
