@@ -3,9 +3,11 @@
 //! (0400), the LUKS header backup beside it, ext4 with a label on the unlocked volume, and
 //! the drive appended to the configuration file (the user's comments kept).
 //!
-//! The confirmation is the caller's job (the command line asks, naming the device);
-//! [`check_device`] refuses a device that is mounted, has mounted partitions or is held
-//! open by something else.
+//! A [`plan`] (names, paths, a configuration that stays valid) touches no device; its
+//! [`execute`] does the work through the `Crypt` and `Mounter` traits. The confirmation is
+//! the caller's job (the command line asks, naming the device, after
+//! `Mounter::check_unused` refused a device that is mounted, has mounted partitions or is
+//! held open by something else).
 
 use crypt::{Crypt, FormatOptions};
 use mounter::Mounter;
