@@ -223,10 +223,13 @@ pub fn check_deletions(
     Ok(c)
 }
 
-/// Both checks, in order: [`check_source`] then [`check_deletions`].
+/// Both checks, in order: [`check_source`] then [`check_deletions`] (against
+/// `opts.link_dest` when set: the newest generation is what a wipe would lose).
 pub fn guard(source: &Path, target: &Path, opts: &SyncOptions) -> Result<DeletionCount, SyncError> {
     check_source(source, opts)?;
-    let c = check_deletions(source, target, opts)?;
+    // A new generation starts empty (or half built): what the copy takes away is measured
+    // against the previous, complete one.
+    let c = check_deletions(source, opts.link_dest.as_deref().unwrap_or(target), opts)?;
     if c.deleted > 0 {
         tracing::info!(
             "the sync will delete {} of {} entries on the target",
@@ -248,6 +251,7 @@ mod tests {
             require_source_mount_point: false,
             max_delete_fraction: Some(0.5),
             force: false,
+            link_dest: None,
         }
     }
 
