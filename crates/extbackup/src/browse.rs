@@ -349,9 +349,16 @@ impl<'a> DriveView<'a> {
         &self.mount_point
     }
 
-    /// The copy of the source on the drive.
+    /// The copy of the source on the drive: the newest generation, else the plain mirror.
     pub fn data(&self) -> PathBuf {
-        self.mount_point.join(crate::pipeline::DATA_DIR)
+        crate::history::copy_root(&self.mount_point, None)
+            .unwrap_or_else(|_| self.mount_point.join(crate::pipeline::DATA_DIR))
+    }
+
+    /// The generation made at or before `at` (a date or time, UTC), or with `None` the
+    /// newest (else the plain mirror).
+    pub fn data_at(&self, at: Option<&str>) -> Result<PathBuf, crate::Failure> {
+        crate::history::copy_root(&self.mount_point, at)
     }
 }
 

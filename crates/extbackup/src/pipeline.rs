@@ -185,6 +185,10 @@ struct Run {
     mapped: Option<PathBuf>,
     report: SyncReport,
     done: Done,
+    /// The drive's retention when it keeps dated generations; `None` for a plain mirror.
+    history: Option<syncer::generations::Retention>,
+    /// What the run did with the generations, for the log and the mail.
+    notes: Vec<String>,
 }
 
 impl Run {
@@ -199,6 +203,8 @@ impl Run {
             mapped: None,
             report: SyncReport::default(),
             done: Done::default(),
+            history: None,
+            notes: vec![],
         }
     }
 
@@ -292,6 +298,7 @@ impl<'a> Pipeline<'a> {
             started,
             t0,
         );
+        run.history = self.cfg.retention(&drive);
         let result = Step::ALL[1..].iter().try_for_each(|&step| {
             self.begin(&run, step)?;
             self.step(step, &drive, &device, &mut run)
@@ -428,7 +435,7 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         }
         let src = self.b.host.tree_size(&self.cfg.source)?;
-        let have = self.b.host.tree_size(&run.data_dir())?;
+        let have = self.b.host.tree_size(&Self::history_base(run)?)?;
         let free = self.b.host.free_space(&run.mount_point)?;
         let need = src.saturating_sub(have);
         tracing::info!(
@@ -437,6 +444,9 @@ impl<'a> Pipeline<'a> {
             human(have),
             human(free)
         );
+        if need > free && run.history.is_some() {
+            return self.make_room(run, need, free);
+        }
         if need > free {
             return Err(StepError::new(format!(
                 "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
@@ -448,7 +458,10 @@ impl<'a> Pipeline<'a> {
     }
 
     fn sync(&mut self, run: &mut Run) -> Result<(), StepError> {
-        let target = run.data_dir();
+        let (target, generation, link_dest) = match run.history {
+            Some(_) => self.start_generation(run)?,
+            None => (run.data_dir(), None, None),
+        };
         std::fs::create_dir_all(&target)
             .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
         let opts = SyncOptions {
@@ -456,6 +469,7 @@ impl<'a> Pipeline<'a> {
             require_source_mount_point: self.cfg.policy.require_source_mount_point,
             max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
             force: self.opts.force,
+            link_dest,
         };
         tracing::info!(
             "syncing {} to {} with {}",
@@ -492,6 +506,124 @@ impl<'a> Pipeline<'a> {
         if run.done.source_locked {
             self.b.host.unlock_source();
             run.done.source_locked = false;
+        }
+        if let Some(g) = generation {
+            self.end_generation(run, &g)?;
+        }
+        Ok(())
+    }
+
+    /// The note of a run's history work: logged now, and listed in the mail.
+    fn note(run: &mut Run, line: String) {
+        tracing::info!("{line}");
+        run.notes.push(line);
+    }
+
+    /// History: a plain mirror left by the layout before generations becomes the first
+    /// generation (renamed, not copied); the tree a new generation builds on, whose size
+    /// counts as already on the drive (the newest generation, else `data/`).
+    fn history_base(run: &mut Run) -> Result<PathBuf, StepError> {
+        if run.history.is_none() {
+            return Ok(run.data_dir());
+        }
+        if let Some(line) = crate::history::migrate(&run.mount_point, &run.data_dir())? {
+            Self::note(run, line);
+        }
+        let newest = syncer::generations::Generations::at(&run.mount_point)
+            .newest()
+            .map_err(|e| StepError::with("reading the generations on the drive", e))?;
+        Ok(newest.map_or_else(|| run.data_dir(), |g| g.path))
+    }
+
+    /// History, space short: the oldest generations go (never the newest), or the run fails
+    /// before deleting anything when even that would not make room.
+    fn make_room(&mut self, run: &mut Run, need: u64, free: u64) -> Result<(), StepError> {
+        let host = &self.b.host;
+        let mp = run.mount_point.clone();
+        let removed = crate::history::make_room(&mp, need, free, &mut || {
+            host.free_space(&mp).map_err(StepError::from)
+        })?;
+        Self::note(
+            run,
+            format!(
+                "history: space was short: pruned the oldest generation(s) {}",
+                removed.join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    /// History: the new generation, under its `.incomplete` name (an interrupted one is
+    /// resumed), and the newest complete one it links unchanged files to.
+    fn start_generation(
+        &mut self,
+        run: &mut Run,
+    ) -> Result<
+        (
+            PathBuf,
+            Option<syncer::generations::Started>,
+            Option<PathBuf>,
+        ),
+        StepError,
+    > {
+        use syncer::generations::{Generations, Stamp};
+        let previous = Self::history_base(run)?;
+        let previous = previous.is_dir().then_some(previous);
+        let gens = Generations::at(&run.mount_point);
+        let g = gens.start(Stamp(run.started as i64)).map_err(|e| {
+            StepError::with(
+                format!("starting a new generation in {}", gens.dir().display()),
+                e,
+            )
+        })?;
+        for r in &g.removed {
+            Self::note(
+                run,
+                format!("history: removed {r}, left by an interrupted run"),
+            );
+        }
+        if let Some(r) = &g.resumed {
+            Self::note(
+                run,
+                format!(
+                    "history: resuming the generation {r} left incomplete by an interrupted run, as {}",
+                    g.stamp.name()
+                ),
+            );
+        }
+        Ok((g.path.clone(), Some(g), previous))
+    }
+
+    /// History: the copy succeeded: the generation gets its final name, then the retention
+    /// policy prunes (a failed removal is a warning).
+    fn end_generation(
+        &mut self,
+        run: &mut Run,
+        g: &syncer::generations::Started,
+    ) -> Result<(), StepError> {
+        use syncer::generations::{Generations, Stamp};
+        let gens = Generations::at(&run.mount_point);
+        let done = gens.commit(g).map_err(|e| {
+            StepError::with(
+                format!("naming the new generation {} complete", g.stamp.name()),
+                e,
+            )
+        })?;
+        Self::note(
+            run,
+            format!("history: generation {} is complete", done.stamp.name()),
+        );
+        let policy = run.history.expect("history is on");
+        let now = Stamp(state::now() as i64);
+        let pruned = crate::history::prune(&run.mount_point, &policy, now, &mut run.report.warnings);
+        if !pruned.is_empty() {
+            Self::note(
+                run,
+                format!(
+                    "history: pruned by the retention policy: {}",
+                    pruned.join(", ")
+                ),
+            );
         }
         Ok(())
     }
@@ -663,6 +795,7 @@ impl<'a> Pipeline<'a> {
             ));
             details.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
         }
+        details.extend(run.notes.iter().cloned());
         Event {
             drive: run.name.clone(),
             host: self.cfg.host_name(),

@@ -340,6 +340,7 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
                 .map_err(PrepareError::new)?,
             key_file: key_file.clone(),
             mount_point: mount_point.clone(),
+            history: None,
         };
         let mut with = text.clone();
         if !with.ends_with('\n') {
@@ -441,6 +442,7 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
         uuid,
         key_file: key_file.clone(),
         mount_point,
+        history: None,
     };
     append_drive(&opts.config_path, &text, &drive)?;
     Ok(Prepared {
@@ -562,6 +564,7 @@ mod tests {
             uuid: Uuid::try_from(u.to_string()).unwrap(),
             key_file: format!("/k/{n}.key").into(),
             mount_point: None,
+            history: None,
         };
         let a = drive("a", "11111111-2222-4333-8444-555555555555");
         let b = drive("b", "21111111-2222-4333-8444-555555555555");
@@ -649,6 +652,7 @@ mod tests {
             uuid: Uuid::try_from("11111111-2222-4333-8444-555555555555".to_string()).unwrap(),
             key_file: "/k/a.key".into(),
             mount_point: None,
+            history: None,
         };
         append_drive(&p, &text, &d).unwrap();
         let new = std::fs::read_to_string(&p).unwrap();
