@@ -202,8 +202,8 @@ pub fn make_room(
             human(free)
         )));
     };
-    let kept = generations::inodes(&newest.path)
-        .map_err(|e| io("reading the newest generation", e))?;
+    let kept =
+        generations::inodes(&newest.path).map_err(|e| io("reading the newest generation", e))?;
     let can_free = generations::freeable(older, &kept)
         .map_err(|e| io("measuring the older generations", e))?;
     if need > free.saturating_add(can_free) {

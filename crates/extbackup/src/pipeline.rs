@@ -434,8 +434,12 @@ impl<'a> Pipeline<'a> {
         if !self.cfg.policy.check_free_space {
             return Ok(());
         }
+        let base = Self::history_base(run)?;
+        if run.history.is_some() && base != run.data_dir() {
+            return self.generation_space(run, &base);
+        }
         let src = self.b.host.tree_size(&self.cfg.source)?;
-        let have = self.b.host.tree_size(&Self::history_base(run)?)?;
+        let have = self.b.host.tree_size(&base)?;
         let free = self.b.host.free_space(&run.mount_point)?;
         let need = src.saturating_sub(have);
         tracing::info!(
@@ -535,6 +539,31 @@ impl<'a> Pipeline<'a> {
         Ok(newest.map_or_else(|| run.data_dir(), |g| g.path))
     }
 
+    /// History, with a generation to build on: what the new one needs (new and changed
+    /// files, its folders) against the free space; pruning the oldest when short.
+    fn generation_space(&mut self, run: &mut Run, newest: &Path) -> Result<(), StepError> {
+        let need = syncer::generations::new_bytes(&self.cfg.source, newest).map_err(|e| {
+            StepError::with(
+                format!(
+                    "comparing {} with the newest generation {}",
+                    self.cfg.source.display(),
+                    newest.display()
+                ),
+                e,
+            )
+        })?;
+        let free = self.b.host.free_space(&run.mount_point)?;
+        tracing::info!(
+            "a new generation needs about {} (new and changed files, folders); free on the drive {}",
+            human(need),
+            human(free)
+        );
+        if need > free {
+            return self.make_room(run, need, free);
+        }
+        Ok(())
+    }
+
     /// History, space short: the oldest generations go (never the newest), or the run fails
     /// before deleting anything when even that would not make room.
     fn make_room(&mut self, run: &mut Run, need: u64, free: u64) -> Result<(), StepError> {
@@ -615,7 +644,8 @@ impl<'a> Pipeline<'a> {
         );
         let policy = run.history.expect("history is on");
         let now = Stamp(state::now() as i64);
-        let pruned = crate::history::prune(&run.mount_point, &policy, now, &mut run.report.warnings);
+        let pruned =
+            crate::history::prune(&run.mount_point, &policy, now, &mut run.report.warnings);
         if !pruned.is_empty() {
             Self::note(
                 run,

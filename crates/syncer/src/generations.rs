@@ -75,7 +75,11 @@ impl Stamp {
         if !matches!(digits.len(), 2 | 4 | 6) {
             return None;
         }
-        let part = |i: usize| digits.get(i..i + 2).map_or(Some(0), |p| p.parse::<i64>().ok());
+        let part = |i: usize| {
+            digits
+                .get(i..i + 2)
+                .map_or(Some(0), |p| p.parse::<i64>().ok())
+        };
         let (hh, mm, ss) = (part(0)?, part(2)?, part(4)?);
         if hh > 23 || mm > 59 || ss > 59 {
             return None;
@@ -293,7 +297,9 @@ impl Generations {
     /// Removes a generation: renamed to `.incomplete` first (so a removal cut short never
     /// leaves a damaged folder that looks complete), then deleted.
     pub fn remove(&self, g: &Generation) -> io::Result<()> {
-        let doomed = self.dir.join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
+        let doomed = self
+            .dir
+            .join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
         fs::rename(&g.path, &doomed)?;
         sync_dir(&self.dir)?;
         remove_tree(&doomed)
@@ -379,6 +385,40 @@ pub fn freeable(doomed: &[Generation], kept: &HashSet<(u64, u64)>) -> io::Result
                 total += md.blocks() * 512;
             }
         })?;
+    }
+    Ok(total)
+}
+
+/// About the bytes a new generation of `source` built beside `previous` takes on the drive:
+/// the allocated blocks of every file whose path is new or whose size or modification time
+/// differ from `previous`'s (hard links counted once), plus a block for every folder (a
+/// hard-link tree has its own folders). Unchanged files cost nothing: they are links.
+pub fn new_bytes(source: &Path, previous: &Path) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut seen = HashSet::new();
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        total += 4096;
+        for e in fs::read_dir(source.join(&rel))? {
+            let e = e?;
+            let r = rel.join(e.file_name());
+            let md = fs::symlink_metadata(e.path())?;
+            if md.is_dir() {
+                stack.push(r);
+                continue;
+            }
+            if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
+                continue;
+            }
+            let same = fs::symlink_metadata(previous.join(&r)).is_ok_and(|p| {
+                p.is_file()
+                    && p.size() == md.size()
+                    && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
+            });
+            if !same {
+                total += md.blocks() * 512;
+            }
+        }
     }
     Ok(total)
 }
@@ -492,7 +532,14 @@ mod tests {
         );
         assert_eq!(Stamp(0).name(), "1970-01-01T000000Z");
         assert_eq!(Stamp(951_782_400).name(), "2000-02-29T000000Z");
-        for bad in ["", "2026-13-01", "2026-11-27T25", "26-11-27", "2026-11-27Tab", "x"] {
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-11-27T25",
+            "26-11-27",
+            "2026-11-27Tab",
+            "x",
+        ] {
             assert_eq!(Stamp::parse(bad), None, "{bad}");
         }
     }
@@ -546,10 +593,7 @@ mod tests {
         assert_eq!(keep, [false, true, false]);
         // Two runs on the same day: the daily rule keeps the later one only.
         let same_day = [Stamp(first.0), Stamp(first.0 + 3600)];
-        let daily1 = Retention {
-            daily: 1,
-            ..none
-        };
+        let daily1 = Retention { daily: 1, ..none };
         assert_eq!(
             daily1.keep(&same_day, Stamp(first.0 + 30 * 86400)),
             [false, true]
