@@ -112,7 +112,8 @@ pub struct SyncReport {
     pub files_copied: u64,
     /// Bytes transferred.
     pub bytes_copied: u64,
-    /// Files deleted from the target.
+    /// Files deleted from the target (with [`SyncOptions::link_dest`]: the entries of the
+    /// previous generation the new one no longer has, as the guard counted them).
     pub files_deleted: u64,
     /// Files in the source.
     pub files_total: u64,
@@ -166,7 +167,13 @@ impl<T: Syncer + ?Sized> GuardedSync for T {
         opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
-        guard::guard(source, target, opts)?;
-        self.mirror(source, target, opts, progress)
+        let gone = guard::guard(source, target, opts)?;
+        let mut report = self.mirror(source, target, opts, progress)?;
+        if opts.link_dest.is_some() {
+            // A new generation deletes nothing: what it lacks of the previous one is what
+            // the guard counted (when the deletion check is on).
+            report.files_deleted = gone.deleted;
+        }
+        Ok(report)
     }
 }
