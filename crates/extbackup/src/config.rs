@@ -808,11 +808,12 @@ impl Config {
         }
         for d in &self.drives {
             line(format!(
-                "drive {}: UUID {}, key file {}, mounted at {}",
+                "drive {}: UUID {}, key file {}, mounted at {}; {}",
                 d.name,
                 d.uuid,
                 d.key_file.display(),
-                self.mount_point(d).display()
+                self.mount_point(d).display(),
+                crate::history::describe(self.retention(d))
             ));
         }
         s

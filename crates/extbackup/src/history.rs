@@ -366,4 +366,50 @@ mod tests {
         assert_eq!(resolve(&off, None), None);
         assert_eq!(resolve(&HistorySetting::Flag(false), None), None);
     }
+
+    #[test]
+    fn the_configuration_takes_a_flag_or_a_table_globally_and_per_drive() {
+        use crate::config::Config;
+        let drive = |name: &str, extra: &str| {
+            format!(
+                "[[drive]]\nname = \"{name}\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789a{}\"\nkey_file = \"/k/{name}\"\n{extra}\n",
+                name.len()
+            )
+        };
+        let text = format!(
+            "source = \"/srv\"\n[history]\nkeep_within_days = 3\nmonthly = 6\n{}{}{}",
+            drive("a", ""),
+            drive("bb", "history = false"),
+            drive("ccc", "[drive.history]\ndaily = 2")
+        );
+        let c = Config::parse(&text).unwrap();
+        let r = |n: &str| c.retention(c.drive_by_name(n).unwrap());
+        let global = Retention {
+            keep_within_days: 3,
+            monthly: 6,
+            ..Retention::default()
+        };
+        assert_eq!(r("a"), Some(global));
+        assert_eq!(r("bb"), None);
+        assert_eq!(
+            r("ccc"),
+            Some(Retention {
+                daily: 2,
+                ..Retention::default()
+            })
+        );
+        assert!(c.summary().contains("drive bb: "), "{}", c.summary());
+        assert!(c.summary().contains("plain mirror"));
+        // Off globally; a typo in the table is refused.
+        let c = Config::parse(&format!(
+            "source = \"/srv\"\nhistory = false\n{}",
+            drive("a", "")
+        ))
+        .unwrap();
+        assert_eq!(c.retention(&c.drives[0]), None);
+        assert!(Config::parse("source = \"/srv\"\n[history]\ndailly = 3\n").is_err());
+        // No setting: on, with the defaults.
+        let c = Config::parse(&format!("source = \"/srv\"\n{}", drive("a", ""))).unwrap();
+        assert_eq!(c.retention(&c.drives[0]), Some(Retention::default()));
+    }
 }
