@@ -414,3 +414,44 @@ fn history_space_pressure_prunes_the_oldest_never_the_newest_and_a_source_too_bi
         .collect();
     assert_eq!(after, now, "nothing deleted");
 }
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_it_back() {
+    let w = World::new("libcryptsetup");
+    let lo = LoopDevice::new(&w.path("disk.img"), 64);
+    w.prepare(&lo.dev, "t1");
+    odd_tree(&w.path("src/odd"));
+    let src = w.path("src");
+    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    let snap1 = with_drive(&w, &lo.dev, "t1", |mp| {
+        let (g, _) = generations(mp);
+        assert_eq!(g.len(), 1);
+        assert_same_tree(&src, &g[0]);
+        meta_snapshot(&g[0])
+    });
+    fs::write(w.path("src/a.txt"), "GARBA\n").unwrap();
+    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    let name1 = with_drive(&w, &lo.dev, "t1", |mp| {
+        let (g, other) = generations(mp);
+        assert_eq!((g.len(), other.len()), (2, 0));
+        assert_same_tree(&src, &g[1]);
+        assert_eq!(meta_snapshot(&g[0]), snap1, "generation 1 is untouched");
+        g[0].file_name().unwrap().to_str().unwrap().to_string()
+    });
+    let to = w.path("restored");
+    let out = w.cmd(&[
+        "restore",
+        "t1",
+        "--device",
+        lo.dev.to_str().unwrap(),
+        "a.txt",
+        "--at",
+        &name1,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
+    assert!(mounted_under(w.dir.path()).is_empty());
+}
