@@ -23,6 +23,7 @@ const BUILD: &[&str] = &[
 
 /// Programs the tests drive for real.
 const RUNTIME: &[&str] = &[
+    "btrfs-progs", // history: generations as btrfs snapshots (prepare --fs btrfs)
     "cryptsetup-bin",
     "e2fsprogs",
     "fdisk",

@@ -267,10 +267,15 @@ pub fn mounts_of(dev: &Path) -> Vec<PathBuf> {
     };
     let rdev = md.rdev();
     let (maj, min) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+    let canon = std::fs::canonicalize(dev).ok();
     mounter::mountinfo::read()
         .unwrap_or_default()
         .into_iter()
-        .filter(|m| m.major == maj && m.minor == min)
+        // btrfs shows an anonymous device number (0:N): its source names the device.
+        .filter(|m| {
+            (m.major == maj && m.minor == min)
+                || (canon.is_some() && std::fs::canonicalize(&m.source).ok() == canon)
+        })
         .map(|m| m.target)
         .collect()
 }

@@ -327,6 +327,10 @@ struct PrepareArgs {
     /// No recovery passphrase: the drive then opens ONLY with the key file on this machine.
     #[arg(long)]
     no_recovery_passphrase: bool,
+    /// The filesystem: ext4 (generations as hard-link trees) or btrfs (generations as
+    /// read-only snapshots; needs btrfs-progs).
+    #[arg(long, value_name = "FS", default_value = "ext4", value_parser = ["ext4", "btrfs"])]
+    fs: String,
 }
 
 #[derive(Args, Debug)]
@@ -674,6 +678,11 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             config_path: cli.config.clone(),
             mount_point: a.mount_point.clone(),
             recovery,
+            fs: if a.fs == "btrfs" {
+                prepare::Filesystem::Btrfs
+            } else {
+                prepare::Filesystem::Ext4
+            },
         },
     )
     .with_context(|| format!("preparing {}", a.device.display()))?;

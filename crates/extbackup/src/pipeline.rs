@@ -620,7 +620,17 @@ impl<'a> Pipeline<'a> {
                 ),
             );
         }
-        Ok((g.path.clone(), Some(g), previous))
+        if g.snapshot {
+            Self::note(
+                run,
+                format!(
+                    "history: {} starts as a btrfs snapshot of the newest generation",
+                    g.stamp.name()
+                ),
+            );
+        }
+        let link_dest = if g.snapshot { None } else { previous };
+        Ok((g.path.clone(), Some(g), link_dest))
     }
 
     /// History: the copy succeeded: the generation gets its final name, then the retention

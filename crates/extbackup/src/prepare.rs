@@ -42,6 +42,36 @@ pub struct PrepareOptions {
     pub mount_point: Option<PathBuf>,
     /// The recovery passphrase keyslot, or none.
     pub recovery: crate::recovery::RecoveryChoice,
+    /// The filesystem inside the LUKS volume.
+    pub fs: Filesystem,
+}
+
+/// The filesystem `prepare` makes on the drive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Filesystem {
+    /// ext4 (generations are hard-link trees).
+    #[default]
+    Ext4,
+    /// btrfs (generations are read-only subvolume snapshots; needs btrfs-progs).
+    Btrfs,
+}
+
+impl Filesystem {
+    /// `mkfs.ext4` / `mkfs.btrfs` with a label, quiet and forced.
+    fn mkfs(self, label: &str) -> Command {
+        match self {
+            Filesystem::Ext4 => {
+                let mut c = Command::new("mkfs.ext4");
+                c.args(["-q", "-F", "-L", label]);
+                c
+            }
+            Filesystem::Btrfs => {
+                let mut c = Command::new("mkfs.btrfs");
+                c.args(["-q", "-f", "-L", label]);
+                c
+            }
+        }
+    }
 }
 
 /// What was made.
@@ -426,12 +456,7 @@ pub fn prepare(crypt: &dyn Crypt, opts: &PrepareOptions) -> Result<Prepared, Pre
     let mapped = crypt
         .unlock(&luks_device, &key_file, &mapping)
         .map_err(|e| PrepareError::with(format!("unlocking the new volume as {mapping}"), e))?;
-    let mkfs = run(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", &ext4_label])
-            .arg(&mapped),
-        None,
-    );
+    let mkfs = run(opts.fs.mkfs(&ext4_label).arg(&mapped), None);
     let closed = crypt.lock(&mapping, crypt::LockMode::Normal);
     mkfs?;
     closed.map_err(|e| PrepareError::with(format!("closing {mapping}"), e))?;
@@ -605,6 +630,7 @@ mod tests {
                 config_path: config_path.clone(),
                 mount_point: Some("/srv/backup/a".into()),
                 recovery: crate::recovery::RecoveryChoice::None,
+                fs: Filesystem::Ext4,
             },
         )
         .unwrap_err();

@@ -146,6 +146,9 @@ pub struct Started {
     pub resumed: Option<String>,
     /// Other interrupted generations removed (their names).
     pub removed: Vec<String>,
+    /// It began as a btrfs snapshot of the newest generation: it holds it already, so the
+    /// copy needs no `--link-dest`.
+    pub snapshot: bool,
 }
 
 /// The generations under one drive's mount point.
@@ -242,11 +245,24 @@ impl Generations {
             remove_tree(&o)?;
             removed.push(file_name(&o));
         }
+        let mut snapshot = false;
         let resumed = match resumed {
             Some(o) if o == path => Some(file_name(&o)),
             Some(o) => {
                 fs::rename(&o, &path)?;
                 Some(file_name(&o))
+            }
+            None if is_btrfs(&self.dir) => {
+                // On btrfs a generation is a subvolume: a snapshot of the newest one when
+                // that is a subvolume (a migrated mirror is a plain folder: link to it).
+                match self.newest()? {
+                    Some(prev) if is_subvolume(&prev.path) => {
+                        btrfs(&["subvolume", "snapshot"], &[&prev.path, &path])?;
+                        snapshot = true;
+                    }
+                    _ => btrfs(&["subvolume", "create"], &[&path])?,
+                }
+                None
             }
             None => {
                 fs::create_dir(&path)?;
@@ -259,6 +275,7 @@ impl Generations {
             stamp,
             resumed,
             removed,
+            snapshot,
         })
     }
 
@@ -267,6 +284,12 @@ impl Generations {
         let path = self.dir.join(started.stamp.name());
         fs::rename(&started.path, &path)?;
         sync_dir(&self.dir)?;
+        if is_subvolume(&path) {
+            btrfs(
+                &["property", "set", "-ts"],
+                &[&path, Path::new("ro"), Path::new("true")],
+            )?;
+        }
         Ok(Generation {
             stamp: started.stamp,
             path,
@@ -300,10 +323,56 @@ impl Generations {
         let doomed = self
             .dir
             .join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
+        if is_subvolume(&g.path) {
+            btrfs(
+                &["property", "set", "-ts"],
+                &[&g.path, Path::new("ro"), Path::new("false")],
+            )?;
+        }
         fs::rename(&g.path, &doomed)?;
         sync_dir(&self.dir)?;
         remove_tree(&doomed)
     }
+}
+
+/// Whether `p` is on btrfs.
+pub fn is_btrfs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC)
+}
+
+/// Whether `p` is a btrfs subvolume (its root folder has inode 256).
+pub fn is_subvolume(p: &Path) -> bool {
+    is_btrfs(p) && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == 256)
+}
+
+/// Runs `btrfs ARGS PATHS...` (btrfs-progs); its stderr in the error.
+fn btrfs(args: &[&str], paths: &[&Path]) -> io::Result<()> {
+    let out = crate::child::tie_to_parent(std::process::Command::new("btrfs"))
+        .args(args)
+        .args(paths)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("running btrfs (install btrfs-progs): {e}"),
+            )
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "btrfs {} {}: {} {}",
+        args.join(" "),
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 fn file_name(p: &Path) -> String {
@@ -316,8 +385,14 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Deletes a tree; folders made read-only (mode 0555 and the like) are made writable first.
+/// Deletes a tree (a btrfs subvolume with `btrfs subvolume delete`, then waits until its
+/// space is given back, so that the free space read next is true).
 fn remove_tree(p: &Path) -> io::Result<()> {
+    if is_subvolume(p) {
+        btrfs(&["subvolume", "delete", "--commit-after"], &[p])?;
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        return btrfs(&["subvolume", "sync"], &[parent]);
+    }
     match fs::remove_dir_all(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -337,19 +412,28 @@ pub struct TreeFigures {
     pub bytes_new: u64,
 }
 
-/// The inodes (device, inode) of a tree's non-folders.
-pub fn inodes(root: &Path) -> io::Result<HashSet<(u64, u64)>> {
+/// What identifies a file's data across generations: its inode number and change time.
+/// Not the device: every btrfs subvolume (snapshot) has its own `st_dev`, while an
+/// unchanged file keeps its inode number and ctime in a snapshot, as a hard link does.
+pub type FileKey = (u64, i64, i64);
+
+fn key(md: &fs::Metadata) -> FileKey {
+    (md.ino(), md.ctime(), md.ctime_nsec())
+}
+
+/// The [`FileKey`]s of a tree's non-folders (all on one filesystem).
+pub fn inodes(root: &Path) -> io::Result<HashSet<FileKey>> {
     let mut set = HashSet::new();
     walk(root, &mut |md| {
         if !md.is_dir() {
-            set.insert((md.dev(), md.ino()));
+            set.insert(key(md));
         }
     })?;
     Ok(set)
 }
 
 /// [`TreeFigures`] of `root` against the inodes of the previous generation.
-pub fn figures(root: &Path, previous: &HashSet<(u64, u64)>) -> io::Result<TreeFigures> {
+pub fn figures(root: &Path, previous: &HashSet<FileKey>) -> io::Result<TreeFigures> {
     let mut f = TreeFigures::default();
     let mut seen = HashSet::new();
     walk(root, &mut |md| {
@@ -360,7 +444,7 @@ pub fn figures(root: &Path, previous: &HashSet<(u64, u64)>) -> io::Result<TreeFi
             f.bytes_new += bytes;
             return;
         }
-        let key = (md.dev(), md.ino());
+        let key = key(md);
         if !seen.insert(key) {
             return;
         }
@@ -375,12 +459,12 @@ pub fn figures(root: &Path, previous: &HashSet<(u64, u64)>) -> io::Result<TreeFi
 
 /// Bytes that removing all of `doomed` would give back while `kept` stays: the blocks of
 /// their inodes not also in `kept` (folders included), each inode once.
-pub fn freeable(doomed: &[Generation], kept: &HashSet<(u64, u64)>) -> io::Result<u64> {
+pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u64> {
     let mut seen = HashSet::new();
     let mut total = 0;
     for g in doomed {
         walk(&g.path, &mut |md| {
-            let key = (md.dev(), md.ino());
+            let key = key(md);
             if md.is_dir() || (!kept.contains(&key) && seen.insert(key)) {
                 total += md.blocks() * 512;
             }

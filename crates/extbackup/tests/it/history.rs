@@ -421,8 +421,13 @@ fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_
     let w = World::new("libcryptsetup");
     let lo = LoopDevice::new(&w.path("disk.img"), 64);
     w.prepare(&lo.dev, "t1");
-    odd_tree(&w.path("src/odd"));
+    // The guest's /tmp (tmpfs) has no user xattrs: the source lives on ext4.
+    let img = testkit::LoopImage::ext4(48);
+    let fs_src = img.mount("src");
     let src = w.path("src");
+    crate::support::sh(Command::new("cp").arg("-a").arg(src.join(".")).arg(&fs_src));
+    crate::support::sh(Command::new("mount").arg("--bind").arg(&fs_src).arg(&src));
+    odd_tree(&w.path("src/odd"));
     assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
     let snap1 = with_drive(&w, &lo.dev, "t1", |mp| {
         let (g, _) = generations(mp);
@@ -453,5 +458,92 @@ fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_
     ]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
+    crate::support::sh(Command::new("umount").arg(&src));
     assert!(mounted_under(w.dir.path()).is_empty());
+}
+
+#[test]
+fn history_on_btrfs_generations_are_read_only_snapshots_and_pruning_deletes_subvolumes() {
+    if !root_or_skip("history_on_btrfs") {
+        return;
+    }
+    let w = World::new("loopback-test");
+    let lo = LoopDevice::new(&w.path("disk.img"), 200);
+    let out = w.cmd(&[
+        "prepare",
+        lo.dev.to_str().unwrap(),
+        "--name",
+        "t1",
+        "--fs",
+        "btrfs",
+        "--yes",
+        "--no-recovery-passphrase",
+        "--keys-dir",
+        w.path("keys").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "prepare --fs btrfs");
+    odd_tree(&w.path("src/odd"));
+    let src = w.path("src");
+    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    let snap1 = with_drive(&w, &lo.dev, "t1", |mp| {
+        let (g, _) = generations(mp);
+        assert_eq!(g.len(), 1);
+        assert_same_tree(&src, &g[0]);
+        meta_snapshot(&g[0])
+    });
+    fs::write(w.path("src/a.txt"), "GARBA\n").unwrap();
+    fs::remove_file(w.path("src/sub/c.txt")).unwrap();
+    let out = run(&w, &lo.dev);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("btrfs snapshot"), "{}", stderr(&out));
+    with_drive(&w, &lo.dev, "t1", |mp| {
+        let (g, other) = generations(mp);
+        assert_eq!((g.len(), other.len()), (2, 0));
+        assert_same_tree(&src, &g[1]);
+        assert_eq!(meta_snapshot(&g[0]), snap1, "generation 1 is untouched");
+        for gen in &g {
+            assert_eq!(fs::metadata(gen).unwrap().ino(), 256, "a subvolume");
+            let ro = Command::new("btrfs")
+                .args(["property", "get", "-ts"])
+                .arg(gen)
+                .arg("ro")
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&ro.stdout).trim(), "ro=true");
+        }
+        // An unchanged file is the same inode (shared extents) in both snapshots.
+        let id = |p: PathBuf| {
+            let m = fs::metadata(p).unwrap();
+            (m.ino(), m.ctime(), m.ctime_nsec())
+        };
+        assert_eq!(id(g[0].join("sub/b.bin")), id(g[1].join("sub/b.bin")));
+    });
+    let out = w.cmd(&[
+        "history",
+        "t1",
+        "--device",
+        lo.dev.to_str().unwrap(),
+        "--json",
+    ]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 2);
+    assert!(
+        h[1]["bytes_new"].as_u64().unwrap() < h[0]["bytes_new"].as_u64().unwrap() / 4,
+        "{h:?}"
+    );
+    // A policy that keeps only the newest: the older snapshots are deleted.
+    set_config(
+        &w,
+        "",
+        "[history]\nkeep_within_days = 0\ndaily = 0\nweekly = 0\nmonthly = 0",
+    );
+    let out = run(&w, &lo.dev);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("pruned by the retention policy"));
+    with_drive(&w, &lo.dev, "t1", |mp| {
+        let (g, other) = generations(mp);
+        assert_eq!((g.len(), other.len()), (1, 0), "{g:?} {other:?}");
+        assert_same_tree(&src, &g[0]);
+    });
 }
