@@ -6,6 +6,7 @@
 pub mod blinkstick;
 pub mod crypt;
 pub mod extbackup;
+pub mod history;
 pub mod indicator;
 pub mod sync;
 pub mod verify;
@@ -23,6 +24,7 @@ const AREAS: &[(&str, Bench)] = &[
     ("blinkstick", blinkstick::run),
     ("crypt", crypt::run),
     ("extbackup", extbackup::run),
+    ("history", history::run),
     ("indicator", indicator::run),
     ("sync", sync::run),
     ("verify", verify::run),
