@@ -4,7 +4,12 @@
 //! `--link-dest`), `RsyncSyncer` with the guard, and the rename. Or, with `--prune-oldest`,
 //! removes the oldest generation. Prints the time taken. Used by `cargo xtask bench history`.
 //!
-//! usage: generation_once SOURCE MOUNT | generation_once --prune-oldest MOUNT
+//! `--mirror SOURCE TARGET` is today's mirror run for comparison: the free-space check's
+//! two walks (the source and the mirror, every entry stat'ed, as the pipeline's
+//! `tree_size` does) and the same `RsyncSyncer` onto the mirror.
+//!
+//! usage: generation_once SOURCE MOUNT | generation_once --prune-oldest MOUNT |
+//!        generation_once --mirror SOURCE TARGET
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +22,7 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     let result = match args.as_slice() {
         [flag, mount] if flag.as_os_str() == "--prune-oldest" => prune(mount),
+        [flag, source, target] if flag.as_os_str() == "--mirror" => mirror(source, target),
         [source, mount] => add(source, mount),
         _ => {
             eprintln!("usage: generation_once SOURCE MOUNT | generation_once --prune-oldest MOUNT");
@@ -37,6 +43,7 @@ fn main() -> ExitCode {
 
 fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, String> {
     let gens = Generations::at(mount);
+    let t = Instant::now();
     let prev = gens.newest().map_err(|e| e.to_string())?.map(|g| g.path);
     let need = match &prev {
         Some(p) => generations::new_bytes(source, p).map_err(|e| e.to_string())?,
@@ -45,7 +52,11 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let t_estimate = t.elapsed();
+    let t = Instant::now();
     let g = gens.start(Stamp(now)).map_err(|e| e.to_string())?;
+    let t_start = t.elapsed();
+    let t = Instant::now();
     let opts = SyncOptions {
         drive: "bench".into(),
         require_source_mount_point: false,
@@ -56,12 +67,44 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
     let r = RsyncSyncer::new()
         .sync(source, &g.path, &opts, &mut |_| {})
         .map_err(|e| format!("{e:#}"))?;
+    let t_sync = t.elapsed();
+    let t = Instant::now();
     let done = gens.commit(&g).map_err(|e| e.to_string())?;
     Ok(format!(
-        "generation {} ({} files copied, estimate {need} bytes new, snapshot {})",
+        "generation {} ({} files copied, estimate {need} bytes new, snapshot {}; estimate \
+         {:.3} s, start {:.3} s, sync {:.3} s, commit {:.3} s)",
         done.stamp.name(),
         r.files_copied,
-        g.snapshot
+        g.snapshot,
+        t_estimate.as_secs_f64(),
+        t_start.as_secs_f64(),
+        t_sync.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    ))
+}
+
+fn mirror(source: &std::path::Path, target: &std::path::Path) -> Result<String, String> {
+    let t = Instant::now();
+    let none = Default::default();
+    let src = generations::figures(source, &none).map_err(|e| e.to_string())?;
+    let have = generations::figures(target, &none).map_err(|e| e.to_string())?;
+    let t_estimate = t.elapsed();
+    let opts = SyncOptions {
+        drive: "bench".into(),
+        require_source_mount_point: false,
+        max_delete_fraction: Some(0.5),
+        force: false,
+        link_dest: None,
+    };
+    let r = RsyncSyncer::new()
+        .sync(source, target, &opts, &mut |_| {})
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(format!(
+        "mirror ({} files copied; free-space walks {:.3} s for {} + {} bytes)",
+        r.files_copied,
+        t_estimate.as_secs_f64(),
+        src.bytes,
+        have.bytes
     ))
 }
 

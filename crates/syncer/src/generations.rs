@@ -237,9 +237,14 @@ impl Generations {
             stamp = Stamp(stamp.0.max(newest.map_or(0, |n| n.0)) + 1);
         }
         let path = self.dir.join(format!("{}{INCOMPLETE}", stamp.name()));
-        let mut old = self.incomplete()?;
-        // Resume the newest interrupted one (it is the most complete).
+        // Resume the newest interrupted copy (it is the most complete); a removal cut short
+        // (`.removing.incomplete`) is finished, never resumed.
+        let (mut old, removing): (Vec<PathBuf>, Vec<PathBuf>) = self
+            .incomplete()?
+            .into_iter()
+            .partition(|p| !file_name(p).contains(".removing"));
         let resumed = old.pop();
+        old.extend(removing);
         let mut removed = vec![];
         for o in old {
             remove_tree(&o)?;

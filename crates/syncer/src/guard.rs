@@ -376,4 +376,29 @@ mod tests {
         };
         assert_eq!(check_deletions(&s, &d, &lax).unwrap().deleted, 8);
     }
+
+    #[test]
+    fn a_new_generation_is_guarded_against_the_previous_one_not_its_empty_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let (s, prev, new) = (
+            t.path().join("s"),
+            t.path().join("prev"),
+            t.path().join("new"),
+        );
+        for i in 0..10 {
+            touch(prev.join(format!("f{i}")));
+        }
+        touch(s.join("f0"));
+        fs::create_dir_all(&new).unwrap();
+        // Against the empty new folder nothing would go; against the newest generation 9 of
+        // 10 entries would: refused.
+        guard(&s, &new, &opts()).unwrap();
+        let gen = SyncOptions {
+            link_dest: Some(prev.clone()),
+            ..opts()
+        };
+        let e = guard(&s, &new, &gen).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooManyDeletions);
+        assert!(e.to_string().contains("9 of the 10"), "{e}");
+    }
 }

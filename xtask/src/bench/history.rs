@@ -1,9 +1,12 @@
 //! `history` benchmark: a no-change run that adds a generation against today's no-change
 //! mirror run, on the same filesystem, in the same run, on a tree of 30,000 files (300
 //! folders of 100): ext4 (hard-link trees: report, aim <= 4x) and btrfs (snapshots: target
-//! <= 1.3x); and pruning one generation. Each figure is a release build of the syncer's
-//! examples: `sync_once` (the mirror) and `generation_once` (estimate, new generation,
-//! `RsyncSyncer` with the guard, rename; or `--prune-oldest`). As root (loop devices).
+//! <= 1.3x); and pruning one generation. Release builds of the syncer's example
+//! `generation_once`: a generation = the free-space estimate against the newest
+//! generation, the new generation, `RsyncSyncer` with the guard, the rename; the mirror
+//! (`--mirror`) = the free-space check's two walks and `RsyncSyncer`, as a mirror run does;
+//! `--prune-oldest`. The bare mirror sync (`sync_once`, no free-space walks) is shown too.
+//! As root (loop devices).
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -82,19 +85,21 @@ fn mount_new(kind: &str, work: &Path) -> Result<Mounted> {
 fn measure(kind: &str, mirror: &Path, generation: &Path, src: &Path, work: &Path) -> Result<()> {
     let m = mount_new(kind, work)?;
     let data = m.mnt.join("data");
+    let mirror_run = || timed(Command::new(generation).arg("--mirror").arg(src).arg(&data));
     // The first copies, not timed.
-    timed(Command::new(mirror).arg(src).arg(&data))?;
+    mirror_run()?;
     timed(Command::new(generation).arg(src).arg(&m.mnt))?;
-    let (mut mirrors, mut gens, mut prunes) = (vec![], vec![], vec![]);
+    let (mut mirrors, mut gens, mut prunes, mut bare) = (vec![], vec![], vec![], vec![]);
     for rep in 0..REPS {
         // Alternate which goes first.
         if rep % 2 == 0 {
-            mirrors.push(timed(Command::new(mirror).arg(src).arg(&data))?);
+            mirrors.push(mirror_run()?);
             gens.push(timed(Command::new(generation).arg(src).arg(&m.mnt))?);
         } else {
             gens.push(timed(Command::new(generation).arg(src).arg(&m.mnt))?);
-            mirrors.push(timed(Command::new(mirror).arg(src).arg(&data))?);
+            mirrors.push(mirror_run()?);
         }
+        bare.push(timed(Command::new(mirror).arg(src).arg(&data))?);
         prunes.push(timed(
             Command::new(generation).arg("--prune-oldest").arg(&m.mnt),
         )?);
@@ -122,6 +127,12 @@ fn measure(kind: &str, mirror: &Path, generation: &Path, src: &Path, work: &Path
         "  no-change mirror run              {:>8.3} s ({:.3} s)",
         s(mm),
         s(mmin)
+    );
+    let bm = super::median(&bare);
+    println!(
+        "    its sync alone (sync_once)      {:>8.3} s; generation / that: {:.2}x",
+        s(bm),
+        s(gm) / s(bm)
     );
     println!(
         "  no-change run adding a generation {:>8.3} s ({:.3} s)  [{what}]",
