@@ -561,6 +561,9 @@ impl Default for Retention {
     }
 }
 
+/// A period's number (day, ISO week, month) of a stamp.
+type Bucket = fn(Stamp) -> i64;
+
 impl Retention {
     /// For each of `stamps` (any order), whether the policy keeps it at time `now`.
     pub fn keep(&self, stamps: &[Stamp], now: Stamp) -> Vec<bool> {
@@ -571,7 +574,7 @@ impl Retention {
             keep[newest] = true;
         }
         let within = i64::from(self.keep_within_days) * 86400;
-        let rules: [(u32, fn(Stamp) -> i64); 3] = [
+        let rules: [(u32, Bucket); 3] = [
             (self.daily, |s| s.day()),
             // ISO weeks start on Monday; 1970-01-01 was a Thursday.
             (self.weekly, |s| (s.day() + 3).div_euclid(7)),

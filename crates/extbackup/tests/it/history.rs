@@ -100,7 +100,7 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
 
     // The NAS damages a file (garbage, same size), a file is added, one deleted, a hard
     // link changes, an xattr changes.
-    fs::write(w.path("src/a.txt"), "\u{0}GARBAGE\u{1}\n"[..6].as_bytes()).unwrap();
+    fs::write(w.path("src/a.txt"), b"\0GARB\x01").unwrap(); // same size as "alpha\n"
     fs::write(w.path("src/new.txt"), "new\n").unwrap();
     fs::remove_file(w.path("src/sub/c.txt")).unwrap();
     fs::remove_file(w.path("src/odd/plain/linked2")).unwrap();

@@ -156,7 +156,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
 
     // One byte changed on the drive, size and mtime kept: verify finds it, names it, exit 1.
     with_drive_rw(&w, &lo.dev, |m| {
-        flip_one_byte_keeping_mtime(&copy_on(&m).join("sub/b.bin"), 1234)
+        flip_one_byte_keeping_mtime(&copy_on(m).join("sub/b.bin"), 1234)
     });
     let out = w.cmd(&["verify", "t1", "--device", dev, "--full"]);
     assert_eq!(out.status.code(), Some(1));
