@@ -584,7 +584,8 @@ impl Retention {
             }),
         ];
         for &i in &order {
-            if now.0 - stamps[i].0 < within {
+            // (A stamp ahead of `now`, after the clock went back, counts as young.)
+            if within > 0 && now.0 - stamps[i].0 < within {
                 keep[i] = true;
             }
         }
@@ -683,6 +684,10 @@ mod tests {
         };
         let keep = none.keep(&[stamps[3], stamps[9], stamps[1]], now);
         assert_eq!(keep, [false, true, false]);
+        // Generations dated a little ahead of `now` (runs in the same second are moved on
+        // by a second) are not kept by a zero-day window either.
+        let ahead = [Stamp(now.0), Stamp(now.0 + 1), Stamp(now.0 + 2)];
+        assert_eq!(none.keep(&ahead, now), [false, false, true]);
         // Two runs on the same day: the daily rule keeps the later one only.
         let same_day = [Stamp(first.0), Stamp(first.0 + 3600)];
         let daily1 = Retention { daily: 1, ..none };
