@@ -24,7 +24,8 @@ const BUILD: &[&str] = &[
 
 /// Programs the tests drive for real.
 const RUNTIME: &[&str] = &[
-    "bsdutils", // script(1): the progress line on a pseudo-terminal (extbackup host test)
+    "bsdutils",    // script(1): the progress line on a pseudo-terminal (extbackup host test)
+    "btrfs-progs", // history: generations as btrfs snapshots (prepare --fs btrfs)
     "cryptsetup-bin",
     "e2fsprogs",
     "fdisk",

@@ -267,10 +267,15 @@ pub fn mounts_of(dev: &Path) -> Vec<PathBuf> {
     };
     let rdev = md.rdev();
     let (maj, min) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+    let canon = std::fs::canonicalize(dev).ok();
     mounter::mountinfo::read()
         .unwrap_or_default()
         .into_iter()
-        .filter(|m| m.major == maj && m.minor == min)
+        // btrfs shows an anonymous device number (0:N): its source names the device.
+        .filter(|m| {
+            (m.major == maj && m.minor == min)
+                || (canon.is_some() && std::fs::canonicalize(&m.source).ok() == canon)
+        })
         .map(|m| m.target)
         .collect()
 }
@@ -349,9 +354,16 @@ impl<'a> DriveView<'a> {
         &self.mount_point
     }
 
-    /// The copy of the source on the drive.
+    /// The copy of the source on the drive: the newest generation, else the plain mirror.
     pub fn data(&self) -> PathBuf {
-        self.mount_point.join(crate::pipeline::DATA_DIR)
+        crate::history::copy_root(&self.mount_point, None)
+            .unwrap_or_else(|_| self.mount_point.join(crate::pipeline::DATA_DIR))
+    }
+
+    /// The generation made at or before `at` (a date or time, UTC), or with `None` the
+    /// newest (else the plain mirror).
+    pub fn data_at(&self, at: Option<&str>) -> Result<PathBuf, crate::Failure> {
+        crate::history::copy_root(&self.mount_point, at)
     }
 }
 

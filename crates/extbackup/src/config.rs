@@ -208,6 +208,10 @@ pub struct Config {
     /// CPU and I/O priority and a bandwidth limit for the copy.
     #[serde(default)]
     pub quiet: QuietConfig,
+    /// Dated generations on the drives (`history = false` for a plain mirror), with their
+    /// retention: see [`crate::history`].
+    #[serde(default)]
+    pub history: crate::history::HistorySetting,
     /// The backup drives.
     #[serde(default, rename = "drive")]
     pub drives: Vec<DriveConfig>,
@@ -233,6 +237,9 @@ pub struct DriveConfig {
     /// Where to mount it; `mount_root/NAME` when absent.
     #[serde(default)]
     pub mount_point: Option<PathBuf>,
+    /// This drive's own `history` setting (else the global one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::HistorySetting>,
 }
 
 /// The source lock.
@@ -892,6 +899,11 @@ impl Config {
             .unwrap_or_else(|| self.mount_root.join(drive.name.as_str()))
     }
 
+    /// The retention of `drive`'s generations; `None` for a plain mirror.
+    pub fn retention(&self, drive: &DriveConfig) -> Option<syncer::generations::Retention> {
+        crate::history::resolve(&self.history, drive.history.as_ref())
+    }
+
     /// The host name for mail.
     pub fn host_name(&self) -> String {
         self.host.clone().unwrap_or_else(|| {
@@ -997,11 +1009,12 @@ impl Config {
         }
         for d in &self.drives {
             line(format!(
-                "drive {}: UUID {}, key file {}, mounted at {}",
+                "drive {}: UUID {}, key file {}, mounted at {}; {}",
                 d.name,
                 d.uuid,
                 d.key_file.display(),
-                self.mount_point(d).display()
+                self.mount_point(d).display(),
+                crate::history::describe(self.retention(d))
             ));
         }
         s
@@ -1469,6 +1482,7 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
             uuid: Uuid::try_from("11111111-2222-4333-8444-555555555555".to_string()).unwrap(),
             key_file: "/etc/extbackup/keys/new \"1\".key".into(),
             mount_point: None,
+            history: None,
         };
         let text = format!("# my comment\n{MIN}{}", drive_table(&d));
         let c = Config::parse(&text).unwrap();

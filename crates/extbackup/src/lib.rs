@@ -26,6 +26,7 @@ pub mod browse;
 pub mod config;
 pub mod error;
 pub mod escape;
+pub mod history;
 pub mod hooks;
 pub mod host;
 pub mod identify;

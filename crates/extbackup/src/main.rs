@@ -162,6 +162,28 @@ by `status`. Run it right after a backup: what changed in the source since shows
 difference."
     )]
     Verify(VerifyArgs),
+    /// List a drive's generations (date, files, size, bytes new in each).
+    #[command(
+        long_about = "Opens the drive read-only (or uses its `extbackup mount`) and lists its \
+dated generations, oldest first: the date (UTC), the entries, the size, and the bytes new in \
+that generation (not shared with the one before). `restore --at DATE` copies from one."
+    )]
+    History(HistoryArgs),
+}
+
+#[derive(Args, Debug)]
+struct HistoryArgs {
+    /// The drive's name.
+    name: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The drive's LUKS device.
+    #[arg(long, value_name = "DEV")]
+    device: Option<PathBuf>,
+    /// Open with the recovery passphrase instead of the key file.
+    #[arg(long)]
+    passphrase: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,6 +257,10 @@ struct RestoreArgs {
     /// Replace files that exist in DIR.
     #[arg(long)]
     overwrite: bool,
+    /// Restore from the generation made at or before DATE (UTC: 2026-11-27,
+    /// 2026-11-27T15:30, or a name from `extbackup history`); the newest by default.
+    #[arg(long, value_name = "DATE")]
+    at: Option<String>,
     /// The drive's LUKS device.
     #[arg(long, value_name = "DEV")]
     device: Option<PathBuf>,
@@ -324,6 +350,10 @@ struct PrepareArgs {
     /// No recovery passphrase: the drive then opens ONLY with the key file on this machine.
     #[arg(long)]
     no_recovery_passphrase: bool,
+    /// The filesystem: ext4 (generations as hard-link trees) or btrfs (generations as
+    /// read-only snapshots; needs btrfs-progs).
+    #[arg(long, value_name = "FS", default_value = "ext4", value_parser = ["ext4", "btrfs"])]
+    fs: String,
 }
 
 #[derive(Args, Debug)]
@@ -535,6 +565,7 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         Command::Restore(a) => restore_cmd(cli, a),
         Command::Verify(a) => verify_cmd(cli, a),
         Command::NotifyFailure { uuid, unit } => notify_failure(cli, uuid, unit.as_deref()),
+        Command::History(a) => history_cmd(cli, a),
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -789,6 +820,11 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             config_path: cli.config.clone(),
             mount_point: a.mount_point.clone(),
             recovery,
+            fs: if a.fs == "btrfs" {
+                prepare::Filesystem::Btrfs
+            } else {
+                prepare::Filesystem::Ext4
+            },
         },
     )
     .with_context(|| format!("preparing {}", a.device.display()))?;
@@ -982,8 +1018,20 @@ fn mount_cmd(cli: &Cli, a: &MountArgs) -> Result<u8> {
          `extbackup unmount {name}` closes it",
         drive.device.display(),
         at.display(),
-        at.join(extbackup::pipeline::DATA_DIR).display()
+        extbackup::history::copy_root(&at, None)
+            .unwrap_or_else(|_| at.join(extbackup::pipeline::DATA_DIR))
+            .display()
     );
+    let gens = syncer::generations::Generations::at(&at);
+    if let Ok(list) = gens.list() {
+        if list.len() > 1 {
+            println!(
+                "{} generations, every one a full copy: {}/<date>/ (`extbackup history {name}` lists them)",
+                list.len(),
+                gens.dir().display()
+            );
+        }
+    }
     Ok(0)
 }
 
@@ -1002,8 +1050,9 @@ fn restore_cmd(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     )
     .map_err(failure)?;
     let source = has_config.then_some(cfg.source.as_path());
+    let from = view.data_at(a.at.as_deref()).map_err(failure)?;
     let r = restore::restore(
-        &view.data(),
+        &from,
         view.mount_point(),
         source,
         &restore::RestoreRequest {
@@ -1089,6 +1138,30 @@ fn prepare_next_step(cli: &Cli, a: &PrepareArgs) -> String {
     "unplug the drive and plug it in again: the installed rule starts the backup by itself \
      (no new `install` needed)"
         .into()
+}
+
+fn history_cmd(cli: &Cli, a: &HistoryArgs) -> Result<u8> {
+    let (cfg, _) = load_or_default(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let resolve = || browse::resolve(&cfg, crypt.as_ref(), Some(&a.name), a.device.as_deref());
+    let view = browse::DriveView::open(
+        crypt.as_ref(),
+        mounter.as_ref(),
+        &resolve,
+        &a.name,
+        &opener(a.passphrase),
+        &mut ask_passphrase(&a.name),
+    )
+    .map_err(failure)?;
+    let list = extbackup::history::list(view.mount_point()).map_err(failure)?;
+    drop(view);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", extbackup::history::render(&a.name, &list));
+    }
+    Ok(0)
 }
 
 fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {

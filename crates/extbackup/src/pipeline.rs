@@ -182,6 +182,10 @@ struct Run {
     done: Done,
     /// Failures of the `after` hooks, for the mail.
     hook_warnings: Vec<String>,
+    /// The drive's retention when it keeps dated generations; `None` for a plain mirror.
+    history: Option<syncer::generations::Retention>,
+    /// What the run did with the generations, for the log and the mail.
+    notes: Vec<String>,
 }
 
 impl Run {
@@ -197,6 +201,8 @@ impl Run {
             report: SyncReport::default(),
             done: Done::default(),
             hook_warnings: vec![],
+            history: None,
+            notes: vec![],
         }
     }
 
@@ -310,6 +316,7 @@ impl<'a> Pipeline<'a> {
             started,
             t0,
         );
+        run.history = self.cfg.retention(&drive);
         let result = Step::ALL[1..].iter().try_for_each(|&step| {
             self.begin(&run, step)?;
             self.step(step, &drive, &device, &mut run)
@@ -503,8 +510,12 @@ impl<'a> Pipeline<'a> {
         if !self.cfg.policy.check_free_space {
             return Ok(());
         }
+        let base = Self::history_base(run)?;
+        if run.history.is_some() && base != run.data_dir() {
+            return self.generation_space(run, &base);
+        }
         let src = self.b.host.tree_size(&self.cfg.source)?;
-        let have = self.b.host.tree_size(&run.data_dir())?;
+        let have = self.b.host.tree_size(&base)?;
         let free = self.b.host.free_space(&run.mount_point)?;
         let need = src.saturating_sub(have);
         tracing::info!(
@@ -513,6 +524,9 @@ impl<'a> Pipeline<'a> {
             human(have),
             human(free)
         );
+        if need > free && run.history.is_some() {
+            return self.make_room(run, need, free);
+        }
         if need > free {
             return Err(StepError::new(format!(
                 "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
@@ -524,7 +538,10 @@ impl<'a> Pipeline<'a> {
     }
 
     fn sync(&mut self, run: &mut Run) -> Result<(), StepError> {
-        let target = run.data_dir();
+        let (target, generation, link_dest) = match run.history {
+            Some(_) => self.start_generation(run)?,
+            None => (run.data_dir(), None, None),
+        };
         std::fs::create_dir_all(&target)
             .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
         let opts = SyncOptions {
@@ -532,6 +549,7 @@ impl<'a> Pipeline<'a> {
             require_source_mount_point: self.cfg.policy.require_source_mount_point,
             max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
             force: self.opts.force,
+            link_dest,
         };
         tracing::info!(
             "syncing {} to {} with {}",
@@ -569,6 +587,160 @@ impl<'a> Pipeline<'a> {
         if run.done.source_locked {
             self.b.host.unlock_source();
             run.done.source_locked = false;
+        }
+        if let Some(g) = generation {
+            self.end_generation(run, &g)?;
+        }
+        Ok(())
+    }
+
+    /// The note of a run's history work: logged now, and listed in the mail.
+    fn note(run: &mut Run, line: String) {
+        tracing::info!("{line}");
+        run.notes.push(line);
+    }
+
+    /// History: a plain mirror left by the layout before generations becomes the first
+    /// generation (renamed, not copied); the tree a new generation builds on, whose size
+    /// counts as already on the drive (the newest generation, else `data/`).
+    fn history_base(run: &mut Run) -> Result<PathBuf, StepError> {
+        if run.history.is_none() {
+            return Ok(run.data_dir());
+        }
+        if let Some(line) = crate::history::migrate(&run.mount_point, &run.data_dir())? {
+            Self::note(run, line);
+        }
+        let newest = syncer::generations::Generations::at(&run.mount_point)
+            .newest()
+            .map_err(|e| StepError::with("reading the generations on the drive", e))?;
+        Ok(newest.map_or_else(|| run.data_dir(), |g| g.path))
+    }
+
+    /// History, with a generation to build on: what the new one needs (new and changed
+    /// files, its folders) against the free space; pruning the oldest when short.
+    fn generation_space(&mut self, run: &mut Run, newest: &Path) -> Result<(), StepError> {
+        let need = syncer::generations::new_bytes(&self.cfg.source, newest).map_err(|e| {
+            StepError::with(
+                format!(
+                    "comparing {} with the newest generation {}",
+                    self.cfg.source.display(),
+                    newest.display()
+                ),
+                e,
+            )
+        })?;
+        let free = self.b.host.free_space(&run.mount_point)?;
+        tracing::info!(
+            "a new generation needs about {} (new and changed files, folders); free on the drive {}",
+            human(need),
+            human(free)
+        );
+        if need > free {
+            return self.make_room(run, need, free);
+        }
+        Ok(())
+    }
+
+    /// History, space short: the oldest generations go (never the newest), or the run fails
+    /// before deleting anything when even that would not make room.
+    fn make_room(&mut self, run: &mut Run, need: u64, free: u64) -> Result<(), StepError> {
+        let host = &self.b.host;
+        let mp = run.mount_point.clone();
+        let removed = crate::history::make_room(&mp, need, free, &mut || {
+            host.free_space(&mp)
+        })?;
+        Self::note(
+            run,
+            format!(
+                "history: space was short: pruned the oldest generation(s) {}",
+                removed.join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    /// History: the new generation, under its `.incomplete` name (an interrupted one is
+    /// resumed), and the newest complete one it links unchanged files to.
+    fn start_generation(
+        &mut self,
+        run: &mut Run,
+    ) -> Result<
+        (
+            PathBuf,
+            Option<syncer::generations::Started>,
+            Option<PathBuf>,
+        ),
+        StepError,
+    > {
+        use syncer::generations::{Generations, Stamp};
+        let previous = Self::history_base(run)?;
+        let previous = previous.is_dir().then_some(previous);
+        let gens = Generations::at(&run.mount_point);
+        let g = gens.start(Stamp(run.started as i64)).map_err(|e| {
+            StepError::with(
+                format!("starting a new generation in {}", gens.dir().display()),
+                e,
+            )
+        })?;
+        for r in &g.removed {
+            Self::note(
+                run,
+                format!("history: removed {r}, left by an interrupted run"),
+            );
+        }
+        if let Some(r) = &g.resumed {
+            Self::note(
+                run,
+                format!(
+                    "history: resuming the generation {r} left incomplete by an interrupted run, as {}",
+                    g.stamp.name()
+                ),
+            );
+        }
+        if g.snapshot {
+            Self::note(
+                run,
+                format!(
+                    "history: {} starts as a btrfs snapshot of the newest generation",
+                    g.stamp.name()
+                ),
+            );
+        }
+        let link_dest = if g.snapshot { None } else { previous };
+        Ok((g.path.clone(), Some(g), link_dest))
+    }
+
+    /// History: the copy succeeded: the generation gets its final name, then the retention
+    /// policy prunes (a failed removal is a warning).
+    fn end_generation(
+        &mut self,
+        run: &mut Run,
+        g: &syncer::generations::Started,
+    ) -> Result<(), StepError> {
+        use syncer::generations::{Generations, Stamp};
+        let gens = Generations::at(&run.mount_point);
+        let done = gens.commit(g).map_err(|e| {
+            StepError::with(
+                format!("naming the new generation {} complete", g.stamp.name()),
+                e,
+            )
+        })?;
+        Self::note(
+            run,
+            format!("history: generation {} is complete", done.stamp.name()),
+        );
+        let policy = run.history.expect("history is on");
+        let now = Stamp(state::now() as i64);
+        let pruned =
+            crate::history::prune(&run.mount_point, &policy, now, &mut run.report.warnings);
+        if !pruned.is_empty() {
+            Self::note(
+                run,
+                format!(
+                    "history: pruned by the retention policy: {}",
+                    pruned.join(", ")
+                ),
+            );
         }
         Ok(())
     }
@@ -764,6 +936,7 @@ impl<'a> Pipeline<'a> {
                 .iter()
                 .map(|w| format!("warning: {w} (this does not change the backup's outcome)")),
         );
+        details.extend(run.notes.iter().cloned());
         Event {
             drive: run.name.clone(),
             host: self.cfg.host_name(),

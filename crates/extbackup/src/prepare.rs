@@ -43,6 +43,28 @@ pub struct PrepareOptions {
     pub mount_point: Option<PathBuf>,
     /// The recovery passphrase keyslot, or none.
     pub recovery: crate::recovery::RecoveryChoice,
+    /// The filesystem inside the LUKS volume.
+    pub fs: Filesystem,
+}
+
+/// The filesystem `prepare` makes on the drive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Filesystem {
+    /// ext4 (generations are hard-link trees).
+    #[default]
+    Ext4,
+    /// btrfs (generations are read-only subvolume snapshots; needs btrfs-progs).
+    Btrfs,
+}
+
+impl Filesystem {
+    /// Its name for `Mounter::mkfs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Btrfs => "btrfs",
+        }
+    }
 }
 
 /// What was made.
@@ -162,6 +184,7 @@ pub fn plan(opts: &PrepareOptions) -> Result<Plan, PrepareError> {
                 .map_err(PrepareError::new)?,
             key_file: key_file.clone(),
             mount_point: mount_point.clone(),
+            history: None,
         };
         let mut with = text.clone();
         if !with.ends_with('\n') {
@@ -254,7 +277,15 @@ pub fn execute(
         .map_err(|e| PrepareError::with("saving the LUKS header backup", e))?;
     let _ = std::fs::set_permissions(header_backup, std::fs::Permissions::from_mode(0o400));
 
-    make_filesystem(crypt, disks, &luks_device, key_file, name, &ext4_label)?;
+    make_filesystem(
+        crypt,
+        disks,
+        &luks_device,
+        key_file,
+        name,
+        opts.fs,
+        &ext4_label,
+    )?;
 
     let uuid = Uuid::try_from(info.uuid.clone()).map_err(PrepareError::new)?;
     let drive = DriveConfig {
@@ -262,6 +293,7 @@ pub fn execute(
         uuid,
         key_file: key_file.clone(),
         mount_point: mount_point.clone(),
+        history: None,
     };
     append_drive(&opts.config_path, text, &drive)?;
     Ok(Prepared {
@@ -316,6 +348,7 @@ fn make_filesystem(
     luks_device: &Path,
     key_file: &Path,
     name: &DriveName,
+    fs: Filesystem,
     label: &str,
 ) -> Result<(), PrepareError> {
     let mapping = format!("extbackup-prepare-{name}");
@@ -323,7 +356,7 @@ fn make_filesystem(
         .unlock(luks_device, key_file, &mapping)
         .map_err(|e| PrepareError::with(format!("unlocking the new volume as {mapping}"), e))?;
     let mkfs = disks
-        .mkfs(&mapped, "ext4", label)
+        .mkfs(&mapped, fs.name(), label)
         .map_err(|e| PrepareError::with(format!("making a filesystem on {mapping}"), e));
     let closed = crypt.lock(&mapping, crypt::LockMode::Normal);
     mkfs?;
@@ -402,6 +435,7 @@ mod tests {
             uuid: Uuid::try_from(u.to_string()).unwrap(),
             key_file: format!("/k/{n}.key").into(),
             mount_point: None,
+            history: None,
         };
         let a = drive("a", "11111111-2222-4333-8444-555555555555");
         let b = drive("b", "21111111-2222-4333-8444-555555555555");
@@ -444,6 +478,7 @@ mod tests {
                 config_path: config_path.clone(),
                 mount_point: Some("/srv/backup/a".into()),
                 recovery: crate::recovery::RecoveryChoice::None,
+                fs: Filesystem::Ext4,
             },
         )
         .unwrap_err();
@@ -485,6 +520,7 @@ mod tests {
             uuid: Uuid::try_from("11111111-2222-4333-8444-555555555555".to_string()).unwrap(),
             key_file: "/k/a.key".into(),
             mount_point: None,
+            history: None,
         };
         append_drive(&p, &text, &d).unwrap();
         let new = std::fs::read_to_string(&p).unwrap();

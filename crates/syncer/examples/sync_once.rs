@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         require_source_mount_point: false,
         max_delete_fraction: guard.then_some(0.5),
         force: false,
+        link_dest: None,
     };
     let mut updates = 0u64;
     match RsyncSyncer::new().sync(source, target, &opts, &mut |_| updates += 1) {

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Runs the user's own program (like the seed's `phobos-backup-monthly`) after the guard,
-/// with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET` and `EXTBACKUP_DRIVE` in its environment.
+/// with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET` and `EXTBACKUP_DRIVE` in its environment
+/// (and `EXTBACKUP_PREVIOUS`, the previous generation, when building a new one).
 ///
 /// Its stdout goes to the log (info), its stderr too (warnings). A non-zero exit is
 /// [`ErrorKind::Other`] with the exit status and the tail of stderr; death by a signal
@@ -56,7 +57,12 @@ impl Syncer for CommandSyncer {
             fraction: None,
         });
         tracing::info!("running {}", self.program.display());
-        let mut child = child::tie_to_parent(Command::new(&self.program))
+        let mut cmd = child::tie_to_parent(Command::new(&self.program));
+        if let Some(prev) = &opts.link_dest {
+            // A new generation: the script may hard-link unchanged files from it.
+            cmd.env("EXTBACKUP_PREVIOUS", prev);
+        }
+        let mut child = cmd
             .args(&self.args)
             .env("EXTBACKUP_SOURCE", source)
             .env("EXTBACKUP_TARGET", target)

@@ -223,10 +223,13 @@ pub fn check_deletions(
     Ok(c)
 }
 
-/// Both checks, in order: [`check_source`] then [`check_deletions`].
+/// Both checks, in order: [`check_source`] then [`check_deletions`] (against
+/// `opts.link_dest` when set: the newest generation is what a wipe would lose).
 pub fn guard(source: &Path, target: &Path, opts: &SyncOptions) -> Result<DeletionCount, SyncError> {
     check_source(source, opts)?;
-    let c = check_deletions(source, target, opts)?;
+    // A new generation starts empty (or half built): what the copy takes away is measured
+    // against the previous, complete one.
+    let c = check_deletions(source, opts.link_dest.as_deref().unwrap_or(target), opts)?;
     if c.deleted > 0 {
         tracing::info!(
             "the sync will delete {} of {} entries on the target",
@@ -248,6 +251,7 @@ mod tests {
             require_source_mount_point: false,
             max_delete_fraction: Some(0.5),
             force: false,
+            link_dest: None,
         }
     }
 
@@ -371,5 +375,30 @@ mod tests {
             ..opts()
         };
         assert_eq!(check_deletions(&s, &d, &lax).unwrap().deleted, 8);
+    }
+
+    #[test]
+    fn a_new_generation_is_guarded_against_the_previous_one_not_its_empty_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let (s, prev, new) = (
+            t.path().join("s"),
+            t.path().join("prev"),
+            t.path().join("new"),
+        );
+        for i in 0..10 {
+            touch(prev.join(format!("f{i}")));
+        }
+        touch(s.join("f0"));
+        fs::create_dir_all(&new).unwrap();
+        // Against the empty new folder nothing would go; against the newest generation 9 of
+        // 10 entries would: refused.
+        guard(&s, &new, &opts()).unwrap();
+        let gen = SyncOptions {
+            link_dest: Some(prev.clone()),
+            ..opts()
+        };
+        let e = guard(&s, &new, &gen).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooManyDeletions);
+        assert!(e.to_string().contains("9 of the 10"), "{e}");
     }
 }

@@ -22,6 +22,7 @@
 //!     require_source_mount_point: true,
 //!     max_delete_fraction: Some(0.2),
 //!     force: false,
+//!     link_dest: None,
 //! };
 //! let report = RsyncSyncer::new().sync(
 //!     Path::new("/srv/backup"),
@@ -37,6 +38,7 @@
 mod child;
 mod command;
 pub mod fake;
+pub mod generations;
 pub mod guard;
 mod lock;
 mod rsync;
@@ -46,7 +48,7 @@ pub use guard::{check_deletions, check_source, guard, DeletionCount};
 pub use lock::SourceLock;
 pub use rsync::RsyncSyncer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What went wrong, in broad terms.
@@ -88,6 +90,10 @@ pub struct SyncOptions {
     pub max_delete_fraction: Option<f64>,
     /// Override the guard (the user said so explicitly).
     pub force: bool,
+    /// The previous generation, when `target` is a new one being built beside it (see
+    /// [`generations`]): unchanged files are hard-linked from it instead of copied, and the
+    /// guard counts deletions against it (the target may still be empty).
+    pub link_dest: Option<PathBuf>,
 }
 
 /// Progress during a sync.
@@ -106,7 +112,8 @@ pub struct SyncReport {
     pub files_copied: u64,
     /// Bytes transferred.
     pub bytes_copied: u64,
-    /// Files deleted from the target.
+    /// Files deleted from the target (with [`SyncOptions::link_dest`]: the entries of the
+    /// previous generation the new one no longer has, as the guard counted them).
     pub files_deleted: u64,
     /// Files in the source.
     pub files_total: u64,
@@ -160,7 +167,13 @@ impl<T: Syncer + ?Sized> GuardedSync for T {
         opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
-        guard::guard(source, target, opts)?;
-        self.mirror(source, target, opts, progress)
+        let gone = guard::guard(source, target, opts)?;
+        let mut report = self.mirror(source, target, opts, progress)?;
+        if opts.link_dest.is_some() {
+            // A new generation deletes nothing: what it lacks of the previous one is what
+            // the guard counted (when the deletion check is on).
+            report.files_deleted = gone.deleted;
+        }
+        Ok(report)
     }
 }

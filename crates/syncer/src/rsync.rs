@@ -101,10 +101,19 @@ impl RsyncSyncer {
         &self,
         source: &Path,
         target: &Path,
+        link_dest: Option<&Path>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
-        let args = self.args(source, target);
+        let mut args = self.args(source, target);
+        if let Some(prev) = link_dest {
+            // Unchanged files become hard links to the previous generation's (an absolute
+            // path: a relative one is taken relative to the target).
+            let prev = std::path::absolute(prev).unwrap_or_else(|_| prev.to_path_buf());
+            let mut a = OsString::from("--link-dest=");
+            a.push(prev.as_os_str());
+            args.insert(args.len() - 2, a);
+        }
         tracing::info!(
             "running {} {}",
             self.program.display(),
@@ -430,10 +439,10 @@ impl Syncer for RsyncSyncer {
         &self,
         source: &Path,
         target: &Path,
-        _opts: &SyncOptions,
+        opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
-        self.run(source, target, progress)
+        self.run(source, target, opts.link_dest.as_deref(), progress)
     }
 
     fn describe(&self) -> String {

@@ -7,6 +7,7 @@ pub mod blinkstick;
 pub mod crypt;
 pub mod extbackup;
 pub mod first_copy;
+pub mod history;
 pub mod indicator;
 pub mod sync;
 pub mod verify;
@@ -25,6 +26,7 @@ const AREAS: &[(&str, Bench)] = &[
     ("crypt", crypt::run),
     ("extbackup", extbackup::run),
     ("first-copy", first_copy::run),
+    ("history", history::run),
     ("indicator", indicator::run),
     ("sync", sync::run),
     ("verify", verify::run),

@@ -3,7 +3,8 @@
 //! same on real dm-crypt: `vm_recovery_*` in `vm.rs`.
 
 use crate::support::{
-    flip_one_byte_keeping_mtime, meta_snapshot, mounted_under, root_or_skip, LoopDevice, World,
+    copy_on, flip_one_byte_keeping_mtime, meta_snapshot, mounted_under, root_or_skip, LoopDevice,
+    World,
 };
 use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
 use std::fs;
@@ -89,11 +90,11 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
         .find(|m| m.target == mp)
         .expect("mounted at mnt/browse-t1");
     assert!(entry.has_option("ro"), "{entry:?}");
-    assert_eq!(
-        meta_snapshot(&mp.join("data")),
-        meta_snapshot(&w.path("src"))
+    assert_eq!(meta_snapshot(&copy_on(&mp)), meta_snapshot(&w.path("src")));
+    assert!(
+        fs::write(copy_on(&mp).join("new"), "x").is_err(),
+        "read-only"
     );
-    assert!(fs::write(mp.join("data/new"), "x").is_err(), "read-only");
 
     // A plug-in run of the drive does not start: 75, no red, no mail.
     let out = w.cmd(&["run", "--device", dev]);
@@ -141,7 +142,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
         meta_snapshot(&w.path("src/sub"))
     );
     // Not into the source, nor onto the drive.
-    for bad in [w.path("src/sub/x"), mp.join("data/x")] {
+    for bad in [w.path("src/sub/x"), copy_on(&mp).join("x")] {
         let out = w.cmd(&["restore", "t1", "a.txt", "--to", bad.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         assert!(text(&out.stderr).contains("refusing to restore into"));
@@ -155,7 +156,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
 
     // One byte changed on the drive, size and mtime kept: verify finds it, names it, exit 1.
     with_drive_rw(&w, &lo.dev, |m| {
-        flip_one_byte_keeping_mtime(&m.join("data/sub/b.bin"), 1234)
+        flip_one_byte_keeping_mtime(&copy_on(m).join("sub/b.bin"), 1234)
     });
     let out = w.cmd(&["verify", "t1", "--device", dev, "--full"]);
     assert_eq!(out.status.code(), Some(1));

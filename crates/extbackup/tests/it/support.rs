@@ -177,15 +177,21 @@ require_source_mount_point = false
 }
 
 /// Mounts an opened (unlocked) drive `mapped` read-only at `mp` (created), returns a
-/// snapshot of its `data/` and the run record written on it (empty when there is none),
+/// snapshot of its copy (newest generation) and the run record written on it (empty when there is none),
 /// and unmounts it again.
 pub fn read_opened_drive(mapped: &Path, mp: &Path) -> (Vec<(PathBuf, Vec<u8>, u32)>, String) {
     fs::create_dir_all(mp).unwrap();
     sh(Command::new("mount").args(["-o", "ro"]).arg(mapped).arg(mp));
-    let snap = snapshot(&mp.join("data"));
+    let snap = snapshot(&copy_on(mp));
     let rec = fs::read_to_string(mp.join(".extbackup/last-run.json")).unwrap_or_default();
     sh(Command::new("umount").arg(mp));
     (snap, rec)
+}
+
+/// The copy of the source on a drive mounted at `mp`: its newest generation, else the plain
+/// mirror `data/`.
+pub fn copy_on(mp: &Path) -> PathBuf {
+    extbackup::history::copy_root(mp, None).unwrap()
 }
 
 /// Every file under `root` with its contents and mode.

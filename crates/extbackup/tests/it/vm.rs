@@ -1,6 +1,6 @@
 //! The guest-only end-to-end test: real LUKS2 through libcryptsetup on a loop device.
 
-use crate::support::{mounted_under, read_opened_drive, LoopDevice, World};
+use crate::support::{copy_on, mounted_under, read_opened_drive, LoopDevice, World};
 use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
 use std::fs;
 use std::process::Command;
@@ -173,7 +173,7 @@ fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
             .args(["-o", "ro", "/dev/mapper/vm-recovery-cs"])
             .arg(&cs),
     );
-    let seen = meta_snapshot(&cs.join("data"));
+    let seen = meta_snapshot(&copy_on(&cs));
     crate::support::sh(Command::new("umount").arg(&cs));
     crate::support::sh(Command::new("cryptsetup").args(["close", "vm-recovery-cs"]));
     assert_eq!(
@@ -209,7 +209,7 @@ fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
         "1",
         "the mapping itself is read-only"
     );
-    assert_eq!(meta_snapshot(&at.join("data")), src);
+    assert_eq!(meta_snapshot(&copy_on(&at)), src);
 
     // restore of a sub-folder (no configuration: through the browse mount).
     let to = w.path("restored");
@@ -254,7 +254,7 @@ fn vm_recovery_verify_finds_a_silent_change_and_a_zeroed_header_comes_back() {
     let rw = w.path("rw");
     fs::create_dir_all(&rw).unwrap();
     crate::support::sh(Command::new("mount").arg(&mapped).arg(&rw));
-    flip_one_byte_keeping_mtime(&rw.join("data/sub/b.bin"), 4321);
+    flip_one_byte_keeping_mtime(&copy_on(&rw).join("sub/b.bin"), 4321);
     crate::support::sh(Command::new("umount").arg(&rw));
     c.lock("vm-recovery-rw", LockMode::Normal).unwrap();
     let out = w.cmd(&["verify", "t1", "--device", d1, "--full"]);

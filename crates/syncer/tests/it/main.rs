@@ -15,5 +15,6 @@ pub fn opts() -> SyncOptions {
         require_source_mount_point: false,
         max_delete_fraction: Some(0.5),
         force: false,
+        link_dest: None,
     }
 }

@@ -1,0 +1,736 @@
+//! Dated generations on the drive: the layout, the names, building a new one beside the
+//! previous (hard links to unchanged files), the interrupted one, the migration of a plain
+//! mirror, and the retention policy as pure logic.
+//!
+//! ```text
+//! generations/2026-11-27T153000Z/             a complete generation (read-only by convention)
+//! generations/2026-11-28T091500Z.incomplete/  being built; never looks complete
+//! ```
+//!
+//! A new generation is built under its `.incomplete` name with
+//! [`SyncOptions::link_dest`](crate::SyncOptions::link_dest) pointing at the newest complete
+//! one, and renamed to its final name only after the copy succeeded ([`Generations::commit`],
+//! a `rename(2)` then an `fsync` of the folder): a run killed at any moment leaves either the
+//! previous generations alone or an `.incomplete` folder, which the next run resumes.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The folder on the drive that holds the generations.
+pub const GENERATIONS_DIR: &str = "generations";
+/// The suffix of a generation being built.
+pub const INCOMPLETE: &str = ".incomplete";
+
+/// A generation's time: seconds since the Unix epoch, shown in UTC as `2026-11-27T153000Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(pub i64);
+
+impl Stamp {
+    /// The folder name, `YYYY-MM-DDTHHMMSSZ`.
+    pub fn name(self) -> String {
+        let (days, secs) = (self.0.div_euclid(86400), self.0.rem_euclid(86400));
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}{:02}{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+
+    /// The same time as ISO 8601 (`2026-11-27T15:30:00Z`), for people and JSON.
+    pub fn iso(self) -> String {
+        let n = self.name();
+        format!("{}:{}:{}Z", &n[..13], &n[13..15], &n[15..17])
+    }
+
+    /// Parses a folder name (`2026-11-27T153000Z`), or a date a person types:
+    /// `2026-11-27`, `2026-11-27T15:30`, `2026-11-27T15:30:00Z`, `2026-11-27 153000` (UTC).
+    /// A date alone is the end of that day.
+    pub fn parse(s: &str) -> Option<Stamp> {
+        let s = s.trim().trim_end_matches('Z');
+        let (date, time) = match s.split_once(['T', ' ']) {
+            Some((d, t)) => (d, Some(t)),
+            None => (s, None),
+        };
+        let mut it = date.split('-');
+        let y: i64 = num(it.next()?, 4)?;
+        let m: u32 = num(it.next()?, 2)?;
+        let d: u32 = num(it.next()?, 2)?;
+        if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let digits: String = match time {
+            Some(t) => {
+                if !t.chars().all(|c| c.is_ascii_digit() || c == ':') {
+                    return None;
+                }
+                t.chars().filter(|c| *c != ':').collect()
+            }
+            None => "235959".into(),
+        };
+        if !matches!(digits.len(), 2 | 4 | 6) {
+            return None;
+        }
+        let part = |i: usize| {
+            digits
+                .get(i..i + 2)
+                .map_or(Some(0), |p| p.parse::<i64>().ok())
+        };
+        let (hh, mm, ss) = (part(0)?, part(2)?, part(4)?);
+        if hh > 23 || mm > 59 || ss > 59 {
+            return None;
+        }
+        Some(Stamp(
+            days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss,
+        ))
+    }
+
+    /// The UTC day number (days since 1970-01-01).
+    pub fn day(self) -> i64 {
+        self.0.div_euclid(86400)
+    }
+}
+
+fn num<T: std::str::FromStr>(s: &str, len: usize) -> Option<T> {
+    (s.len() == len && s.chars().all(|c| c.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// Howard Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Howard Hinnant's `days_from_civil`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A complete generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generation {
+    /// When its run started.
+    pub stamp: Stamp,
+    /// Its folder.
+    pub path: PathBuf,
+}
+
+/// A generation being built (under its `.incomplete` name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The folder to copy into.
+    pub path: PathBuf,
+    /// The stamp it gets when complete.
+    pub stamp: Stamp,
+    /// The interrupted generation this one continues, if any (its old name).
+    pub resumed: Option<String>,
+    /// Other interrupted generations removed (their names).
+    pub removed: Vec<String>,
+    /// It began as a btrfs snapshot of the newest generation: it holds it already, so the
+    /// copy needs no `--link-dest`.
+    pub snapshot: bool,
+}
+
+/// The generations under one drive's mount point.
+#[derive(Clone, Debug)]
+pub struct Generations {
+    dir: PathBuf,
+}
+
+impl Generations {
+    /// The generations of the drive mounted at `mount_point` (`mount_point/generations`).
+    pub fn at(mount_point: &Path) -> Self {
+        Self {
+            dir: mount_point.join(GENERATIONS_DIR),
+        }
+    }
+
+    /// The `generations` folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn names(&self) -> io::Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let mut v = vec![];
+        for e in rd {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                if let Some(n) = e.file_name().to_str() {
+                    v.push(n.to_string());
+                }
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// The complete generations, oldest first.
+    pub fn list(&self) -> io::Result<Vec<Generation>> {
+        Ok(self
+            .names()?
+            .into_iter()
+            .filter(|n| !n.ends_with(INCOMPLETE))
+            .filter_map(|n| {
+                let stamp = Stamp::parse(&n).filter(|s| s.name() == n)?;
+                Some(Generation {
+                    stamp,
+                    path: self.dir.join(n),
+                })
+            })
+            .collect())
+    }
+
+    /// The newest complete generation: always a full, consistent copy.
+    pub fn newest(&self) -> io::Result<Option<Generation>> {
+        Ok(self.list()?.pop())
+    }
+
+    /// The generation a person means by `at` (a date or time, see [`Stamp::parse`]): the
+    /// newest one made at or before it.
+    pub fn at_or_before(&self, at: Stamp) -> io::Result<Option<Generation>> {
+        Ok(self.list()?.into_iter().rev().find(|g| g.stamp <= at))
+    }
+
+    /// The interrupted generations (folder names ending in `.incomplete`).
+    pub fn incomplete(&self) -> io::Result<Vec<PathBuf>> {
+        Ok(self
+            .names()?
+            .into_iter()
+            .filter(|n| n.ends_with(INCOMPLETE))
+            .map(|n| self.dir.join(n))
+            .collect())
+    }
+
+    /// Starts the generation of `stamp` (moved a second on if that name is taken) under its
+    /// `.incomplete` name. An interrupted generation is resumed: renamed to the new name, so
+    /// what it already holds is not copied again; any other interrupted one is removed.
+    pub fn start(&self, stamp: Stamp) -> io::Result<Started> {
+        fs::create_dir_all(&self.dir)?;
+        let mut stamp = stamp;
+        let newest = self.newest()?.map(|g| g.stamp);
+        while newest.is_some_and(|n| n >= stamp) || self.dir.join(stamp.name()).exists() {
+            stamp = Stamp(stamp.0.max(newest.map_or(0, |n| n.0)) + 1);
+        }
+        let path = self.dir.join(format!("{}{INCOMPLETE}", stamp.name()));
+        // Resume the newest interrupted copy (it is the most complete); a removal cut short
+        // (`.removing.incomplete`) is finished, never resumed.
+        let (mut old, removing): (Vec<PathBuf>, Vec<PathBuf>) = self
+            .incomplete()?
+            .into_iter()
+            .partition(|p| !file_name(p).contains(".removing"));
+        let resumed = old.pop();
+        old.extend(removing);
+        let mut removed = vec![];
+        for o in old {
+            remove_tree(&o)?;
+            removed.push(file_name(&o));
+        }
+        let mut snapshot = false;
+        let resumed = match resumed {
+            Some(o) if o == path => Some(file_name(&o)),
+            Some(o) => {
+                fs::rename(&o, &path)?;
+                Some(file_name(&o))
+            }
+            None if is_btrfs(&self.dir) => {
+                // On btrfs a generation is a subvolume: a snapshot of the newest one when
+                // that is a subvolume (a migrated mirror is a plain folder: link to it).
+                match self.newest()? {
+                    Some(prev) if is_subvolume(&prev.path) => {
+                        btrfs(&["subvolume", "snapshot"], &[&prev.path, &path])?;
+                        snapshot = true;
+                    }
+                    _ => btrfs(&["subvolume", "create"], &[&path])?,
+                }
+                None
+            }
+            None => {
+                fs::create_dir(&path)?;
+                None
+            }
+        };
+        sync_dir(&self.dir)?;
+        Ok(Started {
+            path,
+            stamp,
+            resumed,
+            removed,
+            snapshot,
+        })
+    }
+
+    /// Gives a generation built with [`start`](Self::start) its final name, durably.
+    pub fn commit(&self, started: &Started) -> io::Result<Generation> {
+        let path = self.dir.join(started.stamp.name());
+        fs::rename(&started.path, &path)?;
+        sync_dir(&self.dir)?;
+        if is_subvolume(&path) {
+            btrfs(
+                &["property", "set", "-ts"],
+                &[&path, Path::new("ro"), Path::new("true")],
+            )?;
+        }
+        Ok(Generation {
+            stamp: started.stamp,
+            path,
+        })
+    }
+
+    /// Makes a plain mirror (the `data` folder of the layout before generations) the first
+    /// generation, dated `stamp`, by renaming it: nothing is copied. Does nothing (`None`)
+    /// when `legacy` does not exist.
+    pub fn migrate(&self, legacy: &Path, stamp: Stamp) -> io::Result<Option<Generation>> {
+        if !legacy.is_dir() {
+            return Ok(None);
+        }
+        fs::create_dir_all(&self.dir)?;
+        let mut stamp = stamp;
+        while self.dir.join(stamp.name()).exists() {
+            stamp = Stamp(stamp.0 + 1);
+        }
+        let path = self.dir.join(stamp.name());
+        fs::rename(legacy, &path)?;
+        sync_dir(&self.dir)?;
+        if let Some(parent) = legacy.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(Some(Generation { stamp, path }))
+    }
+
+    /// Removes a generation: renamed to `.incomplete` first (so a removal cut short never
+    /// leaves a damaged folder that looks complete), then deleted.
+    pub fn remove(&self, g: &Generation) -> io::Result<()> {
+        let doomed = self
+            .dir
+            .join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
+        if is_subvolume(&g.path) {
+            btrfs(
+                &["property", "set", "-ts"],
+                &[&g.path, Path::new("ro"), Path::new("false")],
+            )?;
+        }
+        fs::rename(&g.path, &doomed)?;
+        sync_dir(&self.dir)?;
+        remove_tree(&doomed)
+    }
+}
+
+/// Whether `p` is on btrfs.
+pub fn is_btrfs(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC)
+}
+
+/// Whether `p` is a btrfs subvolume (its root folder has inode 256).
+pub fn is_subvolume(p: &Path) -> bool {
+    is_btrfs(p) && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == 256)
+}
+
+/// Runs `btrfs ARGS PATHS...` (btrfs-progs); its stderr in the error.
+fn btrfs(args: &[&str], paths: &[&Path]) -> io::Result<()> {
+    let out = crate::child::tie_to_parent(std::process::Command::new("btrfs"))
+        .args(args)
+        .args(paths)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("running btrfs (install btrfs-progs): {e}"),
+            )
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "btrfs {} {}: {} {}",
+        args.join(" "),
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Deletes a tree (a btrfs subvolume with `btrfs subvolume delete`, then waits until its
+/// space is given back, so that the free space read next is true).
+fn remove_tree(p: &Path) -> io::Result<()> {
+    if is_subvolume(p) {
+        btrfs(&["subvolume", "delete", "--commit-after"], &[p])?;
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        return btrfs(&["subvolume", "sync"], &[parent]);
+    }
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Files and bytes of a tree, and the bytes it holds that `previous` does not (inodes not
+/// shared with it: what this generation added). Hard links counted once; allocated blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeFigures {
+    /// Entries (files, folders, links) in the tree.
+    pub files: u64,
+    /// Allocated bytes of the tree.
+    pub bytes: u64,
+    /// Allocated bytes not shared with the previous generation.
+    pub bytes_new: u64,
+}
+
+/// What identifies a file's data across generations: its inode number and change time.
+/// Not the device: every btrfs subvolume (snapshot) has its own `st_dev`, while an
+/// unchanged file keeps its inode number and ctime in a snapshot, as a hard link does.
+pub type FileKey = (u64, i64, i64);
+
+fn key(md: &fs::Metadata) -> FileKey {
+    (md.ino(), md.ctime(), md.ctime_nsec())
+}
+
+/// The [`FileKey`]s of a tree's non-folders (all on one filesystem).
+pub fn inodes(root: &Path) -> io::Result<HashSet<FileKey>> {
+    let mut set = HashSet::new();
+    walk(root, &mut |md| {
+        if !md.is_dir() {
+            set.insert(key(md));
+        }
+    })?;
+    Ok(set)
+}
+
+/// [`TreeFigures`] of `root` against the inodes of the previous generation.
+pub fn figures(root: &Path, previous: &HashSet<FileKey>) -> io::Result<TreeFigures> {
+    let mut f = TreeFigures::default();
+    let mut seen = HashSet::new();
+    walk(root, &mut |md| {
+        f.files += 1;
+        let bytes = md.blocks() * 512;
+        if md.is_dir() {
+            f.bytes += bytes;
+            f.bytes_new += bytes;
+            return;
+        }
+        let key = key(md);
+        if !seen.insert(key) {
+            return;
+        }
+        f.bytes += bytes;
+        if !previous.contains(&key) {
+            f.bytes_new += bytes;
+        }
+    })?;
+    f.files = f.files.saturating_sub(1); // the root itself
+    Ok(f)
+}
+
+/// Bytes that removing all of `doomed` would give back while `kept` stays: the blocks of
+/// their inodes not also in `kept` (folders included), each inode once.
+pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for g in doomed {
+        walk(&g.path, &mut |md| {
+            let key = key(md);
+            if md.is_dir() || (!kept.contains(&key) && seen.insert(key)) {
+                total += md.blocks() * 512;
+            }
+        })?;
+    }
+    Ok(total)
+}
+
+/// About the bytes a new generation of `source` built beside `previous` takes on the drive:
+/// the allocated blocks of every file whose path is new or whose size or modification time
+/// differ from `previous`'s (hard links counted once), plus a block for every folder (a
+/// hard-link tree has its own folders). Unchanged files cost nothing: they are links.
+pub fn new_bytes(source: &Path, previous: &Path) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut seen = HashSet::new();
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        total += 4096;
+        for e in fs::read_dir(source.join(&rel))? {
+            let e = e?;
+            let r = rel.join(e.file_name());
+            let md = fs::symlink_metadata(e.path())?;
+            if md.is_dir() {
+                stack.push(r);
+                continue;
+            }
+            if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
+                continue;
+            }
+            let same = fs::symlink_metadata(previous.join(&r)).is_ok_and(|p| {
+                p.is_file()
+                    && p.size() == md.size()
+                    && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
+            });
+            if !same {
+                total += md.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn walk(root: &Path, f: &mut dyn FnMut(&fs::Metadata)) -> io::Result<()> {
+    let md = match fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut stack = vec![(root.to_path_buf(), md)];
+    while let Some((p, md)) = stack.pop() {
+        f(&md);
+        if md.is_dir() {
+            for e in fs::read_dir(&p)? {
+                let e = e?;
+                let md = fs::symlink_metadata(e.path())?;
+                stack.push((e.path(), md));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which generations to keep, in the manner of restic's `forget` (and btrbk, Time Machine):
+/// everything younger than `keep_within_days`, plus the newest generation of each of the
+/// last `daily` days, `weekly` ISO weeks and `monthly` months that hold one (each rule
+/// counts only periods with a generation, so a drive plugged in once a week still keeps
+/// `daily` of them). The newest generation is always kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep every generation younger than this many days.
+    pub keep_within_days: u32,
+    /// Days (with a generation) whose newest generation is kept.
+    pub daily: u32,
+    /// ISO weeks (Monday to Sunday, UTC) whose newest generation is kept.
+    pub weekly: u32,
+    /// Calendar months whose newest generation is kept.
+    pub monthly: u32,
+}
+
+impl Default for Retention {
+    /// Everything for 14 days, then 30 dailies, 12 weeklies, 24 monthlies.
+    fn default() -> Self {
+        Self {
+            keep_within_days: 14,
+            daily: 30,
+            weekly: 12,
+            monthly: 24,
+        }
+    }
+}
+
+/// A period's number (day, ISO week, month) of a stamp.
+type Bucket = fn(Stamp) -> i64;
+
+impl Retention {
+    /// For each of `stamps` (any order), whether the policy keeps it at time `now`.
+    pub fn keep(&self, stamps: &[Stamp], now: Stamp) -> Vec<bool> {
+        let mut order: Vec<usize> = (0..stamps.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(stamps[i]));
+        let mut keep = vec![false; stamps.len()];
+        if let Some(&newest) = order.first() {
+            keep[newest] = true;
+        }
+        let within = i64::from(self.keep_within_days) * 86400;
+        let rules: [(u32, Bucket); 3] = [
+            (self.daily, |s| s.day()),
+            // ISO weeks start on Monday; 1970-01-01 was a Thursday.
+            (self.weekly, |s| (s.day() + 3).div_euclid(7)),
+            (self.monthly, |s| {
+                let (y, m, _) = civil_from_days(s.day());
+                y * 12 + i64::from(m)
+            }),
+        ];
+        for &i in &order {
+            // (A stamp ahead of `now`, after the clock went back, counts as young.)
+            if within > 0 && now.0 - stamps[i].0 < within {
+                keep[i] = true;
+            }
+        }
+        for (count, bucket) in rules {
+            let mut left = count;
+            let mut last = None;
+            for &i in &order {
+                if left == 0 {
+                    break;
+                }
+                let b = bucket(stamps[i]);
+                if last != Some(b) {
+                    keep[i] = true;
+                    last = Some(b);
+                    left -= 1;
+                }
+            }
+        }
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_name_and_parse_in_utc() {
+        let s = Stamp::parse("2026-11-27T153000Z").unwrap();
+        assert_eq!(s.name(), "2026-11-27T153000Z");
+        assert_eq!(s.iso(), "2026-11-27T15:30:00Z");
+        assert_eq!(Stamp::parse("2026-11-27T15:30:00Z"), Some(s));
+        assert_eq!(Stamp::parse("2026-11-27 15:30"), Some(s));
+        assert_eq!(
+            Stamp::parse("2026-11-27").unwrap().name(),
+            "2026-11-27T235959Z"
+        );
+        assert_eq!(Stamp(0).name(), "1970-01-01T000000Z");
+        assert_eq!(Stamp(951_782_400).name(), "2000-02-29T000000Z");
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-11-27T25",
+            "26-11-27",
+            "2026-11-27Tab",
+            "x",
+        ] {
+            assert_eq!(Stamp::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// 40 runs, one a day at 15:30 UTC from 2026-01-01 to 2026-02-09, judged on the last day
+    /// with keep 7 days, 10 dailies, 4 weeklies, 3 monthlies.
+    #[test]
+    fn retention_over_forty_dates_keeps_exactly_what_the_policy_names() {
+        let first = Stamp::parse("2026-01-01T15:30").unwrap();
+        let stamps: Vec<Stamp> = (0..40).map(|i| Stamp(first.0 + i * 86400)).collect();
+        let now = *stamps.last().unwrap();
+        let policy = Retention {
+            keep_within_days: 7,
+            daily: 10,
+            weekly: 4,
+            monthly: 3,
+        };
+        let keep = policy.keep(&stamps, now);
+        let kept: Vec<String> = stamps
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(s, _)| s.name()[..10].to_string())
+            .collect();
+        // Within 7 days: 02-03..02-09 (7 runs, strictly younger than 7 x 24 h).
+        // 10 dailies: 01-31..02-09. Weekly (ISO weeks, newest of each; 02-09 is a Monday):
+        // Mon 02-09, Sun 02-08, Sun 02-01, Sun 01-25. Monthly: 02-09 (Feb), 01-31 (Jan); only
+        // two months hold runs.
+        let want = [
+            "2026-01-25",
+            "2026-01-31",
+            "2026-02-01",
+            "2026-02-02",
+            "2026-02-03",
+            "2026-02-04",
+            "2026-02-05",
+            "2026-02-06",
+            "2026-02-07",
+            "2026-02-08",
+            "2026-02-09",
+        ];
+        assert_eq!(kept, want);
+        // Irregular runs and a policy of nothing: only the newest survives.
+        let none = Retention {
+            keep_within_days: 0,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+        };
+        let keep = none.keep(&[stamps[3], stamps[9], stamps[1]], now);
+        assert_eq!(keep, [false, true, false]);
+        // Generations dated a little ahead of `now` (runs in the same second are moved on
+        // by a second) are not kept by a zero-day window either.
+        let ahead = [Stamp(now.0), Stamp(now.0 + 1), Stamp(now.0 + 2)];
+        assert_eq!(none.keep(&ahead, now), [false, false, true]);
+        // Two runs on the same day: the daily rule keeps the later one only.
+        let same_day = [Stamp(first.0), Stamp(first.0 + 3600)];
+        let daily1 = Retention { daily: 1, ..none };
+        assert_eq!(
+            daily1.keep(&same_day, Stamp(first.0 + 30 * 86400)),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn a_generation_is_built_aside_committed_resumed_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let g = Generations::at(d.path());
+        assert_eq!(g.list().unwrap(), vec![]);
+        // The plain mirror becomes the first generation.
+        fs::create_dir_all(d.path().join("data/sub")).unwrap();
+        fs::write(d.path().join("data/sub/f"), "x").unwrap();
+        let t1 = Stamp::parse("2026-11-27T10:00").unwrap();
+        let first = g.migrate(&d.path().join("data"), t1).unwrap().unwrap();
+        assert!(!d.path().join("data").exists());
+        assert_eq!(fs::read(first.path.join("sub/f")).unwrap(), b"x");
+        // Interrupted: the folder never has a complete-looking name.
+        let s = g.start(Stamp(t1.0 + 60)).unwrap();
+        assert!(s.path.to_str().unwrap().ends_with(".incomplete"));
+        assert_eq!(g.list().unwrap(), vec![first.clone()]);
+        fs::write(s.path.join("half"), "y").unwrap();
+        // The next run resumes it under its own name.
+        let s2 = g.start(Stamp(t1.0 + 120)).unwrap();
+        assert_eq!(s2.resumed.as_deref(), Some("2026-11-27T100100Z.incomplete"));
+        assert_eq!(fs::read(s2.path.join("half")).unwrap(), b"y");
+        let second = g.commit(&s2).unwrap();
+        assert_eq!(second.path.file_name().unwrap(), "2026-11-27T100200Z");
+        assert_eq!(g.newest().unwrap(), Some(second.clone()));
+        assert_eq!(g.incomplete().unwrap(), Vec::<PathBuf>::new());
+        // A clock set back never dates a new generation before the newest.
+        let s3 = g.start(t1).unwrap();
+        assert!(s3.stamp > second.stamp);
+        // Dates people type pick the newest at or before.
+        let at = |s: &str| g.at_or_before(Stamp::parse(s).unwrap()).unwrap();
+        assert_eq!(at("2026-11-27T10:01"), Some(first.clone()));
+        assert_eq!(at("2026-11-27"), Some(second.clone()));
+        assert_eq!(at("2026-11-26"), None);
+        g.remove(&first).unwrap();
+        assert_eq!(g.list().unwrap(), vec![second]);
+    }
+}

@@ -1,0 +1,191 @@
+//! `history` benchmark: a no-change run that adds a generation against today's no-change
+//! mirror run, on the same filesystem, in the same run, on a tree of 30,000 files (300
+//! folders of 100): ext4 (hard-link trees: report, aim <= 4x) and btrfs (snapshots: target
+//! <= 1.3x); and pruning one generation. Release builds of the syncer's example
+//! `generation_once`: a generation = the free-space estimate against the newest
+//! generation, the new generation, `RsyncSyncer` with the guard, the rename; the mirror
+//! (`--mirror`) = the free-space check's two walks and `RsyncSyncer`, as a mirror run does;
+//! `--prune-oldest`. The bare mirror sync (`sync_once`, no free-space walks) is shown too.
+//! As root (loop devices).
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const REPS: usize = 5;
+const DIRS: usize = 300;
+const FILES_PER_DIR: usize = 100;
+
+/// Builds the examples, generates the tree, measures ext4 then btrfs, cleans up.
+pub fn run(root: &Path) -> Result<()> {
+    if !crate::util::is_root() {
+        bail!("bench history: needs root (loop devices, mounts)");
+    }
+    let mirror = super::release_example(root, "syncer", "sync_once")?;
+    let generation = super::release_example(root, "syncer", "generation_once")?;
+    let work = std::env::temp_dir().join(format!("extbackup-bench-history-{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let result = (|| {
+        let src = work.join("src");
+        eprintln!(
+            "bench history: generating {} files in {}",
+            DIRS * FILES_PER_DIR,
+            src.display()
+        );
+        generate(&src)?;
+        for fs_kind in ["ext4", "btrfs"] {
+            measure(fs_kind, &mirror, &generation, &src, &work)?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+/// A loop-mounted filesystem, unmounted and detached on drop.
+struct Mounted {
+    dev: String,
+    mnt: PathBuf,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn mount_new(kind: &str, work: &Path) -> Result<Mounted> {
+    let img = work.join(format!("{kind}.img"));
+    let f = fs::File::create(&img)?;
+    f.set_len(2 << 30)?;
+    drop(f);
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&img)
+        .output()?;
+    if !out.status.success() {
+        bail!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mnt = work.join(format!("{kind}-mnt"));
+    fs::create_dir_all(&mnt)?;
+    let m = Mounted { dev, mnt };
+    let mkfs = match kind {
+        "ext4" => vec!["mkfs.ext4", "-q", "-F", "-m", "0"],
+        _ => vec!["mkfs.btrfs", "-q", "-f"],
+    };
+    ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&m.dev))?;
+    ok(Command::new("mount").arg(&m.dev).arg(&m.mnt))?;
+    Ok(m)
+}
+
+fn measure(kind: &str, mirror: &Path, generation: &Path, src: &Path, work: &Path) -> Result<()> {
+    let m = mount_new(kind, work)?;
+    let data = m.mnt.join("data");
+    let mirror_run = || timed(Command::new(generation).arg("--mirror").arg(src).arg(&data));
+    // The first copies, not timed.
+    mirror_run()?;
+    timed(Command::new(generation).arg(src).arg(&m.mnt))?;
+    let (mut mirrors, mut gens, mut prunes, mut bare) = (vec![], vec![], vec![], vec![]);
+    for rep in 0..REPS {
+        // Alternate which goes first.
+        if rep % 2 == 0 {
+            mirrors.push(mirror_run()?);
+            gens.push(timed(Command::new(generation).arg(src).arg(&m.mnt))?);
+        } else {
+            gens.push(timed(Command::new(generation).arg(src).arg(&m.mnt))?);
+            mirrors.push(mirror_run()?);
+        }
+        bare.push(timed(Command::new(mirror).arg(src).arg(&data))?);
+        prunes.push(timed(
+            Command::new(generation).arg("--prune-oldest").arg(&m.mnt),
+        )?);
+    }
+    drop(m);
+    let s = |d: Duration| d.as_secs_f64();
+    let (mm, gm, pm) = (
+        super::median(&mirrors),
+        super::median(&gens),
+        super::median(&prunes),
+    );
+    let (mmin, gmin) = (
+        mirrors.iter().min().copied().unwrap_or_default(),
+        gens.iter().min().copied().unwrap_or_default(),
+    );
+    let (target, what) = match kind {
+        "btrfs" => ("target <= 1.3x", "snapshot"),
+        _ => ("report; aim <= 4x", "hard-link tree"),
+    };
+    println!(
+        "bench history {kind}: {REPS} runs each on {} files; median (min)",
+        DIRS * FILES_PER_DIR
+    );
+    println!(
+        "  no-change mirror run              {:>8.3} s ({:.3} s)",
+        s(mm),
+        s(mmin)
+    );
+    let bm = super::median(&bare);
+    println!(
+        "    its sync alone (sync_once)      {:>8.3} s; generation / that: {:.2}x",
+        s(bm),
+        s(gm) / s(bm)
+    );
+    println!(
+        "  no-change run adding a generation {:>8.3} s ({:.3} s)  [{what}]",
+        s(gm),
+        s(gmin)
+    );
+    println!(
+        "  generation / mirror: {:.2}x (min {:.2}x) ({target})",
+        s(gm) / s(mm),
+        s(gmin) / s(mmin)
+    );
+    println!(
+        "  pruning one generation            {:>8.3} s ({:.2}x the mirror run)",
+        s(pm),
+        s(pm) / s(mm)
+    );
+    Ok(())
+}
+
+fn timed(cmd: &mut Command) -> Result<Duration> {
+    let t0 = Instant::now();
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    let took = t0.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+fn ok(cmd: &mut Command) -> Result<()> {
+    timed(cmd).map(|_| ())
+}
+
+fn generate(src: &Path) -> Result<()> {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for d in 0..DIRS {
+        let dir = src.join(format!("dir{d:03}"));
+        fs::create_dir_all(&dir)?;
+        for f in 0..FILES_PER_DIR {
+            let len = 200 + (next() % 3800) as usize;
+            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+            fs::write(dir.join(format!("file{f:03}.dat")), data)?;
+        }
+    }
+    Ok(())
+}
