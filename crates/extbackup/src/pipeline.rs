@@ -646,9 +646,7 @@ impl<'a> Pipeline<'a> {
     fn make_room(&mut self, run: &mut Run, need: u64, free: u64) -> Result<(), StepError> {
         let host = &self.b.host;
         let mp = run.mount_point.clone();
-        let removed = crate::history::make_room(&mp, need, free, &mut || {
-            host.free_space(&mp)
-        })?;
+        let removed = crate::history::make_room(&mp, need, free, &mut || host.free_space(&mp))?;
         Self::note(
             run,
             format!(
