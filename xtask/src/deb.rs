@@ -311,7 +311,7 @@ fn check_in(deb: &Path, root: &Path) -> Result<()> {
     let unit = fs::read_to_string(root.join("usr/lib/systemd/system/extbackup@.service"))?;
     ensure!(
         unit.contains(
-            "ExecStart=/usr/bin/extbackup --config /etc/extbackup/config.toml run --uuid %I"
+            "ExecStart=/usr/bin/extbackup --config /etc/extbackup/config.toml run --uuid %i"
         ),
         "the packaged unit runs the packaged binary:\n{unit}"
     );
