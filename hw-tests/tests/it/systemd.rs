@@ -81,7 +81,7 @@ impl Rig {
             .unwrap()
             .port();
         let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/notify/tests/it/smtp_server.py");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/notifier/tests/it/smtp_server.py");
         let mut smtp = Command::new("/usr/bin/python3")
             .arg(&script)
             .arg(port.to_string())
