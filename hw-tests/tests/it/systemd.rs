@@ -186,6 +186,8 @@ require_source_mount_point = false
             "--name",
             name,
             "--yes",
+            // The journey under test does not need one (the recovery tests cover it).
+            "--no-recovery-passphrase",
             "--keys-dir",
             self.path("keys").to_str().unwrap(),
         ]);
