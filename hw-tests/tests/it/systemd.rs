@@ -108,8 +108,9 @@ index = 0
 limit = 100
 breathe_period_ms = 600
 colors = {{ working = "0000ff", success = "00ff00", failure = "ff0000", attention = "ffff00" }}
-# Each test its own slots (one LED shared by jobs): an earlier test's red stays on its own.
-slots_dir = "{d}/slots"
+# Each test its own slots (one LED shared by jobs: an earlier test's red would stay until
+# acknowledged), in the state folder, which the sandboxed unit may write.
+slots_dir = "{d}/state/slots"
 
 [mail]
 to = ["root@localhost"]
