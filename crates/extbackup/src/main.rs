@@ -440,31 +440,9 @@ fn load(cli: &Cli) -> Result<Config> {
 
 fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
     match &cli.command {
-        Command::Run(a) => {
-            let cfg = load(cli)?;
-            let target = match (&a.target.uuid, &a.target.device) {
-                (Some(u), _) => Target::Uuid(u.clone()),
-                (None, Some(d)) => Target::Device(d.clone()),
-                (None, None) => bail!(UsageError("give --uuid or --device".into())),
-            };
-            run(
-                &cfg,
-                &target,
-                a.target.uuid.as_deref(),
-                (a.force, a.json),
-                capture,
-            )
-        }
+        Command::Run(a) => run_cmd(cli, a, capture),
         Command::Watch => watch(cli, capture),
-        Command::Ack { name } => {
-            let cfg = load(cli)?;
-            if backends::ack(&cfg, name).map_err(|e| anyhow::anyhow!(extbackup::chain(&e)))? {
-                println!("{name}: failure acknowledged");
-            } else {
-                println!("{name}: no failure to acknowledge");
-            }
-            Ok(0)
-        }
+        Command::Ack { name } => ack_cmd(cli, name),
         Command::Prepare(a) => prepare_cmd(cli, a),
         Command::Install(a) => install(cli, a),
         Command::GenerateAssets { dir } => generate_assets(dir),
@@ -477,56 +455,8 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 binary: None,
             },
         ),
-        Command::Status { json } => {
-            let cfg = load(cli)?;
-            let s = status::status(&cfg, state::now())
-                .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                print!("{}", s.render());
-            }
-            Ok(0)
-        }
-        Command::Check { max_age } => {
-            let cfg = load(cli)?;
-            let days = max_age.unwrap_or(cfg.policy.reminder_age_days);
-            let s = status::status(&cfg, state::now())
-                .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
-            match s.reminder(&cfg, u64::from(days) * 86_400) {
-                None => {
-                    for d in &s.drives {
-                        println!("ok: {}", status::Status::age_line(d));
-                    }
-                    println!("every drive is within {days} days");
-                }
-                Some(ev) => {
-                    for line in ev.details.iter().take_while(|l| l.starts_with("drive ")) {
-                        tracing::warn!("{line}, over the {days}-day limit");
-                    }
-                    match backends::notifier(&cfg)? {
-                        Some(n) => {
-                            let _ = n.flush_spool();
-                            n.notify(&ev).context("sending the reminder mail")?;
-                            println!("reminder mail sent");
-                        }
-                        None => {
-                            // No mail: the log above and the LED are the reminder; the
-                            // timer's unit must not fail every day for it.
-                            tracing::warn!(
-                                "no [mail] configured: showing the attention colour instead of \
-                                 mailing a reminder"
-                            );
-                            let mut ind = backends::indicator(&cfg);
-                            if let Err(e) = ind.show(indicator::State::Attention) {
-                                tracing::warn!("indicator: {}", extbackup::chain(&e));
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(0)
-        }
+        Command::Status { json } => status_cmd(cli, *json),
+        Command::Check { max_age } => check_cmd(cli, *max_age),
         Command::Recovery {
             command:
                 RecoveryCommand::Add {
@@ -550,33 +480,115 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
                 },
         } => recovery_kit(cli, name, to, *with_key_file, device.as_deref()),
         Command::Mount(a) => mount_cmd(cli, a),
-        Command::Unmount { name } => {
-            let (cfg, _) = load_or_default(cli)?;
-            let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-            let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-            if browse::unmount(crypt.as_ref(), mounter.as_ref(), name).map_err(failure)? {
-                println!("drive {name}: unmounted and closed");
-                Ok(0)
-            } else {
-                eprintln!("extbackup: drive {name} is not open for browsing");
-                Ok(1)
-            }
-        }
+        Command::Unmount { name } => unmount_cmd(cli, name),
         Command::Restore(a) => restore_cmd(cli, a),
         Command::Verify(a) => verify_cmd(cli, a),
         Command::NotifyFailure { uuid, unit } => notify_failure(cli, uuid, unit.as_deref()),
         Command::History(a) => history_cmd(cli, a),
         Command::Config {
             command: ConfigCommand::Check,
-        } => {
-            let cfg = load(cli)?;
-            cfg.check_key_files()
-                .map_err(|e| UsageError(extbackup::chain(&e)))?;
-            println!("{}: valid", cli.config.display());
-            print!("{}", cfg.summary());
-            Ok(0)
+        } => config_check_cmd(cli),
+    }
+}
+
+fn run_cmd(cli: &Cli, a: &RunArgs, capture: &LogCapture) -> Result<u8> {
+    let cfg = load(cli)?;
+    let target = match (&a.target.uuid, &a.target.device) {
+        (Some(u), _) => Target::Uuid(u.clone()),
+        (None, Some(d)) => Target::Device(d.clone()),
+        (None, None) => bail!(UsageError("give --uuid or --device".into())),
+    };
+    run(
+        &cfg,
+        &target,
+        a.target.uuid.as_deref(),
+        (a.force, a.json),
+        capture,
+    )
+}
+
+fn ack_cmd(cli: &Cli, name: &str) -> Result<u8> {
+    let cfg = load(cli)?;
+    if backends::ack(&cfg, name).map_err(|e| anyhow::anyhow!(extbackup::chain(&e)))? {
+        println!("{name}: failure acknowledged");
+    } else {
+        println!("{name}: no failure to acknowledge");
+    }
+    Ok(0)
+}
+
+fn status_cmd(cli: &Cli, json: bool) -> Result<u8> {
+    let cfg = load(cli)?;
+    let s = status::status(&cfg, state::now())
+        .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", s.render());
+    }
+    Ok(0)
+}
+
+fn check_cmd(cli: &Cli, max_age: Option<u32>) -> Result<u8> {
+    let cfg = load(cli)?;
+    let days = max_age.unwrap_or(cfg.policy.reminder_age_days);
+    let s = status::status(&cfg, state::now())
+        .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
+    match s.reminder(&cfg, u64::from(days) * 86_400) {
+        None => {
+            for d in &s.drives {
+                println!("ok: {}", status::Status::age_line(d));
+            }
+            println!("every drive is within {days} days");
+        }
+        Some(ev) => {
+            for line in ev.details.iter().take_while(|l| l.starts_with("drive ")) {
+                tracing::warn!("{line}, over the {days}-day limit");
+            }
+            match backends::notifier(&cfg)? {
+                Some(n) => {
+                    let _ = n.flush_spool();
+                    n.notify(&ev).context("sending the reminder mail")?;
+                    println!("reminder mail sent");
+                }
+                None => {
+                    // No mail: the log above and the LED are the reminder; the
+                    // timer's unit must not fail every day for it.
+                    tracing::warn!(
+                        "no [mail] configured: showing the attention colour instead of \
+                         mailing a reminder"
+                    );
+                    let mut ind = backends::indicator(&cfg);
+                    if let Err(e) = ind.show(indicator::State::Attention) {
+                        tracing::warn!("indicator: {}", extbackup::chain(&e));
+                    }
+                }
+            }
         }
     }
+    Ok(0)
+}
+
+fn unmount_cmd(cli: &Cli, name: &str) -> Result<u8> {
+    let (cfg, _) = load_or_default(cli)?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if browse::unmount(crypt.as_ref(), mounter.as_ref(), name).map_err(failure)? {
+        println!("drive {name}: unmounted and closed");
+        Ok(0)
+    } else {
+        eprintln!("extbackup: drive {name} is not open for browsing");
+        Ok(1)
+    }
+}
+
+fn config_check_cmd(cli: &Cli) -> Result<u8> {
+    let cfg = load(cli)?;
+    cfg.check_key_files()
+        .map_err(|e| UsageError(extbackup::chain(&e)))?;
+    println!("{}: valid", cli.config.display());
+    print!("{}", cfg.summary());
+    Ok(0)
 }
 
 fn run(
