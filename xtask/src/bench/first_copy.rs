@@ -87,7 +87,15 @@ fn measure(work: &Path) -> Result<()> {
         DIRS * FILES_PER_DIR,
         BIG_SIZE >> 20
     );
-    generate(&src)?;
+    super::generate_tree(
+        &src,
+        &super::Tree {
+            dirs: DIRS,
+            files_per_dir: FILES_PER_DIR,
+            big_files: BIG_FILES,
+            big_size: BIG_SIZE,
+        },
+    )?;
     let img = work.join("disk.img");
     sh(Command::new("truncate").args(["-s", "2G"]).arg(&img))?;
     sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
@@ -142,32 +150,6 @@ fn measure(work: &Path) -> Result<()> {
             min.as_secs_f64() / base.1.as_secs_f64(),
             if i == 1 { "  target <= 1.10x" } else { "" }
         );
-    }
-    Ok(())
-}
-
-fn generate(src: &Path) -> Result<()> {
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    for d in 0..DIRS {
-        let dir = src.join(format!("dir{d:03}"));
-        fs::create_dir_all(&dir)?;
-        for f in 0..FILES_PER_DIR {
-            let len = 200 + (next() % 3800) as usize;
-            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
-            fs::write(dir.join(format!("file{f:03}.dat")), data)?;
-        }
-    }
-    for b in 0..BIG_FILES {
-        let data: Vec<u8> = (0..BIG_SIZE / 8)
-            .flat_map(|_| next().to_le_bytes())
-            .collect();
-        fs::write(src.join(format!("big{b}.bin")), data)?;
     }
     Ok(())
 }

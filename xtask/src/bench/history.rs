@@ -34,7 +34,15 @@ pub fn run(root: &Path) -> Result<()> {
             DIRS * FILES_PER_DIR,
             src.display()
         );
-        generate(&src)?;
+        super::generate_tree(
+            &src,
+            &super::Tree {
+                dirs: DIRS,
+                files_per_dir: FILES_PER_DIR,
+                big_files: 0,
+                big_size: 0,
+            },
+        )?;
         for fs_kind in ["ext4", "btrfs"] {
             measure(fs_kind, &mirror, &generation, &src, &work)?;
         }
@@ -168,24 +176,4 @@ fn timed(cmd: &mut Command) -> Result<Duration> {
 
 fn ok(cmd: &mut Command) -> Result<()> {
     timed(cmd).map(|_| ())
-}
-
-fn generate(src: &Path) -> Result<()> {
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    for d in 0..DIRS {
-        let dir = src.join(format!("dir{d:03}"));
-        fs::create_dir_all(&dir)?;
-        for f in 0..FILES_PER_DIR {
-            let len = 200 + (next() % 3800) as usize;
-            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
-            fs::write(dir.join(format!("file{f:03}.dat")), data)?;
-        }
-    }
-    Ok(())
 }

@@ -94,6 +94,52 @@ pub fn run_printing(exe: &Path, prefix: &str, failure: &str) -> Result<()> {
 /// The median of `times` (the upper one of the middle two for an even count).
 ///
 /// Panics on an empty slice.
+/// The shape of a benchmark's source tree: `dirs` folders of `files_per_dir` small files
+/// (200..4000 bytes each), and `big_files` files of `big_size` bytes at the top.
+pub struct Tree {
+    pub dirs: usize,
+    pub files_per_dir: usize,
+    pub big_files: usize,
+    pub big_size: usize,
+}
+
+/// Writes `tree` under `src` with cheap pseudo-random content (xorshift: not compressible,
+/// no two files alike), the same for every run; big files are written 1 MiB at a time.
+pub fn generate_tree(src: &Path, tree: &Tree) -> Result<()> {
+    use std::io::Write;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    std::fs::create_dir_all(src)?;
+    for d in 0..tree.dirs {
+        let dir = src.join(format!("dir{d:03}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..tree.files_per_dir {
+            let len = 200 + (next() % 3800) as usize;
+            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+            std::fs::write(dir.join(format!("file{f:03}.dat")), data)?;
+        }
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for b in 0..tree.big_files {
+        let mut f = std::fs::File::create(src.join(format!("big{b}.bin")))?;
+        let mut left = tree.big_size;
+        while left > 0 {
+            for c in buf.chunks_mut(8) {
+                c.copy_from_slice(&next().to_le_bytes());
+            }
+            let n = left.min(buf.len());
+            f.write_all(&buf[..n])?;
+            left -= n;
+        }
+    }
+    Ok(())
+}
+
 pub fn median(times: &[Duration]) -> Duration {
     let mut v = times.to_vec();
     v.sort();
@@ -110,5 +156,32 @@ mod tests {
         assert_eq!(median(&[ms(5), ms(1), ms(3)]), ms(3));
         assert_eq!(median(&[ms(4), ms(1), ms(3), ms(2)]), ms(3));
         assert_eq!(median(&[ms(7)]), ms(7));
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    #[test]
+    fn a_tree_has_its_shape_and_the_same_content_each_time() {
+        let t = tempfile_dir();
+        let shape = super::Tree {
+            dirs: 2,
+            files_per_dir: 3,
+            big_files: 1,
+            big_size: (3 << 20) / 2,
+        };
+        super::generate_tree(&t.join("a"), &shape).unwrap();
+        super::generate_tree(&t.join("b"), &shape).unwrap();
+        let big = std::fs::read(t.join("a/big0.bin")).unwrap();
+        assert_eq!(big.len(), (3 << 20) / 2);
+        assert_eq!(big, std::fs::read(t.join("b/big0.bin")).unwrap());
+        assert_eq!(std::fs::read_dir(t.join("a/dir001")).unwrap().count(), 3);
+        let _ = std::fs::remove_dir_all(&t);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("bench-tree-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
     }
 }

@@ -67,7 +67,15 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
         BIG_SIZE >> 20,
         src.display()
     );
-    generate(&src)?;
+    super::generate_tree(
+        &src,
+        &super::Tree {
+            dirs: DIRS,
+            files_per_dir: FILES_PER_DIR,
+            big_files: BIG_FILES,
+            big_size: BIG_SIZE,
+        },
+    )?;
     let tools = [
         Tool::Ours,
         Tool::OursNoDeleteGuard,
@@ -163,30 +171,4 @@ fn time(tool: Tool, example: &Path, src: &Path, dst: &Path) -> Result<Duration> 
         bail!("{} failed ({status})", tool.name());
     }
     Ok(elapsed)
-}
-
-fn generate(src: &Path) -> Result<()> {
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    for d in 0..DIRS {
-        let dir = src.join(format!("dir{d:03}"));
-        fs::create_dir_all(&dir)?;
-        for f in 0..FILES_PER_DIR {
-            let len = 200 + (next() % 3800) as usize;
-            let data: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
-            fs::write(dir.join(format!("file{f:03}.dat")), data)?;
-        }
-    }
-    for b in 0..BIG_FILES {
-        let data: Vec<u8> = (0..BIG_SIZE / 8)
-            .flat_map(|_| next().to_le_bytes())
-            .collect();
-        fs::write(src.join(format!("big{b}.bin")), data)?;
-    }
-    Ok(())
 }

@@ -11,7 +11,6 @@
 
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,38 +29,6 @@ pub fn run(root: &Path) -> Result<()> {
     let result = measure(&example, &work);
     let _ = fs::remove_dir_all(&work);
     result
-}
-
-fn generate(src: &Path) -> Result<()> {
-    fs::create_dir_all(src)?;
-    // Cheap pseudo-random content (xorshift): not compressible, not all equal.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut buf = vec![0u8; 1 << 20];
-    for i in 0..BIG_FILES {
-        let mut f = fs::File::create(src.join(format!("big-{i}.bin")))?;
-        for _ in 0..BIG_SIZE / buf.len() {
-            for c in buf.chunks_mut(8) {
-                c.copy_from_slice(&next().to_le_bytes());
-            }
-            f.write_all(&buf)?;
-        }
-    }
-    for d in 0..DIRS {
-        let dir = src.join(format!("d{d:03}"));
-        fs::create_dir_all(&dir)?;
-        for n in 0..FILES_PER_DIR {
-            let len = 1024 + (next() % 3072) as usize;
-            fs::write(dir.join(format!("f{n:03}.txt")), &buf[..len])?;
-            buf[n % 1024] ^= 0x5a;
-        }
-    }
-    Ok(())
 }
 
 fn time_verify(example: &Path, src: &Path, dst: &Path) -> Result<Duration> {
@@ -105,7 +72,15 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
         BIG_SIZE >> 20,
         DIRS * FILES_PER_DIR
     );
-    generate(&src)?;
+    super::generate_tree(
+        &src,
+        &super::Tree {
+            dirs: DIRS,
+            files_per_dir: FILES_PER_DIR,
+            big_files: BIG_FILES,
+            big_size: BIG_SIZE,
+        },
+    )?;
     crate::util::run(Command::new("cp").arg("-a").arg(&src).arg(&dst))?;
     // Warm-up: both read everything once into the page cache.
     time_sha256sum(&src, &dst)?;
