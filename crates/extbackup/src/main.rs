@@ -1047,43 +1047,55 @@ fn mount_cmd(cli: &Cli, a: &MountArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn restore_cmd(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
-    let (cfg, has_config) = load_or_default(cli)?;
-    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-    let resolve = || browse::resolve(&cfg, crypt.as_ref(), Some(&a.name), a.device.as_deref());
+/// Opens drive `name` (or the one on `device`) read-only, with the key file or, with
+/// `passphrase`, the recovery passphrase, hands the view to `f`, and closes it again.
+fn with_drive_view<T>(
+    cfg: &Config,
+    name: &str,
+    device: Option<&std::path::Path>,
+    passphrase: bool,
+    f: impl FnOnce(&browse::DriveView<'_>) -> Result<T>,
+) -> Result<T> {
+    let crypt = backends::crypt(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mounter = backends::mounter(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let resolve = || browse::resolve(cfg, crypt.as_ref(), Some(name), device);
     let view = browse::DriveView::open(
         crypt.as_ref(),
         mounter.as_ref(),
         &resolve,
-        &a.name,
-        &opener(a.passphrase),
-        &mut ask_passphrase(&a.name),
+        name,
+        &opener(passphrase),
+        &mut ask_passphrase(name),
     )
     .map_err(failure)?;
-    let source = has_config.then_some(cfg.source.as_path());
-    let from = view.data_at(a.at.as_deref()).map_err(failure)?;
-    let r = restore::restore(
-        &from,
-        view.mount_point(),
-        source,
-        &restore::RestoreRequest {
-            paths: a.paths.clone(),
-            to: a.to.clone(),
-            overwrite: a.overwrite,
-        },
-    )
-    .map_err(failure)?;
-    for (rel, dest) in &r.items {
-        println!("restored {} to {}", rel.display(), dest.display());
-    }
-    Ok(0)
+    f(&view)
+}
+
+fn restore_cmd(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
+    let (cfg, has_config) = load_or_default(cli)?;
+    with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
+        let source = has_config.then_some(cfg.source.as_path());
+        let from = view.data_at(a.at.as_deref()).map_err(failure)?;
+        let r = restore::restore(
+            &from,
+            view.mount_point(),
+            source,
+            &restore::RestoreRequest {
+                paths: a.paths.clone(),
+                to: a.to.clone(),
+                overwrite: a.overwrite,
+            },
+        )
+        .map_err(failure)?;
+        for (rel, dest) in &r.items {
+            println!("restored {} to {}", rel.display(), dest.display());
+        }
+        Ok(0)
+    })
 }
 
 fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     let cfg = load(cli)?;
-    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     if cfg.drive_by_name(&a.name).is_none() {
         bail!(UsageError(format!(
             "no drive named {} in {}",
@@ -1096,18 +1108,9 @@ fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     } else {
         verify::Depth::Sample(a.sample.unwrap_or(verify::DEFAULT_SAMPLE_PERCENT))
     };
-    let resolve = || browse::resolve(&cfg, crypt.as_ref(), Some(&a.name), a.device.as_deref());
-    let view = browse::DriveView::open(
-        crypt.as_ref(),
-        mounter.as_ref(),
-        &resolve,
-        &a.name,
-        &opener(a.passphrase),
-        &mut ask_passphrase(&a.name),
-    )
-    .map_err(failure)?;
-    let r = verify::verify(&a.name, &cfg.source, &view.data(), depth).map_err(failure)?;
-    drop(view);
+    let r = with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
+        verify::verify(&a.name, &cfg.source, &view.data(), depth).map_err(failure)
+    })?;
     for d in &r.differences {
         println!("{d}");
     }
@@ -1154,20 +1157,9 @@ fn prepare_next_step(cli: &Cli, a: &PrepareArgs) -> String {
 
 fn history_cmd(cli: &Cli, a: &HistoryArgs) -> Result<u8> {
     let (cfg, _) = load_or_default(cli)?;
-    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-    let mounter = backends::mounter(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
-    let resolve = || browse::resolve(&cfg, crypt.as_ref(), Some(&a.name), a.device.as_deref());
-    let view = browse::DriveView::open(
-        crypt.as_ref(),
-        mounter.as_ref(),
-        &resolve,
-        &a.name,
-        &opener(a.passphrase),
-        &mut ask_passphrase(&a.name),
-    )
-    .map_err(failure)?;
-    let list = extbackup::history::list(view.mount_point()).map_err(failure)?;
-    drop(view);
+    let list = with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
+        extbackup::history::list(view.mount_point()).map_err(failure)
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
