@@ -830,12 +830,9 @@ mod with_fakes {
         assert_eq!(ev[0].outcome, MailOutcome::Success);
     }
 
-    #[test]
-    fn a_mapping_left_open_and_mounted_by_a_killed_run_is_closed_first() {
-        let f = fixture();
-        let (b, ind, crypt, mounter, _n, _s) = setup(&f);
-        let mp = f.dir.path().join("mnt/offsite-a");
-        // What a SIGKILLed run leaves: the mapping open, its filesystem mounted.
+    /// What a SIGKILLed run leaves: the mapping open and (with a mounter) its filesystem
+    /// mounted.
+    fn left_by_a_killed_run(f: &Fixture, crypt: &FakeCrypt, mounter: Option<&FakeMounter>) {
         crypt
             .unlock(
                 Path::new(DEV),
@@ -843,9 +840,19 @@ mod with_fakes {
                 "extbackup-offsite-a",
             )
             .unwrap();
-        mounter
-            .mount(Path::new(DEV), &mp, &MountOptions::default())
-            .unwrap();
+        if let Some(m) = mounter {
+            let mp = f.dir.path().join("mnt/offsite-a");
+            m.mount(Path::new(DEV), &mp, &MountOptions::default())
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_mapping_left_open_and_mounted_by_a_killed_run_is_closed_first() {
+        let f = fixture();
+        let (b, ind, crypt, mounter, _n, _s) = setup(&f);
+        let mp = f.dir.path().join("mnt/offsite-a");
+        left_by_a_killed_run(&f, &crypt, Some(&mounter));
         let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
             .run(&Target::Device(DEV.into()));
         assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
@@ -880,17 +887,7 @@ mod with_fakes {
     fn a_busy_filesystem_left_by_a_killed_run_is_named_as_such() {
         let f = fixture();
         let (b, ind, crypt, mounter, _n, _s) = setup(&f);
-        let mp = f.dir.path().join("mnt/offsite-a");
-        crypt
-            .unlock(
-                Path::new(DEV),
-                &f.cfg.drives[0].key_file,
-                "extbackup-offsite-a",
-            )
-            .unwrap();
-        mounter
-            .mount(Path::new(DEV), &mp, &MountOptions::default())
-            .unwrap();
+        left_by_a_killed_run(&f, &crypt, Some(&mounter));
         // The killed run's rsync still holds the filesystem.
         mounter.set_busy(true);
         let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
@@ -905,13 +902,7 @@ mod with_fakes {
         // Busy mapping, filesystem already gone.
         let f = fixture();
         let (b, _ind, crypt, _m, _n, _s) = setup(&f);
-        crypt
-            .unlock(
-                Path::new(DEV),
-                &f.cfg.drives[0].key_file,
-                "extbackup-offsite-a",
-            )
-            .unwrap();
+        left_by_a_killed_run(&f, &crypt, None);
         crypt.set_busy("extbackup-offsite-a", true);
         let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
             .run(&Target::Device(DEV.into()));
