@@ -690,39 +690,11 @@ fn install_print_shows_the_rule_the_units_and_the_stable_binary() {
 
 /// The pids of the processes below `pid` (children, grandchildren...) named `comm`.
 fn descendants_named(pid: u32, comm: &str) -> Vec<u32> {
-    let mut parent_of = std::collections::HashMap::new();
-    let mut name_of = std::collections::HashMap::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid = stat[close + 2..].split_whitespace().nth(1).unwrap_or("0");
-        parent_of.insert(p, ppid.parse::<u32>().unwrap_or(0));
-        name_of.insert(p, stat[open + 1..close].to_string());
-    }
-    let below = |mut p: u32| {
-        while let Some(&pp) = parent_of.get(&p) {
-            if pp == pid {
-                return true;
-            }
-            if pp <= 1 {
-                return false;
-            }
-            p = pp;
-        }
-        false
-    };
-    name_of
-        .iter()
-        .filter(|(p, n)| n.as_str() == comm && below(**p))
-        .map(|(p, _)| *p)
+    oskit::descendants(pid)
+        .into_iter()
+        .filter(|p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
         .collect()
 }
 
