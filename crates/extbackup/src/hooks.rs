@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,62 +57,117 @@ pub fn run(
     let fail = |what: String| HookError {
         message: format!("{} hook {name:?}: {what}", phase.name()),
     };
-    let timeout = hook.timeout_secs.get();
     tracing::info!("{} hook {name:?}: running {:?}", phase.name(), argv);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("EXTBACKUP_HOOK", name)
         .env("EXTBACKUP_PHASE", phase.name())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("{} could not be started: {e}", argv[0])))?;
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let (tx, rx) = mpsc::channel();
-    let out = child
-        .stdout
-        .take()
-        .map(|o| Box::new(o) as Box<dyn Read + Send>);
-    let err = child
-        .stderr
-        .take()
-        .map(|o| Box::new(o) as Box<dyn Read + Send>);
-    let readers = usize::from(out.is_some()) + usize::from(err.is_some());
-    for stream in [out, err].into_iter().flatten() {
-        let (tail, tx, name) = (tail.clone(), tx.clone(), name.to_owned());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line).trim_end().to_string();
-                tracing::info!("hook {name:?}: {line}");
-                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-                if t.len() == TAIL_LINES {
-                    t.pop_front();
-                }
-                t.push_back(line);
-            }
-            let _ = tx.send(());
-        });
-    }
+    let output = Output::follow(&mut child, name);
     let t0 = Instant::now();
-    let pgid = child.id();
-    let mut ended_by = None;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) => {}
-            Err(e) => return Err(fail(format!("waiting for it: {e}"))),
+    let ended = wait(&mut child, hook.timeout_secs.get(), cancel)
+        .map_err(|e| fail(format!("waiting for it: {e}")))?;
+    let tail = output.tail();
+    let with_tail = |what: String| {
+        if tail.is_empty() {
+            fail(what)
+        } else {
+            fail(format!("{what}; its last output: {}", tail.join(" / ")))
+        }
+    };
+    match ended {
+        Ok(st) if st.success() => {
+            tracing::info!(
+                "{} hook {name:?}: done in {:.1} s",
+                phase.name(),
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Ok(st) => Err(with_tail(match st.code() {
+            Some(c) => format!("exited with status {c}"),
+            None => format!("was killed ({st})"),
+        })),
+        Err(why) => Err(with_tail(why)),
+    }
+}
+
+/// A hook's output, followed line by line into the log; its last lines kept.
+struct Output {
+    tail: Arc<Mutex<VecDeque<String>>>,
+    done: mpsc::Receiver<()>,
+    readers: usize,
+}
+
+impl Output {
+    fn follow(child: &mut Child, name: &str) -> Self {
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, done) = mpsc::channel();
+        let out = child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>);
+        let err = child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>);
+        let readers = usize::from(out.is_some()) + usize::from(err.is_some());
+        for stream in [out, err].into_iter().flatten() {
+            let (tail, tx, name) = (tail.clone(), tx.clone(), name.to_owned());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                    let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                    tracing::info!("hook {name:?}: {line}");
+                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.len() == TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+                let _ = tx.send(());
+            });
+        }
+        Self {
+            tail,
+            done,
+            readers,
+        }
+    }
+
+    /// The last lines, once the readers are done (a process the hook left behind holding
+    /// its output does not keep us waiting more than a second).
+    fn tail(self) -> Vec<String> {
+        for _ in 0..self.readers {
+            if self.done.recv_timeout(Duration::from_secs(1)).is_err() {
+                break;
+            }
+        }
+        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter().cloned().collect()
+    }
+}
+
+/// Waits for `child` (a process group leader) to exit; on `timeout` or `cancel`, its group
+/// gets SIGTERM, then SIGKILL two seconds later, and the reason is the `Err` inside.
+fn wait(
+    child: &mut Child,
+    timeout: Duration,
+    cancel: Option<&AtomicBool>,
+) -> std::io::Result<Result<ExitStatus, String>> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Ok(st));
         }
         let stop = cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-        if ended_by.is_none() && (stop || t0.elapsed() >= timeout) {
-            ended_by = Some(if stop {
-                "stopped by a signal".to_string()
-            } else {
-                format!("timed out after {} s and was killed", timeout.as_secs())
-            });
+        if stop || t0.elapsed() >= timeout {
+            let pgid = child.id();
             let _ = oskit::signal_group(pgid, false);
             let grace = Instant::now();
             while grace.elapsed() < Duration::from_secs(2) {
@@ -123,43 +178,13 @@ pub fn run(
             }
             let _ = oskit::signal_group(pgid, true);
             let _ = child.wait();
-            break None;
+            return Ok(Err(if stop {
+                "stopped by a signal".to_string()
+            } else {
+                format!("timed out after {} s and was killed", timeout.as_secs())
+            }));
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    // A process the hook left behind holding its output does not keep us waiting.
-    for _ in 0..readers {
-        if rx.recv_timeout(Duration::from_secs(1)).is_err() {
-            break;
-        }
-    }
-    let tail: Vec<String> = tail
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect();
-    let with_tail = |what: String| {
-        if tail.is_empty() {
-            fail(what)
-        } else {
-            fail(format!("{what}; its last output: {}", tail.join(" / ")))
-        }
-    };
-    match (status, ended_by) {
-        (Some(st), _) if st.success() => {
-            tracing::info!(
-                "{} hook {name:?}: done in {:.1} s",
-                phase.name(),
-                t0.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
-        (Some(st), _) => Err(with_tail(match st.code() {
-            Some(c) => format!("exited with status {c}"),
-            None => format!("was killed ({st})"),
-        })),
-        (None, why) => Err(with_tail(why.unwrap_or_default())),
     }
 }
 

@@ -528,23 +528,15 @@ pub fn render(
     ])
 }
 
-/// Writes each file atomically (a temporary file renamed over it), mode 0644, creating
-/// missing directories.
+/// Writes each file atomically ([`oskit::write_atomic`]), mode 0644, creating missing
+/// directories.
 pub fn write(files: &[(PathBuf, String)]) -> Result<(), InstallError> {
-    use std::os::unix::fs::PermissionsExt;
     for (path, content) in files {
         let fail = |what: &str, e| InstallError::io(format!("{what} {}", path.display()), e);
         let dir = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e))?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(format!(".{name}.extbackup-tmp"));
-        std::fs::write(&tmp, content).map_err(|e| fail("writing", e))?;
-        let done = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = done {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail("writing", e));
-        }
+        oskit::write_atomic(path, content.as_bytes(), Some(0o644))
+            .map_err(|e| fail("writing", e))?;
     }
     Ok(())
 }

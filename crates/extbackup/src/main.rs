@@ -646,19 +646,7 @@ fn run(
     drop(p);
     extbackup::progress::finish_terminal();
     if let Some(j) = &json {
-        j.borrow_mut().emit(match &outcome {
-            RunOutcome::Done(r) => serde_json::json!({
-                "event": "result", "result": "success", "files_copied": r.files_copied,
-                "bytes_copied": r.bytes_copied, "files_deleted": r.files_deleted,
-            }),
-            RunOutcome::NotOurs(why) => {
-                serde_json::json!({"event": "result", "result": "not-ours", "reason": why})
-            }
-            RunOutcome::Failed { drive, step, error } => serde_json::json!({
-                "event": "result", "result": "failure", "drive": drive, "step": step.name(),
-                "error": error.chain(),
-            }),
-        });
+        j.borrow_mut().emit(json_result(&outcome));
     }
     Ok(match outcome {
         RunOutcome::Done(_) => 0,
@@ -671,6 +659,23 @@ fn run(
             1
         }
     })
+}
+
+/// The `--json` event that ends a run.
+fn json_result(outcome: &RunOutcome) -> serde_json::Value {
+    match outcome {
+        RunOutcome::Done(r) => serde_json::json!({
+            "event": "result", "result": "success", "files_copied": r.files_copied,
+            "bytes_copied": r.bytes_copied, "files_deleted": r.files_deleted,
+        }),
+        RunOutcome::NotOurs(why) => {
+            serde_json::json!({"event": "result", "result": "not-ours", "reason": why})
+        }
+        RunOutcome::Failed { drive, step, error } => serde_json::json!({
+            "event": "result", "result": "failure", "drive": drive, "step": step.name(),
+            "error": error.chain(),
+        }),
+    }
 }
 
 /// Watches the drive's device node while a run goes on. When it disappears (the drive was
@@ -750,77 +755,32 @@ fn confirm(question: &str) -> Result<bool> {
 }
 
 fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
-    // The crypt backend comes from the configuration when it exists.
+    // The crypt backend and the state folder come from the configuration when it exists.
     let cfg_text = std::fs::read_to_string(&cli.config).ok();
-    let crypt_backend = match &cfg_text {
-        Some(t) => {
-            Config::parse(t)
-                .map_err(|e| {
-                    UsageError(format!(
-                        "{}: {}",
-                        cli.config.display(),
-                        extbackup::chain(&e)
-                    ))
-                })?
-                .crypt
-                .backend
-        }
-        None => config::CryptBackend::default(),
+    let cfg = match &cfg_text {
+        Some(t) => Config::parse(t).map_err(|e| {
+            UsageError(format!(
+                "{}: {}",
+                cli.config.display(),
+                extbackup::chain(&e)
+            ))
+        })?,
+        None => Config::parse("source = \"/\"").expect("minimal config parses"),
     };
-    let interactive = std::io::stdin().is_terminal();
-    let given = match (&a.recovery_passphrase_file, a.no_recovery_passphrase) {
-        (Some(f), _) => Some(recovery::RecoveryChoice::Passphrase(
-            recovery::read_passphrase_file(f).map_err(|e| UsageError(e.chain().join(": ")))?,
-            recovery::kdf_from_env(),
-        )),
-        (None, true) => Some(recovery::RecoveryChoice::None),
-        (None, false) => None,
-    };
+    let given = given_recovery(a)?;
     let disks = backends::disks();
     disks
         .check_unused(&a.device)
         .map_err(|e| UsageError(extbackup::chain(&e)))?;
-    if !a.yes {
-        let what = disks.describe_device(&a.device);
-        if !std::io::stdin().is_terminal() {
-            bail!(UsageError(format!(
-                "refusing to erase {what} without confirmation: run on a terminal or pass --yes"
-            )));
-        }
-        if !confirm(&format!(
-            "This ERASES everything on {what} and makes it backup drive {:?}. Type `yes` to go on:",
-            a.name
-        ))? {
-            eprintln!("extbackup: nothing done");
-            return Ok(1);
-        }
+    if !a.yes && !confirm_erase(a, &disks.describe_device(&a.device))? {
+        eprintln!("extbackup: nothing done");
+        return Ok(1);
     }
-    let recovery = match given {
-        Some(r) => r,
-        None if !interactive => bail!(UsageError(
-            "refusing to prepare without a recovery passphrase decision: there is no \
-             terminal to show a generated one on; pass --recovery-passphrase-file FILE \
-             (the passphrase on its first line) or --no-recovery-passphrase (the drive then \
-             opens only with the key file on this machine)"
-                .into()
-        )),
-        None => {
-            let pass = recovery::generate_passphrase().map_err(failure)?;
-            if !recovery::show_and_confirm(&a.name, &pass).map_err(failure)? {
-                eprintln!("extbackup: the recovery passphrase was not confirmed: nothing done");
-                return Ok(1);
-            }
-            recovery::RecoveryChoice::Passphrase(pass, recovery::kdf_from_env())
-        }
+    let Some(recovery) = recovery_choice(a, given)? else {
+        eprintln!("extbackup: the recovery passphrase was not confirmed: nothing done");
+        return Ok(1);
     };
-    let mut crypt_cfg = Config::parse("source = \"/\"").expect("minimal config parses");
-    crypt_cfg.crypt.backend = crypt_backend;
-    if let Some(t) = &cfg_text {
-        if let Ok(c) = Config::parse(t) {
-            crypt_cfg = c;
-        }
-    }
-    let crypt = backends::crypt(&crypt_cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let crypt = backends::crypt(&cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let p = prepare::prepare(
         crypt.as_ref(),
         disks.as_ref(),
@@ -840,9 +800,69 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
         },
     )
     .with_context(|| format!("preparing {}", a.device.display()))?;
-    if let Err(e) = recovery::note(&crypt_cfg.state_dir, &a.name, p.recovery_passphrase) {
+    if let Err(e) = recovery::note(&cfg.state_dir, &a.name, p.recovery_passphrase) {
         tracing::warn!("noting the recovery passphrase in the state directory: {e}");
     }
+    print_prepared(cli, a, &p, cfg_text.is_none());
+    Ok(0)
+}
+
+/// The recovery passphrase decision given on the command line, if any.
+fn given_recovery(a: &PrepareArgs) -> Result<Option<recovery::RecoveryChoice>> {
+    Ok(
+        match (&a.recovery_passphrase_file, a.no_recovery_passphrase) {
+            (Some(f), _) => Some(recovery::RecoveryChoice::Passphrase(
+                recovery::read_passphrase_file(f).map_err(|e| UsageError(e.chain().join(": ")))?,
+                recovery::kdf_from_env(),
+            )),
+            (None, true) => Some(recovery::RecoveryChoice::None),
+            (None, false) => None,
+        },
+    )
+}
+
+/// Asks on the terminal before `prepare` erases `what`; refuses without a terminal.
+fn confirm_erase(a: &PrepareArgs, what: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(UsageError(format!(
+            "refusing to erase {what} without confirmation: run on a terminal or pass --yes"
+        )));
+    }
+    confirm(&format!(
+        "This ERASES everything on {what} and makes it backup drive {:?}. Type `yes` to go on:",
+        a.name
+    ))
+}
+
+/// The recovery passphrase: the one given, else a generated one shown on the terminal
+/// and confirmed (`None`: not confirmed).
+fn recovery_choice(
+    a: &PrepareArgs,
+    given: Option<recovery::RecoveryChoice>,
+) -> Result<Option<recovery::RecoveryChoice>> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(UsageError(
+            "refusing to prepare without a recovery passphrase decision: there is no \
+             terminal to show a generated one on; pass --recovery-passphrase-file FILE \
+             (the passphrase on its first line) or --no-recovery-passphrase (the drive then \
+             opens only with the key file on this machine)"
+                .into()
+        ));
+    }
+    let pass = recovery::generate_passphrase().map_err(failure)?;
+    if !recovery::show_and_confirm(&a.name, &pass).map_err(failure)? {
+        return Ok(None);
+    }
+    Ok(Some(recovery::RecoveryChoice::Passphrase(
+        pass,
+        recovery::kdf_from_env(),
+    )))
+}
+
+fn print_prepared(cli: &Cli, a: &PrepareArgs, p: &prepare::Prepared, new_config: bool) {
     println!(
         "prepared {} as backup drive {}:\n  LUKS UUID {}\n  key file {}\n  LUKS header backup {} (keep a copy off this machine too)\n  LUKS label {}, filesystem label {}\n  added to {}",
         p.luks_device.display(),
@@ -864,14 +884,13 @@ fn prepare_cmd(cli: &Cli, a: &PrepareArgs) -> Result<u8> {
             a.name
         );
     }
-    if cfg_text.is_none() {
+    if new_config {
         println!(
             "{} is new: set `source = ...` in it before the first run",
             cli.config.display()
         );
     }
     println!("next: {}", prepare_next_step(cli, a));
-    Ok(0)
 }
 
 /// A library failure as an anyhow error with its whole chain.
@@ -1172,78 +1191,21 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     use extbackup::install;
     let config_path = std::path::absolute(&cli.config)
         .with_context(|| format!("resolving {}", cli.config.display()))?;
-    let exe = std::env::current_exe().context("finding the extbackup binary")?;
     let stage = |p: &std::path::Path| match &a.root {
         Some(r) => install::under(r, p),
         None => p.to_path_buf(),
     };
-    // The binary the units run: a stable path, never a build or temporary folder.
-    let (binary, copy_from) = match &a.binary {
-        Some(b) => {
-            let b = std::path::absolute(b).with_context(|| format!("resolving {}", b.display()))?;
-            if let Some(why) = install::transient_location(&b) {
-                bail!(UsageError(format!(
-                    "{why}: the units would break when it goes. Install the binary at a \
-                     stable path (e.g. `install -m 0755 {} {}`) and pass that, or leave out \
-                     --binary to have it copied there",
-                    b.display(),
-                    install::STABLE_BINARY
-                )));
-            }
-            let copy = (b != exe)
-                .then(|| exe.clone())
-                .filter(|_| !stage(&b).exists());
-            (b, copy)
-        }
-        None => match install::transient_location(&exe) {
-            Some(_) => (PathBuf::from(install::STABLE_BINARY), Some(exe.clone())),
-            None => (exe.clone(), None),
-        },
-    };
+    let (binary, copy_from) = unit_binary(a, &stage)?;
     let mut paths = install::InstallPaths {
         binary: binary.clone(),
         config: config_path,
         ..install::InstallPaths::default()
     };
     if a.uninstall {
-        let mut removed = Vec::new();
-        let notes = if let Some(root) = &a.root {
-            for p in paths.files_under(root) {
-                if std::fs::remove_file(&p).is_ok() {
-                    removed.push(p);
-                }
-            }
-            Vec::new()
-        } else {
-            let (r, mut notes) = install::uninstall(&paths)?;
-            removed = r;
-            notes.extend(install::reload(false));
-            notes
-        };
-        for p in &removed {
-            println!("removed {}", p.display());
-        }
-        for n in &notes {
-            println!("{n}");
-        }
-        return Ok(0);
+        return uninstall(a, &paths);
     }
     let cfg = load(cli)?;
-    let mut writable = vec![cfg.state_dir.clone(), cfg.mount_root.clone()];
-    for d in &cfg.drives {
-        let mp = cfg.mount_point(d);
-        if !mp.starts_with(&cfg.mount_root) {
-            writable.push(mp);
-        }
-    }
-    if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
-        writable.push(m);
-    }
-    if let Some(dir) = cfg.source_lock.as_ref().and_then(|l| l.path.parent()) {
-        writable.push(dir.to_path_buf());
-    }
-    writable.dedup();
-    paths.writable = writable;
+    paths.writable = writable_dirs(&cfg);
     let drives: Vec<(&str, &str)> = cfg
         .drives
         .iter()
@@ -1271,14 +1233,11 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     for (p, _) in &staged {
         println!("wrote {}", p.display());
     }
-    if a.root.is_some() {
+    if let Some(root) = &a.root {
         println!(
             "staged below {}: nothing reloaded. On the target: `udevadm control --reload`, \
              `systemctl daemon-reload`, `systemctl enable --now {}`",
-            a.root
-                .as_deref()
-                .unwrap_or(std::path::Path::new("/"))
-                .display(),
+            root.display(),
             install::CHECK_TIMER
         );
         return Ok(0);
@@ -1286,6 +1245,82 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     for n in install::reload(true) {
         println!("{n}");
     }
+    print_next_steps(cli, &cfg);
+    Ok(0)
+}
+
+/// The binary the units run, and where to copy it from when it must be copied first: a
+/// stable path, never a build or temporary folder.
+fn unit_binary(
+    a: &InstallArgs,
+    stage: &dyn Fn(&std::path::Path) -> PathBuf,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    use extbackup::install;
+    let exe = std::env::current_exe().context("finding the extbackup binary")?;
+    let Some(b) = &a.binary else {
+        return Ok(match install::transient_location(&exe) {
+            Some(_) => (PathBuf::from(install::STABLE_BINARY), Some(exe)),
+            None => (exe, None),
+        });
+    };
+    let b = std::path::absolute(b).with_context(|| format!("resolving {}", b.display()))?;
+    if let Some(why) = install::transient_location(&b) {
+        bail!(UsageError(format!(
+            "{why}: the units would break when it goes. Install the binary at a \
+             stable path (e.g. `install -m 0755 {} {}`) and pass that, or leave out \
+             --binary to have it copied there",
+            b.display(),
+            install::STABLE_BINARY
+        )));
+    }
+    let copy = (b != exe).then_some(exe).filter(|_| !stage(&b).exists());
+    Ok((b, copy))
+}
+
+/// `install --uninstall`: removes what `install` wrote (below `--root`, only the files).
+fn uninstall(a: &InstallArgs, paths: &extbackup::install::InstallPaths) -> Result<u8> {
+    use extbackup::install;
+    let (removed, notes) = match &a.root {
+        Some(root) => {
+            let files = paths.files_under(root).into_iter();
+            let removed = files.filter(|p| std::fs::remove_file(p).is_ok()).collect();
+            (removed, Vec::new())
+        }
+        None => {
+            let (removed, mut notes) = install::uninstall(paths)?;
+            notes.extend(install::reload(false));
+            (removed, notes)
+        }
+    };
+    for p in &removed {
+        println!("removed {}", p.display());
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// The folders a run writes to, which the unit's sandbox must leave writable.
+fn writable_dirs(cfg: &Config) -> Vec<PathBuf> {
+    let mut writable = vec![cfg.state_dir.clone(), cfg.mount_root.clone()];
+    for d in &cfg.drives {
+        let mp = cfg.mount_point(d);
+        if !mp.starts_with(&cfg.mount_root) {
+            writable.push(mp);
+        }
+    }
+    if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
+        writable.push(m);
+    }
+    if let Some(dir) = cfg.source_lock.as_ref().and_then(|l| l.path.parent()) {
+        writable.push(dir.to_path_buf());
+    }
+    writable.dedup();
+    writable
+}
+
+fn print_next_steps(cli: &Cli, cfg: &Config) {
     println!("\nnext steps:");
     if cfg.drives.is_empty() {
         println!(
@@ -1305,7 +1340,6 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
         );
     }
     println!("  - `extbackup status` shows each drive's last backup and which one is due next");
-    Ok(0)
 }
 
 /// Copies the running binary to `to` atomically, mode 0755.
@@ -1368,26 +1402,10 @@ fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
     if let Err(e) = ind.show(indicator::State::Failure) {
         tracing::warn!("indicator: {}", extbackup::chain(&e));
     }
-    // A killed run leaves its mapping open (its mount went with its namespace).
     if cfg.drive_by_uuid(uuid).is_some() {
-        let mapping = extbackup::pipeline::mapping_name(&name);
-        if let Ok(crypt) = backends::crypt(&cfg) {
-            if crypt
-                .status(&mapping)
-                .is_ok_and(|s| s != crypt::MappingStatus::Inactive)
-            {
-                match crypt.lock(&mapping, crypt::LockMode::Deferred) {
-                    Ok(_) => tracing::info!("closed {mapping}, left open by the failed run"),
-                    Err(e) => tracing::warn!("closing {mapping}: {}", extbackup::chain(&e)),
-                }
-            }
-        }
+        close_left_mapping(&cfg, &extbackup::pipeline::mapping_name(&name));
     }
-    let log_tail = std::process::Command::new("journalctl")
-        .args(["--no-pager", "-o", "short-iso", "-n", "30", "-u", &unit])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let log_tail = journal_tail(&unit);
     let ev = notifier::Event {
         drive: name,
         host: cfg.host_name(),
@@ -1411,6 +1429,31 @@ fn notify_failure(cli: &Cli, uuid: &str, unit: Option<&str>) -> Result<u8> {
         None => tracing::warn!("no [mail] configured: the red LED is the only report"),
     }
     Ok(0)
+}
+
+/// Closes `mapping` when a killed run left it open (its mount went with its namespace).
+fn close_left_mapping(cfg: &Config, mapping: &str) {
+    let Ok(crypt) = backends::crypt(cfg) else {
+        return;
+    };
+    if crypt
+        .status(mapping)
+        .is_ok_and(|s| s != crypt::MappingStatus::Inactive)
+    {
+        match crypt.lock(mapping, crypt::LockMode::Deferred) {
+            Ok(_) => tracing::info!("closed {mapping}, left open by the failed run"),
+            Err(e) => tracing::warn!("closing {mapping}: {}", extbackup::chain(&e)),
+        }
+    }
+}
+
+/// The last lines `unit` logged, for the mail (empty when the journal cannot be read).
+fn journal_tail(unit: &str) -> String {
+    std::process::Command::new("journalctl")
+        .args(["--no-pager", "-o", "short-iso", "-n", "30", "-u", unit])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// From a configuration that does not load (invalid paths, a bad drive entry...), a

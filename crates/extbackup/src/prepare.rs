@@ -251,31 +251,11 @@ pub fn execute(
     let label = format!("extbackup-{name}");
     // ext4 labels hold 16 bytes; the LUKS2 label (48) carries the full form.
     let ext4_label: String = name.as_str().chars().take(16).collect();
-    tracing::info!("prepare: LUKS2 on {}", luks_device.display());
-    let (passphrase, cheap) = recovery_slot(&opts.recovery);
-    let recovery_passphrase = passphrase.is_some();
-    let info = crypt
-        .format(
-            &luks_device,
-            &FormatOptions {
-                key_file: key_file.clone(),
-                passphrase,
-                label: Some(label.clone()),
-                uuid: None,
-                fast_pbkdf_for_tests: cheap,
-            },
-        )
-        .map_err(|e| {
-            let _ = std::fs::remove_file(key_file);
-            PrepareError::with(format!("formatting {} as LUKS", luks_device.display()), e)
-        })?;
-    tracing::info!("prepare: LUKS UUID {}", info.uuid);
-
-    tracing::info!("prepare: LUKS header backup {}", header_backup.display());
-    crypt
-        .backup_header(&luks_device, header_backup)
-        .map_err(|e| PrepareError::with("saving the LUKS header backup", e))?;
-    let _ = std::fs::set_permissions(header_backup, std::fs::Permissions::from_mode(0o400));
+    let info = format_luks(crypt, &luks_device, plan, &label, &opts.recovery)?;
+    let recovery_passphrase = matches!(
+        opts.recovery,
+        crate::recovery::RecoveryChoice::Passphrase(..)
+    );
 
     make_filesystem(
         crypt,
@@ -304,6 +284,42 @@ pub fn execute(
         label,
         recovery_passphrase,
     })
+}
+
+/// LUKS2 on `luks_device` with the plan's key file (and the recovery passphrase), then
+/// its header backup (mode 0400); the key file goes when formatting fails.
+fn format_luks(
+    crypt: &dyn Crypt,
+    luks_device: &Path,
+    plan: &Plan,
+    label: &str,
+    recovery: &crate::recovery::RecoveryChoice,
+) -> Result<crypt::LuksInfo, PrepareError> {
+    let (key_file, header_backup) = (&plan.key_file, &plan.header_backup);
+    tracing::info!("prepare: LUKS2 on {}", luks_device.display());
+    let (passphrase, cheap) = recovery_slot(recovery);
+    let info = crypt
+        .format(
+            luks_device,
+            &FormatOptions {
+                key_file: key_file.clone(),
+                passphrase,
+                label: Some(label.to_string()),
+                uuid: None,
+                fast_pbkdf_for_tests: cheap,
+            },
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_file(key_file);
+            PrepareError::with(format!("formatting {} as LUKS", luks_device.display()), e)
+        })?;
+    tracing::info!("prepare: LUKS UUID {}", info.uuid);
+    tracing::info!("prepare: LUKS header backup {}", header_backup.display());
+    crypt
+        .backup_header(luks_device, header_backup)
+        .map_err(|e| PrepareError::with("saving the LUKS header backup", e))?;
+    let _ = std::fs::set_permissions(header_backup, std::fs::Permissions::from_mode(0o400));
+    Ok(info)
 }
 
 /// The recovery passphrase to put in a keyslot, and whether its KDF may be cheap (tests).

@@ -123,9 +123,7 @@ pub fn note(state_dir: &Path, drive: &str, passphrase: bool) -> std::io::Result<
         passphrase,
         noted: crate::state::now(),
     };
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&n)?)?;
-    std::fs::rename(tmp, p)
+    oskit::write_atomic(&p, &serde_json::to_vec_pretty(&n)?, Some(0o644))
 }
 
 /// The noted state of `drive`, if any.
@@ -312,78 +310,41 @@ pub struct Kit {
     pub files: Vec<PathBuf>,
 }
 
-/// Writes the recovery kit of `drive` into `dir`: its LUKS header backup, and RESTORE.txt
-/// with its UUID, labels and the exact commands; with `key_file`, a copy of the key file.
-pub fn write_kit(
-    crypt: &dyn Crypt,
-    drive: &crate::browse::Drive,
-    dir: &Path,
-    key_file: Option<&Path>,
-) -> Result<Kit, Failure> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let name = &drive.name;
-    let info = crypt.inspect(&drive.device).map_err(|e| {
-        Failure::with(
-            format!("reading the LUKS header of {}", drive.device.display()),
-            e,
-        )
-    })?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Failure::with(format!("creating {}", dir.display()), e))?;
-    let header = dir.join(format!("{name}.luks-header"));
-    let restore_txt = dir.join(format!("RESTORE-{name}.txt"));
-    for p in [&header, &restore_txt] {
-        if p.exists() {
-            return Err(Failure::new(format!(
-                "{} exists already: write the kit into an empty folder",
-                p.display()
-            )));
-        }
-    }
-    crypt
-        .backup_header(&drive.device, &header)
-        .map_err(|e| Failure::with("saving the LUKS header backup", e))?;
-    let mut files = vec![header.clone()];
-    let key_copy = match key_file {
-        None => None,
-        Some(k) => {
-            let to = dir.join(format!("{name}.key"));
-            let bytes = zeroize::Zeroizing::new(
-                std::fs::read(k)
-                    .map_err(|e| Failure::with(format!("reading {}", k.display()), e))?,
-            );
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o400)
-                .open(&to)
-                .map_err(|e| Failure::with(format!("creating {}", to.display()), e))?;
-            f.write_all(&bytes)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| Failure::with(format!("writing {}", to.display()), e))?;
-            files.push(to.clone());
-            Some(to)
-        }
-    };
+/// Copies the key file `k` to `to` (a new file, mode 0400, synced).
+fn copy_key_file(k: &Path, to: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(k).map_err(|e| Failure::with(format!("reading {}", k.display()), e))?,
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(to)
+        .map_err(|e| Failure::with(format!("creating {}", to.display()), e))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Failure::with(format!("writing {}", to.display()), e))
+}
+
+/// RESTORE.txt of a kit: the drive's facts and the exact commands, for a person with a
+/// Linux machine and no extbackup. `key` is the kit's copy of the key file, if any.
+fn restore_text(name: &str, info: &crypt::LuksInfo, hdr: &str, key: Option<&str>) -> String {
     let label = info.label.clone().unwrap_or_default();
     let fs_label: String = name.chars().take(16).collect();
     let uuid = &info.uuid;
-    let open_with = match &key_copy {
+    let open_with = match key {
         Some(k) => format!(
-            "    sudo cryptsetup open --readonly --key-file {} /dev/disk/by-uuid/{uuid} {name}\n\
+            "    sudo cryptsetup open --readonly --key-file {k} /dev/disk/by-uuid/{uuid} {name}\n\
              \x20   (or without the key file: sudo cryptsetup open --readonly /dev/disk/by-uuid/{uuid} {name}\n\
-             \x20    and type the recovery passphrase)\n",
-            k.file_name().unwrap_or_default().to_string_lossy()
+             \x20    and type the recovery passphrase)\n"
         ),
         None => format!(
             "    sudo cryptsetup open --readonly /dev/disk/by-uuid/{uuid} {name}\n\
              \x20   (type the recovery passphrase; or --key-file KEYFILE if you have the key file)\n"
         ),
     };
-    let text = format!(
+    format!(
         "Recovery kit of backup drive {name}\n\
          ===================================\n\n\
          LUKS UUID:        {uuid}\n\
@@ -417,13 +378,70 @@ pub fn write_kit(
         ver = info.version,
         cipher = info.cipher,
         slots = info.keyslots,
-        hdr = header.file_name().unwrap_or_default().to_string_lossy(),
         when = crate::state::fmt_utc(crate::state::now()),
-        kf = if key_copy.is_some() {
+        kf = if key.is_some() {
             " (or the key file in this kit)"
         } else {
             ""
         },
+    )
+}
+
+/// Writes the recovery kit of `drive` into `dir`: its LUKS header backup, and RESTORE.txt
+/// with its UUID, labels and the exact commands; with `key_file`, a copy of the key file.
+pub fn write_kit(
+    crypt: &dyn Crypt,
+    drive: &crate::browse::Drive,
+    dir: &Path,
+    key_file: Option<&Path>,
+) -> Result<Kit, Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    let name = &drive.name;
+    let info = crypt.inspect(&drive.device).map_err(|e| {
+        Failure::with(
+            format!("reading the LUKS header of {}", drive.device.display()),
+            e,
+        )
+    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::with(format!("creating {}", dir.display()), e))?;
+    let header = dir.join(format!("{name}.luks-header"));
+    let restore_txt = dir.join(format!("RESTORE-{name}.txt"));
+    for p in [&header, &restore_txt] {
+        if p.exists() {
+            return Err(Failure::new(format!(
+                "{} exists already: write the kit into an empty folder",
+                p.display()
+            )));
+        }
+    }
+    crypt
+        .backup_header(&drive.device, &header)
+        .map_err(|e| Failure::with("saving the LUKS header backup", e))?;
+    let mut files = vec![header.clone()];
+    let key_copy = match key_file {
+        None => None,
+        Some(k) => {
+            let to = dir.join(format!("{name}.key"));
+            copy_key_file(k, &to)?;
+            files.push(to.clone());
+            Some(to)
+        }
+    };
+    let file_name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let text = restore_text(
+        name,
+        &info,
+        &file_name(&header),
+        key_copy.as_deref().map(file_name).as_deref(),
     );
     std::fs::write(&restore_txt, text)
         .map_err(|e| Failure::with(format!("writing {}", restore_txt.display()), e))?;

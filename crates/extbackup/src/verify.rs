@@ -381,9 +381,7 @@ pub fn record(state_dir: &Path, r: &VerifyReport) -> std::io::Result<()> {
     std::fs::create_dir_all(p.parent().expect("has a parent"))?;
     let mut kept = r.clone();
     kept.differences.truncate(100);
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&kept)?)?;
-    std::fs::rename(tmp, p)
+    oskit::write_atomic(&p, &serde_json::to_vec_pretty(&kept)?, Some(0o644))
 }
 
 /// The last recorded verify of `drive`.

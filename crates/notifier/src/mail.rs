@@ -10,7 +10,6 @@ use lettre::transport::smtp::response::Category;
 use lettre::{FileTransport, Message, SendmailTransport, SmtpTransport, Transport};
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -387,7 +386,8 @@ impl MailNotifier {
         rx.recv_timeout(left).unwrap_or(Delivery::TimedOut)
     }
 
-    /// Writes `raw` into the spool folder atomically (temp file, fsync, rename).
+    /// Writes `raw` into the spool folder atomically ([`oskit::write_atomic`]; mode 0600:
+    /// a mail holds the run's log).
     fn spool(&self, raw: &[u8]) -> std::io::Result<PathBuf> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = self.spool_dir();
@@ -401,18 +401,8 @@ impl MailNotifier {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let tmp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(format!("{name}.eml"));
-        let mut f = fs::File::create(&tmp)?;
-        let written = f.write_all(raw).and_then(|()| f.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::rename(&tmp, &path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        oskit::write_atomic(&path, raw, Some(0o600))?;
         Ok(path)
     }
 
