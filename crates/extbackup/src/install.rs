@@ -145,45 +145,10 @@ pub fn transient_location(path: &Path) -> Option<String> {
     None
 }
 
-/// What went wrong installing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstallErrorKind {
-    /// The configuration cannot be turned into rules (bad UUID, relative path, no drives).
-    InvalidConfig,
-    /// Writing or removing a file failed.
-    Io,
-}
-
-/// An installation error: what failed, with the cause as the source.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct InstallError {
-    kind: InstallErrorKind,
-    message: String,
-    #[source]
-    source: Option<io::Error>,
-}
-
-impl InstallError {
-    fn config(message: String) -> Self {
-        InstallError {
-            kind: InstallErrorKind::InvalidConfig,
-            message,
-            source: None,
-        }
-    }
-    fn io(message: String, source: io::Error) -> Self {
-        InstallError {
-            kind: InstallErrorKind::Io,
-            message,
-            source: Some(source),
-        }
-    }
-    /// The broad kind of failure.
-    pub fn kind(&self) -> InstallErrorKind {
-        self.kind
-    }
-}
+/// An installation error (the orchestrator's one error, [`crate::Failure`]): a
+/// configuration that cannot be turned into rules (bad UUID, relative path), or a file
+/// that could not be written or removed, with the cause as the source.
+pub type InstallError = crate::Failure;
 
 /// A LUKS UUID as blkid prints it: hex digits and dashes only (so it cannot break the
 /// quoting of a udev rule or a unit file).
@@ -194,7 +159,7 @@ fn check_uuid(name: &str, uuid: &str) -> Result<(), InstallError> {
     if ok {
         Ok(())
     } else {
-        Err(InstallError::config(format!(
+        Err(InstallError::new(format!(
             "drive {name:?}: {uuid:?} is not a LUKS UUID (hex digits and dashes, as \
              `cryptsetup luksUUID <device>` prints it): fix the drive's uuid in the config"
         )))
@@ -233,18 +198,18 @@ fn comment_safe(s: &str) -> String {
 /// quotes with `\` escapes when it holds anything but plain path characters.
 fn exec_arg(path: &Path) -> Result<String, InstallError> {
     let s = path.to_str().ok_or_else(|| {
-        InstallError::config(format!(
+        InstallError::new(format!(
             "{} is not UTF-8: systemd units need UTF-8 paths",
             path.display()
         ))
     })?;
     if !path.is_absolute() {
-        return Err(InstallError::config(format!(
+        return Err(InstallError::new(format!(
             "{s:?} is not an absolute path: systemd runs units from /, give the full path"
         )));
     }
     if s.chars().any(|c| c.is_control()) {
-        return Err(InstallError::config(format!(
+        return Err(InstallError::new(format!(
             "{s:?} holds a control character: rename it"
         )));
     }
@@ -532,7 +497,7 @@ pub fn render(
 /// directories.
 pub fn write(files: &[(PathBuf, String)]) -> Result<(), InstallError> {
     for (path, content) in files {
-        let fail = |what: &str, e| InstallError::io(format!("{what} {}", path.display()), e);
+        let fail = |what: &str, e| InstallError::with(format!("{what} {}", path.display()), e);
         let dir = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e))?;
         oskit::write_atomic(path, content.as_bytes(), Some(0o644))
@@ -555,7 +520,12 @@ pub fn uninstall(paths: &InstallPaths) -> Result<(Vec<PathBuf>, Notes), InstallE
         match std::fs::remove_file(&path) {
             Ok(()) => removed.push(path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(InstallError::io(format!("removing {}", path.display()), e)),
+            Err(e) => {
+                return Err(InstallError::with(
+                    format!("removing {}", path.display()),
+                    e,
+                ))
+            }
         }
     }
     Ok((removed, notes))
@@ -691,7 +661,7 @@ mod tests {
     #[test]
     fn rejects_what_would_break_quoting() {
         let e = render(&[("x", "abc\"def")], &InstallPaths::default()).unwrap_err();
-        assert_eq!(e.kind(), InstallErrorKind::InvalidConfig);
+        assert!(e.to_string().contains("is not a LUKS UUID"), "{e}");
         let rel = InstallPaths {
             binary: "extbackup".into(),
             ..InstallPaths::default()

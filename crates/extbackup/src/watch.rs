@@ -52,40 +52,19 @@ pub struct Found {
     pub at_start: bool,
 }
 
-/// What went wrong watching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WatchErrorKind {
-    /// The udev monitor or enumeration could not be set up.
-    Udev,
-    /// Waiting on the monitor failed.
-    Io,
-}
-
-/// A watcher error: what failed, with the OS error as the source.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct WatchError {
-    kind: WatchErrorKind,
-    message: String,
-    #[source]
-    source: std::io::Error,
-}
-
-impl WatchError {
-    /// The broad kind of failure.
-    pub fn kind(&self) -> WatchErrorKind {
-        self.kind
-    }
-}
+/// A watcher error (the orchestrator's one error, [`crate::Failure`]): udev could not be
+/// set up, or waiting on it failed; the OS error is the source.
+pub type WatchError = crate::Failure;
 
 fn udev_err(what: &str) -> impl FnOnce(std::io::Error) -> WatchError + '_ {
-    move |source| WatchError {
-        kind: WatchErrorKind::Udev,
-        message: format!(
-            "{what}: is systemd-udevd running? (`extbackup watch` needs udev's device \
-             database and events; install and start the `udev` package)"
-        ),
-        source,
+    move |source| {
+        WatchError::with(
+            format!(
+                "{what}: is systemd-udevd running? (`extbackup watch` needs udev's device \
+                 database and events; install and start the `udev` package)"
+            ),
+            source,
+        )
     }
 }
 
@@ -250,11 +229,8 @@ fn decide(
 
 /// Polls `fd` for input for up to `timeout`; `Ok(true)` when readable.
 fn wait_readable(fd: &impl AsFd, timeout: Duration) -> Result<bool, WatchError> {
-    oskit::wait_readable(fd.as_fd(), timeout).map_err(|e| WatchError {
-        kind: WatchErrorKind::Io,
-        message: "waiting for udev events".into(),
-        source: e,
-    })
+    oskit::wait_readable(fd.as_fd(), timeout)
+        .map_err(|e| WatchError::with("waiting for udev events", e))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod blinkstick_emulated;
 mod config;
+mod conformance;
 mod console;
 mod shared;
 mod vm_uhid;
