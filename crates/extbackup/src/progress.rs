@@ -268,6 +268,16 @@ fn clock(secs: u64) -> String {
     }
 }
 
+/// Whether an update at `now` is shown: the last one (`done`) always, others at most one
+/// per `every`; `last` is when the previous one was.
+fn due(last: &mut Option<Instant>, now: Instant, done: bool, every: Duration) -> bool {
+    if !done && last.is_some_and(|l| now.duration_since(l) < every) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 /// The progress line on a terminal's standard error, redrawn at most 5 times a second.
 #[derive(Default)]
 pub struct TerminalProgress {
@@ -281,14 +291,9 @@ impl TerminalProgress {
         let now = Instant::now();
         let r = self.rate.update(p, now);
         let done = r.fraction == Some(1.0);
-        if !done
-            && self
-                .last
-                .is_some_and(|l| now.duration_since(l) < Duration::from_millis(200))
-        {
+        if !due(&mut self.last, now, done, Duration::from_millis(200)) {
             return;
         }
-        self.last = Some(now);
         let mut screen = stderr_screen();
         screen.show(render(&r));
         if done {
@@ -340,14 +345,9 @@ impl<W: Write> JsonEvents<W> {
         let now = Instant::now();
         let r = self.rate.update(p, now);
         let done = r.fraction == Some(1.0);
-        if !done
-            && self
-                .last
-                .is_some_and(|l| now.duration_since(l) < Duration::from_millis(500))
-        {
+        if !due(&mut self.last, now, done, Duration::from_millis(500)) {
             return;
         }
-        self.last = Some(now);
         self.emit(serde_json::json!({
             "event": "progress",
             "bytes": r.bytes,
