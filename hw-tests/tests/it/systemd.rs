@@ -292,6 +292,19 @@ require_source_mount_point = false
             .collect()
     }
 
+    /// The failure unit of drive `uuid` ran and succeeded, turned the LED red and sent one
+    /// mail; returns the mails.
+    fn failure_reported(&mut self, uuid: &str) -> Vec<String> {
+        let failed = format!("extbackup-failed@{uuid}.service");
+        let (fp, _) = self.wait_unit_done(&failed);
+        let flog = journal(&failed);
+        assert_eq!(fp.result, "success", "{fp:?}\n{flog}");
+        assert_eq!(self.led(), RED, "{flog}");
+        let mails = self.wait_mails(1);
+        assert_eq!(mails.len(), 1, "{mails:?}\n{flog}");
+        mails
+    }
+
     /// Waits for `n` mails (a mail may follow the unit's end: OnFailure= runs after it).
     fn wait_mails(&self, n: usize) -> Vec<String> {
         let t0 = Instant::now();
@@ -489,18 +502,13 @@ fn vm_systemd_killed_run_is_reported_through_on_failure() {
     sh(Command::new("systemctl").args(["kill", "--kill-who=main", "--signal=SIGKILL", &unit]));
     let (end, _) = rig.wait_unit_done(&unit);
     assert_eq!(end.result, "signal", "{end:?}\n{}", journal(&unit));
-    let failed = format!("extbackup-failed@{uuid}.service");
-    let (fp, _) = rig.wait_unit_done(&failed);
-    let flog = journal(&failed);
-    assert_eq!(fp.result, "success", "{fp:?}\n{flog}");
-    assert_eq!(rig.led(), RED, "{flog}");
-    let mails = rig.wait_mails(1);
-    assert_eq!(mails.len(), 1, "{mails:?}\n{flog}");
+    let mails = rig.failure_reported(&uuid);
     assert_eq!(subject(&mails[0]), "extbackup: offsite-c FAILED at unit");
     assert!(mails[0].contains("signal"), "{}", mails[0]);
     assert!(
         !mapping_exists("offsite-c"),
-        "closed by the failure unit: {flog}"
+        "closed by the failure unit: {}",
+        journal(&format!("extbackup-failed@{uuid}.service"))
     );
 }
 
@@ -695,13 +703,7 @@ fn vm_systemd_config_error_is_reported_through_on_failure() {
     let log = journal(&unit);
     assert_eq!(end.result, "exit-code", "{end:?}\n{log}");
     assert_eq!(end.exit_status.as_deref(), Some("2"), "{end:?}\n{log}");
-    let failed = format!("extbackup-failed@{uuid}.service");
-    let (fp, _) = rig.wait_unit_done(&failed);
-    let flog = journal(&failed);
-    assert_eq!(fp.result, "success", "{fp:?}\n{flog}");
-    assert_eq!(rig.led(), RED, "{flog}");
-    let mails = rig.wait_mails(1);
-    assert_eq!(mails.len(), 1, "{mails:?}\n{flog}");
+    let mails = rig.failure_reported(&uuid);
     assert!(
         mails[0].contains("relative/src"),
         "the mail names the error: {}",
