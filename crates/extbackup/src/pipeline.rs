@@ -476,8 +476,11 @@ impl<'a> Pipeline<'a> {
                 run.mount_point.display().to_string(),
             ),
             ("EXTBACKUP_TARGET", run.data_dir().display().to_string()),
-            ("EXTBACKUP_SOURCE", self.cfg.source.display().to_string()),
         ];
+        match &self.cfg.source {
+            Some(p) => env.push(("EXTBACKUP_SOURCE", p.display().to_string())),
+            None => env.push(("EXTBACKUP_SOURCES", self.sources_env())),
+        }
         if let Some((o, step)) = outcome {
             env.push(("EXTBACKUP_OUTCOME", o.to_string()));
             env.push((
@@ -486,6 +489,20 @@ impl<'a> Pipeline<'a> {
             ));
         }
         env
+    }
+
+    /// The named sources for a hook: one `NAME PATH` line each.
+    fn sources_env(&self) -> String {
+        let lines: Vec<String> = self
+            .cfg
+            .sources()
+            .iter()
+            .map(|s| {
+                let name = s.name.as_ref().map_or("", |n| n.as_str());
+                format!("{name} {}", s.path.display())
+            })
+            .collect();
+        lines.join("\n")
     }
 
     /// Runs the `after` hooks of a run that took the run lock; their failures come back as
@@ -514,12 +531,16 @@ impl<'a> Pipeline<'a> {
         if run.history.is_some() && base != run.data_dir() {
             return self.generation_space(run, &base);
         }
-        let src = self.b.host.tree_size(&self.cfg.source)?;
-        let have = self.b.host.tree_size(&base)?;
+        let (mut src, mut have, mut need) = (0, 0, 0u64);
+        for s in self.cfg.sources() {
+            let size = self.b.host.tree_size(&s.path, &s.exclude)?;
+            let there = self.b.host.tree_size(&s.copy_in(&base), &s.exclude)?;
+            (src, have) = (src + size, have + there);
+            need += size.saturating_sub(there);
+        }
         let free = self.b.host.free_space(&run.mount_point)?;
-        let need = src.saturating_sub(have);
         tracing::info!(
-            "source {}, already on the drive {}, free on the drive {}",
+            "to copy {} (excluded files left out), already on the drive {}, free on the drive {}",
             human(src),
             human(have),
             human(free)
@@ -538,51 +559,19 @@ impl<'a> Pipeline<'a> {
     }
 
     fn sync(&mut self, run: &mut Run) -> Result<(), StepError> {
-        let (target, generation, link_dest) = match run.history {
+        let (base, generation, link_base) = match run.history {
             Some(_) => self.start_generation(run)?,
             None => (run.data_dir(), None, None),
         };
-        std::fs::create_dir_all(&target)
-            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
-        let opts = SyncOptions {
-            drive: run.name.clone(),
-            require_source_mount_point: self.cfg.policy.require_source_mount_point,
-            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
-            force: self.opts.force,
-            link_dest,
-        };
-        tracing::info!(
-            "syncing {} to {} with {}",
-            self.cfg.source.display(),
-            target.display(),
-            self.b.syncer.describe()
-        );
+        let sources = self.cfg.sources();
         let _quiet = crate::quiet::apply(&self.cfg.quiet);
-        let mut shown = ShownProgress::default();
-        let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
-        let mut report = self
-            .b
-            .syncer
-            .sync(&self.cfg.source, &target, &opts, &mut |p: Progress| {
-                if let Some(f) = on_progress.as_mut() {
-                    f(p);
-                }
-                shown.update(&mut **indicator, p);
-            })
-            .map_err(|e| {
-                StepError::with(
-                    format!(
-                        "copying {} to {}",
-                        self.cfg.source.display(),
-                        target.display()
-                    ),
-                    e,
-                )
-            })?;
-        for w in &report.warnings {
-            tracing::warn!("sync: {w}");
+        let mut report = SyncReport::default();
+        for (i, src) in sources.iter().enumerate() {
+            let share = (i, sources.len());
+            let r = self.sync_source(run, src, &base, link_base.as_deref(), share)?;
+            add_report(&mut report, r, src);
         }
-        crate::verify::after_sync(self.cfg, &run.name, &target, &mut report);
+        crate::verify::after_sync(self.cfg, &run.name, &base, &mut report);
         run.report = report;
         if run.done.source_locked {
             self.b.host.unlock_source();
@@ -592,6 +581,90 @@ impl<'a> Pipeline<'a> {
             self.end_generation(run, &g)?;
         }
         Ok(())
+    }
+
+    /// Copies one source into its folder under `base` (with its own lock, and the previous
+    /// generation's folder of it to link to); `share` is its index and the count of sources,
+    /// for the progress.
+    fn sync_source(
+        &mut self,
+        run: &mut Run,
+        src: &crate::config::Source,
+        base: &Path,
+        link_base: Option<&Path>,
+        share: (usize, usize),
+    ) -> Result<SyncReport, StepError> {
+        let target = src.copy_in(base);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
+        let opts = SyncOptions {
+            drive: run.name.clone(),
+            require_source_mount_point: self.cfg.policy.require_source_mount_point,
+            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
+            force: self.opts.force,
+            link_dest: link_base.map(|p| src.copy_in(p)).filter(|p| p.is_dir()),
+            exclude: src.exclude.clone(),
+        };
+        if let Some(l) = &src.lock {
+            self.b.host.lock_source(&l.path, l.timeout()).map_err(|e| {
+                StepError::with(format!("{}: taking its lock", src.label()), e)
+            })?;
+            run.done.source_locked = true;
+            tracing::info!("holding the lock {} of {}", l.path.display(), src.label());
+        }
+        tracing::info!(
+            "syncing {} {} to {} with {}",
+            src.label(),
+            src.path.display(),
+            target.display(),
+            self.b.syncer.describe()
+        );
+        let result = self.copy(src, &target, &opts, share);
+        if src.lock.is_some() {
+            self.b.host.unlock_source();
+            run.done.source_locked = false;
+        }
+        result
+    }
+
+    /// The guarded copy of one source, its progress shown as its share of the whole.
+    fn copy(
+        &mut self,
+        src: &crate::config::Source,
+        target: &Path,
+        opts: &SyncOptions,
+        (i, n): (usize, usize),
+    ) -> Result<SyncReport, StepError> {
+        let mut shown = ShownProgress::default();
+        let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
+        let report = self
+            .b
+            .syncer
+            .sync(&src.path, target, opts, &mut |p: Progress| {
+                let p = Progress {
+                    fraction: p.fraction.map(|f| (i as f32 + f) / n as f32),
+                    ..p
+                };
+                if let Some(f) = on_progress.as_mut() {
+                    f(p);
+                }
+                shown.update(&mut **indicator, p);
+            })
+            .map_err(|e| {
+                StepError::with(
+                    format!(
+                        "copying {} {} to {}",
+                        src.label(),
+                        src.path.display(),
+                        target.display()
+                    ),
+                    e,
+                )
+            })?;
+        for w in &report.warnings {
+            tracing::warn!("sync of {}: {w}", src.label());
+        }
+        Ok(report)
     }
 
     /// The note of a run's history work: logged now, and listed in the mail.
@@ -619,16 +692,21 @@ impl<'a> Pipeline<'a> {
     /// History, with a generation to build on: what the new one needs (new and changed
     /// files, its folders) against the free space; pruning the oldest when short.
     fn generation_space(&mut self, run: &mut Run, newest: &Path) -> Result<(), StepError> {
-        let need = syncer::generations::new_bytes(&self.cfg.source, newest).map_err(|e| {
-            StepError::with(
-                format!(
-                    "comparing {} with the newest generation {}",
-                    self.cfg.source.display(),
-                    newest.display()
-                ),
-                e,
-            )
-        })?;
+        let mut need = 0;
+        for s in self.cfg.sources() {
+            let prev = s.copy_in(newest);
+            need += syncer::generations::new_bytes(&s.path, &prev, &s.exclude).map_err(|e| {
+                StepError::with(
+                    format!(
+                        "comparing {} {} with the newest generation's {}",
+                        s.label(),
+                        s.path.display(),
+                        prev.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
         let free = self.b.host.free_space(&run.mount_point)?;
         tracing::info!(
             "a new generation needs about {} (new and changed files, folders); free on the drive {}",
@@ -1114,6 +1192,24 @@ impl ShownProgress {
             tracing::info!("sync {pct}% ({} bytes)", p.bytes);
         }
     }
+}
+
+/// Adds one source's report to the run's (its warnings named after it, when named).
+fn add_report(total: &mut SyncReport, r: SyncReport, src: &crate::config::Source) {
+    total.files_copied += r.files_copied;
+    total.bytes_copied += r.bytes_copied;
+    total.files_deleted += r.files_deleted;
+    total.files_total += r.files_total;
+    total.bytes_total += r.bytes_total;
+    total.duration += r.duration;
+    let named = src.name.is_some();
+    total.warnings.extend(r.warnings.into_iter().map(|w| {
+        if named {
+            format!("{}: {w}", src.label())
+        } else {
+            w
+        }
+    }));
 }
 
 /// The same path, or two names of the same file (`/dev/mapper/x` and `/dev/dm-0`).

@@ -79,7 +79,7 @@ mock! {
         fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError>;
         fn unlock_source(&mut self);
         fn free_space(&self, path: &Path) -> Result<u64, HostError>;
-        fn tree_size(&self, path: &Path) -> Result<u64, HostError>;
+        fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError>;
         fn record_on_drive(&mut self, mountpoint: &Path, run: &crate::state::RunRecord) -> Result<(), HostError>;
     }
 }
@@ -375,7 +375,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .expect_tree_size()
             .times(2)
             .in_sequence(&mut m.seq)
-            .returning(|p| Ok(if p.ends_with(DATA_DIR) { 0 } else { 1000 }));
+            .returning(|p, _| Ok(if p.ends_with(DATA_DIR) { 0 } else { 1000 }));
         m.host
             .expect_free_space()
             .times(1)
@@ -759,7 +759,7 @@ mod with_fakes {
         fn free_space(&self, _: &Path) -> Result<u64, HostError> {
             Ok(1 << 40)
         }
-        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
+        fn tree_size(&self, _: &Path, _: &syncer::Excludes) -> Result<u64, HostError> {
             Ok(0)
         }
         fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
