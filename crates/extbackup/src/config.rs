@@ -837,9 +837,9 @@ impl Config {
     /// the syncer honours them, no lock taken twice.
     fn check_sources(&self) -> Result<(), (At, String)> {
         let named = |n: &SourceName, key| At::NamedSource(n.as_str().to_string(), key);
-        if let (Some(_), Some(n)) = (&self.source, self.sources.keys().next()) {
+        if self.source.is_some() && !self.sources.is_empty() {
             return Err((
-                named(n, "path"),
+                At::Source,
                 "both `source` and [sources.NAME] tables: give one tree as `source`, or \
                  name each tree in its own [sources.NAME] table (then drop `source`)"
                     .into(),
@@ -1421,6 +1421,84 @@ name = "offsite-a"
 uuid = "0B1C2D3E-aaaa-4bbb-8ccc-0123456789ab"
 key_file = "/etc/extbackup/keys/offsite-a.key"
 "#;
+
+    const NAMED: &str = r#"
+[sources.photos]
+path = "/srv/photos"
+exclude = ["*.tmp", "/cache/", "**/node_modules/"]
+lock = { path = "/run/lock/photos.lock", timeout_secs = 60 }
+
+[sources.docs]
+path = "/home/docs"
+
+[[drive]]
+name = "offsite-a"
+uuid = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab"
+key_file = "/k/a.key"
+"#;
+
+    #[test]
+    fn named_sources_are_read_in_name_order_with_their_excludes_and_locks() {
+        let c = Config::parse(NAMED).unwrap();
+        let s = c.sources();
+        let names: Vec<_> = s.iter().map(|s| s.name.as_ref().unwrap().as_str()).collect();
+        assert_eq!(names, ["docs", "photos"]);
+        assert_eq!(s[1].path, Path::new("/srv/photos"));
+        assert_eq!(
+            s[1].exclude.patterns().collect::<Vec<_>>(),
+            ["*.tmp", "/cache/", "**/node_modules/"]
+        );
+        assert!(s[1].exclude.excludes(Path::new("a/b.tmp"), false));
+        assert_eq!(s[1].lock.as_ref().unwrap().timeout(), Duration::from_secs(60));
+        assert!(s[0].exclude.is_empty() && s[0].lock.is_none());
+        assert_eq!(s[1].copy_in(Path::new("/m/data")), Path::new("/m/data/photos"));
+        assert_eq!(s[1].label(), "source \"photos\"");
+        let summary = c.summary();
+        assert!(
+            summary.contains(
+                "source photos: /srv/photos -> data/photos/, excluding *.tmp /cache/ \
+                 **/node_modules/, lock /run/lock/photos.lock (wait up to 60 s)"
+            ),
+            "{summary}"
+        );
+        assert!(summary.contains("source docs: /home/docs -> data/docs/\n"), "{summary}");
+        // The single form: one source, copied into the data folder itself.
+        let one = Config::parse(MIN).unwrap().sources();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].name.as_ref(), one[0].path.as_path()), (None, Path::new("/srv/backup")));
+        assert_eq!(one[0].copy_in(Path::new("/m/data")), Path::new("/m/data"));
+    }
+
+    #[test]
+    fn source_errors_name_line_and_column() {
+        let with = |extra: &str| format!("{extra}{NAMED}");
+        let cases = [
+            (with("source = \"/srv/backup\"\n"), "line 1, column 10", "both `source` and [sources.NAME]"),
+            (NAMED.replace("/home/docs", "/srv/photos/docs"), "line 3, column 8", "overlap"),
+            (NAMED.replace("/home/docs", "home/docs"), "line 8, column 8", "not an absolute path"),
+            (NAMED.replace("\"*.tmp\"", "\"+ *.tmp\""), "line 4, column 11", "filter-rule prefixes"),
+            (NAMED.replace("\"/cache/\"", "\"ca[che\""), "line 4, column 11", "without its `]`"),
+            (NAMED.replace("[sources.docs]", "[sources.\"my docs\"]"), "line 7, column 10", "bad source name"),
+            (NAMED.replace("path = \"/home/docs\"", "path = \"/home/docs\"\nexclud = []"), "line 9, column 1", "unknown field"),
+            (NAMED.replace("/run/lock/photos.lock", "photos.lock"), "line 5, column 8", "lock.path photos.lock is not an absolute"),
+            (format!("{NAMED}mount_point = \"/home/docs/mnt\"\n"), "line 14, column 15", "overlaps source \"docs\""),
+            (format!("{NAMED}[source_lock]\npath = \"/l\"\n"), "line 14, column 1", "[source_lock] goes with the single"),
+            (
+                format!("{NAMED}[syncer]\nkind = \"command\"\ncommand = [\"/x\"]\n"),
+                "line 4, column 11",
+                "exclude patterns go with the rsync syncer",
+            ),
+            (NAMED.replace("[sources.photos]\npath = \"/srv/photos\"\nexclude = [\"*.tmp\", \"/cache/\", \"**/node_modules/\"]\nlock = { path = \"/run/lock/photos.lock\", timeout_secs = 60 }\n", "").replace("[sources.docs]\npath = \"/home/docs\"\n", ""), "line 1, column 1", "no source"),
+        ];
+        let mut wrong = vec![];
+        for (text, place, needle) in cases {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            if !e.contains(place) || !e.contains(needle) {
+                wrong.push(format!("{needle} (want {place}): {e}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 
     #[test]
     fn hooks_are_read_and_their_errors_name_line_and_column() {
