@@ -864,7 +864,12 @@ impl Config {
                          name trees side by side",
                         m.as_str(),
                         n.as_str(),
-                        all.iter().find(|(k, _)| k == m).expect("listed").1.path.display(),
+                        all.iter()
+                            .find(|(k, _)| k == m)
+                            .expect("listed")
+                            .1
+                            .path
+                            .display(),
                         src.path.display()
                     ),
                 ));
@@ -1026,9 +1031,17 @@ impl Config {
         }
         for (n, src) in &self.sources {
             let at = |key| At::NamedSource(n.as_str().to_string(), key);
-            v.push((at("path"), format!("sources.{}.path", n.as_str()), src.path.clone()));
+            v.push((
+                at("path"),
+                format!("sources.{}.path", n.as_str()),
+                src.path.clone(),
+            ));
             if let Some(l) = &src.lock {
-                v.push((at("lock"), format!("sources.{}.lock.path", n.as_str()), l.path.clone()));
+                v.push((
+                    at("lock"),
+                    format!("sources.{}.lock.path", n.as_str()),
+                    l.path.clone(),
+                ));
             }
         }
         if let Some(l) = &self.source_lock {
@@ -1246,7 +1259,9 @@ impl Config {
 
     fn summary_drives(&self) -> Vec<String> {
         if self.drives.is_empty() {
-            return vec!["drives: none (add one with `extbackup prepare DEVICE --name NAME`)".into()];
+            return vec![
+                "drives: none (add one with `extbackup prepare DEVICE --name NAME`)".into(),
+            ];
         }
         self.drives
             .iter()
@@ -1347,7 +1362,9 @@ struct Places {
     mount_root: Option<SpannedValue>,
     state_dir: Option<SpannedValue>,
     source_lock: Option<SpannedValue>,
-    sources: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, SpannedValue>>>,
+    sources: Option<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, SpannedValue>>,
+    >,
     #[serde(default, rename = "drive")]
     drives: Vec<std::collections::HashMap<String, SpannedValue>>,
     syncer: Option<SpannedValue>,
@@ -1441,7 +1458,10 @@ key_file = "/k/a.key"
     fn named_sources_are_read_in_name_order_with_their_excludes_and_locks() {
         let c = Config::parse(NAMED).unwrap();
         let s = c.sources();
-        let names: Vec<_> = s.iter().map(|s| s.name.as_ref().unwrap().as_str()).collect();
+        let names: Vec<_> = s
+            .iter()
+            .map(|s| s.name.as_ref().unwrap().as_str())
+            .collect();
         assert_eq!(names, ["docs", "photos"]);
         assert_eq!(s[1].path, Path::new("/srv/photos"));
         assert_eq!(
@@ -1449,9 +1469,15 @@ key_file = "/k/a.key"
             ["*.tmp", "/cache/", "**/node_modules/"]
         );
         assert!(s[1].exclude.excludes(Path::new("a/b.tmp"), false));
-        assert_eq!(s[1].lock.as_ref().unwrap().timeout(), Duration::from_secs(60));
+        assert_eq!(
+            s[1].lock.as_ref().unwrap().timeout(),
+            Duration::from_secs(60)
+        );
         assert!(s[0].exclude.is_empty() && s[0].lock.is_none());
-        assert_eq!(s[1].copy_in(Path::new("/m/data")), Path::new("/m/data/photos"));
+        assert_eq!(
+            s[1].copy_in(Path::new("/m/data")),
+            Path::new("/m/data/photos")
+        );
         assert_eq!(s[1].label(), "source \"photos\"");
         let summary = c.summary();
         assert!(
@@ -1461,11 +1487,17 @@ key_file = "/k/a.key"
             ),
             "{summary}"
         );
-        assert!(summary.contains("source docs: /home/docs -> data/docs/\n"), "{summary}");
+        assert!(
+            summary.contains("source docs: /home/docs -> data/docs/\n"),
+            "{summary}"
+        );
         // The single form: one source, copied into the data folder itself.
         let one = Config::parse(MIN).unwrap().sources();
         assert_eq!(one.len(), 1);
-        assert_eq!((one[0].name.as_ref(), one[0].path.as_path()), (None, Path::new("/srv/backup")));
+        assert_eq!(
+            (one[0].name.as_ref(), one[0].path.as_path()),
+            (None, Path::new("/srv/backup"))
+        );
         assert_eq!(one[0].copy_in(Path::new("/m/data")), Path::new("/m/data"));
     }
 

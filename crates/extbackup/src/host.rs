@@ -174,7 +174,8 @@ impl Host for SystemHost {
     }
 
     fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError> {
-        tree_size(path, exclude).map_err(|e| HostError::with(format!("measuring {}", path.display()), e))
+        tree_size(path, exclude)
+            .map_err(|e| HostError::with(format!("measuring {}", path.display()), e))
     }
 
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError> {

@@ -443,7 +443,11 @@ impl<'a> Pipeline<'a> {
 
     fn source_lock(&mut self, run: &mut Run) -> Result<(), StepError> {
         let Some(l) = &self.cfg.source_lock else {
-            tracing::info!("no source lock configured");
+            if self.cfg.sources.is_empty() {
+                tracing::info!("no source lock configured");
+            } else {
+                tracing::info!("named sources: each one's lock is taken just before its copy");
+            }
             return Ok(());
         };
         self.b.host.lock_source(&l.path, l.timeout())?;
@@ -606,9 +610,10 @@ impl<'a> Pipeline<'a> {
             exclude: src.exclude.clone(),
         };
         if let Some(l) = &src.lock {
-            self.b.host.lock_source(&l.path, l.timeout()).map_err(|e| {
-                StepError::with(format!("{}: taking its lock", src.label()), e)
-            })?;
+            self.b
+                .host
+                .lock_source(&l.path, l.timeout())
+                .map_err(|e| StepError::with(format!("{}: taking its lock", src.label()), e))?;
             run.done.source_locked = true;
             tracing::info!("holding the lock {} of {}", l.path.display(), src.label());
         }
@@ -709,7 +714,7 @@ impl<'a> Pipeline<'a> {
         }
         let free = self.b.host.free_space(&run.mount_point)?;
         tracing::info!(
-            "a new generation needs about {} (new and changed files, folders); free on the drive {}",
+            "a new generation needs about {} (new and changed files, folders; excluded files left out); free on the drive {}",
             human(need),
             human(free)
         );

@@ -1174,7 +1174,10 @@ key_file = "{k}"
         let data = f.dir.path().join("mnt/offsite-a").join(DATA_DIR);
         assert!(data.join("a-docs/letter.txt").is_file());
         assert!(data.join("b-photos/2024/a.jpg").is_file());
-        assert!(!data.join("b-photos/2024/a.jpg.tmp").exists(), "*.tmp excluded");
+        assert!(
+            !data.join("b-photos/2024/a.jpg.tmp").exists(),
+            "*.tmp excluded"
+        );
         assert!(!data.join("b-photos/cache").exists(), "/cache/ excluded");
         assert_eq!(
             syncer.calls(),
@@ -1212,7 +1215,11 @@ key_file = "{k}"
             unreachable!()
         };
         assert!(error.chain().join(": ").contains("is empty"), "{error:?}");
-        assert_eq!(syncer.calls().len(), 1, "a-docs was copied, b-photos refused");
+        assert_eq!(
+            syncer.calls().len(),
+            1,
+            "a-docs was copied, b-photos refused"
+        );
         assert_eq!(
             events.lock().unwrap().last().map(String::as_str),
             Some("unlock after 1 copies")
@@ -1239,7 +1246,10 @@ key_file = "{k}"
     }
 
     /// The fake syncer, recording each copy's `link_dest`.
-    struct LinkDestSyncer(FakeSyncer, std::sync::Arc<std::sync::Mutex<Vec<Option<PathBuf>>>>);
+    struct LinkDestSyncer(
+        FakeSyncer,
+        std::sync::Arc<std::sync::Mutex<Vec<Option<PathBuf>>>>,
+    );
     impl Syncer for LinkDestSyncer {
         fn mirror(
             &self,
@@ -1273,7 +1283,12 @@ key_file = "{k}"
         let first = &list[0].path;
         assert_eq!(
             *seen.lock().unwrap(),
-            [None, None, Some(first.join("a-docs")), Some(first.join("b-photos"))]
+            [
+                None,
+                None,
+                Some(first.join("a-docs")),
+                Some(first.join("b-photos"))
+            ]
         );
         assert!(list[1].path.join("b-photos/2024/a.jpg").is_file());
         assert!(!list[1].path.join("b-photos/cache").exists());
@@ -1289,8 +1304,7 @@ key_file = "{k}"
                 free: Some(free),
                 ..host_for(&syncer)
             });
-            Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-                .run(&Target::Device(DEV.into()))
+            Pipeline::new(&f.cfg, b, LogCapture::default(), opts()).run(&Target::Device(DEV.into()))
         };
         // The sources hold about 420 KB, of which the excludes leave about 24 KB (with
         // folders): 200 KB free is enough, 8 KB is not.
@@ -1300,7 +1314,6 @@ key_file = "{k}"
         std::fs::remove_dir_all(&data).unwrap();
         assert_failed_at(&measure(8_000), Step::FreeSpace, "no space on the drive");
     }
-
 }
 
 #[test]

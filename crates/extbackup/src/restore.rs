@@ -73,11 +73,7 @@ fn existing_ancestor(p: &Path) -> Option<PathBuf> {
 }
 
 /// Refuses a destination inside the source, the drive's mount point, or on the drive.
-pub fn check_destination(
-    to: &Path,
-    sources: &[Source],
-    mount_point: &Path,
-) -> Result<(), Failure> {
+pub fn check_destination(to: &Path, sources: &[Source], mount_point: &Path) -> Result<(), Failure> {
     let dest = existing_ancestor(to)
         .ok_or_else(|| Failure::new(format!("{}: cannot resolve the path", to.display())))?;
     // The part of `to` that does not exist yet, appended to its canonical ancestor.
@@ -295,8 +291,7 @@ mod tests {
     #[test]
     fn paths_are_taken_relative_to_the_copy() {
         let src = [source(None, Path::new("/srv/backup"))];
-        let r =
-            |p: &str| relative_in_copy(Path::new(p), &src).map(|p| p.display().to_string());
+        let r = |p: &str| relative_in_copy(Path::new(p), &src).map(|p| p.display().to_string());
         assert_eq!(r("/srv/backup/sub/x").unwrap(), "sub/x");
         assert_eq!(r("sub/x").unwrap(), "sub/x");
         assert_eq!(r("/sub").unwrap(), "sub");

@@ -46,7 +46,9 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
     let t = Instant::now();
     let prev = gens.newest().map_err(|e| e.to_string())?.map(|g| g.path);
     let need = match &prev {
-        Some(p) => generations::new_bytes(source, p, &Default::default()).map_err(|e| e.to_string())?,
+        Some(p) => {
+            generations::new_bytes(source, p, &Default::default()).map_err(|e| e.to_string())?
+        }
         None => 0,
     };
     let now = SystemTime::now()

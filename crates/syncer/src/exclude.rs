@@ -128,7 +128,13 @@ impl Pattern {
         }
         // An inner or trailing `**`: tried at the start and after every `/`.
         std::iter::once(0)
-            .chain(subject.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i + 1))
+            .chain(
+                subject
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'/')
+                    .map(|(i, _)| i + 1),
+            )
             .any(|i| wildmatch(&self.body, &subject[i..]))
     }
 
@@ -157,7 +163,9 @@ fn refuse_unsupported(text: &str) -> Result<(), &'static str> {
         );
     }
     if text.trim_end_matches('/').ends_with("***") {
-        return Err("a trailing `***` is not supported: `dir/` excludes a folder and everything in it");
+        return Err(
+            "a trailing `***` is not supported: `dir/` excludes a folder and everything in it",
+        );
     }
     Ok(())
 }
@@ -236,7 +244,8 @@ fn wildmatch(p: &[u8], t: &[u8]) -> bool {
         b'?' => t.first().is_some_and(|c| *c != b'/') && wildmatch(rest, &t[1..]),
         b'[' => {
             let end = class_end(p, 0).expect("classes checked when the pattern was made");
-            t.first().is_some_and(|c| *c != b'/' && class_matches(&p[1..end], *c))
+            t.first()
+                .is_some_and(|c| *c != b'/' && class_matches(&p[1..end], *c))
                 && wildmatch(&p[end + 1..], &t[1..])
         }
         b'\\' if !rest.is_empty() => t.first() == Some(&rest[0]) && wildmatch(&rest[1..], &t[1..]),
@@ -254,7 +263,10 @@ fn class_matches(spec: &[u8], c: u8) -> bool {
     let mut i = 0;
     while i < spec.len() {
         if spec[i] == b'[' && spec.get(i + 1) == Some(&b':') {
-            let close = spec[i + 2..].windows(2).position(|w| w == b":]").unwrap_or(0);
+            let close = spec[i + 2..]
+                .windows(2)
+                .position(|w| w == b":]")
+                .unwrap_or(0);
             hit |= named_class(&spec[i + 2..i + 2 + close], c);
             i += close + 4;
             continue;
@@ -389,7 +401,10 @@ mod tests {
         assert!(ex("[]x]", "]", false));
         assert!(ex("a\\*b", "a*b", false));
         assert!(!ex("a\\*b", "axb", false));
-        assert!(ex("back\\slash", "back\\slash", false), "literal without wildcards");
+        assert!(
+            ex("back\\slash", "back\\slash", false),
+            "literal without wildcards"
+        );
     }
 
     #[test]

@@ -381,7 +381,11 @@ mod tests {
         }
         let ex = Excludes::new(&["*.tmp", "/cache/"]).unwrap();
         let c = count_deletions(&s, &d, &ex).unwrap();
-        assert_eq!((c.deleted, c.total), (4, 5), "a.tmp, cache and its two files");
+        assert_eq!(
+            (c.deleted, c.total),
+            (4, 5),
+            "a.tmp, cache and its two files"
+        );
         let only_tmp = t.path().join("only-tmp");
         touch(only_tmp.join("b.tmp"));
         let o = SyncOptions {

@@ -574,7 +574,11 @@ mod tests {
         let ex = Excludes::new(&["-delete", "--rsh=x", "+ y".trim_start_matches("+ ")]).unwrap();
         assert_eq!(
             RsyncSyncer::exclude_args(&ex),
-            ["--filter=-s -delete", "--filter=-s --rsh=x", "--filter=-s y"]
+            [
+                "--filter=-s -delete",
+                "--filter=-s --rsh=x",
+                "--filter=-s y"
+            ]
         );
     }
 }

@@ -121,7 +121,8 @@ fn kept_by_rsync(src: &Path, dst: &Path, ex: &Excludes) -> BTreeSet<PathBuf> {
         exclude: ex.clone(),
         ..full
     };
-    s.sync(src, dst, &o, &mut |_| {}).expect("copy with excludes");
+    s.sync(src, dst, &o, &mut |_| {})
+        .expect("copy with excludes");
     entries(dst).into_iter().collect()
 }
 
@@ -144,7 +145,11 @@ fn rsync_and_the_matcher_select_the_same_entries() {
     }
     let ex = Excludes::new(PATTERNS).unwrap();
     let ours = kept_by_matcher(&src, &ex);
-    assert_eq!(ours, kept_by_rsync(&src, &dst, &ex), "all patterns together");
+    assert_eq!(
+        ours,
+        kept_by_rsync(&src, &dst, &ex),
+        "all patterns together"
+    );
     // Not everything goes: the rest is copied.
     for kept in ["keep.txt", "n/deeper/keep.md", "starXname", "filex"] {
         assert!(ours.contains(Path::new(kept)), "{kept} kept");
