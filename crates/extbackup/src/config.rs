@@ -1836,6 +1836,20 @@ key_file = "/k/a.key"
     }
 
     #[test]
+    fn the_documented_sources_example_parses() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let section = &doc[doc.find("## `[sources.NAME]`").expect("the section")..];
+        let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+        let len = section[start..].find("\n```").unwrap();
+        let c = Config::parse(&section[start..start + len]).unwrap();
+        let names: Vec<_> = c.sources().into_iter().map(|s| s.name.unwrap()).collect();
+        assert_eq!(
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["home", "photos"]
+        );
+    }
+
+    #[test]
     fn appended_drive_table_parses_back() {
         let d = DriveConfig {
             name: DriveName::try_from("new-1".to_string()).unwrap(),

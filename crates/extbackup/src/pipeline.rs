@@ -568,6 +568,14 @@ impl<'a> Pipeline<'a> {
             None => (run.data_dir(), None, None),
         };
         let sources = self.cfg.sources();
+        if generation.is_some() {
+            for gone in drop_strays(&base, &sources)? {
+                Self::note(
+                    run,
+                    format!("history: the new generation drops {gone}, not a configured source"),
+                );
+            }
+        }
         let _quiet = crate::quiet::apply(&self.cfg.quiet);
         let mut report = SyncReport::default();
         for (i, src) in sources.iter().enumerate() {
@@ -1197,6 +1205,50 @@ impl ShownProgress {
             tracing::info!("sync {pct}% ({} bytes)", p.bytes);
         }
     }
+}
+
+/// With named sources, a new generation holds only their folders: what a btrfs snapshot of
+/// the previous generation or a resumed one carries besides them (a source since removed from
+/// the configuration, the single-source layout's tree) is removed from it (the older
+/// generations keep it). Returns the names removed.
+fn drop_strays(
+    generation: &Path,
+    sources: &[crate::config::Source],
+) -> Result<Vec<String>, StepError> {
+    if sources.iter().any(|s| s.name.is_none()) || !generation.is_dir() {
+        return Ok(vec![]);
+    }
+    let err = |e| {
+        StepError::with(
+            format!("listing the new generation {}", generation.display()),
+            e,
+        )
+    };
+    let mut gone = vec![];
+    for e in std::fs::read_dir(generation).map_err(err)? {
+        let e = e.map_err(err)?;
+        let name = e.file_name();
+        if sources
+            .iter()
+            .any(|s| s.name.as_ref().is_some_and(|n| name == n.as_str()))
+        {
+            continue;
+        }
+        let p = e.path();
+        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.map_err(|e| {
+            StepError::with(
+                format!("removing {} from the new generation", p.display()),
+                e,
+            )
+        })?;
+        gone.push(name.to_string_lossy().into_owned());
+    }
+    Ok(gone)
 }
 
 /// Adds one source's report to the run's (its warnings named after it, when named).

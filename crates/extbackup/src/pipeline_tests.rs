@@ -1295,6 +1295,33 @@ key_file = "{k}"
     }
 
     #[test]
+    fn a_resumed_generation_keeps_only_the_configured_sources_folders() {
+        let f = two_sources(true);
+        let gens = f.dir.path().join("mnt/offsite-a/generations");
+        let left = gens.join("2020-01-01T000000Z.incomplete");
+        for p in ["old-tree/x", "a-docs/letter.txt", "c-removed/y"] {
+            std::fs::create_dir_all(left.join(p).parent().unwrap()).unwrap();
+            std::fs::write(left.join(p), "left by an interrupted run").unwrap();
+        }
+        let (b, _ind, _c, _m, notifier, _s) = setup(&f);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let newest = syncer::generations::Generations::at(&gens.parent().unwrap())
+            .newest()
+            .unwrap()
+            .unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&newest.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a-docs", "b-photos"]);
+        let details = notifier.events()[0].details.join("\n");
+        assert!(details.contains("drops c-removed"), "{details}");
+    }
+
+    #[test]
     fn the_free_space_check_counts_only_what_will_be_copied() {
         let f = two_sources(false);
         let measure = |free| {
