@@ -1140,6 +1140,9 @@ to = ["root@localhost"]
 transport = {{ kind = "file", dir = "{d}/mail" }}
 [policy]
 require_source_mount_point = false
+[[hooks.before]]
+name = "env"
+command = ["/bin/sh", "-c", "printf %s \"$EXTBACKUP_SOURCES\" > {d}/sources.env; test -z \"$EXTBACKUP_SOURCE\""]
 [[drive]]
 name = "offsite-a"
 uuid = "{UUID}"
@@ -1195,6 +1198,12 @@ key_file = "{k}"
                 "unlock after 2 copies",
             ],
             "each lock taken just before its copy and released after it"
+        );
+        let d = f.dir.path().display();
+        assert_eq!(
+            std::fs::read_to_string(f.dir.path().join("sources.env")).unwrap(),
+            format!("a-docs {d}/docs\nb-photos {d}/photos"),
+            "hooks get EXTBACKUP_SOURCES, not EXTBACKUP_SOURCE"
         );
         assert!(crypt.active().is_empty());
     }
@@ -1307,7 +1316,7 @@ key_file = "{k}"
         let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
             .run(&Target::Device(DEV.into()));
         assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
-        let newest = syncer::generations::Generations::at(&gens.parent().unwrap())
+        let newest = syncer::generations::Generations::at(gens.parent().unwrap())
             .newest()
             .unwrap()
             .unwrap();
