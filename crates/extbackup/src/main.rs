@@ -1239,8 +1239,13 @@ fn install(cli: &Cli, a: &InstallArgs) -> Result<u8> {
     if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
         writable.push(m);
     }
-    if let Some(dir) = cfg.source_lock.as_ref().and_then(|l| l.path.parent()) {
-        writable.push(dir.to_path_buf());
+    let locks = cfg.sources().into_iter().filter_map(|s| s.lock);
+    for l in cfg.source_lock.iter().cloned().chain(locks) {
+        if let Some(dir) = l.path.parent() {
+            if !writable.iter().any(|w| w == dir) {
+                writable.push(dir.to_path_buf());
+            }
+        }
     }
     writable.dedup();
     paths.writable = writable;

@@ -27,7 +27,7 @@ fn configure(w: &World) {
     let tables = format!(
         "[sources.files]\npath = \"{d}/src\"\nexclude = [\"/sub/c.txt\"]\n\n\
          [sources.photos]\npath = \"{d}/photos\"\nexclude = [\"/cache/\", \"*.tmp\"]\n\
-         lock = {{ path = \"{d}/photos.lock\", timeout_secs = 1 }}\n"
+         lock = {{ path = \"{d}/locks/photos.lock\", timeout_secs = 1 }}\n"
     );
     let text = fs::read_to_string(&w.config)
         .unwrap()
@@ -84,11 +84,17 @@ fn two_sources_with_excludes_are_copied_into_their_folders_and_only_what_is_copi
         fs::create_dir_all(w.path(p).parent().unwrap()).unwrap();
         fs::write(w.path(p), data).unwrap();
     }
+    fs::create_dir_all(w.path("locks")).unwrap();
     // A 16 MiB drive: the photos' cache alone would not fit.
     let lo = LoopDevice::new(&w.path("disk.img"), 16);
     w.prepare(&lo.dev, "t1");
     configure(&w);
     assert_eq!(w.cmd(&["config", "check"]).status.code(), Some(0));
+    // The sandboxed unit may write the folder of a source's lock.
+    let units = w.cmd(&["install", "--print"]);
+    let units = String::from_utf8_lossy(&units.stdout);
+    let rw = format!("ReadWritePaths=-{}\n", w.path("locks").display());
+    assert!(units.contains(&rw), "{units}");
 
     let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "the run succeeds");
