@@ -576,11 +576,18 @@ impl<'a> Pipeline<'a> {
                 );
             }
         }
+        if generation.is_none() {
+            warn_strays(&base, &sources);
+        }
         let _quiet = crate::quiet::apply(&self.cfg.quiet);
         let mut report = SyncReport::default();
+        let mut share = Share {
+            count: sources.len(),
+            ..Share::default()
+        };
         for (i, src) in sources.iter().enumerate() {
-            let share = (i, sources.len());
-            let r = self.sync_source(run, src, &base, link_base.as_deref(), share)?;
+            share.index = i;
+            let r = self.sync_source(run, src, &base, link_base.as_deref(), &mut share)?;
             add_report(&mut report, r, src);
         }
         crate::verify::after_sync(self.cfg, &run.name, &base, &mut report);
@@ -596,15 +603,14 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Copies one source into its folder under `base` (with its own lock, and the previous
-    /// generation's folder of it to link to); `share` is its index and the count of sources,
-    /// for the progress.
+    /// generation's folder of it to link to); `share` places it in the progress.
     fn sync_source(
         &mut self,
         run: &mut Run,
         src: &crate::config::Source,
         base: &Path,
         link_base: Option<&Path>,
-        share: (usize, usize),
+        share: &mut Share,
     ) -> Result<SyncReport, StepError> {
         let target = src.copy_in(base);
         std::fs::create_dir_all(&target)
@@ -646,34 +652,33 @@ impl<'a> Pipeline<'a> {
         src: &crate::config::Source,
         target: &Path,
         opts: &SyncOptions,
-        (i, n): (usize, usize),
+        share: &mut Share,
     ) -> Result<SyncReport, StepError> {
-        let mut shown = ShownProgress::default();
         let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
-        let report = self
+        let mut seen = 0;
+        let result = self
             .b
             .syncer
             .sync(&src.path, target, opts, &mut |p: Progress| {
-                let p = Progress {
-                    fraction: p.fraction.map(|f| (i as f32 + f) / n as f32),
-                    ..p
-                };
+                seen = seen.max(p.bytes);
+                let p = share.of(p);
                 if let Some(f) = on_progress.as_mut() {
                     f(p);
                 }
-                shown.update(&mut **indicator, p);
-            })
-            .map_err(|e| {
-                StepError::with(
-                    format!(
-                        "copying {} {} to {}",
-                        src.label(),
-                        src.path.display(),
-                        target.display()
-                    ),
-                    e,
-                )
-            })?;
+                share.shown.update(&mut **indicator, p);
+            });
+        share.bytes_before += seen;
+        let report = result.map_err(|e| {
+            StepError::with(
+                format!(
+                    "copying {} {} to {}",
+                    src.label(),
+                    src.path.display(),
+                    target.display()
+                ),
+                e,
+            )
+        })?;
         for w in &report.warnings {
             tracing::warn!("sync of {}: {w}", src.label());
         }
@@ -1172,6 +1177,56 @@ impl<'a> Pipeline<'a> {
                 Err(e) => tracing::error!("undo: closing {m}: {}", crate::chain(&e)),
             }
         }
+    }
+}
+
+/// One source's place in the sync's progress: the sources before it count as done (their
+/// share of the fraction, their bytes).
+#[derive(Default)]
+struct Share {
+    index: usize,
+    count: usize,
+    bytes_before: u64,
+    shown: ShownProgress,
+}
+
+impl Share {
+    /// A source's own progress as progress of the whole sync.
+    fn of(&self, p: Progress) -> Progress {
+        Progress {
+            bytes: self.bytes_before + p.bytes,
+            fraction: p
+                .fraction
+                .map(|f| (self.index as f32 + f) / self.count.max(1) as f32),
+        }
+    }
+}
+
+/// A plain mirror's data folder with named sources: entries that are no configured source
+/// (the single-source layout's tree, a source since removed) are left alone, and said.
+fn warn_strays(data: &Path, sources: &[crate::config::Source]) {
+    if sources.iter().any(|s| s.name.is_none()) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(data) else {
+        return;
+    };
+    let strays: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !sources
+                .iter()
+                .any(|s| s.name.as_ref().is_some_and(|m| m.as_str() == n))
+        })
+        .collect();
+    if !strays.is_empty() {
+        tracing::warn!(
+            "{} also holds {}: not configured sources (an earlier configuration's copy?); \
+             left as they are, delete them by hand if they are no longer wanted",
+            data.display(),
+            strays.join(", ")
+        );
     }
 }
 

@@ -1331,6 +1331,28 @@ key_file = "{k}"
     }
 
     #[test]
+    fn progress_over_two_sources_is_of_the_whole_sync() {
+        let f = two_sources(false);
+        let (b, _ind, _c, _m, _n, _s) = setup(&f);
+        let mut seen = vec![];
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .on_progress(|p| seen.push((p.bytes, p.fraction)))
+            .run(&Target::Device(DEV.into()));
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        // The fake reports half way (0 bytes) and done per source: a-docs' 10 bytes, then
+        // b-photos' 20,000 on top of them.
+        assert_eq!(
+            seen,
+            [
+                (0, Some(0.25)),
+                (10, Some(0.5)),
+                (10, Some(0.75)),
+                (20_010, Some(1.0))
+            ]
+        );
+    }
+
+    #[test]
     fn the_free_space_check_counts_only_what_will_be_copied() {
         let f = two_sources(false);
         let measure = |free| {
