@@ -154,8 +154,7 @@ pub struct Restored {
 
 /// Restores `req.paths` from the copy at `copy` (the drive's `data/`) into `req.to`.
 /// `sources` are the configured sources (to accept absolute paths and refuse `to` inside
-/// them);
-/// `mount_point` is the drive's mount.
+/// them); `mount_point` is the drive's mount.
 pub fn restore(
     copy: &Path,
     mount_point: &Path,
@@ -168,6 +167,23 @@ pub fn restore(
         ));
     }
     check_destination(&req.to, sources, mount_point)?;
+    let items = items(copy, sources, req)?;
+    if !req.overwrite {
+        refuse_conflicts(copy, &items, &req.to)?;
+    }
+    std::fs::create_dir_all(&req.to)
+        .map_err(|e| Failure::with(format!("creating {}", req.to.display()), e))?;
+    let mut done = vec![];
+    for it in &items {
+        copy_item(copy, it, req.overwrite)?;
+        done.push((it.rel.clone(), it.dest.clone()));
+    }
+    Ok(Restored { items: done })
+}
+
+/// What each requested path is in the copy and where it goes; a path not in the copy is an
+/// error.
+fn items(copy: &Path, sources: &[Source], req: &RestoreRequest) -> Result<Vec<Item>, Failure> {
     let mut items = vec![];
     for p in &req.paths {
         let rel = relative_in_copy(p, sources)?;
@@ -185,76 +201,77 @@ pub fn restore(
         };
         items.push(Item { rel, dest });
     }
-    if !req.overwrite {
-        let mut all = vec![];
-        for it in &items {
-            all.extend(
-                conflicts(copy, it).map_err(|e| {
-                    Failure::with(format!("comparing with {}", it.dest.display()), e)
-                })?,
-            );
-        }
-        if !all.is_empty() {
-            let shown: Vec<String> = all
-                .iter()
-                .take(20)
-                .map(|p| format!("  {}", p.display()))
-                .collect();
-            let more = if all.len() > 20 {
-                format!("\n  ... and {} more", all.len() - 20)
-            } else {
-                String::new()
-            };
-            return Err(Failure::new(format!(
-                "refusing to restore: {} file(s) in {} would be replaced; nothing was copied. \
-                 Restore into an empty folder, or pass --overwrite to replace them:\n{}{more}",
-                all.len(),
-                req.to.display(),
-                shown.join("\n")
-            )));
-        }
+    Ok(items)
+}
+
+/// Refuses, listing them, when files in `to` would be replaced.
+fn refuse_conflicts(copy: &Path, items: &[Item], to: &Path) -> Result<(), Failure> {
+    let mut all = vec![];
+    for it in items {
+        all.extend(
+            conflicts(copy, it)
+                .map_err(|e| Failure::with(format!("comparing with {}", it.dest.display()), e))?,
+        );
     }
-    std::fs::create_dir_all(&req.to)
-        .map_err(|e| Failure::with(format!("creating {}", req.to.display()), e))?;
-    let mut done = vec![];
-    for it in &items {
-        let src = copy.join(&it.rel);
-        let is_dir = std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
-        let mut cmd = Command::new("rsync");
-        cmd.env("LC_ALL", "C")
-            .args(["-aHAX", "--numeric-ids", "--no-inc-recursive"])
-            // Exact times: with rsync's whole-second default, an item made in the same
-            // second as its original keeps the time of its making (symlinks showed it).
-            .arg("--modify-window=-1");
-        if !req.overwrite {
-            cmd.arg("--ignore-existing");
-        }
-        // A folder: its contents into dest/ (made by rsync); a file: onto dest.
-        let (s, d) = if is_dir {
-            (with_slash(&src), with_slash(&it.dest))
-        } else {
-            (
-                src.clone().into_os_string(),
-                it.dest.clone().into_os_string(),
-            )
-        };
-        cmd.arg("--").arg(s).arg(d);
-        tracing::info!("restoring {} to {}", it.rel.display(), it.dest.display());
-        let out = cmd
-            .output()
-            .map_err(|e| Failure::with("starting rsync (apt-get install rsync)", e))?;
-        if !out.status.success() {
-            return Err(Failure::new(format!(
-                "rsync failed ({}) restoring {} to {}: {}",
-                out.status,
-                it.rel.display(),
-                it.dest.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        done.push((it.rel.clone(), it.dest.clone()));
+    if all.is_empty() {
+        return Ok(());
     }
-    Ok(Restored { items: done })
+    let shown: Vec<String> = all
+        .iter()
+        .take(20)
+        .map(|p| format!("  {}", p.display()))
+        .collect();
+    let more = if all.len() > 20 {
+        format!("\n  ... and {} more", all.len() - 20)
+    } else {
+        String::new()
+    };
+    Err(Failure::new(format!(
+        "refusing to restore: {} file(s) in {} would be replaced; nothing was copied. \
+         Restore into an empty folder, or pass --overwrite to replace them:\n{}{more}",
+        all.len(),
+        to.display(),
+        shown.join("\n")
+    )))
+}
+
+/// Copies one item with rsync's fidelity.
+fn copy_item(copy: &Path, it: &Item, overwrite: bool) -> Result<(), Failure> {
+    let src = copy.join(&it.rel);
+    let is_dir = std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
+    let mut cmd = Command::new("rsync");
+    cmd.env("LC_ALL", "C")
+        .args(["-aHAX", "--numeric-ids", "--no-inc-recursive"])
+        // Exact times: with rsync's whole-second default, an item made in the same
+        // second as its original keeps the time of its making (symlinks showed it).
+        .arg("--modify-window=-1");
+    if !overwrite {
+        cmd.arg("--ignore-existing");
+    }
+    // A folder: its contents into dest/ (made by rsync); a file: onto dest.
+    let (s, d) = if is_dir {
+        (with_slash(&src), with_slash(&it.dest))
+    } else {
+        (
+            src.clone().into_os_string(),
+            it.dest.clone().into_os_string(),
+        )
+    };
+    cmd.arg("--").arg(s).arg(d);
+    tracing::info!("restoring {} to {}", it.rel.display(), it.dest.display());
+    let out = cmd
+        .output()
+        .map_err(|e| Failure::with("starting rsync (apt-get install rsync)", e))?;
+    if !out.status.success() {
+        return Err(Failure::new(format!(
+            "rsync failed ({}) restoring {} to {}: {}",
+            out.status,
+            it.rel.display(),
+            it.dest.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 fn with_slash(p: &Path) -> std::ffi::OsString {
