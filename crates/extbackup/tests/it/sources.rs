@@ -138,6 +138,35 @@ fn two_sources_with_excludes_are_copied_into_their_folders_and_only_what_is_copi
     assert_eq!(out.status.code(), Some(0), "verify is clean");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no differences"));
 
+    // restore: paths in the copy start with the source's name; an absolute path under a
+    // source's path is found in its folder.
+    let to = w.path("restored");
+    let dev = lo.dev.to_str().unwrap();
+    let src_sub = w.path("src/sub");
+    let args = ["photos/2024", src_sub.to_str().unwrap()];
+    let out = w.cmd(
+        &[
+            &["restore", "t1"][..],
+            &args,
+            &["--to", to.to_str().unwrap(), "--device", dev],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "restore");
+    assert_eq!(fs::read(to.join("2024/a.jpg")).unwrap(), vec![1u8; 100_000]);
+    assert!(
+        !to.join("2024/a.jpg.tmp").exists(),
+        "excluded, so not on the drive"
+    );
+    assert_eq!(
+        fs::read(to.join("sub/b.bin")).unwrap(),
+        fs::read(src_sub.join("b.bin")).unwrap()
+    );
+    assert!(
+        !to.join("sub/c.txt").exists(),
+        "excluded, so not on the drive"
+    );
+
     // Without the cache's exclude the same drive is too small: refused at free space.
     let text = fs::read_to_string(&w.config).unwrap();
     fs::write(
