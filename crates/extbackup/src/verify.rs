@@ -536,6 +536,56 @@ mod tests {
     }
 
     #[test]
+    fn named_sources_are_compared_with_their_folders_without_their_excluded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (docs, photos, d) = (
+            dir.path().join("docs"),
+            dir.path().join("photos"),
+            dir.path().join("d"),
+        );
+        tree(&docs);
+        tree(&photos);
+        std::fs::create_dir_all(&d).unwrap();
+        copy(&docs, &d.join("docs"));
+        copy(&photos, &d.join("photos"));
+        for s in ["docs", "photos"] {
+            std::fs::remove_dir(d.join(s).join("lost+found")).unwrap();
+        }
+        // Only in the source, and excluded: not looked for.
+        std::fs::write(photos.join("sub/x.tmp"), "scratch").unwrap();
+        let name = |n: &str| Some(crate::config::SourceName::try_from(n.to_string()).unwrap());
+        let sources = [
+            Source {
+                name: name("docs"),
+                path: docs.clone(),
+                exclude: Default::default(),
+                lock: None,
+            },
+            Source {
+                name: name("photos"),
+                path: photos.clone(),
+                exclude: syncer::Excludes::new(&["*.tmp"]).unwrap(),
+                lock: None,
+            },
+        ];
+        let r = verify("x", &sources, &d, Depth::Full).unwrap();
+        assert!(r.clean(), "{:?}", r.differences);
+        assert_eq!(r.checksummed, 4);
+        // A difference is named by its source's folder.
+        std::fs::remove_file(d.join("photos/a.txt")).unwrap();
+        std::fs::write(docs.join("sub/x.tmp"), "not excluded in docs").unwrap();
+        let r = verify("x", &sources, &d, Depth::Full).unwrap();
+        let got: Vec<String> = r.differences.iter().map(|x| x.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "missing on the drive: docs/sub/x.tmp",
+                "missing on the drive: photos/a.txt"
+            ]
+        );
+    }
+
+    #[test]
     fn a_faithful_copy_is_clean_and_each_kind_of_change_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let (s, d) = (dir.path().join("s"), dir.path().join("d"));
