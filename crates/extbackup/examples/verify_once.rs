@@ -12,9 +12,15 @@ fn main() -> ExitCode {
         eprintln!("usage: verify_once SOURCE COPY");
         return ExitCode::from(2);
     };
+    let single = extbackup::config::Source {
+        name: None,
+        path: source.into(),
+        exclude: Default::default(),
+        lock: None,
+    };
     match extbackup::verify::verify(
         "bench",
-        Path::new(source),
+        &[single],
         Path::new(copy),
         extbackup::verify::Depth::Full,
     ) {

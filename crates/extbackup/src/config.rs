@@ -170,8 +170,14 @@ impl From<Fraction> for f64 {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The tree to copy onto the drives (the NAS's backup repository).
-    pub source: PathBuf,
+    /// The tree to copy onto the drives (the single-source form: copied into `data/`
+    /// itself). Either this or `[sources.NAME]` tables.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
+    /// Named sources, each copied into its own folder `data/NAME/` on the drive, in name
+    /// order.
+    #[serde(default)]
+    pub sources: std::collections::BTreeMap<SourceName, NamedSource>,
     /// Where runs are recorded and the run lock lives.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -240,6 +246,90 @@ pub struct DriveConfig {
     /// This drive's own `history` setting (else the global one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<crate::history::HistorySetting>,
+}
+
+/// A source's name: like a drive's name (letters, digits, `-`, `_`; 1 to 32); the name of
+/// its folder on the drive.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SourceName(String);
+
+impl SourceName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SourceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match DriveName::try_from(s) {
+            Ok(n) => Ok(Self(n.0)),
+            Err(e) => Err(e.replacen("drive name", "source name", 1)),
+        }
+    }
+}
+
+/// One `[sources.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedSource {
+    /// The tree to copy.
+    pub path: PathBuf,
+    /// What of it is not copied: see [`syncer::exclude`].
+    #[serde(default)]
+    pub exclude: ExcludeList,
+    /// The lock other jobs hold while they write to this source: taken just before its
+    /// copy, released after it.
+    #[serde(default)]
+    pub lock: Option<SourceLockConfig>,
+}
+
+/// Checked exclude patterns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct ExcludeList(pub syncer::Excludes);
+
+impl TryFrom<Vec<String>> for ExcludeList {
+    type Error = String;
+    fn try_from(v: Vec<String>) -> Result<Self, String> {
+        syncer::Excludes::new(&v)
+            .map(Self)
+            .map_err(|e| format!("{e} (see docs/configuration.md, Exclude patterns)"))
+    }
+}
+
+/// A source as a run sees it, in either form of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// Its name; `None` for the single top-level `source`.
+    pub name: Option<SourceName>,
+    /// The tree to copy.
+    pub path: PathBuf,
+    /// What of it is not copied.
+    pub exclude: syncer::Excludes,
+    /// Its own lock (named sources only; the single form has `[source_lock]`).
+    pub lock: Option<SourceLockConfig>,
+}
+
+impl Source {
+    /// `source "photos"`, or `the source` for the single form: for logs and errors.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("source {:?}", n.as_str()),
+            None => "the source".into(),
+        }
+    }
+
+    /// Where its copy lies under `base` (the data folder or a generation): `base/NAME`, or
+    /// `base` itself for the single form.
+    pub fn copy_in(&self, base: &Path) -> PathBuf {
+        match &self.name {
+            Some(n) => base.join(n.as_str()),
+            None => base.to_path_buf(),
+        }
+    }
 }
 
 /// The source lock.
@@ -710,6 +800,14 @@ impl Config {
 
     /// The checks across keys; an error says where in the file it points.
     fn validate(&self) -> Result<(), (At, String)> {
+        self.check_paths()?;
+        self.check_sources()?;
+        self.check_drives()?;
+        self.check_tables()
+    }
+
+    /// Every path absolute and free of control characters.
+    fn check_paths(&self) -> Result<(), (At, String)> {
         for (at, what, p) in self.paths() {
             if !p.is_absolute() {
                 return Err((
@@ -732,6 +830,81 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// One form of sources, at least one source, no two overlapping, excludes only where
+    /// the syncer honours them, no lock taken twice.
+    fn check_sources(&self) -> Result<(), (At, String)> {
+        let named = |n: &SourceName, key| At::NamedSource(n.as_str().to_string(), key);
+        if self.source.is_some() && !self.sources.is_empty() {
+            return Err((
+                At::Source,
+                "both `source` and [sources.NAME] tables: give one tree as `source`, or \
+                 name each tree in its own [sources.NAME] table (then drop `source`)"
+                    .into(),
+            ));
+        }
+        if self.source.is_none() && self.sources.is_empty() {
+            return Err((
+                At::Start,
+                "no source: give `source = \"/path\"` (one tree) or [sources.NAME] tables \
+                 with `path = \"/path\"`"
+                    .into(),
+            ));
+        }
+        let all: Vec<_> = self.sources.iter().collect();
+        for (i, (n, src)) in all.iter().enumerate() {
+            if let Some((m, _)) = all[..i].iter().find(|(_, o)| overlaps(&src.path, &o.path)) {
+                return Err((
+                    named(n, "path"),
+                    format!(
+                        "sources {:?} and {:?} overlap ({} and {}): a tree would be copied \
+                         twice; use excludes to leave the inner one out of the outer one, or \
+                         name trees side by side",
+                        m.as_str(),
+                        n.as_str(),
+                        all.iter()
+                            .find(|(k, _)| k == m)
+                            .expect("listed")
+                            .1
+                            .path
+                            .display(),
+                        src.path.display()
+                    ),
+                ));
+            }
+            self.check_named_source(n, src)?;
+        }
+        Ok(())
+    }
+
+    fn check_named_source(&self, n: &SourceName, src: &NamedSource) -> Result<(), (At, String)> {
+        let at = |key| At::NamedSource(n.as_str().to_string(), key);
+        if !src.exclude.0.is_empty() && matches!(self.syncer, SyncerConfig::Command { .. }) {
+            return Err((
+                at("exclude"),
+                format!(
+                    "source {:?}: exclude patterns go with the rsync syncer; a sync command \
+                     chooses what it copies itself",
+                    n.as_str()
+                ),
+            ));
+        }
+        if self.source_lock.is_some() {
+            return Err((
+                At::Table("source_lock"),
+                "[source_lock] goes with the single `source`; with [sources.NAME] tables give \
+                 each source its own `lock = { path = \"...\" }` (taken just before its copy)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drive names and UUIDs unique, no mount point overlapping a source.
+    fn check_drives(&self) -> Result<(), (At, String)> {
+        let sources = self.sources();
         for (i, d) in self.drives.iter().enumerate() {
             for e in &self.drives[..i] {
                 if e.name == d.name {
@@ -761,19 +934,25 @@ impl Config {
             } else {
                 At::MountRoot
             };
-            if overlaps(&mp, &self.source) {
+            if let Some(src) = sources.iter().find(|s| overlaps(&mp, &s.path)) {
                 return Err((
                     at,
                     format!(
-                        "drive {:?}: its mount point {} overlaps the source {}: the copy would \
+                        "drive {:?}: its mount point {} overlaps {} {}: the copy would \
                          copy the drive into itself (or hide the source); mount it elsewhere",
                         d.name.as_str(),
                         mp.display(),
-                        self.source.display()
+                        src.label(),
+                        src.path.display()
                     ),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The tables' own checks.
+    fn check_tables(&self) -> Result<(), (At, String)> {
         if self.quiet.io_priority.is_some() && self.quiet.io_class != Some(IoClassName::BestEffort)
         {
             return Err((
@@ -815,10 +994,31 @@ impl Config {
         Ok(())
     }
 
+    /// The sources, in either form: the single `source` (with `[source_lock]` taken by the
+    /// run's source-lock step), or the named ones in name order.
+    pub fn sources(&self) -> Vec<Source> {
+        if let Some(p) = &self.source {
+            return vec![Source {
+                name: None,
+                path: p.clone(),
+                exclude: syncer::Excludes::default(),
+                lock: None,
+            }];
+        }
+        self.sources
+            .iter()
+            .map(|(n, s)| Source {
+                name: Some(n.clone()),
+                path: s.path.clone(),
+                exclude: s.exclude.0.clone(),
+                lock: s.lock.clone(),
+            })
+            .collect()
+    }
+
     /// Every path the file names, with its place and its name in messages.
     fn paths(&self) -> Vec<(At, String, PathBuf)> {
         let mut v = vec![
-            (At::Source, "source".to_string(), self.source.clone()),
             (
                 At::Key("state_dir"),
                 "state_dir".into(),
@@ -826,6 +1026,24 @@ impl Config {
             ),
             (At::MountRoot, "mount_root".into(), self.mount_root.clone()),
         ];
+        if let Some(p) = &self.source {
+            v.push((At::Source, "source".to_string(), p.clone()));
+        }
+        for (n, src) in &self.sources {
+            let at = |key| At::NamedSource(n.as_str().to_string(), key);
+            v.push((
+                at("path"),
+                format!("sources.{}.path", n.as_str()),
+                src.path.clone(),
+            ));
+            if let Some(l) = &src.lock {
+                v.push((
+                    at("lock"),
+                    format!("sources.{}.lock.path", n.as_str()),
+                    l.path.clone(),
+                ));
+            }
+        }
         if let Some(l) = &self.source_lock {
             v.push((
                 At::Table("source_lock"),
@@ -922,47 +1140,74 @@ impl Config {
 
     /// A human summary of what the configuration says (for `extbackup config check`).
     pub fn summary(&self) -> String {
-        let mut s = String::new();
-        let mut line = |l: String| {
-            s.push_str(&l);
-            s.push('\n');
+        let mut lines = self.summary_sources();
+        lines.push(format!("state dir: {}", self.state_dir.display()));
+        lines.extend(self.summary_copy());
+        lines.extend(self.summary_tell());
+        lines.extend(self.summary_drives());
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn summary_sources(&self) -> Vec<String> {
+        let lock = |l: &SourceLockConfig| {
+            format!("{} (wait up to {} s)", l.path.display(), l.timeout_secs)
         };
-        line(format!("source: {}", self.source.display()));
-        match &self.source_lock {
-            Some(l) => line(format!(
-                "source lock: {} (wait up to {} s)",
-                l.path.display(),
-                l.timeout_secs
-            )),
-            None => line("source lock: none".into()),
+        let mut v = vec![];
+        if let Some(p) = &self.source {
+            v.push(format!("source: {}", p.display()));
         }
-        line(format!("state dir: {}", self.state_dir.display()));
+        for (n, src) in &self.sources {
+            let mut l = format!(
+                "source {}: {} -> data/{}/",
+                n.as_str(),
+                src.path.display(),
+                n.as_str()
+            );
+            if !src.exclude.0.is_empty() {
+                let pats: Vec<_> = src.exclude.0.patterns().collect();
+                l.push_str(&format!(", excluding {}", pats.join(" ")));
+            }
+            if let Some(k) = &src.lock {
+                l.push_str(&format!(", lock {}", lock(k)));
+            }
+            v.push(l);
+        }
+        v.push(match &self.source_lock {
+            Some(l) => format!("source lock: {}", lock(l)),
+            None => "source lock: none".into(),
+        });
+        v
+    }
+
+    /// How the copy is made: priorities, monitoring, hooks, the syncer.
+    fn summary_copy(&self) -> Vec<String> {
+        let mut v = vec![];
         if let Some(n) = self.quiet.nice {
-            line(format!("copy nice value: {}", n.get()));
+            v.push(format!("copy nice value: {}", n.get()));
         }
         if let Some(c) = self.quiet.io_class {
             let level = self
                 .quiet
                 .io_priority
                 .map_or(String::new(), |l| format!(" {}", l.get()));
-            line(format!("copy I/O class: {c:?}{level}"));
+            v.push(format!("copy I/O class: {c:?}{level}"));
         }
         if let Some(b) = self.quiet.bwlimit_kib {
-            line(format!("copy bandwidth limit: {} KiB/s", b.get()));
+            v.push(format!("copy bandwidth limit: {} KiB/s", b.get()));
         }
         // The ping URL is a secret of sorts (anyone holding it can ping): not shown.
         if self.monitor.ping_url.is_some() {
-            line(format!(
+            v.push(format!(
                 "monitoring pings: on (timeout {} s)",
                 self.monitor.timeout_secs.get().as_secs()
             ));
         }
         if let Some(t) = &self.monitor.textfile {
-            line(format!("monitoring textfile: {}", t.display()));
+            v.push(format!("monitoring textfile: {}", t.display()));
         }
         for (phase, hooks) in [("before", &self.hooks.before), ("after", &self.hooks.after)] {
             for h in hooks {
-                line(format!(
+                v.push(format!(
                     "{phase} hook {:?}: {:?} (timeout {} s)",
                     h.name.as_str(),
                     h.command.argv(),
@@ -970,22 +1215,23 @@ impl Config {
                 ));
             }
         }
-        line(match &self.syncer {
+        v.push(match &self.syncer {
             SyncerConfig::Rsync { extra_args } if extra_args.is_empty() => "syncer: rsync".into(),
             SyncerConfig::Rsync { extra_args } => {
                 format!("syncer: rsync, extra arguments {}", extra_args.join(" "))
             }
             SyncerConfig::Command { command } => format!("syncer: command {}", command.join(" ")),
         });
-        line(format!(
-            "crypt backend: {}",
-            match self.crypt.backend {
-                CryptBackend::Libcryptsetup => "libcryptsetup",
-                CryptBackend::LoopbackTest => "loopback-test (NO ENCRYPTION: tests only)",
-            }
-        ));
-        line(format!("indicator: {:?}", self.indicator.backend).to_lowercase());
-        line(match &self.mail {
+        v
+    }
+
+    /// How the state is shown and told, and the policy.
+    fn summary_tell(&self) -> Vec<String> {
+        let crypt = match self.crypt.backend {
+            CryptBackend::Libcryptsetup => "libcryptsetup",
+            CryptBackend::LoopbackTest => "loopback-test (NO ENCRYPTION: tests only)",
+        };
+        let mail = match &self.mail {
             None => "mail: none (failures are only logged)".into(),
             Some(m) => format!(
                 "mail: to {} via {}",
@@ -997,27 +1243,39 @@ impl Config {
                     notifier::TransportTable::File { dir } => format!("files in {}", dir.display()),
                 }
             ),
-        });
-        line(format!(
-            "policy: delete at most {:.0}% of the drive's files, source must {}be a mount point, remind after {} days",
-            self.policy.max_delete_fraction.get() * 100.0,
-            if self.policy.require_source_mount_point { "" } else { "not necessarily " },
-            self.policy.reminder_age_days
-        ));
+        };
+        vec![
+            format!("crypt backend: {crypt}"),
+            format!("indicator: {:?}", self.indicator.backend).to_lowercase(),
+            mail,
+            format!(
+                "policy: delete at most {:.0}% of the drive's files, source must {}be a mount point, remind after {} days",
+                self.policy.max_delete_fraction.get() * 100.0,
+                if self.policy.require_source_mount_point { "" } else { "not necessarily " },
+                self.policy.reminder_age_days
+            ),
+        ]
+    }
+
+    fn summary_drives(&self) -> Vec<String> {
         if self.drives.is_empty() {
-            line("drives: none (add one with `extbackup prepare DEVICE --name NAME`)".into());
+            return vec![
+                "drives: none (add one with `extbackup prepare DEVICE --name NAME`)".into(),
+            ];
         }
-        for d in &self.drives {
-            line(format!(
-                "drive {}: UUID {}, key file {}, mounted at {}; {}",
-                d.name,
-                d.uuid,
-                d.key_file.display(),
-                self.mount_point(d).display(),
-                crate::history::describe(self.retention(d))
-            ));
-        }
-        s
+        self.drives
+            .iter()
+            .map(|d| {
+                format!(
+                    "drive {}: UUID {}, key file {}, mounted at {}; {}",
+                    d.name,
+                    d.uuid,
+                    d.key_file.display(),
+                    self.mount_point(d).display(),
+                    crate::history::describe(self.retention(d))
+                )
+            })
+            .collect()
     }
 }
 
@@ -1089,6 +1347,10 @@ enum At {
     Drive(usize, &'static str),
     /// A top-level table.
     Table(&'static str),
+    /// The start of the file (what is missing has no place).
+    Start,
+    /// A key of the `[sources.NAME]` table.
+    NamedSource(String, &'static str),
 }
 
 type SpannedValue = toml::Spanned<toml::Value>;
@@ -1100,6 +1362,9 @@ struct Places {
     mount_root: Option<SpannedValue>,
     state_dir: Option<SpannedValue>,
     source_lock: Option<SpannedValue>,
+    sources: Option<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, SpannedValue>>,
+    >,
     #[serde(default, rename = "drive")]
     drives: Vec<std::collections::HashMap<String, SpannedValue>>,
     syncer: Option<SpannedValue>,
@@ -1126,6 +1391,8 @@ impl At {
             At::Table("monitor") => p.monitor?,
             At::Table("quiet") => p.quiet?,
             At::Table(_) => return None,
+            At::Start => return Some((1, 1)),
+            At::NamedSource(n, key) => p.sources?.remove(n)?.remove(*key)?,
         };
         Some(line_col(text, v.span().start))
     }
@@ -1171,6 +1438,99 @@ name = "offsite-a"
 uuid = "0B1C2D3E-aaaa-4bbb-8ccc-0123456789ab"
 key_file = "/etc/extbackup/keys/offsite-a.key"
 "#;
+
+    const NAMED: &str = r#"
+[sources.photos]
+path = "/srv/photos"
+exclude = ["*.tmp", "/cache/", "**/node_modules/"]
+lock = { path = "/run/lock/photos.lock", timeout_secs = 60 }
+
+[sources.docs]
+path = "/home/docs"
+
+[[drive]]
+name = "offsite-a"
+uuid = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab"
+key_file = "/k/a.key"
+"#;
+
+    #[test]
+    fn named_sources_are_read_in_name_order_with_their_excludes_and_locks() {
+        let c = Config::parse(NAMED).unwrap();
+        let s = c.sources();
+        let names: Vec<_> = s
+            .iter()
+            .map(|s| s.name.as_ref().unwrap().as_str())
+            .collect();
+        assert_eq!(names, ["docs", "photos"]);
+        assert_eq!(s[1].path, Path::new("/srv/photos"));
+        assert_eq!(
+            s[1].exclude.patterns().collect::<Vec<_>>(),
+            ["*.tmp", "/cache/", "**/node_modules/"]
+        );
+        assert!(s[1].exclude.excludes(Path::new("a/b.tmp"), false));
+        assert_eq!(
+            s[1].lock.as_ref().unwrap().timeout(),
+            Duration::from_secs(60)
+        );
+        assert!(s[0].exclude.is_empty() && s[0].lock.is_none());
+        assert_eq!(
+            s[1].copy_in(Path::new("/m/data")),
+            Path::new("/m/data/photos")
+        );
+        assert_eq!(s[1].label(), "source \"photos\"");
+        let summary = c.summary();
+        assert!(
+            summary.contains(
+                "source photos: /srv/photos -> data/photos/, excluding *.tmp /cache/ \
+                 **/node_modules/, lock /run/lock/photos.lock (wait up to 60 s)"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("source docs: /home/docs -> data/docs/\n"),
+            "{summary}"
+        );
+        // The single form: one source, copied into the data folder itself.
+        let one = Config::parse(MIN).unwrap().sources();
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            (one[0].name.as_ref(), one[0].path.as_path()),
+            (None, Path::new("/srv/backup"))
+        );
+        assert_eq!(one[0].copy_in(Path::new("/m/data")), Path::new("/m/data"));
+    }
+
+    #[test]
+    fn source_errors_name_line_and_column() {
+        let with = |extra: &str| format!("{extra}{NAMED}");
+        let cases = [
+            (with("source = \"/srv/backup\"\n"), "line 1, column 10", "both `source` and [sources.NAME]"),
+            (NAMED.replace("/home/docs", "/srv/photos/docs"), "line 3, column 8", "overlap"),
+            (NAMED.replace("/home/docs", "home/docs"), "line 8, column 8", "not an absolute path"),
+            (NAMED.replace("\"*.tmp\"", "\"+ *.tmp\""), "line 4, column 11", "filter-rule prefixes"),
+            (NAMED.replace("\"/cache/\"", "\"ca[che\""), "line 4, column 11", "without its `]`"),
+            (NAMED.replace("[sources.docs]", "[sources.\"my docs\"]"), "line 7, column 10", "bad source name"),
+            (NAMED.replace("path = \"/home/docs\"", "path = \"/home/docs\"\nexclud = []"), "line 9, column 1", "unknown field"),
+            (NAMED.replace("/run/lock/photos.lock", "photos.lock"), "line 5, column 8", "lock.path photos.lock is not an absolute"),
+            (format!("{NAMED}mount_point = \"/home/docs/mnt\"\n"), "line 14, column 15", "overlaps source \"docs\""),
+            (format!("{NAMED}[source_lock]\npath = \"/l\"\n"), "line 14, column 1", "[source_lock] goes with the single"),
+            (
+                format!("{NAMED}[syncer]\nkind = \"command\"\ncommand = [\"/x\"]\n"),
+                "line 4, column 11",
+                "exclude patterns go with the rsync syncer",
+            ),
+            (NAMED.replace("[sources.photos]\npath = \"/srv/photos\"\nexclude = [\"*.tmp\", \"/cache/\", \"**/node_modules/\"]\nlock = { path = \"/run/lock/photos.lock\", timeout_secs = 60 }\n", "").replace("[sources.docs]\npath = \"/home/docs\"\n", ""), "line 1, column 1", "no source"),
+        ];
+        let mut wrong = vec![];
+        for (text, place, needle) in cases {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            if !e.contains(place) || !e.contains(needle) {
+                wrong.push(format!("{needle} (want {place}): {e}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 
     #[test]
     fn hooks_are_read_and_their_errors_name_line_and_column() {
@@ -1473,6 +1833,20 @@ key_file = "/etc/extbackup/keys/offsite-a.key"
             c.mail.unwrap().transport,
             notifier::TransportTable::Smtp { port: 587, .. }
         ));
+    }
+
+    #[test]
+    fn the_documented_sources_example_parses() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let section = &doc[doc.find("## `[sources.NAME]`").expect("the section")..];
+        let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+        let len = section[start..].find("\n```").unwrap();
+        let c = Config::parse(&section[start..start + len]).unwrap();
+        let names: Vec<_> = c.sources().into_iter().map(|s| s.name.unwrap()).collect();
+        assert_eq!(
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["home", "photos"]
+        );
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub trait Host: Send {
     /// Bytes available to us on the filesystem holding `path` (for root, the blocks reserved
     /// for root too).
     fn free_space(&self, path: &Path) -> Result<u64, HostError>;
-    /// Bytes the files under `path` occupy (allocated blocks; 0 if it does not exist).
-    fn tree_size(&self, path: &Path) -> Result<u64, HostError>;
+    /// Bytes the files under `path` occupy (allocated blocks; 0 if it does not exist),
+    /// without what `exclude` leaves out.
+    fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError>;
     /// Writes the run record onto the drive mounted at `mountpoint`.
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError>;
 }
@@ -172,8 +173,9 @@ impl Host for SystemHost {
             .map_err(|e| HostError::with(format!("statvfs {}", path.display()), e))
     }
 
-    fn tree_size(&self, path: &Path) -> Result<u64, HostError> {
-        tree_size(path).map_err(|e| HostError::with(format!("measuring {}", path.display()), e))
+    fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError> {
+        tree_size(path, exclude)
+            .map_err(|e| HostError::with(format!("measuring {}", path.display()), e))
     }
 
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError> {
@@ -189,8 +191,9 @@ impl Host for SystemHost {
 }
 
 /// Allocated bytes of the files under `path`, not following symbolic links; hard links
-/// counted once.
-pub fn tree_size(path: &Path) -> std::io::Result<u64> {
+/// counted once; what `exclude` leaves out (paths relative to `path`) is not counted, nor
+/// entered.
+pub fn tree_size(path: &Path, exclude: &syncer::Excludes) -> std::io::Result<u64> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -198,17 +201,20 @@ pub fn tree_size(path: &Path) -> std::io::Result<u64> {
     };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
-    let mut stack = vec![(path.to_path_buf(), md)];
-    while let Some((p, md)) = stack.pop() {
+    let mut stack = vec![(PathBuf::new(), md)];
+    while let Some((rel, md)) = stack.pop() {
         if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
             continue;
         }
         total += md.blocks() * 512;
         if md.is_dir() {
-            for entry in std::fs::read_dir(&p)? {
+            for entry in std::fs::read_dir(path.join(&rel))? {
                 let entry = entry?;
                 let md = entry.metadata()?;
-                stack.push((entry.path(), md));
+                let r = rel.join(entry.file_name());
+                if !exclude.excludes(&r, md.is_dir()) {
+                    stack.push((r, md));
+                }
             }
         }
     }
@@ -304,19 +310,26 @@ mod tests {
     }
 
     #[test]
-    fn tree_size_counts_file_blocks() {
+    fn tree_size_counts_file_blocks_but_not_excluded_ones() {
+        let none = syncer::Excludes::default();
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(tree_size(&dir.path().join("missing")).unwrap(), 0);
-        let empty = tree_size(dir.path()).unwrap();
+        assert_eq!(tree_size(&dir.path().join("missing"), &none).unwrap(), 0);
+        let empty = tree_size(dir.path(), &none).unwrap();
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d/f"), vec![1u8; 100_000]).unwrap();
         std::fs::hard_link(dir.path().join("d/f"), dir.path().join("g")).unwrap();
-        let full = tree_size(dir.path()).unwrap();
+        let full = tree_size(dir.path(), &none).unwrap();
         assert!(full - empty >= 100_000, "{full} {empty}");
         assert!(
             full - empty < 200_000,
             "hard link counted once: {full} {empty}"
         );
+        std::fs::create_dir(dir.path().join("cache")).unwrap();
+        std::fs::write(dir.path().join("cache/big"), vec![1u8; 300_000]).unwrap();
+        std::fs::write(dir.path().join("d/x.tmp"), vec![1u8; 300_000]).unwrap();
+        let ex = syncer::Excludes::new(&["/cache/", "*.tmp"]).unwrap();
+        assert_eq!(tree_size(dir.path(), &ex).unwrap(), full);
+        assert!(tree_size(dir.path(), &none).unwrap() >= full + 600_000);
     }
 
     #[test]

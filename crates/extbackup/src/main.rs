@@ -1093,12 +1093,12 @@ fn with_drive_view<T>(
 fn restore_cmd(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let (cfg, has_config) = load_or_default(cli)?;
     with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
-        let source = has_config.then_some(cfg.source.as_path());
+        let sources = if has_config { cfg.sources() } else { vec![] };
         let from = view.data_at(a.at.as_deref()).map_err(failure)?;
         let r = restore::restore(
             &from,
             view.mount_point(),
-            source,
+            &sources,
             &restore::RestoreRequest {
                 paths: a.paths.clone(),
                 to: a.to.clone(),
@@ -1128,7 +1128,7 @@ fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
         verify::Depth::Sample(a.sample.unwrap_or(verify::DEFAULT_SAMPLE_PERCENT))
     };
     let r = with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
-        verify::verify(&a.name, &cfg.source, &view.data(), depth).map_err(failure)
+        verify::verify(&a.name, &cfg.sources(), &view.data(), depth).map_err(failure)
     })?;
     for d in &r.differences {
         println!("{d}");
@@ -1313,8 +1313,13 @@ fn writable_dirs(cfg: &Config) -> Vec<PathBuf> {
     if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
         writable.push(m);
     }
-    if let Some(dir) = cfg.source_lock.as_ref().and_then(|l| l.path.parent()) {
-        writable.push(dir.to_path_buf());
+    let locks = cfg.sources().into_iter().filter_map(|s| s.lock);
+    for l in cfg.source_lock.iter().cloned().chain(locks) {
+        if let Some(dir) = l.path.parent() {
+            if !writable.iter().any(|w| w == dir) {
+                writable.push(dir.to_path_buf());
+            }
+        }
     }
     writable.dedup();
     writable

@@ -443,7 +443,11 @@ impl<'a> Pipeline<'a> {
 
     fn source_lock(&mut self, run: &mut Run) -> Result<(), StepError> {
         let Some(l) = &self.cfg.source_lock else {
-            tracing::info!("no source lock configured");
+            if self.cfg.sources.is_empty() {
+                tracing::info!("no source lock configured");
+            } else {
+                tracing::info!("named sources: each one's lock is taken just before its copy");
+            }
             return Ok(());
         };
         self.b.host.lock_source(&l.path, l.timeout())?;
@@ -476,8 +480,11 @@ impl<'a> Pipeline<'a> {
                 run.mount_point.display().to_string(),
             ),
             ("EXTBACKUP_TARGET", run.data_dir().display().to_string()),
-            ("EXTBACKUP_SOURCE", self.cfg.source.display().to_string()),
         ];
+        match &self.cfg.source {
+            Some(p) => env.push(("EXTBACKUP_SOURCE", p.display().to_string())),
+            None => env.push(("EXTBACKUP_SOURCES", self.sources_env())),
+        }
         if let Some((o, step)) = outcome {
             env.push(("EXTBACKUP_OUTCOME", o.to_string()));
             env.push((
@@ -486,6 +493,20 @@ impl<'a> Pipeline<'a> {
             ));
         }
         env
+    }
+
+    /// The named sources for a hook: one `NAME PATH` line each.
+    fn sources_env(&self) -> String {
+        let lines: Vec<String> = self
+            .cfg
+            .sources()
+            .iter()
+            .map(|s| {
+                let name = s.name.as_ref().map_or("", |n| n.as_str());
+                format!("{name} {}", s.path.display())
+            })
+            .collect();
+        lines.join("\n")
     }
 
     /// Runs the `after` hooks of a run that took the run lock; their failures come back as
@@ -514,12 +535,16 @@ impl<'a> Pipeline<'a> {
         if run.history.is_some() && base != run.data_dir() {
             return self.generation_space(run, &base);
         }
-        let src = self.b.host.tree_size(&self.cfg.source)?;
-        let have = self.b.host.tree_size(&base)?;
+        let (mut src, mut have, mut need) = (0, 0, 0u64);
+        for s in self.cfg.sources() {
+            let size = self.b.host.tree_size(&s.path, &s.exclude)?;
+            let there = self.b.host.tree_size(&s.copy_in(&base), &s.exclude)?;
+            (src, have) = (src + size, have + there);
+            need += size.saturating_sub(there);
+        }
         let free = self.b.host.free_space(&run.mount_point)?;
-        let need = src.saturating_sub(have);
         tracing::info!(
-            "source {}, already on the drive {}, free on the drive {}",
+            "to copy {} (excluded files left out), already on the drive {}, free on the drive {}",
             human(src),
             human(have),
             human(free)
@@ -538,51 +563,34 @@ impl<'a> Pipeline<'a> {
     }
 
     fn sync(&mut self, run: &mut Run) -> Result<(), StepError> {
-        let (target, generation, link_dest) = match run.history {
+        let (base, generation, link_base) = match run.history {
             Some(_) => self.start_generation(run)?,
             None => (run.data_dir(), None, None),
         };
-        std::fs::create_dir_all(&target)
-            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
-        let opts = SyncOptions {
-            drive: run.name.clone(),
-            require_source_mount_point: self.cfg.policy.require_source_mount_point,
-            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
-            force: self.opts.force,
-            link_dest,
-        };
-        tracing::info!(
-            "syncing {} to {} with {}",
-            self.cfg.source.display(),
-            target.display(),
-            self.b.syncer.describe()
-        );
-        let _quiet = crate::quiet::apply(&self.cfg.quiet);
-        let mut shown = ShownProgress::default();
-        let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
-        let mut report = self
-            .b
-            .syncer
-            .sync(&self.cfg.source, &target, &opts, &mut |p: Progress| {
-                if let Some(f) = on_progress.as_mut() {
-                    f(p);
-                }
-                shown.update(&mut **indicator, p);
-            })
-            .map_err(|e| {
-                StepError::with(
-                    format!(
-                        "copying {} to {}",
-                        self.cfg.source.display(),
-                        target.display()
-                    ),
-                    e,
-                )
-            })?;
-        for w in &report.warnings {
-            tracing::warn!("sync: {w}");
+        let sources = self.cfg.sources();
+        if generation.is_some() {
+            for gone in drop_strays(&base, &sources)? {
+                Self::note(
+                    run,
+                    format!("history: the new generation drops {gone}, not a configured source"),
+                );
+            }
         }
-        crate::verify::after_sync(self.cfg, &run.name, &target, &mut report);
+        if generation.is_none() {
+            warn_strays(&base, &sources);
+        }
+        let _quiet = crate::quiet::apply(&self.cfg.quiet);
+        let mut report = SyncReport::default();
+        let mut share = Share {
+            count: sources.len(),
+            ..Share::default()
+        };
+        for (i, src) in sources.iter().enumerate() {
+            share.index = i;
+            let r = self.sync_source(run, src, &base, link_base.as_deref(), &mut share)?;
+            add_report(&mut report, r, src);
+        }
+        crate::verify::after_sync(self.cfg, &run.name, &base, &mut report);
         run.report = report;
         if run.done.source_locked {
             self.b.host.unlock_source();
@@ -592,6 +600,89 @@ impl<'a> Pipeline<'a> {
             self.end_generation(run, &g)?;
         }
         Ok(())
+    }
+
+    /// Copies one source into its folder under `base` (with its own lock, and the previous
+    /// generation's folder of it to link to); `share` places it in the progress.
+    fn sync_source(
+        &mut self,
+        run: &mut Run,
+        src: &crate::config::Source,
+        base: &Path,
+        link_base: Option<&Path>,
+        share: &mut Share,
+    ) -> Result<SyncReport, StepError> {
+        let target = src.copy_in(base);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
+        let opts = SyncOptions {
+            drive: run.name.clone(),
+            require_source_mount_point: self.cfg.policy.require_source_mount_point,
+            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
+            force: self.opts.force,
+            link_dest: link_base.map(|p| src.copy_in(p)).filter(|p| p.is_dir()),
+            exclude: src.exclude.clone(),
+        };
+        if let Some(l) = &src.lock {
+            self.b
+                .host
+                .lock_source(&l.path, l.timeout())
+                .map_err(|e| StepError::with(format!("{}: taking its lock", src.label()), e))?;
+            run.done.source_locked = true;
+            tracing::info!("holding the lock {} of {}", l.path.display(), src.label());
+        }
+        tracing::info!(
+            "syncing {} {} to {} with {}",
+            src.label(),
+            src.path.display(),
+            target.display(),
+            self.b.syncer.describe()
+        );
+        let result = self.copy(src, &target, &opts, share);
+        if src.lock.is_some() {
+            self.b.host.unlock_source();
+            run.done.source_locked = false;
+        }
+        result
+    }
+
+    /// The guarded copy of one source, its progress shown as its share of the whole.
+    fn copy(
+        &mut self,
+        src: &crate::config::Source,
+        target: &Path,
+        opts: &SyncOptions,
+        share: &mut Share,
+    ) -> Result<SyncReport, StepError> {
+        let (indicator, on_progress) = (&mut self.b.indicator, &mut self.on_progress);
+        let mut seen = 0;
+        let result = self
+            .b
+            .syncer
+            .sync(&src.path, target, opts, &mut |p: Progress| {
+                seen = seen.max(p.bytes);
+                let p = share.of(p);
+                if let Some(f) = on_progress.as_mut() {
+                    f(p);
+                }
+                share.shown.update(&mut **indicator, p);
+            });
+        share.bytes_before += seen;
+        let report = result.map_err(|e| {
+            StepError::with(
+                format!(
+                    "copying {} {} to {}",
+                    src.label(),
+                    src.path.display(),
+                    target.display()
+                ),
+                e,
+            )
+        })?;
+        for w in &report.warnings {
+            tracing::warn!("sync of {}: {w}", src.label());
+        }
+        Ok(report)
     }
 
     /// The note of a run's history work: logged now, and listed in the mail.
@@ -619,19 +710,24 @@ impl<'a> Pipeline<'a> {
     /// History, with a generation to build on: what the new one needs (new and changed
     /// files, its folders) against the free space; pruning the oldest when short.
     fn generation_space(&mut self, run: &mut Run, newest: &Path) -> Result<(), StepError> {
-        let need = syncer::generations::new_bytes(&self.cfg.source, newest).map_err(|e| {
-            StepError::with(
-                format!(
-                    "comparing {} with the newest generation {}",
-                    self.cfg.source.display(),
-                    newest.display()
-                ),
-                e,
-            )
-        })?;
+        let mut need = 0;
+        for s in self.cfg.sources() {
+            let prev = s.copy_in(newest);
+            need += syncer::generations::new_bytes(&s.path, &prev, &s.exclude).map_err(|e| {
+                StepError::with(
+                    format!(
+                        "comparing {} {} with the newest generation's {}",
+                        s.label(),
+                        s.path.display(),
+                        prev.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
         let free = self.b.host.free_space(&run.mount_point)?;
         tracing::info!(
-            "a new generation needs about {} (new and changed files, folders); free on the drive {}",
+            "a new generation needs about {} (new and changed files, folders; excluded files left out); free on the drive {}",
             human(need),
             human(free)
         );
@@ -1084,6 +1180,56 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// One source's place in the sync's progress: the sources before it count as done (their
+/// share of the fraction, their bytes).
+#[derive(Default)]
+struct Share {
+    index: usize,
+    count: usize,
+    bytes_before: u64,
+    shown: ShownProgress,
+}
+
+impl Share {
+    /// A source's own progress as progress of the whole sync.
+    fn of(&self, p: Progress) -> Progress {
+        Progress {
+            bytes: self.bytes_before + p.bytes,
+            fraction: p
+                .fraction
+                .map(|f| (self.index as f32 + f) / self.count.max(1) as f32),
+        }
+    }
+}
+
+/// A plain mirror's data folder with named sources: entries that are no configured source
+/// (the single-source layout's tree, a source since removed) are left alone, and said.
+fn warn_strays(data: &Path, sources: &[crate::config::Source]) {
+    if sources.iter().any(|s| s.name.is_none()) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(data) else {
+        return;
+    };
+    let strays: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !sources
+                .iter()
+                .any(|s| s.name.as_ref().is_some_and(|m| m.as_str() == n))
+        })
+        .collect();
+    if !strays.is_empty() {
+        tracing::warn!(
+            "{} also holds {}: not configured sources (an earlier configuration's copy?); \
+             left as they are, delete them by hand if they are no longer wanted",
+            data.display(),
+            strays.join(", ")
+        );
+    }
+}
+
 /// What the indicator and the log show of the sync's progress: the indicator at each new
 /// percent, the log every 10%.
 #[derive(Default)]
@@ -1114,6 +1260,68 @@ impl ShownProgress {
             tracing::info!("sync {pct}% ({} bytes)", p.bytes);
         }
     }
+}
+
+/// With named sources, a new generation holds only their folders: what a btrfs snapshot of
+/// the previous generation or a resumed one carries besides them (a source since removed from
+/// the configuration, the single-source layout's tree) is removed from it (the older
+/// generations keep it). Returns the names removed.
+fn drop_strays(
+    generation: &Path,
+    sources: &[crate::config::Source],
+) -> Result<Vec<String>, StepError> {
+    if sources.iter().any(|s| s.name.is_none()) || !generation.is_dir() {
+        return Ok(vec![]);
+    }
+    let err = |e| {
+        StepError::with(
+            format!("listing the new generation {}", generation.display()),
+            e,
+        )
+    };
+    let mut gone = vec![];
+    for e in std::fs::read_dir(generation).map_err(err)? {
+        let e = e.map_err(err)?;
+        let name = e.file_name();
+        if sources
+            .iter()
+            .any(|s| s.name.as_ref().is_some_and(|n| name == n.as_str()))
+        {
+            continue;
+        }
+        let p = e.path();
+        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.map_err(|e| {
+            StepError::with(
+                format!("removing {} from the new generation", p.display()),
+                e,
+            )
+        })?;
+        gone.push(name.to_string_lossy().into_owned());
+    }
+    Ok(gone)
+}
+
+/// Adds one source's report to the run's (its warnings named after it, when named).
+fn add_report(total: &mut SyncReport, r: SyncReport, src: &crate::config::Source) {
+    total.files_copied += r.files_copied;
+    total.bytes_copied += r.bytes_copied;
+    total.files_deleted += r.files_deleted;
+    total.files_total += r.files_total;
+    total.bytes_total += r.bytes_total;
+    total.duration += r.duration;
+    let named = src.name.is_some();
+    total.warnings.extend(r.warnings.into_iter().map(|w| {
+        if named {
+            format!("{}: {w}", src.label())
+        } else {
+            w
+        }
+    }));
 }
 
 /// The same path, or two names of the same file (`/dev/mapper/x` and `/dev/dm-0`).

@@ -79,7 +79,7 @@ mock! {
         fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError>;
         fn unlock_source(&mut self);
         fn free_space(&self, path: &Path) -> Result<u64, HostError>;
-        fn tree_size(&self, path: &Path) -> Result<u64, HostError>;
+        fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError>;
         fn record_on_drive(&mut self, mountpoint: &Path, run: &crate::state::RunRecord) -> Result<(), HostError>;
     }
 }
@@ -375,7 +375,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
             .expect_tree_size()
             .times(2)
             .in_sequence(&mut m.seq)
-            .returning(|p| Ok(if p.ends_with(DATA_DIR) { 0 } else { 1000 }));
+            .returning(|p, _| Ok(if p.ends_with(DATA_DIR) { 0 } else { 1000 }));
         m.host
             .expect_free_space()
             .times(1)
@@ -743,6 +743,23 @@ mod with_fakes {
     struct TestHost {
         records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         source_lock_error: Option<fn() -> HostError>,
+        /// Records `lock PATH` and `unlock`, with the number of copies made so far.
+        events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        syncer: Option<FakeSyncer>,
+        /// Measures trees for real (`host::tree_size`) instead of calling them empty.
+        measure: bool,
+        /// Free space on the drive; plenty when `None`.
+        free: Option<u64>,
+    }
+
+    impl TestHost {
+        fn note(&self, what: String) {
+            let copies = self.syncer.as_ref().map_or(0, |s| s.calls().len());
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("{what} after {copies} copies"));
+        }
     }
     impl Host for TestHost {
         fn try_lock_run(&mut self) -> Result<bool, HostError> {
@@ -752,15 +769,21 @@ mod with_fakes {
             Ok(())
         }
         fn unlock_run(&mut self) {}
-        fn lock_source(&mut self, _: &Path, _: Duration) -> Result<(), HostError> {
+        fn lock_source(&mut self, p: &Path, _: Duration) -> Result<(), HostError> {
+            self.note(format!("lock {}", p.file_name().unwrap().to_string_lossy()));
             self.source_lock_error.map_or(Ok(()), |e| Err(e()))
         }
-        fn unlock_source(&mut self) {}
-        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
-            Ok(1 << 40)
+        fn unlock_source(&mut self) {
+            self.note("unlock".into());
         }
-        fn tree_size(&self, _: &Path) -> Result<u64, HostError> {
-            Ok(0)
+        fn free_space(&self, _: &Path) -> Result<u64, HostError> {
+            Ok(self.free.unwrap_or(1 << 40))
+        }
+        fn tree_size(&self, p: &Path, ex: &syncer::Excludes) -> Result<u64, HostError> {
+            if !self.measure {
+                return Ok(0);
+            }
+            crate::host::tree_size(p, ex).map_err(|e| HostError::with("measuring", e))
         }
         fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
             self.records.fetch_add(1, Ordering::SeqCst);
@@ -1082,6 +1105,272 @@ mod with_fakes {
             "{}",
             ev[0].log_tail
         );
+    }
+
+    /// Two named sources with excludes and locks: `a-docs` (one file) and `b-photos`
+    /// (photos, a big excluded cache and `*.tmp` files).
+    fn two_sources(history: bool) -> Fixture {
+        let f = fixture();
+        let d = f.dir.path();
+        for (p, len) in [
+            ("docs/letter.txt", 10),
+            ("photos/2024/a.jpg", 20_000),
+            ("photos/2024/a.jpg.tmp", 1),
+            ("photos/cache/thumbs.db", 400_000),
+        ] {
+            let p = d.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, vec![b'x'; len]).unwrap();
+        }
+        let text = format!(
+            r#"
+state_dir = "{d}/state"
+mount_root = "{d}/mnt"
+host = "nas"
+history = {history}
+[sources.a-docs]
+path = "{d}/docs"
+lock = {{ path = "{d}/docs.lock" }}
+[sources.b-photos]
+path = "{d}/photos"
+exclude = ["*.tmp", "/cache/"]
+lock = {{ path = "{d}/photos.lock", timeout_secs = 5 }}
+[mail]
+to = ["root@localhost"]
+transport = {{ kind = "file", dir = "{d}/mail" }}
+[policy]
+require_source_mount_point = false
+[[hooks.before]]
+name = "env"
+command = ["/bin/sh", "-c", "printf %s \"$EXTBACKUP_SOURCES\" > {d}/sources.env; test -z \"$EXTBACKUP_SOURCE\""]
+[[drive]]
+name = "offsite-a"
+uuid = "{UUID}"
+key_file = "{k}"
+"#,
+            d = d.display(),
+            k = f.cfg.drives[0].key_file.display()
+        );
+        Fixture {
+            cfg: Config::parse(&text).unwrap(),
+            ..f
+        }
+    }
+
+    fn host_for(syncer: &FakeSyncer) -> TestHost {
+        TestHost {
+            syncer: Some(syncer.clone()),
+            ..TestHost::default()
+        }
+    }
+
+    #[test]
+    fn each_source_goes_to_its_folder_under_its_own_lock_without_its_excludes() {
+        let f = two_sources(false);
+        let (mut b, _ind, crypt, _m, _n, syncer) = setup(&f);
+        let host = host_for(&syncer);
+        let events = host.events.clone();
+        b.host = Box::new(host);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let data = f.dir.path().join("mnt/offsite-a").join(DATA_DIR);
+        assert!(data.join("a-docs/letter.txt").is_file());
+        assert!(data.join("b-photos/2024/a.jpg").is_file());
+        assert!(
+            !data.join("b-photos/2024/a.jpg.tmp").exists(),
+            "*.tmp excluded"
+        );
+        assert!(!data.join("b-photos/cache").exists(), "/cache/ excluded");
+        assert_eq!(
+            syncer.calls(),
+            vec![
+                (f.dir.path().join("docs"), data.join("a-docs")),
+                (f.dir.path().join("photos"), data.join("b-photos")),
+            ]
+        );
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                "lock docs.lock after 0 copies",
+                "unlock after 1 copies",
+                "lock photos.lock after 1 copies",
+                "unlock after 2 copies",
+            ],
+            "each lock taken just before its copy and released after it"
+        );
+        let d = f.dir.path().display();
+        assert_eq!(
+            std::fs::read_to_string(f.dir.path().join("sources.env")).unwrap(),
+            format!("a-docs {d}/docs\nb-photos {d}/photos"),
+            "hooks get EXTBACKUP_SOURCES, not EXTBACKUP_SOURCE"
+        );
+        assert!(crypt.active().is_empty());
+    }
+
+    #[test]
+    fn the_guard_refuses_one_source_by_name_and_its_lock_is_released() {
+        let f = two_sources(false);
+        // Only excluded files left: mirroring it would empty its folder on the drive.
+        std::fs::remove_dir_all(f.dir.path().join("photos/2024")).unwrap();
+        let (mut b, ind, crypt, _m, notifier, syncer) = setup(&f);
+        let host = host_for(&syncer);
+        let events = host.events.clone();
+        b.host = Box::new(host);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(&out, Step::Sync, "copying source \"b-photos\"");
+        let RunOutcome::Failed { error, .. } = &out else {
+            unreachable!()
+        };
+        assert!(error.chain().join(": ").contains("is empty"), "{error:?}");
+        assert_eq!(
+            syncer.calls().len(),
+            1,
+            "a-docs was copied, b-photos refused"
+        );
+        assert_eq!(
+            events.lock().unwrap().last().map(String::as_str),
+            Some("unlock after 1 copies")
+        );
+        assert_eq!(ind.last(), Some(State::Failure));
+        assert!(crypt.active().is_empty());
+        let chain = notifier.events()[0].error_chain.join(": ");
+        assert!(chain.contains("b-photos"), "{chain}");
+    }
+
+    #[test]
+    fn a_held_source_lock_fails_the_run_naming_its_source() {
+        let f = two_sources(false);
+        let (mut b, _ind, crypt, _m, _n, syncer) = setup(&f);
+        b.host = Box::new(TestHost {
+            source_lock_error: Some(|| HostError::new("injected: held by another job")),
+            ..host_for(&syncer)
+        });
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert_failed_at(&out, Step::Sync, "source \"a-docs\": taking its lock");
+        assert!(syncer.calls().is_empty(), "nothing copied without the lock");
+        assert!(crypt.active().is_empty());
+    }
+
+    /// The fake syncer, recording each copy's `link_dest`.
+    struct LinkDestSyncer(
+        FakeSyncer,
+        std::sync::Arc<std::sync::Mutex<Vec<Option<PathBuf>>>>,
+    );
+    impl Syncer for LinkDestSyncer {
+        fn mirror(
+            &self,
+            s: &Path,
+            t: &Path,
+            o: &SyncOptions,
+            p: &mut dyn FnMut(Progress),
+        ) -> Result<SyncReport, SyncError> {
+            self.1.lock().unwrap().push(o.link_dest.clone());
+            self.0.mirror(s, t, o, p)
+        }
+        fn describe(&self) -> String {
+            "link-dest recorder".into()
+        }
+    }
+
+    #[test]
+    fn with_history_each_source_links_to_its_folder_in_the_previous_generation() {
+        let f = two_sources(true);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        for _ in 0..2 {
+            let (mut b, _ind, _c, _m, _n, syncer) = setup(&f);
+            b.syncer = Box::new(LinkDestSyncer(syncer, seen.clone()));
+            let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+                .run(&Target::Device(DEV.into()));
+            assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        }
+        let gens = syncer::generations::Generations::at(&f.dir.path().join("mnt/offsite-a"));
+        let list = gens.list().unwrap();
+        assert_eq!(list.len(), 2);
+        let first = &list[0].path;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                None,
+                None,
+                Some(first.join("a-docs")),
+                Some(first.join("b-photos"))
+            ]
+        );
+        assert!(list[1].path.join("b-photos/2024/a.jpg").is_file());
+        assert!(!list[1].path.join("b-photos/cache").exists());
+    }
+
+    #[test]
+    fn a_resumed_generation_keeps_only_the_configured_sources_folders() {
+        let f = two_sources(true);
+        let gens = f.dir.path().join("mnt/offsite-a/generations");
+        let left = gens.join("2020-01-01T000000Z.incomplete");
+        for p in ["old-tree/x", "a-docs/letter.txt", "c-removed/y"] {
+            std::fs::create_dir_all(left.join(p).parent().unwrap()).unwrap();
+            std::fs::write(left.join(p), "left by an interrupted run").unwrap();
+        }
+        let (b, _ind, _c, _m, notifier, _s) = setup(&f);
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .run(&Target::Device(DEV.into()));
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let newest = syncer::generations::Generations::at(gens.parent().unwrap())
+            .newest()
+            .unwrap()
+            .unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&newest.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a-docs", "b-photos"]);
+        let details = notifier.events()[0].details.join("\n");
+        assert!(details.contains("drops c-removed"), "{details}");
+    }
+
+    #[test]
+    fn progress_over_two_sources_is_of_the_whole_sync() {
+        let f = two_sources(false);
+        let (b, _ind, _c, _m, _n, _s) = setup(&f);
+        let mut seen = vec![];
+        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
+            .on_progress(|p| seen.push((p.bytes, p.fraction)))
+            .run(&Target::Device(DEV.into()));
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        // The fake reports half way (0 bytes) and done per source: a-docs' 10 bytes, then
+        // b-photos' 20,000 on top of them.
+        assert_eq!(
+            seen,
+            [
+                (0, Some(0.25)),
+                (10, Some(0.5)),
+                (10, Some(0.75)),
+                (20_010, Some(1.0))
+            ]
+        );
+    }
+
+    #[test]
+    fn the_free_space_check_counts_only_what_will_be_copied() {
+        let f = two_sources(false);
+        let measure = |free| {
+            let (mut b, _ind, _c, _m, _n, syncer) = setup(&f);
+            b.host = Box::new(TestHost {
+                measure: true,
+                free: Some(free),
+                ..host_for(&syncer)
+            });
+            Pipeline::new(&f.cfg, b, LogCapture::default(), opts()).run(&Target::Device(DEV.into()))
+        };
+        // The sources hold about 420 KB, of which the excludes leave about 24 KB (with
+        // folders): 200 KB free is enough, 8 KB is not.
+        let out = measure(200_000);
+        assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
+        let data = f.dir.path().join("mnt/offsite-a").join(DATA_DIR);
+        std::fs::remove_dir_all(&data).unwrap();
+        assert_failed_at(&measure(8_000), Step::FreeSpace, "no space on the drive");
     }
 }
 

@@ -8,13 +8,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
+use crate::config::Source;
 use crate::Failure;
 
 /// What to restore.
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
-    /// Paths as in the source (relative, or absolute under the configured source); `/`
-    /// or `.` is everything.
+    /// Paths in the copy (relative; with named sources they start with the source's
+    /// name), or absolute under a configured source; `/` or `.` is everything.
     pub paths: Vec<PathBuf>,
     /// The folder they go into (created if missing).
     pub to: PathBuf,
@@ -29,13 +30,20 @@ struct Item {
     dest: PathBuf,
 }
 
-/// The path inside the copy for a user's `p`: relative to `source` when absolute under it.
-fn relative_in_copy(p: &Path, source: Option<&Path>) -> Result<PathBuf, Failure> {
-    let stripped = match source {
-        Some(s) if p.is_absolute() && p.starts_with(s) => p.strip_prefix(s).expect("checked"),
-        _ => p,
+/// The path inside the copy for a user's `p`: when absolute under a source, its place in
+/// that source's folder (`NAME/...` for a named source); otherwise `p` as written (a path
+/// in the copy, `NAME/...` for named sources).
+fn relative_in_copy(p: &Path, sources: &[Source]) -> Result<PathBuf, Failure> {
+    let under = sources
+        .iter()
+        .find(|s| p.is_absolute() && p.starts_with(&s.path));
+    let (mut rel, stripped) = match under {
+        Some(s) => (
+            s.copy_in(Path::new("")),
+            p.strip_prefix(&s.path).expect("checked"),
+        ),
+        None => (PathBuf::new(), p),
     };
-    let mut rel = PathBuf::new();
     for c in stripped.components() {
         match c {
             Component::Normal(n) => rel.push(n),
@@ -65,11 +73,7 @@ fn existing_ancestor(p: &Path) -> Option<PathBuf> {
 }
 
 /// Refuses a destination inside the source, the drive's mount point, or on the drive.
-pub fn check_destination(
-    to: &Path,
-    source: Option<&Path>,
-    mount_point: &Path,
-) -> Result<(), Failure> {
+pub fn check_destination(to: &Path, sources: &[Source], mount_point: &Path) -> Result<(), Failure> {
     let dest = existing_ancestor(to)
         .ok_or_else(|| Failure::new(format!("{}: cannot resolve the path", to.display())))?;
     // The part of `to` that does not exist yet, appended to its canonical ancestor.
@@ -78,11 +82,11 @@ pub fn check_destination(
     if let Ok(rest) = abs.strip_prefix(existing_ancestor_raw(&abs)) {
         full.push(rest);
     }
-    for (what, root) in [
-        ("the source", source),
-        ("the drive's mount", Some(mount_point)),
-    ] {
-        let Some(root) = root else { continue };
+    let roots = sources
+        .iter()
+        .map(|s| ("the source", s.path.as_path()))
+        .chain([("the drive's mount", mount_point)]);
+    for (what, root) in roots {
         let Ok(root) = root.canonicalize() else {
             continue;
         };
@@ -149,12 +153,12 @@ pub struct Restored {
 }
 
 /// Restores `req.paths` from the copy at `copy` (the drive's `data/`) into `req.to`.
-/// `source` is the configured source (to accept absolute paths and refuse `to` inside it);
-/// `mount_point` is the drive's mount.
+/// `sources` are the configured sources (to accept absolute paths and refuse `to` inside
+/// them); `mount_point` is the drive's mount.
 pub fn restore(
     copy: &Path,
     mount_point: &Path,
-    source: Option<&Path>,
+    sources: &[Source],
     req: &RestoreRequest,
 ) -> Result<Restored, Failure> {
     if req.paths.is_empty() {
@@ -162,12 +166,8 @@ pub fn restore(
             "name at least one path to restore (`/` for everything)",
         ));
     }
-    check_destination(&req.to, source, mount_point)?;
-    let items = req
-        .paths
-        .iter()
-        .map(|p| item(copy, source, p, &req.to))
-        .collect::<Result<Vec<_>, _>>()?;
+    check_destination(&req.to, sources, mount_point)?;
+    let items = items(copy, sources, req)?;
     if !req.overwrite {
         refuse_conflicts(copy, &items, &req.to)?;
     }
@@ -175,31 +175,36 @@ pub fn restore(
         .map_err(|e| Failure::with(format!("creating {}", req.to.display()), e))?;
     let mut done = vec![];
     for it in &items {
-        copy_back(copy, it, req.overwrite)?;
+        copy_item(copy, it, req.overwrite)?;
         done.push((it.rel.clone(), it.dest.clone()));
     }
     Ok(Restored { items: done })
 }
 
-/// What restoring `p` into `to` copies, and where; an error when the copy lacks it.
-fn item(copy: &Path, source: Option<&Path>, p: &Path, to: &Path) -> Result<Item, Failure> {
-    let rel = relative_in_copy(p, source)?;
-    let src = copy.join(&rel);
-    if std::fs::symlink_metadata(&src).is_err() {
-        return Err(Failure::new(format!(
-            "{} is not in the drive's copy (looked for {})",
-            p.display(),
-            src.display()
-        )));
+/// What each requested path is in the copy and where it goes; a path not in the copy is an
+/// error.
+fn items(copy: &Path, sources: &[Source], req: &RestoreRequest) -> Result<Vec<Item>, Failure> {
+    let mut items = vec![];
+    for p in &req.paths {
+        let rel = relative_in_copy(p, sources)?;
+        let src = copy.join(&rel);
+        if std::fs::symlink_metadata(&src).is_err() {
+            return Err(Failure::new(format!(
+                "{} is not in the drive's copy (looked for {})",
+                p.display(),
+                src.display()
+            )));
+        }
+        let dest = match rel.file_name() {
+            Some(n) => req.to.join(n),
+            None => req.to.clone(),
+        };
+        items.push(Item { rel, dest });
     }
-    let dest = match rel.file_name() {
-        Some(n) => to.join(n),
-        None => to.to_path_buf(),
-    };
-    Ok(Item { rel, dest })
+    Ok(items)
 }
 
-/// Refuses (naming up to 20 of them) when restoring `items` would replace files in `to`.
+/// Refuses, listing them, when files in `to` would be replaced.
 fn refuse_conflicts(copy: &Path, items: &[Item], to: &Path) -> Result<(), Failure> {
     let mut all = vec![];
     for it in items {
@@ -230,8 +235,8 @@ fn refuse_conflicts(copy: &Path, items: &[Item], to: &Path) -> Result<(), Failur
     )))
 }
 
-/// Copies one item back with rsync, keeping owners, modes, times, links, ACLs and xattrs.
-fn copy_back(copy: &Path, it: &Item, overwrite: bool) -> Result<(), Failure> {
+/// Copies one item with rsync's fidelity.
+fn copy_item(copy: &Path, it: &Item, overwrite: bool) -> Result<(), Failure> {
     let src = copy.join(&it.rel);
     let is_dir = std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
     let mut cmd = Command::new("rsync");
@@ -247,7 +252,10 @@ fn copy_back(copy: &Path, it: &Item, overwrite: bool) -> Result<(), Failure> {
     let (s, d) = if is_dir {
         (with_slash(&src), with_slash(&it.dest))
     } else {
-        (src.into_os_string(), it.dest.clone().into_os_string())
+        (
+            src.clone().into_os_string(),
+            it.dest.clone().into_os_string(),
+        )
     };
     cmd.arg("--").arg(s).arg(d);
     tracing::info!("restoring {} to {}", it.rel.display(), it.dest.display());
@@ -276,11 +284,31 @@ fn with_slash(p: &Path) -> std::ffi::OsString {
 mod tests {
     use super::*;
 
+    fn source(name: Option<&str>, path: &Path) -> Source {
+        Source {
+            name: name.map(|n| crate::config::SourceName::try_from(n.to_string()).unwrap()),
+            path: path.into(),
+            exclude: Default::default(),
+            lock: None,
+        }
+    }
+
+    #[test]
+    fn absolute_paths_under_a_named_source_land_in_its_folder() {
+        let s = [
+            source(Some("photos"), Path::new("/srv/photos")),
+            source(Some("docs"), Path::new("/home/docs")),
+        ];
+        let r = |p: &str| relative_in_copy(Path::new(p), &s).unwrap();
+        assert_eq!(r("/srv/photos/2024/a.jpg"), Path::new("photos/2024/a.jpg"));
+        assert_eq!(r("/home/docs"), Path::new("docs"));
+        assert_eq!(r("docs/x"), Path::new("docs/x"));
+    }
+
     #[test]
     fn paths_are_taken_relative_to_the_copy() {
-        let src = Path::new("/srv/backup");
-        let r =
-            |p: &str| relative_in_copy(Path::new(p), Some(src)).map(|p| p.display().to_string());
+        let src = [source(None, Path::new("/srv/backup"))];
+        let r = |p: &str| relative_in_copy(Path::new(p), &src).map(|p| p.display().to_string());
         assert_eq!(r("/srv/backup/sub/x").unwrap(), "sub/x");
         assert_eq!(r("sub/x").unwrap(), "sub/x");
         assert_eq!(r("/sub").unwrap(), "sub");
@@ -296,8 +324,9 @@ mod tests {
         let mp = dir.path().join("mnt");
         std::fs::create_dir_all(src.join("a")).unwrap();
         std::fs::create_dir_all(&mp).unwrap();
+        let srcs = [source(None, &src)];
         for bad in [src.join("a/new/deeper"), src.clone(), mp.join("x")] {
-            let e = check_destination(&bad, Some(&src), &mp)
+            let e = check_destination(&bad, &srcs, &mp)
                 .unwrap_err()
                 .chain()
                 .join(": ");
@@ -305,9 +334,9 @@ mod tests {
         }
         // A symlink into the source is seen through.
         std::os::unix::fs::symlink(src.join("a"), dir.path().join("link")).unwrap();
-        assert!(check_destination(&dir.path().join("link/x"), Some(&src), &mp).is_err());
+        assert!(check_destination(&dir.path().join("link/x"), &srcs, &mp).is_err());
         // Beside them is fine (the plain-folder mount point is no filesystem of its own).
-        check_destination(&dir.path().join("restored"), Some(&src), &mp).unwrap();
+        check_destination(&dir.path().join("restored"), &srcs, &mp).unwrap();
     }
 
     #[test]

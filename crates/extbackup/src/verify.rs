@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::config::Source;
 use crate::Failure;
 
 /// How much content to compare.
@@ -153,8 +154,8 @@ fn meta_of(path: &Path, md: &std::fs::Metadata) -> std::io::Result<Meta> {
 }
 
 /// Every entry under `root` (root itself as ``), not following symlinks; the top-level
-/// `lost+found` is left out (the sync leaves it out too).
-fn walk(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Meta>> {
+/// `lost+found` is left out (the sync leaves it out too), and what `exclude` leaves out.
+fn walk(root: &Path, exclude: &syncer::Excludes) -> std::io::Result<BTreeMap<PathBuf, Meta>> {
     let mut out = BTreeMap::new();
     let md = std::fs::symlink_metadata(root)?;
     out.insert(PathBuf::new(), meta_of(root, &md)?);
@@ -168,6 +169,9 @@ fn walk(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Meta>> {
             }
             let p = e.path();
             let md = std::fs::symlink_metadata(&p)?;
+            if exclude.excludes(&r, md.is_dir()) {
+                continue;
+            }
             if md.is_dir() {
                 stack.push(r.clone());
             }
@@ -260,16 +264,54 @@ pub fn sha256_file(path: &Path, buf: &mut [u8]) -> std::io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Compares the copy at `copy` with `source`.
+/// Compares the copy at `copy` (the drive's data folder or a generation) with the sources:
+/// each with its folder in it ([`Source::copy_in`]); what a source's excludes leave out is
+/// not looked for. The paths of named sources' differences start with the source's name.
 pub fn verify(
     drive: &str,
-    source: &Path,
+    sources: &[Source],
     copy: &Path,
     depth: Depth,
 ) -> Result<VerifyReport, Failure> {
-    let src = walk(source)
+    let mut r = VerifyReport {
+        drive: drive.into(),
+        finished: 0,
+        depth: depth.describe(),
+        entries: 0,
+        checksummed: 0,
+        bytes_checksummed: 0,
+        differences: vec![],
+    };
+    for s in sources {
+        let t = verify_tree(&s.path, &s.exclude, &s.copy_in(copy), depth)?;
+        r.entries += t.entries;
+        r.checksummed += t.checksummed;
+        r.bytes_checksummed += t.bytes_checksummed;
+        r.differences.extend(t.differences.into_iter().map(|mut d| {
+            if let Some(n) = &s.name {
+                d.path = match d.path.as_str() {
+                    "." => n.as_str().to_string(),
+                    p => format!("{}/{p}", n.as_str()),
+                };
+            }
+            d
+        }));
+    }
+    r.differences.sort_by(|a, b| a.path.cmp(&b.path));
+    r.finished = crate::state::now();
+    Ok(r)
+}
+
+/// Compares one source tree with its copy.
+fn verify_tree(
+    source: &Path,
+    exclude: &syncer::Excludes,
+    copy: &Path,
+    depth: Depth,
+) -> Result<VerifyReport, Failure> {
+    let src = walk(source, exclude)
         .map_err(|e| Failure::with(format!("reading the source {}", source.display()), e))?;
-    let dst = walk(copy)
+    let dst = walk(copy, &syncer::Excludes::default())
         .map_err(|e| Failure::with(format!("reading the drive's copy {}", copy.display()), e))?;
     let mut differences = vec![];
     let mut to_hash: Vec<(PathBuf, u64)> = vec![];
@@ -314,7 +356,7 @@ pub fn verify(
     differences.extend(compare_contents(source, copy, &to_hash)?);
     differences.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(VerifyReport {
-        drive: drive.into(),
+        drive: String::new(),
         finished: crate::state::now(),
         depth: depth.describe(),
         entries,
@@ -435,7 +477,7 @@ pub fn after_sync(
     );
     match verify(
         drive,
-        &cfg.source,
+        &cfg.sources(),
         target,
         Depth::Sample(DEFAULT_SAMPLE_PERCENT),
     ) {
@@ -460,6 +502,16 @@ pub fn after_sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The single-source form over `path`.
+    fn single(path: &Path) -> Vec<Source> {
+        vec![Source {
+            name: None,
+            path: path.into(),
+            exclude: Default::default(),
+            lock: None,
+        }]
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn tree(root: &Path) {
@@ -482,13 +534,63 @@ mod tests {
     }
 
     #[test]
+    fn named_sources_are_compared_with_their_folders_without_their_excluded_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (docs, photos, d) = (
+            dir.path().join("docs"),
+            dir.path().join("photos"),
+            dir.path().join("d"),
+        );
+        tree(&docs);
+        tree(&photos);
+        std::fs::create_dir_all(&d).unwrap();
+        copy(&docs, &d.join("docs"));
+        copy(&photos, &d.join("photos"));
+        for s in ["docs", "photos"] {
+            std::fs::remove_dir(d.join(s).join("lost+found")).unwrap();
+        }
+        // Only in the source, and excluded: not looked for.
+        std::fs::write(photos.join("sub/x.tmp"), "scratch").unwrap();
+        let name = |n: &str| Some(crate::config::SourceName::try_from(n.to_string()).unwrap());
+        let sources = [
+            Source {
+                name: name("docs"),
+                path: docs.clone(),
+                exclude: Default::default(),
+                lock: None,
+            },
+            Source {
+                name: name("photos"),
+                path: photos.clone(),
+                exclude: syncer::Excludes::new(&["*.tmp"]).unwrap(),
+                lock: None,
+            },
+        ];
+        let r = verify("x", &sources, &d, Depth::Full).unwrap();
+        assert!(r.clean(), "{:?}", r.differences);
+        assert_eq!(r.checksummed, 4);
+        // A difference is named by its source's folder.
+        std::fs::remove_file(d.join("photos/a.txt")).unwrap();
+        std::fs::write(docs.join("sub/x.tmp"), "not excluded in docs").unwrap();
+        let r = verify("x", &sources, &d, Depth::Full).unwrap();
+        let got: Vec<String> = r.differences.iter().map(|x| x.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "missing on the drive: docs/sub/x.tmp",
+                "missing on the drive: photos/a.txt"
+            ]
+        );
+    }
+
+    #[test]
     fn a_faithful_copy_is_clean_and_each_kind_of_change_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let (s, d) = (dir.path().join("s"), dir.path().join("d"));
         tree(&s);
         copy(&s, &d);
         std::fs::remove_dir(d.join("lost+found")).unwrap();
-        let r = verify("x", &s, &d, Depth::Full).unwrap();
+        let r = verify("x", &single(&s), &d, Depth::Full).unwrap();
         assert!(r.clean(), "{:?}", r.differences);
         assert_eq!(r.checksummed, 2);
         assert_eq!(r.bytes_checksummed, 5005);
@@ -508,7 +610,7 @@ mod tests {
         std::fs::set_permissions(d.join("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(d.join("extra"), "").unwrap();
         std::fs::remove_file(d.join("link")).unwrap();
-        let r = verify("x", &s, &d, Depth::Full).unwrap();
+        let r = verify("x", &single(&s), &d, Depth::Full).unwrap();
         let shown: Vec<String> = r.differences.iter().map(|d| d.to_string()).collect();
         assert_eq!(r.differences.len(), 4, "{shown:?}");
         assert!(
@@ -521,7 +623,7 @@ mod tests {
         assert!(shown.contains(&"extra on the drive (not in the source): extra".to_string()));
         assert!(shown.contains(&"missing on the drive: link".to_string()));
         // A 0% sample compares no content: the byte goes unseen, the rest is still found.
-        let r = verify("x", &s, &d, Depth::Sample(0.0)).unwrap();
+        let r = verify("x", &single(&s), &d, Depth::Sample(0.0)).unwrap();
         assert_eq!(r.checksummed, 0);
         assert_eq!(r.differences.len(), 3);
     }

@@ -46,7 +46,9 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
     let t = Instant::now();
     let prev = gens.newest().map_err(|e| e.to_string())?.map(|g| g.path);
     let need = match &prev {
-        Some(p) => generations::new_bytes(source, p).map_err(|e| e.to_string())?,
+        Some(p) => {
+            generations::new_bytes(source, p, &Default::default()).map_err(|e| e.to_string())?
+        }
         None => 0,
     };
     let now = SystemTime::now()
@@ -63,6 +65,7 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
         max_delete_fraction: Some(0.5),
         force: false,
         link_dest: if g.snapshot { None } else { prev },
+        exclude: Default::default(),
     };
     let r = RsyncSyncer::new()
         .sync(source, &g.path, &opts, &mut |_| {})
@@ -95,6 +98,7 @@ fn mirror(source: &std::path::Path, target: &std::path::Path) -> Result<String, 
         max_delete_fraction: Some(0.5),
         force: false,
         link_dest: None,
+        exclude: Default::default(),
     };
     let r = RsyncSyncer::new()
         .sync(source, target, &opts, &mut |_| {})

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         max_delete_fraction: guard.then_some(0.5),
         force: false,
         link_dest: None,
+        exclude: Default::default(),
     };
     let mut updates = 0u64;
     match RsyncSyncer::new().sync(source, target, &opts, &mut |_| updates += 1) {

@@ -51,6 +51,13 @@ impl Syncer for CommandSyncer {
         opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
+        if !opts.exclude.is_empty() {
+            return Err(SyncError::new(
+                ErrorKind::Other,
+                "exclude patterns go with the rsync syncer: a sync command chooses what it \
+                 copies itself",
+            ));
+        }
         let start = Instant::now();
         progress(Progress {
             bytes: 0,

@@ -40,7 +40,7 @@ impl Syncer for FakeSyncer {
         &self,
         source: &Path,
         target: &Path,
-        _opts: &SyncOptions,
+        opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
         let fail = {
@@ -56,7 +56,7 @@ impl Syncer for FakeSyncer {
             return Err(SyncError::new(kind, "fake syncer told to fail"));
         }
         let mut report = SyncReport::default();
-        mirror_tree(source, target, &mut report).map_err(|e| {
+        mirror_tree(source, target, Path::new(""), &opts.exclude, &mut report).map_err(|e| {
             SyncError::new(
                 ErrorKind::Other,
                 format!("fake mirror of {}", source.display()),
@@ -74,16 +74,27 @@ impl Syncer for FakeSyncer {
     }
 }
 
-/// Makes `target` (a folder) hold what `source` holds: copies what differs, deletes what the
+/// Makes `target` (a folder) hold what `source` holds but what `exclude` leaves out (`rel`
+/// is the folder's path from the source's root): copies what differs, deletes what the
 /// source lacks. Counts into `r`.
-fn mirror_tree(source: &Path, target: &Path, r: &mut SyncReport) -> std::io::Result<()> {
+fn mirror_tree(
+    source: &Path,
+    target: &Path,
+    rel: &Path,
+    exclude: &Excludes,
+    r: &mut SyncReport,
+) -> std::io::Result<()> {
     use std::collections::BTreeSet;
     use std::fs;
     fs::create_dir_all(target)?;
     let names = |d: &Path| -> std::io::Result<BTreeSet<std::ffi::OsString>> {
         fs::read_dir(d)?.map(|e| e.map(|e| e.file_name())).collect()
     };
-    let (src_names, dst_names) = (names(source)?, names(target)?);
+    let (mut src_names, dst_names) = (names(source)?, names(target)?);
+    src_names.retain(|n| {
+        let dir = fs::symlink_metadata(source.join(n)).is_ok_and(|m| m.is_dir());
+        !exclude.excludes(&rel.join(n), dir)
+    });
     for gone in dst_names.difference(&src_names) {
         let p = target.join(gone);
         if fs::symlink_metadata(&p)?.is_dir() {
@@ -102,7 +113,7 @@ fn mirror_tree(source: &Path, target: &Path, r: &mut SyncReport) -> std::io::Res
             if old.as_ref().is_some_and(|o| !o.is_dir()) {
                 fs::remove_file(&t)?;
             }
-            mirror_tree(&s, &t, r)?;
+            mirror_tree(&s, &t, &rel.join(name), exclude, r)?;
         } else if md.file_type().is_symlink() {
             let link = fs::read_link(&s)?;
             if fs::read_link(&t).ok().as_ref() != Some(&link) {

@@ -481,8 +481,9 @@ pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u6
 /// About the bytes a new generation of `source` built beside `previous` takes on the drive:
 /// the allocated blocks of every file whose path is new or whose size or modification time
 /// differ from `previous`'s (hard links counted once), plus a block for every folder (a
-/// hard-link tree has its own folders). Unchanged files cost nothing: they are links.
-pub fn new_bytes(source: &Path, previous: &Path) -> io::Result<u64> {
+/// hard-link tree has its own folders). Unchanged files cost nothing: they are links. What
+/// `exclude` leaves out is not counted.
+pub fn new_bytes(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io::Result<u64> {
     let mut total = 0u64;
     let mut seen = HashSet::new();
     let mut stack = vec![std::path::PathBuf::new()];
@@ -492,6 +493,9 @@ pub fn new_bytes(source: &Path, previous: &Path) -> io::Result<u64> {
             let e = e?;
             let r = rel.join(e.file_name());
             let md = fs::symlink_metadata(e.path())?;
+            if exclude.excludes(&r, md.is_dir()) {
+                continue;
+            }
             if md.is_dir() {
                 stack.push(r);
                 continue;

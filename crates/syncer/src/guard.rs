@@ -4,7 +4,7 @@
 //! (the bare folder underneath) would delete the drive's copy. Both backends call
 //! [`guard`] before touching the target.
 
-use crate::{ErrorKind, SyncError, SyncOptions};
+use crate::{ErrorKind, Excludes, SyncError, SyncOptions};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -48,9 +48,14 @@ pub fn check_source(source: &Path, opts: &SyncOptions) -> Result<(), SyncError> 
     }
     let mut entries = fs::read_dir(source)
         .map_err(|e| unusable(format!("listing the source {}", source.display())).with_source(e))?;
+    // Entries the excludes leave out do not count: mirroring only them empties the drive.
     let has_data = entries.any(|e| {
-        e.map(|e| !IGNORED_AT_ROOT.iter().any(|n| e.file_name() == **n))
-            .unwrap_or(true)
+        e.map(|e| {
+            let dir = e.file_type().is_ok_and(|t| t.is_dir());
+            !IGNORED_AT_ROOT.iter().any(|n| e.file_name() == **n)
+                && !opts.exclude.excludes(Path::new(&e.file_name()), dir)
+        })
+        .unwrap_or(true)
     });
     if !has_data {
         return Err(unusable(format!(
@@ -99,11 +104,19 @@ impl DeletionCount {
 
 /// Counts what mirroring `source` onto `target` would delete, by comparing the two trees'
 /// names and types folder by folder (no `stat` per file: only directory listings, so it
-/// costs little next to the sync). A missing target deletes nothing.
-pub fn count_deletions(source: &Path, target: &Path) -> io::Result<DeletionCount> {
+/// costs little next to the sync). What `exclude` leaves out of the source counts as not
+/// there (the mirror deletes it from the target). A missing target deletes nothing.
+pub fn count_deletions(
+    source: &Path,
+    target: &Path,
+    exclude: &Excludes,
+) -> io::Result<DeletionCount> {
     let mut c = DeletionCount::default();
     match fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => compare(source, target, true, &mut c)?,
+        Ok(m) if m.is_dir() => {
+            let mut w = Walk { exclude, c: &mut c };
+            w.compare(source, target, Path::new(""))?
+        }
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -135,37 +148,47 @@ fn list(dir: &Path, top: bool) -> io::Result<Vec<(OsString, Kind)>> {
     Ok(v)
 }
 
-fn compare(source: &Path, target: &Path, top: bool, c: &mut DeletionCount) -> io::Result<()> {
-    let tgt = list(target, top)?;
-    let mut src = match list(source, top) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
-        Err(e) => return Err(e),
-    };
-    // Only the source side is searched: sort it, scan the target in directory order.
-    src.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (name, kind) in tgt {
-        c.total += 1;
-        let in_src = src
-            .binary_search_by(|(n, _)| n.as_os_str().cmp(&name))
-            .ok()
-            .map(|i| src[i].1);
-        match (kind, in_src) {
-            (Kind::Dir, Some(Kind::Dir)) => {
-                compare(&source.join(&name), &target.join(&name), false, c)?
+struct Walk<'a> {
+    exclude: &'a Excludes,
+    c: &'a mut DeletionCount,
+}
+
+impl Walk<'_> {
+    /// Compares the folder `rel` of both trees.
+    fn compare(&mut self, source: &Path, target: &Path, rel: &Path) -> io::Result<()> {
+        let top = rel.as_os_str().is_empty();
+        let tgt = list(target, top)?;
+        let mut src = match list(source, top) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(e),
+        };
+        src.retain(|(n, k)| !self.exclude.excludes(&rel.join(n), *k == Kind::Dir));
+        // Only the source side is searched: sort it, scan the target in directory order.
+        src.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (name, kind) in tgt {
+            self.c.total += 1;
+            let in_src = src
+                .binary_search_by(|(n, _)| n.as_os_str().cmp(&name))
+                .ok()
+                .map(|i| src[i].1);
+            match (kind, in_src) {
+                (Kind::Dir, Some(Kind::Dir)) => {
+                    self.compare(&source.join(&name), &target.join(&name), &rel.join(&name))?
+                }
+                (Kind::Dir, _) => {
+                    // Replaced by a non-folder, or gone: the whole subtree goes.
+                    self.c.deleted += 1;
+                    let sub = count_all(&target.join(&name))?;
+                    self.c.deleted += sub;
+                    self.c.total += sub;
+                }
+                (Kind::Other, None) => self.c.deleted += 1,
+                (Kind::Other, Some(_)) => {}
             }
-            (Kind::Dir, _) => {
-                // Replaced by a non-folder, or gone: the whole subtree goes.
-                c.deleted += 1;
-                let sub = count_all(&target.join(&name))?;
-                c.deleted += sub;
-                c.total += sub;
-            }
-            (Kind::Other, None) => c.deleted += 1,
-            (Kind::Other, Some(_)) => {}
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn count_all(dir: &Path) -> io::Result<u64> {
@@ -193,7 +216,7 @@ pub fn check_deletions(
     if opts.force {
         return Ok(DeletionCount::default());
     }
-    let c = count_deletions(source, target).map_err(|e| {
+    let c = count_deletions(source, target, &opts.exclude).map_err(|e| {
         SyncError::new(
             ErrorKind::Other,
             format!(
@@ -252,6 +275,7 @@ mod tests {
             max_delete_fraction: Some(0.5),
             force: false,
             link_dest: None,
+            exclude: Default::default(),
         }
     }
 
@@ -336,15 +360,40 @@ mod tests {
             touch(s.join(p));
         }
         touch(s.join("swap")); // a file where the target has a folder
-        let c = count_deletions(&s, &d).unwrap();
+        let c = count_deletions(&s, &d, &Excludes::default()).unwrap();
         // target: keep, a, a/keep, a/gone, tree, tree/x, tree/y, tree/y/z, swap, swap/inner
         assert_eq!(c.total, 10);
         // deleted: a/gone, tree + 3 below it, swap's folder + inner
         assert_eq!(c.deleted, 1 + 4 + 2);
         assert_eq!(
-            count_deletions(&s, &t.path().join("missing")).unwrap(),
+            count_deletions(&s, &t.path().join("missing"), &Excludes::default()).unwrap(),
             DeletionCount::default()
         );
+    }
+
+    #[test]
+    fn excluded_entries_count_as_deleted_and_a_source_of_only_them_is_empty() {
+        let t = tempfile::tempdir().unwrap();
+        let (s, d) = (t.path().join("s"), t.path().join("d"));
+        for p in ["keep", "a.tmp", "cache/x", "cache/y"] {
+            touch(s.join(p));
+            touch(d.join(p));
+        }
+        let ex = Excludes::new(&["*.tmp", "/cache/"]).unwrap();
+        let c = count_deletions(&s, &d, &ex).unwrap();
+        assert_eq!(
+            (c.deleted, c.total),
+            (4, 5),
+            "a.tmp, cache and its two files"
+        );
+        let only_tmp = t.path().join("only-tmp");
+        touch(only_tmp.join("b.tmp"));
+        let o = SyncOptions {
+            exclude: ex,
+            ..opts()
+        };
+        let e = check_source(&only_tmp, &o).unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
     }
 
     #[test]

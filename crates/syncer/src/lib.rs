@@ -23,6 +23,7 @@
 //!     max_delete_fraction: Some(0.2),
 //!     force: false,
 //!     link_dest: None,
+//!     exclude: syncer::Excludes::new(&["*.tmp", "/cache/"])?,
 //! };
 //! let report = RsyncSyncer::new().sync(
 //!     Path::new("/srv/backup"),
@@ -31,12 +32,13 @@
 //!     &mut |p| eprintln!("{} bytes, {:?}", p.bytes, p.fraction),
 //! )?;
 //! println!("{} files copied, {} deleted", report.files_copied, report.files_deleted);
-//! # Ok::<(), syncer::SyncError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
 
 mod child;
 mod command;
+pub mod exclude;
 pub mod fake;
 pub mod generations;
 pub mod guard;
@@ -44,6 +46,7 @@ mod lock;
 mod rsync;
 
 pub use command::CommandSyncer;
+pub use exclude::Excludes;
 pub use guard::{check_deletions, check_source, guard, DeletionCount};
 pub use lock::SourceLock;
 pub use rsync::RsyncSyncer;
@@ -94,6 +97,10 @@ pub struct SyncOptions {
     /// [`generations`]): unchanged files are hard-linked from it instead of copied, and the
     /// guard counts deletions against it (the target may still be empty).
     pub link_dest: Option<PathBuf>,
+    /// What of the source is not copied ([`exclude`]); what the target holds of it is
+    /// deleted (the target equals the source without the excluded entries), and the guard
+    /// counts those deletions.
+    pub exclude: Excludes,
 }
 
 /// Progress during a sync.

@@ -1,7 +1,7 @@
 //! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats.
 
 use crate::child::{self, collect_stderr, spawn_error};
-use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use crate::{guard, ErrorKind, Excludes, Progress, SyncError, SyncOptions, SyncReport, Syncer};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -11,7 +11,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 /// Mirrors with rsync: `-aHAX --sparse --numeric-ids --delete-delay --no-inc-recursive
-/// --modify-window=-1 --info=progress2,stats2 --exclude=/lost+found SOURCE/ TARGET`.
+/// --modify-window=-1 --info=progress2,stats2 --exclude=/lost+found SOURCE/
+/// TARGET`, with a `--filter=-s PATTERN` per exclude pattern
+/// ([`SyncOptions::exclude`](crate::SyncOptions::exclude)).
 ///
 /// `--sparse` writes runs of zeros as holes, so a sparse file takes on the drive about
 /// what it takes in the source (the free-space check counts allocated blocks).
@@ -97,16 +99,30 @@ impl RsyncSyncer {
         a
     }
 
+    /// The filter arguments for `exclude`: one `--filter=-s PATTERN` each. The explicit
+    /// rule prefix means no pattern is read as an option or as a rule of its own; `s`
+    /// (sender side) hides the entry from the copy without protecting it on the target, so
+    /// `--delete` removes what the target holds of it (the target equals the source
+    /// without the excluded entries; `/lost+found`'s plain exclude still protects it).
+    pub fn exclude_args(exclude: &Excludes) -> Vec<OsString> {
+        exclude
+            .patterns()
+            .map(|p| OsString::from(format!("--filter=-s {p}")))
+            .collect()
+    }
+
     fn run(
         &self,
         source: &Path,
         target: &Path,
-        link_dest: Option<&Path>,
+        opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
         let mut args = self.args(source, target);
-        if let Some(prev) = link_dest {
+        let at = args.len() - 2 - self.extra_args.len();
+        args.splice(at..at, Self::exclude_args(&opts.exclude));
+        if let Some(prev) = &opts.link_dest {
             // Unchanged files become hard links to the previous generation's (an absolute
             // path: a relative one is taken relative to the target).
             let prev = std::path::absolute(prev).unwrap_or_else(|_| prev.to_path_buf());
@@ -442,7 +458,7 @@ impl Syncer for RsyncSyncer {
         opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
-        self.run(source, target, opts.link_dest.as_deref(), progress)
+        self.run(source, target, opts, progress)
     }
 
     fn describe(&self) -> String {
@@ -555,5 +571,14 @@ mod tests {
         assert!(a.contains(&"-aHAX".into()) && a.contains(&"--numeric-ids".into()));
         let a = RsyncSyncer::new().args(Path::new("/s/"), Path::new("/t"));
         assert_eq!(a[a.len() - 2], "/s/");
+        let ex = Excludes::new(&["-delete", "--rsh=x", "+ y".trim_start_matches("+ ")]).unwrap();
+        assert_eq!(
+            RsyncSyncer::exclude_args(&ex),
+            [
+                "--filter=-s -delete",
+                "--filter=-s --rsh=x",
+                "--filter=-s y"
+            ]
+        );
     }
 }

@@ -13,7 +13,11 @@ use std::process::Command;
 
 /// Opens the drive read-only (outside the binary) and returns a snapshot of `data/` and
 /// the run record written on the drive.
-fn read_drive(w: &World, dev: &Path, name: &str) -> (Vec<(PathBuf, Vec<u8>, u32)>, String) {
+pub(crate) fn read_drive(
+    w: &World,
+    dev: &Path,
+    name: &str,
+) -> (Vec<(PathBuf, Vec<u8>, u32)>, String) {
     std::env::set_var(crypt::ALLOW_ENV, "1");
     let c =
         LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();

@@ -9,6 +9,7 @@ mod ack;
 mod history;
 mod host;
 mod recovery;
+mod sources;
 mod support;
 mod udev;
 mod vm;

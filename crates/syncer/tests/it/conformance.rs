@@ -1,12 +1,13 @@
 //! What every `Syncer` promises, as one suite run on the fake and on the real backends
 //! alike: after a sync the target holds what the source holds (new, changed and deleted
-//! files), and the guard refuses the same things whatever the backend.
+//! files), without what the exclude patterns leave out (excluded entries already on the
+//! target go), and the guard refuses the same things whatever the backend.
 
 use crate::opts;
 use std::fs;
 use std::path::Path;
 use syncer::fake::FakeSyncer;
-use syncer::{CommandSyncer, ErrorKind, GuardedSync, RsyncSyncer, Syncer};
+use syncer::{CommandSyncer, ErrorKind, Excludes, GuardedSync, RsyncSyncer, SyncOptions, Syncer};
 
 /// Files under `root` with their contents (symbolic links as `-> target`).
 fn listing(root: &Path) -> Vec<(String, Vec<u8>)> {
@@ -69,14 +70,52 @@ fn keeps_the_syncer_promises(s: &dyn Syncer) {
     assert_eq!(listing(&dst), before, "{name}: the guard kept the target");
 }
 
+/// Excludes: the target holds the source without the excluded entries, and loses what it
+/// held of them.
+fn honours_excludes(s: &dyn Syncer) {
+    let name = s.describe();
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    for f in [
+        "keep.txt",
+        "x.tmp",
+        "cache/big",
+        "sub/cache/kept",
+        "sub/y.tmp",
+        "sub/z",
+    ] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        fs::write(src.join(f), f).unwrap();
+    }
+    let all = SyncOptions {
+        max_delete_fraction: None,
+        ..opts()
+    };
+    s.sync(&src, &dst, &all, &mut |_| {}).expect("full copy");
+    let o = SyncOptions {
+        exclude: Excludes::new(&["*.tmp", "/cache/"]).unwrap(),
+        ..all
+    };
+    s.sync(&src, &dst, &o, &mut |_| {})
+        .expect("copy with excludes");
+    let names: Vec<String> = listing(&dst).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["keep.txt", "sub/", "sub/cache/", "sub/cache/kept", "sub/z"],
+        "{name}"
+    );
+}
+
 #[test]
 fn the_fake_keeps_the_syncer_promises() {
     keeps_the_syncer_promises(&FakeSyncer::new());
+    honours_excludes(&FakeSyncer::new());
 }
 
 #[test]
 fn rsync_keeps_the_syncer_promises() {
     keeps_the_syncer_promises(&RsyncSyncer::new());
+    honours_excludes(&RsyncSyncer::new());
 }
 
 #[test]
@@ -86,4 +125,19 @@ fn a_command_syncer_keeps_the_syncer_promises() {
         "exec rsync -a --delete \"$EXTBACKUP_SOURCE/\" \"$EXTBACKUP_TARGET\"",
     ]);
     keeps_the_syncer_promises(&s);
+    // It chooses what it copies itself: exclude patterns are refused, not ignored.
+    let t = tempfile::tempdir().unwrap();
+    fs::write(t.path().join("f"), "x").unwrap();
+    let o = SyncOptions {
+        exclude: Excludes::new(&["*.tmp"]).unwrap(),
+        ..opts()
+    };
+    let e = s
+        .sync(t.path(), &t.path().join("dst"), &o, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("exclude patterns go with the rsync syncer"),
+        "{e}"
+    );
 }

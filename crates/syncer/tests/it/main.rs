@@ -3,6 +3,7 @@
 
 mod command;
 mod conformance;
+mod exclude;
 mod lock;
 mod rsync;
 mod util;
@@ -16,5 +17,6 @@ pub fn opts() -> SyncOptions {
         max_delete_fraction: Some(0.5),
         force: false,
         link_dest: None,
+        exclude: Default::default(),
     }
 }
