@@ -38,12 +38,14 @@
 mod child;
 mod command;
 pub mod fake;
+pub mod first_copy;
 pub mod generations;
 pub mod guard;
 mod lock;
 mod rsync;
 
 pub use command::CommandSyncer;
+pub use first_copy::first_copy_applies;
 pub use guard::{check_deletions, check_source, guard, DeletionCount};
 pub use lock::SourceLock;
 pub use rsync::RsyncSyncer;

@@ -74,9 +74,15 @@ fn the_fake_keeps_the_syncer_promises() {
     keeps_the_syncer_promises(&FakeSyncer::new());
 }
 
+/// The first copy by cp (the target is empty), then rsync.
 #[test]
 fn rsync_keeps_the_syncer_promises() {
     keeps_the_syncer_promises(&RsyncSyncer::new());
+}
+
+#[test]
+fn rsync_without_the_first_copy_engine_keeps_the_syncer_promises() {
+    keeps_the_syncer_promises(&RsyncSyncer::new().without_first_copy());
 }
 
 #[test]

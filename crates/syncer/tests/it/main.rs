@@ -3,6 +3,7 @@
 
 mod command;
 mod conformance;
+mod first_copy;
 mod lock;
 mod rsync;
 mod util;
