@@ -7,7 +7,8 @@
 //! otherwise wipe the backup. The source lock (`flock` on a configured file, compatible with
 //! `flock(1)`) is held for the whole sync by the caller.
 //!
-//! Backends: `RsyncSyncer` (`rsync -aHAX --numeric-ids --delete-delay`), `CommandSyncer`
+//! Backends: `RsyncSyncer` (`rsync -aHAX --numeric-ids --delete-delay`; the first copy onto
+//! an empty target by `cp`, see [`first_copy`]), `CommandSyncer`
 //! (the user's own script, with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET`, `EXTBACKUP_DRIVE`),
 //! and [`fake::FakeSyncer`] (copies nothing, records calls).
 //!

@@ -1,4 +1,5 @@
-//! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats.
+//! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats; the
+//! first copy onto an empty target by cp ([`crate::first_copy`]).
 
 use crate::child::{self, collect_stderr, spawn_error};
 use crate::first_copy::{self, Outcome};
@@ -28,6 +29,10 @@ use std::time::Instant;
 /// EROFS) or a target that vanished is [`ErrorKind::Io`]; 23 [`ErrorKind::PartialTransfer`];
 /// 20 or a signal [`ErrorKind::Interrupted`]; anything else [`ErrorKind::Other`] with the
 /// tail of stderr.
+///
+/// The first copy onto an empty target (no `link_dest`, no extra arguments) is made by cp
+/// instead, at the drive's speed, with the same fidelity: see [`crate::first_copy`];
+/// [`RsyncSyncer::without_first_copy`] turns that off.
 #[derive(Clone, Debug)]
 pub struct RsyncSyncer {
     program: PathBuf,
