@@ -237,3 +237,23 @@ fn the_progress_of_a_first_copy_rises_and_ends_at_100_percent() {
     assert!(last.bytes >= r.bytes_copied, "{last:?} {r:?}");
     assert_eq!(r.bytes_copied, 30 << 20);
 }
+
+/// cp killed by a signal (a stop, or the run's death through `PR_SET_PDEATHSIG`) is
+/// [`ErrorKind::Interrupted`], as rsync killed is; rsync does not then finish the copy.
+#[test]
+fn a_first_copy_killed_by_a_signal_is_interrupted() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("x"), "x").unwrap();
+    let cp = t.path().join("cp");
+    fs::write(&cp, "#!/bin/sh\nkill -TERM $$\n").unwrap();
+    fs::set_permissions(&cp, fs::Permissions::from_mode(0o755)).unwrap();
+    let e = RsyncSyncer::new()
+        .with_cp_program(&cp)
+        .sync(&src, &dst, &opts(), &mut |_| {})
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e:?}");
+    assert!(e.to_string().contains("cp was killed by signal 15"), "{e}");
+    assert!(!dst.join("x").exists(), "rsync completed a stopped copy");
+}
