@@ -6,7 +6,7 @@
 //! `RsyncSyncer` passes (what made the first copy before), with and without `--sparse`, so
 //! it is visible that rsync flags alone cannot reach the target. The tree: 8 files of 128
 //! MiB (1 GiB) and 30,000 small files in 300 folders. Each copy is timed up to `sync -f` on
-//! the target (data on the disk); 5 rounds in a rotating order, ratio of the medians (and of
+//! the target (data on the disk); 7 rounds in a rotating order, ratio of the medians (and of
 //! the minimums, steadier on a busy machine). Target: the product <= 1.10x cp -a.
 //! Needs root (loop device, mount).
 
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::sync::OUR_FLAGS;
 
-const REPS: usize = 5;
+const REPS: usize = 7;
 const DIRS: usize = 300;
 const FILES_PER_DIR: usize = 100;
 const BIG_FILES: usize = 8;
@@ -159,12 +159,17 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
         if matches!(tool, Tool::Product) {
             product = ratio;
         }
+        let runs: Vec<String> = times[i]
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect();
         println!(
-            "  {name:<32} {:>7.2} s ({:.2} s)  {:.2}x cp -a (min {:.2}x)",
+            "  {name:<32} {:>7.2} s ({:.2} s)  {:.2}x cp -a (min {:.2}x)  runs: {}",
             med.as_secs_f64(),
             min.as_secs_f64(),
             ratio.0,
             ratio.1,
+            runs.join(" ")
         );
     }
     println!(
