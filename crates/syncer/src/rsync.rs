@@ -211,7 +211,17 @@ impl RsyncSyncer {
     /// The cp for this sync when the first-copy engine may make it.
     fn first_copy_engine(&self, target: &Path, opts: &SyncOptions) -> Option<&Path> {
         let cp = self.cp.as_deref()?;
-        (self.extra_args.is_empty() && first_copy::first_copy_applies(target, opts)).then_some(cp)
+        if !first_copy::first_copy_applies(target, opts) {
+            return None;
+        }
+        if !self.extra_args.is_empty() {
+            tracing::info!(
+                "the target is empty, but rsync makes this first copy: cp could not honour the \
+                 extra rsync arguments"
+            );
+            return None;
+        }
+        Some(cp)
     }
 
     /// Sets the target folder's own mode, owner, times, xattrs and ACLs as rsync sets them
