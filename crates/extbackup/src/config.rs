@@ -363,7 +363,8 @@ impl SourceLockConfig {
     try_from = "RawSyncer"
 )]
 pub enum SyncerConfig {
-    /// `rsync -aHAX --numeric-ids --delete-delay` plus `extra_args`.
+    /// `rsync -aHAX --numeric-ids --delete-delay` plus `extra_args` (the first copy onto an
+    /// empty target by `cp` when there are none: `syncer::first_copy`).
     Rsync {
         /// More rsync arguments (e.g. `["--exclude=/tmp"]`).
         #[serde(default)]

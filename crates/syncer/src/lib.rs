@@ -7,7 +7,8 @@
 //! otherwise wipe the backup. The source lock (`flock` on a configured file, compatible with
 //! `flock(1)`) is held for the whole sync by the caller.
 //!
-//! Backends: `RsyncSyncer` (`rsync -aHAX --numeric-ids --delete-delay`), `CommandSyncer`
+//! Backends: `RsyncSyncer` (`rsync -aHAX --numeric-ids --delete-delay`; the first copy onto
+//! an empty target by `cp`, see [`first_copy`]), `CommandSyncer`
 //! (the user's own script, with `EXTBACKUP_SOURCE`, `EXTBACKUP_TARGET`, `EXTBACKUP_DRIVE`),
 //! and [`fake::FakeSyncer`] (copies nothing, records calls).
 //!
@@ -40,6 +41,7 @@ mod child;
 mod command;
 pub mod exclude;
 pub mod fake;
+pub mod first_copy;
 pub mod generations;
 pub mod guard;
 mod lock;
@@ -47,6 +49,7 @@ mod rsync;
 
 pub use command::CommandSyncer;
 pub use exclude::Excludes;
+pub use first_copy::first_copy_applies;
 pub use guard::{check_deletions, check_source, guard, DeletionCount};
 pub use lock::SourceLock;
 pub use rsync::RsyncSyncer;

@@ -1,6 +1,8 @@
-//! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats.
+//! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats; the
+//! first copy onto an empty target by cp ([`crate::first_copy`]).
 
 use crate::child::{self, collect_stderr, spawn_error};
+use crate::first_copy::{self, Outcome};
 use crate::{guard, ErrorKind, Excludes, Progress, SyncError, SyncOptions, SyncReport, Syncer};
 use std::ffi::OsString;
 use std::io::Read;
@@ -29,10 +31,16 @@ use std::time::Instant;
 /// EROFS) or a target that vanished is [`ErrorKind::Io`]; 23 [`ErrorKind::PartialTransfer`];
 /// 20 or a signal [`ErrorKind::Interrupted`]; anything else [`ErrorKind::Other`] with the
 /// tail of stderr.
+///
+/// The first copy onto an empty target (no `link_dest`, no extra arguments) is made by cp
+/// instead, at the drive's speed, with the same fidelity: see [`crate::first_copy`];
+/// [`RsyncSyncer::without_first_copy`] turns that off.
 #[derive(Clone, Debug)]
 pub struct RsyncSyncer {
     program: PathBuf,
     extra_args: Vec<OsString>,
+    /// The first-copy engine's cp, `None` when rsync makes every copy.
+    cp: Option<PathBuf>,
 }
 
 impl Default for RsyncSyncer {
@@ -47,7 +55,21 @@ impl RsyncSyncer {
         Self {
             program: "rsync".into(),
             extra_args: vec![],
+            cp: Some("cp".into()),
         }
+    }
+
+    /// rsync makes every copy, the first one onto an empty target too (see
+    /// [`first_copy`](crate::first_copy)).
+    pub fn without_first_copy(mut self) -> Self {
+        self.cp = None;
+        self
+    }
+
+    /// Uses another cp binary for the first copy onto an empty target (GNU cp's options).
+    pub fn with_cp_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.cp = Some(program.into());
+        self
     }
 
     /// Uses another rsync binary.
@@ -56,7 +78,8 @@ impl RsyncSyncer {
         self
     }
 
-    /// Adds arguments before the paths (e.g. `--exclude=/tmp`, `--bwlimit=50M`).
+    /// Adds arguments before the paths (e.g. `--exclude=/tmp`, `--bwlimit=50M`). With extra
+    /// arguments, rsync makes the first copy too (cp would not honour them).
     pub fn with_extra_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -200,6 +223,50 @@ impl RsyncSyncer {
     }
 }
 
+impl RsyncSyncer {
+    /// The cp for this sync when the first-copy engine may make it.
+    fn first_copy_engine(&self, target: &Path, opts: &SyncOptions) -> Option<&Path> {
+        let cp = self.cp.as_deref()?;
+        if !first_copy::first_copy_applies(target, opts) {
+            return None;
+        }
+        if !self.extra_args.is_empty() {
+            tracing::info!(
+                "the target is empty, but rsync makes this first copy: cp could not honour the \
+                 extra rsync arguments"
+            );
+            return None;
+        }
+        Some(cp)
+    }
+
+    /// Sets the target folder's own mode, owner, times, xattrs and ACLs as rsync sets them
+    /// (rsync on that folder alone: `--exclude=*` leaves out everything below it).
+    fn copy_root_metadata(&self, source: &Path, target: &Path) -> Result<(), SyncError> {
+        let mut src = safe_path(source).into_os_string().into_vec();
+        if !src.ends_with(b"/") {
+            src.push(b'/');
+        }
+        let mut child = child::tie_to_parent(Command::new(&self.program))
+            .args(["-aAX", "--numeric-ids", "--modify-window=-1", "--exclude=*"])
+            .arg(OsString::from_vec(src))
+            .arg(safe_path(target))
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stderr = collect_stderr(&mut child, "rsync");
+        let status = child.wait();
+        let tail = stderr.join().unwrap_or_default();
+        let status = status.map_err(|e| {
+            SyncError::new(ErrorKind::Other, "waiting for rsync to finish").with_source(e)
+        })?;
+        map_status(status, &tail, target, &mut SyncReport::default())
+    }
+}
+
 /// A path that cannot be mistaken for an option (`-x` becomes `./-x`).
 fn safe_path(p: &Path) -> PathBuf {
     if p.as_os_str().as_bytes().starts_with(b"-") {
@@ -324,7 +391,7 @@ impl Stats {
     }
 }
 
-fn tail_text(tail: &[String]) -> String {
+pub(crate) fn tail_text(tail: &[String]) -> String {
     if tail.is_empty() {
         "(no error output)".into()
     } else {
@@ -339,19 +406,8 @@ pub(crate) fn map_status(
     target: &Path,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
-    let said = |needles: &[&str]| {
-        stderr_tail
-            .iter()
-            .any(|l| needles.iter().any(|n| l.contains(n)))
-    };
-    let no_space = said(&["No space left on device", "Disk quota exceeded"]);
-    // EIO, ENODEV, ENXIO, EROFS, ENOTCONN: the device failed, vanished or went read-only.
-    let device_failed = said(&[
-        "Input/output error",
-        "No such device",
-        "Read-only file system",
-        "Transport endpoint is not connected",
-    ]);
+    let no_space = says_no_space(stderr_tail);
+    let device_failed = says_device_failed(stderr_tail);
     let Some(code) = status.code() else {
         let sig = status.signal().unwrap_or(0);
         return Err(SyncError::new(
@@ -373,36 +429,9 @@ pub(crate) fn map_status(
             );
             Ok(())
         }
-        _ if no_space => Err(SyncError::new(
-            ErrorKind::NoSpace,
-            format!(
-                "the target {} ran out of space (rsync exit {code}): the drive is too small \
-                 for the source; use a larger drive or exclude data from the backup. \
-                 rsync said:\n{tail}",
-                target.display()
-            ),
-        )),
+        _ if no_space => Err(no_space_error("rsync", code, target, &tail)),
         _ if device_failed || code == 11 || (code != 20 && target_gone(target)) => {
-            Err(SyncError::new(
-                ErrorKind::Io,
-                format!(
-                    "reading or writing failed (rsync exit {code}){}: not a full drive; {}. \
-                 rsync said:\n{tail}",
-                    if device_failed {
-                        " with a device error"
-                    } else {
-                        ""
-                    },
-                    if target_gone(target) {
-                        format!(
-                            "the target {} is gone: the drive was pulled or failed during the copy",
-                            target.display()
-                        )
-                    } else {
-                        "the drive may have been pulled, or it has I/O errors (see `dmesg`)".into()
-                    }
-                ),
-            ))
+            Err(io_error("rsync", code, device_failed, target, &tail))
         }
         23 => Err(SyncError::new(
             ErrorKind::PartialTransfer,
@@ -426,8 +455,79 @@ pub(crate) fn map_status(
     }
 }
 
+fn says(stderr_tail: &[String], needles: &[&str]) -> bool {
+    stderr_tail
+        .iter()
+        .any(|l| needles.iter().any(|n| l.contains(n)))
+}
+
+/// The program's error output says the target is full (ENOSPC or a quota).
+pub(crate) fn says_no_space(stderr_tail: &[String]) -> bool {
+    says(
+        stderr_tail,
+        &["No space left on device", "Disk quota exceeded"],
+    )
+}
+
+/// The program's error output says the device failed, vanished or went read-only (EIO,
+/// ENODEV, EROFS, ENOTCONN).
+pub(crate) fn says_device_failed(stderr_tail: &[String]) -> bool {
+    says(
+        stderr_tail,
+        &[
+            "Input/output error",
+            "No such device",
+            "Read-only file system",
+            "Transport endpoint is not connected",
+        ],
+    )
+}
+
+/// [`ErrorKind::NoSpace`], in the words the user gets whichever program copied.
+pub(crate) fn no_space_error(who: &str, code: i32, target: &Path, tail: &str) -> SyncError {
+    SyncError::new(
+        ErrorKind::NoSpace,
+        format!(
+            "the target {} ran out of space ({who} exit {code}): the drive is too small \
+             for the source; use a larger drive or exclude data from the backup. \
+             {who} said:\n{tail}",
+            target.display()
+        ),
+    )
+}
+
+/// [`ErrorKind::Io`]: the drive failed or was pulled, in the same words for every program.
+pub(crate) fn io_error(
+    who: &str,
+    code: i32,
+    device_failed: bool,
+    target: &Path,
+    tail: &str,
+) -> SyncError {
+    SyncError::new(
+        ErrorKind::Io,
+        format!(
+            "reading or writing failed ({who} exit {code}){}: not a full drive; {}. \
+             {who} said:\n{tail}",
+            if device_failed {
+                " with a device error"
+            } else {
+                ""
+            },
+            if target_gone(target) {
+                format!(
+                    "the target {} is gone: the drive was pulled or failed during the copy",
+                    target.display()
+                )
+            } else {
+                "the drive may have been pulled, or it has I/O errors (see `dmesg`)".into()
+            }
+        ),
+    )
+}
+
 /// The target cannot be reached any more (its device vanished).
-fn target_gone(target: &Path) -> bool {
+pub(crate) fn target_gone(target: &Path) -> bool {
     std::fs::metadata(target).is_err()
 }
 
@@ -458,11 +558,40 @@ impl Syncer for RsyncSyncer {
         opts: &SyncOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
+        if let Some(cp) = self.first_copy_engine(target, opts) {
+            if let Some(plan) = first_copy::plan(source, target) {
+                match first_copy::copy(cp, source, target, &plan, progress) {
+                    Ok(Outcome::Copied(report)) => {
+                        self.copy_root_metadata(source, target)?;
+                        return Ok(report);
+                    }
+                    Ok(Outcome::Stopped(why)) => {
+                        tracing::warn!("{why}");
+                        let mut report = self.run(source, target, opts, progress)?;
+                        report.warnings.push(format!(
+                            "{why}\n(the figures copied are rsync's: what cp had not copied)"
+                        ));
+                        return Ok(report);
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        tracing::warn!("{e}; rsync makes the first copy");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         self.run(source, target, opts, progress)
     }
 
     fn describe(&self) -> String {
-        format!("rsync ({})", self.program.display())
+        match &self.cp {
+            Some(cp) => format!(
+                "rsync ({}), the first copy onto an empty target with {}",
+                self.program.display(),
+                cp.display()
+            ),
+            None => format!("rsync ({})", self.program.display()),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `sync` benchmark: the Rust `RsyncSyncer` (guard + rsync + progress/stats parsing, the
-//! `sync_once` example of the syncer crate built in release mode) against bare
+//! `sync_once` example of the syncer crate built in release mode, with `--rsync-only`: the
+//! first-copy engine has its own benchmark, `first-copy`) against bare
 //! `rsync -aHAX`, against rsync with the same flags as ours without the wrapper, and ours
 //! without the guard's deletion count (what the safety check costs), on one
 //! generated tree (20,000 small files in 200 folders plus 4 files of 8 MiB): a first copy
@@ -142,7 +143,7 @@ fn time(tool: Tool, example: &Path, src: &Path, dst: &Path) -> Result<Duration> 
     let mut cmd = match tool {
         Tool::Ours | Tool::OursNoDeleteGuard => {
             let mut c = Command::new(example);
-            c.arg(src).arg(dst);
+            c.arg(src).arg(dst).arg("--rsync-only");
             if matches!(tool, Tool::OursNoDeleteGuard) {
                 c.arg("--no-delete-guard");
             }

@@ -112,10 +112,16 @@ fn the_fake_keeps_the_syncer_promises() {
     honours_excludes(&FakeSyncer::new());
 }
 
+/// The first copy by cp (the target is empty), then rsync.
 #[test]
 fn rsync_keeps_the_syncer_promises() {
     keeps_the_syncer_promises(&RsyncSyncer::new());
     honours_excludes(&RsyncSyncer::new());
+}
+
+#[test]
+fn rsync_without_the_first_copy_engine_keeps_the_syncer_promises() {
+    keeps_the_syncer_promises(&RsyncSyncer::new().without_first_copy());
 }
 
 #[test]

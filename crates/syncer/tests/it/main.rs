@@ -4,6 +4,7 @@
 mod command;
 mod conformance;
 mod exclude;
+mod first_copy;
 mod lock;
 mod rsync;
 mod util;

@@ -26,7 +26,8 @@ fn mirrors_an_odd_tree_onto_ext4_then_only_changes() {
         require_source_mount_point: true,
         ..opts()
     };
-    let s = RsyncSyncer::new();
+    // rsync's own first copy (the first-copy engine has its test in first_copy.rs).
+    let s = RsyncSyncer::new().without_first_copy();
 
     let r = s.sync(src, &dst, &o, &mut no_progress).expect("first sync");
     assert_same_tree(src, &dst);
@@ -96,6 +97,7 @@ fn progress_rises_and_ends_at_100_percent() {
     }
     let mut seen: Vec<Progress> = vec![];
     let r = RsyncSyncer::new()
+        .without_first_copy()
         .sync(&src, &dst, &opts(), &mut |p| seen.push(p))
         .expect("sync");
     assert!(seen.len() >= 3, "{seen:?}");
@@ -261,6 +263,7 @@ fn exit_24_is_a_warning_with_the_figures_kept() {
     .unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
     let r = RsyncSyncer::new()
+        .without_first_copy()
         .with_program(&fake)
         .sync(&src, &t.path().join("dst"), &opts(), &mut no_progress)
         .expect("exit 24 is success");
@@ -309,6 +312,7 @@ fn rsync_killed_by_a_signal_is_interrupted() {
     fs::write(&fake, "#!/bin/sh\nkill -KILL $$\n").unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
     let e = RsyncSyncer::new()
+        .without_first_copy()
         .with_program(&fake)
         .sync(&src, &t.path().join("dst"), &opts(), &mut no_progress)
         .unwrap_err();

@@ -51,7 +51,8 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     );
 }
 
-/// The `user.*` extended attributes of `path` (not following symlinks).
+/// The `user.*` extended attributes of `path` and its POSIX ACLs (`system.posix_acl_*`),
+/// not following symlinks.
 pub fn user_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let mut names = vec![0u8; 64 * 1024];
@@ -68,7 +69,7 @@ pub fn user_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
     {
-        if !name.starts_with(b"user.") {
+        if !name.starts_with(b"user.") && !name.starts_with(b"system.posix_acl_") {
             continue;
         }
         let cname = CString::new(name).unwrap();
@@ -87,6 +88,32 @@ pub fn user_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
         out.insert(String::from_utf8_lossy(name).into_owned(), val);
     }
     out
+}
+
+/// Sets a POSIX ACL (`default`: the folder's default ACL) granting `uid` read and execute,
+/// in the kernel's `system.posix_acl_*` format (no `setfacl` needed).
+pub fn set_acl(path: &Path, uid: u32, default: bool) {
+    const UNDEFINED: u32 = u32::MAX;
+    // (tag, permissions, id): USER_OBJ, USER, GROUP_OBJ, MASK, OTHER, sorted by tag.
+    let entries = [
+        (0x01u16, 7u16, UNDEFINED),
+        (0x02, 5, uid),
+        (0x04, 5, UNDEFINED),
+        (0x10, 7, UNDEFINED),
+        (0x20, 0, UNDEFINED),
+    ];
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend(tag.to_le_bytes());
+        v.extend(perm.to_le_bytes());
+        v.extend(id.to_le_bytes());
+    }
+    let name = if default {
+        "system.posix_acl_default"
+    } else {
+        "system.posix_acl_access"
+    };
+    set_xattr(path, name, &v);
 }
 
 fn write(path: &Path, data: &[u8]) {
@@ -165,6 +192,50 @@ pub fn odd_tree(root: &Path) {
         f.set_modified(base + Duration::from_nanos(i as u64 * 1_000_000_123))
             .unwrap();
     }
+}
+
+/// [`odd_tree`] and more: POSIX ACLs (access and default), a fifo, empty folders, a file
+/// owned by a uid and gid without a passwd entry, an xattr and an ACL on `root` itself,
+/// then fixed mtimes on folders (the root's too) and a distinct mode on the root.
+pub fn odder_tree(root: &Path) {
+    odd_tree(root);
+    let acl = root.join("acl");
+    fs::create_dir(&acl).unwrap();
+    write(&acl.join("shared.txt"), b"readable by uid 4321\n");
+    set_acl(&acl.join("shared.txt"), 4321, false);
+    set_acl(&acl, 4321, false);
+    set_acl(&acl, 4321, true);
+    nix::unistd::mkfifo(
+        &root.join("plain/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("empty/and-empty-inside")).unwrap();
+    let nobody = root.join("uid-without-passwd");
+    write(&nobody, b"owner 777777:888888\n");
+    std::os::unix::fs::lchown(&nobody, Some(777_777), Some(888_888)).unwrap();
+    set_xattr(&root.join("sparse.img"), "user.sparse", b"yes");
+    set_xattr(root, "user.root", b"top");
+    set_acl(root, 4321, true);
+    fs::set_permissions(root, fs::Permissions::from_mode(0o2750)).unwrap();
+    // Folder mtimes last: writing inside a folder changes its mtime.
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    let mut dirs: Vec<PathBuf> = entries(root)
+        .into_iter()
+        .filter(|r| fs::symlink_metadata(root.join(r)).unwrap().is_dir())
+        .collect();
+    dirs.reverse();
+    dirs.push(PathBuf::new());
+    for (i, d) in dirs.iter().enumerate() {
+        let f = fs::File::open(root.join(d)).unwrap();
+        f.set_modified(base + Duration::from_nanos(i as u64 * 7_000_000_011))
+            .unwrap();
+    }
+}
+
+/// Bytes allocated on the disk for `path` (holes take none).
+pub fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
 }
 
 /// Relative paths of every entry below `root` (not `root` itself), skipping a top-level
@@ -248,13 +319,16 @@ pub fn assert_same_tree(source: &Path, target: &Path) {
                 fs::read_link(&t).unwrap(),
                 "{what}"
             );
-        } else {
+        } else if sm.is_file() {
             assert!(
                 fs::read(&s).unwrap() == fs::read(&t).unwrap(),
                 "content of {what}"
             );
             let mapped = *inode_map.entry(sm.ino()).or_insert(tm.ino());
             assert_eq!(mapped, tm.ino(), "hard links of {what} are not shared");
+        } else {
+            // A fifo, socket or device node: never opened (a fifo would block).
+            assert_eq!(sm.rdev(), tm.rdev(), "device number of {what}");
         }
     }
     // Distinct source inodes must stay distinct.
