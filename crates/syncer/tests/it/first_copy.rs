@@ -134,10 +134,7 @@ fn a_first_copy_onto_a_drive_too_small_is_no_space() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
-    fs::write(src.join("too-big"), data).unwrap();
+    let src = crate::util::too_big_source(t.path());
     let small = LoopFs::new(8);
     let log = t.path().join("cp-args");
     let e = RsyncSyncer::new()

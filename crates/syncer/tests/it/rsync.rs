@@ -182,15 +182,15 @@ fn a_drive_too_small_is_no_space() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    fs::create_dir(&src).unwrap();
-    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
-    fs::write(src.join("too-big"), data).unwrap();
+    let src = crate::util::too_big_source(t.path());
     let small = LoopFs::new(8);
+    // rsync's own exit 11 (cp makes a first copy by default: see first_copy.rs).
     let e = RsyncSyncer::new()
+        .without_first_copy()
         .sync(&src, &small.mnt.join("backup"), &opts(), &mut no_progress)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoSpace, "{e:?}");
+    assert!(e.to_string().contains("rsync exit 11"), "{e}");
     assert!(e.to_string().contains("ran out of space"), "{e}");
     assert!(e.to_string().contains("larger drive"), "{e}");
 }

@@ -234,6 +234,15 @@ pub fn odder_tree(root: &Path) {
 }
 
 /// Bytes allocated on the disk for `path` (holes take none).
+/// A source folder in `dir` holding one 24 MiB file: too big for an 8 MiB drive.
+pub fn too_big_source(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
+    fs::write(src.join("too-big"), data).unwrap();
+    src
+}
+
 pub fn allocated(path: &Path) -> u64 {
     fs::metadata(path).unwrap().blocks() * 512
 }
