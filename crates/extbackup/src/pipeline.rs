@@ -575,8 +575,7 @@ impl<'a> Pipeline<'a> {
                     format!("history: the new generation drops {gone}, not a configured source"),
                 );
             }
-        }
-        if generation.is_none() {
+        } else {
             warn_strays(&base, &sources);
         }
         let _quiet = crate::quiet::apply(&self.cfg.quiet);
@@ -1202,23 +1201,39 @@ impl Share {
     }
 }
 
+/// The entries of `dir` that are no configured source's folder; none with the single
+/// source (its tree is the whole folder) or when `dir` does not exist yet.
+fn strays(dir: &Path, sources: &[crate::config::Source]) -> std::io::Result<Vec<PathBuf>> {
+    if sources.iter().any(|s| s.name.is_none()) || !dir.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        if !sources
+            .iter()
+            .any(|s| s.name.as_ref().is_some_and(|n| name == n.as_str()))
+        {
+            out.push(dir.join(name));
+        }
+    }
+    Ok(out)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// A plain mirror's data folder with named sources: entries that are no configured source
 /// (the single-source layout's tree, a source since removed) are left alone, and said.
 fn warn_strays(data: &Path, sources: &[crate::config::Source]) {
-    if sources.iter().any(|s| s.name.is_none()) {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(data) else {
-        return;
-    };
-    let strays: Vec<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            !sources
-                .iter()
-                .any(|s| s.name.as_ref().is_some_and(|m| m.as_str() == n))
-        })
+    let strays: Vec<String> = strays(data, sources)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| file_name(p))
         .collect();
     if !strays.is_empty() {
         tracing::warn!(
@@ -1270,30 +1285,17 @@ fn drop_strays(
     generation: &Path,
     sources: &[crate::config::Source],
 ) -> Result<Vec<String>, StepError> {
-    if sources.iter().any(|s| s.name.is_none()) || !generation.is_dir() {
-        return Ok(vec![]);
-    }
-    let err = |e| {
+    let strays = strays(generation, sources).map_err(|e| {
         StepError::with(
             format!("listing the new generation {}", generation.display()),
             e,
         )
-    };
-    let mut gone = vec![];
-    for e in std::fs::read_dir(generation).map_err(err)? {
-        let e = e.map_err(err)?;
-        let name = e.file_name();
-        if sources
-            .iter()
-            .any(|s| s.name.as_ref().is_some_and(|n| name == n.as_str()))
-        {
-            continue;
-        }
-        let p = e.path();
-        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&p)
+    })?;
+    for p in &strays {
+        let removed = if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(p)
         } else {
-            std::fs::remove_file(&p)
+            std::fs::remove_file(p)
         };
         removed.map_err(|e| {
             StepError::with(
@@ -1301,9 +1303,8 @@ fn drop_strays(
                 e,
             )
         })?;
-        gone.push(name.to_string_lossy().into_owned());
     }
-    Ok(gone)
+    Ok(strays.iter().map(|p| file_name(p)).collect())
 }
 
 /// Adds one source's report to the run's (its warnings named after it, when named).

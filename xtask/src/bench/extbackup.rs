@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::median;
+use super::{median, LoopDev};
 
 const REPS: usize = 7;
 /// Where the loopback-test backend's data starts (crypt::HEADER_AREA).
@@ -38,36 +38,8 @@ pub fn run(root: &Path) -> Result<()> {
     r
 }
 
-struct Loop(String);
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-fn losetup(args: &[&str], img: &Path) -> Result<Loop> {
-    let out = Command::new("losetup")
-        .args(args)
-        .args(["--find", "--show"])
-        .arg(img)
-        .output()?;
-    if !out.status.success() {
-        bail!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(Loop(String::from_utf8_lossy(&out.stdout).trim().into()))
-}
-
 fn ok(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    super::output(cmd).map(|_| ())
 }
 
 fn ms(d: Duration) -> String {
@@ -89,7 +61,7 @@ fn bench(exe: &Path, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir.join("mail"))?;
     let img = dir.join("drive.img");
     fs::File::create(&img)?.set_len(128 << 20)?;
-    let dev = losetup(&[], &img)?;
+    let dev = LoopDev::attach(&[], &img)?;
     let config = dir.join("config.toml");
     let d = dir.display();
     fs::write(
@@ -167,7 +139,7 @@ require_source_mount_point = false
 
         // 2b: bare rsync of the same tree onto the same filesystem (mounted outside the
         // timing).
-        let data = losetup(&["--offset", &LOOPBACK_HEADER.to_string()], &dev_path(&dev))?;
+        let data = LoopDev::attach(&["--offset", &LOOPBACK_HEADER.to_string()], &dev_path(&dev))?;
         ok(Command::new("mount").arg(&data.0).arg(&bare_mnt))?;
         let t0 = Instant::now();
         let r = ok(Command::new("rsync")
@@ -206,6 +178,6 @@ require_source_mount_point = false
     Ok(())
 }
 
-fn dev_path(l: &Loop) -> PathBuf {
+fn dev_path(l: &LoopDev) -> PathBuf {
     PathBuf::from(&l.0)
 }

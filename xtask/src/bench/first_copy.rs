@@ -13,12 +13,13 @@
 //! verdict uses this one). Target: the product <= 1.10x cp -a.
 //! Needs root (loop device, mount).
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::output;
 use super::sync::OUR_FLAGS;
 
 const REPS: usize = 9;
@@ -47,28 +48,6 @@ fn tools() -> Vec<(&'static str, Tool)> {
         ("rsync, RsyncSyncer's flags", Tool::Rsync(ours)),
         ("  same, no --sparse", Tool::Rsync(no_sparse)),
     ]
-}
-
-struct Loop {
-    dev: String,
-    mnt: PathBuf,
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
-fn sh(cmd: &mut Command) -> Result<String> {
-    let o = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 pub fn run(root: &Path) -> Result<()> {
@@ -100,14 +79,8 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
             big_size: BIG_SIZE,
         },
     )?;
-    let img = work.join("disk.img");
-    sh(Command::new("truncate").args(["-s", "2G"]).arg(&img))?;
-    sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
-    let dev = sh(Command::new("losetup").args(["--find", "--show"]).arg(&img))?;
-    let mnt = work.join("mnt");
-    fs::create_dir_all(&mnt)?;
-    let lo = Loop { dev, mnt };
-    sh(Command::new("mount").arg(&lo.dev).arg(&lo.mnt))?;
+    let lo = super::LoopFs::new(work, "disk", &["mkfs.ext4", "-q", "-F"])?;
+    let img = &lo.image;
     let tools = tools();
     let mut times: Vec<Vec<Duration>> = vec![vec![]; tools.len()];
     for rep in 0..REPS {
@@ -119,8 +92,8 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
             }
             // The previous copy's data, out of the loop fs and out of the image file's page
             // cache, so that its writeback does not run into this copy's time.
-            sh(Command::new("sync").arg("-f").arg(&lo.mnt))?;
-            sh(Command::new("sync").arg("-f").arg(&img))?;
+            output(Command::new("sync").arg("-f").arg(&lo.mnt))?;
+            output(Command::new("sync").arg("-f").arg(img))?;
             let mut cmd = match &tools[i].1 {
                 Tool::CpA => {
                     let mut c = Command::new("cp");
@@ -143,7 +116,7 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
             cmd.stdout(Stdio::null());
             let t0 = Instant::now();
             let st = cmd.status()?;
-            sh(Command::new("sync").arg("-f").arg(&lo.mnt))?;
+            output(Command::new("sync").arg("-f").arg(&lo.mnt))?;
             times[i].push(t0.elapsed());
             ensure!(st.success(), "{} failed ({st})", tools[i].0);
         }

@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -52,46 +52,12 @@ pub fn run(root: &Path) -> Result<()> {
     result
 }
 
-/// A loop-mounted filesystem, unmounted and detached on drop.
-struct Mounted {
-    dev: String,
-    mnt: PathBuf,
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
-fn mount_new(kind: &str, work: &Path) -> Result<Mounted> {
-    let img = work.join(format!("{kind}.img"));
-    let f = fs::File::create(&img)?;
-    f.set_len(2 << 30)?;
-    drop(f);
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&img)
-        .output()?;
-    if !out.status.success() {
-        bail!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let mnt = work.join(format!("{kind}-mnt"));
-    fs::create_dir_all(&mnt)?;
-    let m = Mounted { dev, mnt };
-    let mkfs = match kind {
-        "ext4" => vec!["mkfs.ext4", "-q", "-F", "-m", "0"],
-        _ => vec!["mkfs.btrfs", "-q", "-f"],
-    };
-    ok(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&m.dev))?;
-    ok(Command::new("mount").arg(&m.dev).arg(&m.mnt))?;
-    Ok(m)
-}
-
 fn measure(kind: &str, mirror: &Path, generation: &Path, src: &Path, work: &Path) -> Result<()> {
-    let m = mount_new(kind, work)?;
+    let mkfs: &[&str] = match kind {
+        "ext4" => &["mkfs.ext4", "-q", "-F", "-m", "0"],
+        _ => &["mkfs.btrfs", "-q", "-f"],
+    };
+    let m = super::LoopFs::new(work, kind, mkfs)?;
     let data = m.mnt.join("data");
     let mirror_run = || timed(Command::new(generation).arg("--mirror").arg(src).arg(&data));
     // The first copies, not timed.
@@ -172,8 +138,4 @@ fn timed(cmd: &mut Command) -> Result<Duration> {
         );
     }
     Ok(took)
-}
-
-fn ok(cmd: &mut Command) -> Result<()> {
-    timed(cmd).map(|_| ())
 }

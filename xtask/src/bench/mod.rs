@@ -140,6 +140,79 @@ pub fn generate_tree(src: &Path, tree: &Tree) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` without echoing it (benches run commands inside their timed loops): its
+/// trimmed standard output, or an error with its output when it fails.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A loop device over an image file, detached on drop.
+pub struct LoopDev(pub String);
+
+impl LoopDev {
+    /// `losetup ARGS --find --show IMAGE`.
+    pub fn attach(args: &[&str], image: &Path) -> Result<Self> {
+        output(
+            Command::new("losetup")
+                .args(args)
+                .args(["--find", "--show"])
+                .arg(image),
+        )
+        .map(LoopDev)
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A new filesystem (`mkfs` is its command, e.g. `["mkfs.ext4", "-q", "-F"]`) on a 2 GiB
+/// image `work/NAME.img` over a loop device, mounted at `work/NAME-mnt`; unmounted and
+/// detached on drop.
+pub struct LoopFs {
+    /// The mount point.
+    pub mnt: PathBuf,
+    /// The image file.
+    pub image: PathBuf,
+    /// Held for its drop: detached after the unmount.
+    _dev: LoopDev,
+}
+
+impl LoopFs {
+    pub fn new(work: &Path, name: &str, mkfs: &[&str]) -> Result<Self> {
+        let image = work.join(format!("{name}.img"));
+        std::fs::File::create(&image)?.set_len(2 << 30)?;
+        let dev = LoopDev::attach(&[], &image)?;
+        let mnt = work.join(format!("{name}-mnt"));
+        std::fs::create_dir_all(&mnt)?;
+        output(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&dev.0))?;
+        output(Command::new("mount").arg(&dev.0).arg(&mnt))?;
+        Ok(LoopFs {
+            mnt,
+            image,
+            _dev: dev,
+        })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // The loop device is detached after this, when the field `_dev` is dropped.
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
 pub fn median(times: &[Duration]) -> Duration {
     let mut v = times.to_vec();
     v.sort();
