@@ -18,11 +18,11 @@ fn main() -> ExitCode {
         exclude: Default::default(),
         lock: None,
     };
-    match extbackup::verify::verify(
+    match extbackup::drive::verify::verify(
         "bench",
         &[single],
         Path::new(copy),
-        extbackup::verify::Depth::Full,
+        extbackup::drive::verify::Depth::Full,
     ) {
         Ok(r) => {
             for d in r.differences.iter().take(10) {

@@ -3,8 +3,8 @@
 //! `main.rs` is a thin command line over this library.
 //!
 //! The pipeline never calls hidapi, mount(2) or libcryptsetup itself: only the traits, and
-//! [`host::Host`] for its locks, free space and the record on the drive. The real backends
-//! are chosen from the configuration in [`backends`].
+//! [`run::host::Host`] for its locks, free space and the record on the drive. The real backends
+//! are chosen from the configuration in [`run::backends`].
 //!
 //! ```
 //! use extbackup::config::Config;
@@ -17,32 +17,16 @@
 //! "#).unwrap();
 //! let d = cfg.drive_by_uuid("0B1C2D3E-AAAA-4BBB-8CCC-0123456789AB").unwrap();
 //! assert_eq!(cfg.mount_point(d), std::path::Path::new("/run/extbackup/offsite-a"));
-//! assert_eq!(extbackup::pipeline::mapping_name("offsite-a"), "extbackup-offsite-a");
+//! assert_eq!(extbackup::drive::layout::mapping_name("offsite-a"), "extbackup-offsite-a");
 //! ```
 #![warn(missing_docs)]
 
-pub mod backends;
-pub mod browse;
-pub mod config;
 pub mod error;
-pub mod escape;
-pub mod history;
-pub mod hooks;
-pub mod host;
-pub mod identify;
-pub mod install;
-pub mod journal;
-pub mod logcapture;
-pub mod monitor;
-pub mod pipeline;
-pub mod prepare;
-pub mod progress;
-pub mod quiet;
-pub mod recovery;
-pub mod restore;
-pub mod state;
-pub mod status;
-pub mod verify;
-pub mod watch;
+pub mod fmt;
+
+pub mod config;
+pub mod drive;
+pub mod run;
+pub mod system;
 
 pub use error::{chain, Failure};

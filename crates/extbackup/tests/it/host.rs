@@ -627,7 +627,7 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
 
 #[test]
 fn free_space_is_what_root_can_really_write() {
-    use extbackup::host::Host;
+    use extbackup::run::host::Host;
     use std::io::Write;
     if !root_or_skip("free_space_is_what_root_can_really_write") {
         return;
@@ -635,7 +635,7 @@ fn free_space_is_what_root_can_really_write() {
     // 10% reserved for root: runs are root, and may use them.
     let img = testkit::LoopImage::ext4_with(32, &["-m", "10"]);
     let mp = img.mount("m");
-    let host = extbackup::host::SystemHost::new(img.path("run.lock"));
+    let host = extbackup::run::host::SystemHost::new(img.path("run.lock"));
     let free = host.free_space(&mp).unwrap();
     let mut f = fs::File::create(mp.join("fill")).unwrap();
     let chunk = vec![7u8; 64 * 1024];

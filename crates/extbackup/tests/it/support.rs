@@ -73,7 +73,7 @@ require_source_mount_point = false
             .arg(&self.config)
             .args(args)
             .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-            .env(extbackup::recovery::CHEAP_KDF_ENV, "1")
+            .env(extbackup::drive::recovery::CHEAP_KDF_ENV, "1")
             .stdin(std::process::Stdio::null())
             .output()
             .expect("extbackup runs");
@@ -95,7 +95,7 @@ require_source_mount_point = false
             .arg(&self.config)
             .args(args)
             .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-            .env(extbackup::recovery::CHEAP_KDF_ENV, "1")
+            .env(extbackup::drive::recovery::CHEAP_KDF_ENV, "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -191,7 +191,7 @@ pub fn read_opened_drive(mapped: &Path, mp: &Path) -> (Vec<(PathBuf, Vec<u8>, u3
 /// The copy of the source on a drive mounted at `mp`: its newest generation, else the plain
 /// mirror `data/`.
 pub fn copy_on(mp: &Path) -> PathBuf {
-    extbackup::history::copy_root(mp, None).unwrap()
+    extbackup::drive::history::copy_root(mp, None).unwrap()
 }
 
 /// Every file under `root` with its contents and mode.

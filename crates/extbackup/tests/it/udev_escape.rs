@@ -1,7 +1,7 @@
-//! `extbackup::escape` against the real `systemd-escape` (Debian's `systemd` package).
+//! `extbackup::system::escape` against the real `systemd-escape` (Debian's `systemd` package).
 //! If the tool is missing these tests FAIL: an escaping we cannot compare is not verified.
 
-use extbackup::escape;
+use extbackup::system::escape;
 use std::process::Command;
 
 /// Runs `systemd-escape <args> -- <input>`; `Ok(stdout without the newline)` or

@@ -1,6 +1,6 @@
-//! `extbackup::install` output checked by systemd's own tools.
+//! `extbackup::system::install` output checked by systemd's own tools.
 
-use extbackup::install::{self, InstallPaths};
+use extbackup::system::install::{self, InstallPaths};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;

@@ -2,8 +2,8 @@
 //! systemd-udevd and new loop nodes, so they run in the QEMU guest only
 //! (`cargo xtask vm-test`), which starts udevd.
 
-use extbackup::install::{self, InstallPaths};
-use extbackup::watch::{Found, Watcher};
+use extbackup::system::install::{self, InstallPaths};
+use extbackup::system::watch::{Found, Watcher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};

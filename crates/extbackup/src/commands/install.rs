@@ -1,0 +1,203 @@
+//! `extbackup install`: the udev rule, the systemd units and the check timer (or `--print`, `--uninstall`).
+
+use anyhow::{bail, Context, Result};
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+
+use extbackup::config::Config;
+
+use crate::commands::util::{load, UsageError};
+use crate::commands::Cli;
+
+#[derive(ClapArgs, Debug)]
+pub(crate) struct Args {
+    /// Print the files instead of writing them.
+    #[arg(long, conflicts_with = "uninstall")]
+    pub(crate) print: bool,
+    /// Remove the installed files.
+    #[arg(long)]
+    pub(crate) uninstall: bool,
+    /// Write everything below this staging folder instead of / (packagers, tests); runs
+    /// no udevadm or systemctl.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+    /// The binary the units run. Default: this binary, or a copy of it at
+    /// /usr/local/sbin/extbackup when it lies in a build or temporary folder.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: Option<PathBuf>,
+}
+
+pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
+    use extbackup::system::install;
+    let config_path = std::path::absolute(&cli.config)
+        .with_context(|| format!("resolving {}", cli.config.display()))?;
+    let stage = |p: &std::path::Path| match &a.root {
+        Some(r) => install::under(r, p),
+        None => p.to_path_buf(),
+    };
+    let (binary, copy_from) = unit_binary(a, &stage)?;
+    let mut paths = install::InstallPaths {
+        binary: binary.clone(),
+        config: config_path,
+        ..install::InstallPaths::default()
+    };
+    if a.uninstall {
+        return uninstall(a, &paths);
+    }
+    let cfg = load(cli)?;
+    paths.writable = writable_dirs(&cfg);
+    let drives: Vec<(&str, &str)> = cfg
+        .drives
+        .iter()
+        .map(|d| (d.name.as_str(), d.uuid.as_str()))
+        .collect();
+    let files = install::render(&drives, &paths).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    if a.print {
+        for (p, text) in &files {
+            println!("# {}\n{text}", p.display());
+        }
+        return Ok(0);
+    }
+    if let Some(from) = &copy_from {
+        let to = stage(&binary);
+        copy_binary(from, &to)?;
+        println!(
+            "copied {} to {} (the units run that copy; run `extbackup exec` again after \
+             rebuilding)",
+            from.display(),
+            to.display()
+        );
+    }
+    let staged: Vec<(PathBuf, String)> = files.iter().map(|(p, t)| (stage(p), t.clone())).collect();
+    install::write(&staged)?;
+    for (p, _) in &staged {
+        println!("wrote {}", p.display());
+    }
+    if let Some(root) = &a.root {
+        println!(
+            "staged below {}: nothing reloaded. On the target: `udevadm control --reload`, \
+             `systemctl daemon-reload`, `systemctl enable --now {}`",
+            root.display(),
+            install::CHECK_TIMER
+        );
+        return Ok(0);
+    }
+    for n in install::reload(true) {
+        println!("{n}");
+    }
+    print_next_steps(cli, &cfg);
+    Ok(0)
+}
+
+/// The binary the units run, and where to copy it from when it must be copied first: a
+/// stable path, never a build or temporary folder.
+pub(crate) fn unit_binary(
+    a: &Args,
+    stage: &dyn Fn(&std::path::Path) -> PathBuf,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    use extbackup::system::install;
+    let exe = std::env::current_exe().context("finding the extbackup binary")?;
+    let Some(b) = &a.binary else {
+        return Ok(match install::transient_location(&exe) {
+            Some(_) => (PathBuf::from(install::STABLE_BINARY), Some(exe)),
+            None => (exe, None),
+        });
+    };
+    let b = std::path::absolute(b).with_context(|| format!("resolving {}", b.display()))?;
+    if let Some(why) = install::transient_location(&b) {
+        bail!(UsageError(format!(
+            "{why}: the units would break when it goes. Install the binary at a \
+             stable path (e.g. `exec -m 0755 {} {}`) and pass that, or leave out \
+             --binary to have it copied there",
+            b.display(),
+            install::STABLE_BINARY
+        )));
+    }
+    let copy = (b != exe).then_some(exe).filter(|_| !stage(&b).exists());
+    Ok((b, copy))
+}
+
+/// `exec --uninstall`: removes what `exec` wrote (below `--root`, only the files).
+pub(crate) fn uninstall(a: &Args, paths: &extbackup::system::install::InstallPaths) -> Result<u8> {
+    use extbackup::system::install;
+    let (removed, notes) = match &a.root {
+        Some(root) => {
+            let files = paths.files_under(root).into_iter();
+            let removed = files.filter(|p| std::fs::remove_file(p).is_ok()).collect();
+            (removed, Vec::new())
+        }
+        None => {
+            let (removed, mut notes) = install::uninstall(paths)?;
+            notes.extend(install::reload(false));
+            (removed, notes)
+        }
+    };
+    for p in &removed {
+        println!("removed {}", p.display());
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// The folders a run writes to, which the unit's sandbox must leave writable.
+pub(crate) fn writable_dirs(cfg: &Config) -> Vec<PathBuf> {
+    let mut writable = vec![cfg.state_dir.clone(), cfg.mount_root.clone()];
+    for d in &cfg.drives {
+        let mp = cfg.mount_point(d);
+        if !mp.starts_with(&cfg.mount_root) {
+            writable.push(mp);
+        }
+    }
+    if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
+        writable.push(m);
+    }
+    let locks = cfg.sources().into_iter().filter_map(|s| s.lock);
+    for l in cfg.source_lock.iter().cloned().chain(locks) {
+        if let Some(dir) = l.path.parent() {
+            if !writable.iter().any(|w| w == dir) {
+                writable.push(dir.to_path_buf());
+            }
+        }
+    }
+    writable.dedup();
+    writable
+}
+
+pub(crate) fn print_next_steps(cli: &Cli, cfg: &Config) {
+    println!("\nnext steps:");
+    if cfg.drives.is_empty() {
+        println!(
+            "  - prepare a drive: `extbackup prepare /dev/sdX --name offsite-a` (no second \
+             `exec` needed afterwards)"
+        );
+    } else {
+        println!(
+            "  - plug in a prepared drive: the backup starts by itself; follow it with \
+             `journalctl -f -u 'extbackup@*'`"
+        );
+    }
+    if cfg.mail.is_none() {
+        println!(
+            "  - add a [mail] section to {} to hear about failures and reminders",
+            cli.config.display()
+        );
+    }
+    println!("  - `extbackup status` shows each drive's last backup and which one is due next");
+}
+
+/// Copies the running binary to `to` atomically, mode 0755.
+pub(crate) fn copy_binary(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = to.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(".extbackup.exec-tmp");
+    std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&tmp, to))
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}

@@ -1,0 +1,58 @@
+//! `extbackup restore`: copy files or folders from a drive back, with full metadata.
+
+use anyhow::Result;
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+
+use extbackup::drive::restore;
+
+use crate::commands::util::{failure, load_or_default, with_drive_view};
+use crate::commands::Cli;
+
+#[derive(ClapArgs, Debug)]
+pub(crate) struct Args {
+    /// The drive's name.
+    name: String,
+    /// What to restore, as paths in the source (`/` for everything).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The folder to restore into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// Replace files that exist in DIR.
+    #[arg(long)]
+    overwrite: bool,
+    /// Restore from the generation made at or before DATE (UTC: 2026-11-27,
+    /// 2026-11-27T15:30, or a name from `extbackup history`); the newest by default.
+    #[arg(long, value_name = "DATE")]
+    at: Option<String>,
+    /// The drive's LUKS device.
+    #[arg(long, value_name = "DEV")]
+    device: Option<PathBuf>,
+    /// Open with the recovery passphrase instead of the key file.
+    #[arg(long)]
+    passphrase: bool,
+}
+
+pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
+    let (cfg, has_config) = load_or_default(cli)?;
+    with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
+        let sources = if has_config { cfg.sources() } else { vec![] };
+        let from = view.data_at(a.at.as_deref()).map_err(failure)?;
+        let r = restore::restore(
+            &from,
+            view.mount_point(),
+            &sources,
+            &restore::RestoreRequest {
+                paths: a.paths.clone(),
+                to: a.to.clone(),
+                overwrite: a.overwrite,
+            },
+        )
+        .map_err(failure)?;
+        for (rel, dest) in &r.items {
+            println!("restored {} to {}", rel.display(), dest.display());
+        }
+        Ok(0)
+    })
+}

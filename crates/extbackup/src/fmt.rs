@@ -1,0 +1,79 @@
+//! How the orchestrator writes sizes, ages and times for people, and the clock it reads.
+//! The bottom layer: it imports nothing from this crate.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `2026-11-27 00:27:22 UTC` for `secs` since the epoch.
+pub fn fmt_utc(secs: u64) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| format!("{secs} s after 1970"))
+}
+
+/// `3 days`, `5 hours`, `12 minutes`, `40 seconds`.
+pub fn fmt_age(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 2 * 86_400 => (s / 86_400, "days"),
+        s if s >= 2 * 3600 => (s / 3600, "hours"),
+        s if s >= 2 * 60 => (s / 60, "minutes"),
+        1 => (1, "second"),
+        s => (s, "seconds"),
+    };
+    format!("{n} {unit}")
+}
+
+/// `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting_matches_known_dates() {
+        assert_eq!(fmt_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_utc(1_795_739_242), "2026-11-27 00:27:22 UTC");
+    }
+
+    #[test]
+    fn ages_pick_a_readable_unit() {
+        assert_eq!(fmt_age(40), "40 seconds");
+        assert_eq!(fmt_age(1), "1 second");
+        assert_eq!(fmt_age(0), "0 seconds");
+        assert_eq!(fmt_age(3 * 3600), "3 hours");
+        assert_eq!(fmt_age(40 * 86_400), "40 days");
+    }
+
+    #[test]
+    fn sizes_use_binary_units_with_one_decimal() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+}
