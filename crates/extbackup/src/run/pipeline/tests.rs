@@ -3,16 +3,17 @@
 
 use super::*;
 use crate::config::Config;
+use crate::drive::state::{RunRecord, RunResult};
 use crate::run::host::HostError;
-use crypt::{CryptError, FormatOptions, LuksInfo, MappingStatus};
+use crypt::{CryptError, FormatOptions, LockMode, LockOutcome, LuksInfo, MappingStatus};
 use indicator::IndicatorError;
 use mockall::{mock, Sequence};
-use mounter::{FsckReport, MountError, MountInfo, UnmountReport};
-use notifier::NotifyError;
+use mounter::{FsckReport, MountError, MountInfo, MountOptions, UnmountReport};
+use notifier::{Event, NotifyError, Outcome as MailOutcome};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use syncer::SyncError;
+use syncer::{SyncError, SyncOptions};
 
 mock! {
     pub Crypt {}
