@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use hidapi::{HidApi, HidDevice, HidError};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::{report_id, Backend, DeviceInfo, Transport};
+use crate::transport::{read_report, send_report, Backend, DeviceInfo, Transport};
 use crate::variant::{PRODUCT_ID, VENDOR_ID};
 
 /// Discovery and opening through hidapi.
@@ -72,23 +72,17 @@ pub struct HidapiTransport {
 
 impl Transport for HidapiTransport {
     fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
-        let id = report_id(data, &self.info.path)?;
-        self.dev
-            .send_feature_report(data)
-            .map_err(|e| convert(e, &format!("sending report {id} to {}", self.info.path)))
+        let send = |_| self.dev.send_feature_report(data);
+        send_report(data, &self.info.path, send, convert)
     }
 
     fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        buf[0] = report_id;
-        let n = self.dev.get_feature_report(&mut buf).map_err(|e| {
-            convert(
-                e,
-                &format!("reading report {report_id} from {}", self.info.path),
-            )
-        })?;
-        buf.truncate(n);
-        Ok(buf)
+        let read = |buf: &mut [u8]| {
+            // hidapi takes the report id in the buffer's first byte.
+            buf[0] = report_id;
+            self.dev.get_feature_report(buf)
+        };
+        read_report(report_id, len, &self.info.path, read, convert)
     }
 
     fn device_info(&self) -> &DeviceInfo {

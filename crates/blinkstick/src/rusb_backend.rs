@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::{report_id, Backend, DeviceInfo, Transport};
+use crate::transport::{read_report, send_report, Backend, DeviceInfo, Transport};
 use crate::variant::{PRODUCT_ID, VENDOR_ID};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -111,28 +111,19 @@ pub struct RusbTransport {
 
 impl Transport for RusbTransport {
     fn set_feature_report(&mut self, data: &[u8]) -> Result<()> {
-        let id = report_id(data, &self.info.path)?;
-        let value = 0x0300 | u16::from(id);
-        self.h
-            .write_control(0x20, 0x09, value, 0, data, TIMEOUT)
-            .map_err(|e| convert(e, &format!("sending report {id} to {}", self.info.path)))?;
-        Ok(())
+        let send = |id| {
+            let value = 0x0300 | u16::from(id);
+            self.h
+                .write_control(0x20, 0x09, value, 0, data, TIMEOUT)
+                .map(drop)
+        };
+        send_report(data, &self.info.path, send, convert)
     }
 
     fn get_feature_report(&mut self, report_id: u8, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
         let value = 0x0300 | u16::from(report_id);
-        let n = self
-            .h
-            .read_control(0xA0, 0x01, value, 0, &mut buf, TIMEOUT)
-            .map_err(|e| {
-                convert(
-                    e,
-                    &format!("reading report {report_id} from {}", self.info.path),
-                )
-            })?;
-        buf.truncate(n);
-        Ok(buf)
+        let read = |buf: &mut [u8]| self.h.read_control(0xA0, 0x01, value, 0, buf, TIMEOUT);
+        read_report(report_id, len, &self.info.path, read, convert)
     }
 
     fn device_info(&self) -> &DeviceInfo {

@@ -68,6 +68,36 @@ pub(crate) fn report_id(data: &[u8], path: &str) -> Result<u8> {
     })
 }
 
+/// A hardware backend's SET_REPORT: `send` puts `data` on the wire (given its report id),
+/// and `convert` maps its error, with what was being done, to ours.
+#[cfg_attr(not(any(feature = "hidapi", feature = "rusb")), allow(dead_code))]
+pub(crate) fn send_report<E>(
+    data: &[u8],
+    path: &str,
+    send: impl FnOnce(u8) -> std::result::Result<(), E>,
+    convert: impl FnOnce(E, &str) -> crate::Error,
+) -> Result<()> {
+    let id = report_id(data, path)?;
+    send(id).map_err(|e| convert(e, &format!("sending report {id} to {path}")))
+}
+
+/// A hardware backend's GET_REPORT of `len` bytes: `read` fills the buffer and says how
+/// many bytes came (the reply is cut to that), and `convert` maps its error to ours.
+#[cfg_attr(not(any(feature = "hidapi", feature = "rusb")), allow(dead_code))]
+pub(crate) fn read_report<E>(
+    report_id: u8,
+    len: usize,
+    path: &str,
+    read: impl FnOnce(&mut [u8]) -> std::result::Result<usize, E>,
+    convert: impl FnOnce(E, &str) -> crate::Error,
+) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = read(&mut buf)
+        .map_err(|e| convert(e, &format!("reading report {report_id} from {path}")))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// Direction of a traced report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

@@ -102,6 +102,27 @@ impl FakeCrypt {
             })
     }
 
+    /// Adds `key` in a new keyslot of `device` (a volume the caller has checked); returns
+    /// the slot.
+    fn push_key(&self, device: &Path, key: Vec<u8>) -> u32 {
+        let mut i = self.inner.lock().unwrap();
+        let v = i.volumes.get_mut(device).expect("checked by the caller");
+        v.keys.push(key);
+        let slot = (v.keys.len() - 1) as u32;
+        v.info.keyslots.push(slot);
+        slot
+    }
+
+    /// "Maps" `device` as `name` (to itself); returns the mapped path.
+    fn activate(&self, device: &Path, name: &str) -> PathBuf {
+        self.inner
+            .lock()
+            .unwrap()
+            .active
+            .insert(name.into(), device.into());
+        device.into()
+    }
+
     fn check_key(&self, device: &Path, key: &Path) -> Result<u32, CryptError> {
         let v = self.volume(device)?;
         let bytes = read_key_file(key)?;
@@ -155,12 +176,7 @@ impl Crypt for FakeCrypt {
         self.record("add_key_file", device);
         self.check_key(device, existing)?;
         let new = read_key_file(new)?.to_vec();
-        let mut i = self.inner.lock().unwrap();
-        let v = i.volumes.get_mut(device).expect("checked above");
-        v.keys.push(new);
-        let slot = (v.keys.len() - 1) as u32;
-        v.info.keyslots.push(slot);
-        Ok(slot)
+        Ok(self.push_key(device, new))
     }
     fn verify_key_file(&self, device: &Path, key: &Path) -> Result<u32, CryptError> {
         self.record("verify_key_file", device);
@@ -169,12 +185,7 @@ impl Crypt for FakeCrypt {
     fn unlock(&self, device: &Path, key: &Path, name: &str) -> Result<PathBuf, CryptError> {
         self.record("unlock", device);
         self.check_key(device, key)?;
-        self.inner
-            .lock()
-            .unwrap()
-            .active
-            .insert(name.into(), device.into());
-        Ok(device.into())
+        Ok(self.activate(device, name))
     }
     fn lock(&self, name: &str, mode: LockMode) -> Result<LockOutcome, CryptError> {
         self.record("lock", Path::new(name));
@@ -250,12 +261,7 @@ impl Crypt for FakeCrypt {
     ) -> Result<u32, CryptError> {
         self.record("add_passphrase", device);
         self.check_key(device, key_file)?;
-        let mut i = self.inner.lock().unwrap();
-        let v = i.volumes.get_mut(device).expect("checked above");
-        v.keys.push(passphrase_key(passphrase));
-        let slot = (v.keys.len() - 1) as u32;
-        v.info.keyslots.push(slot);
-        Ok(slot)
+        Ok(self.push_key(device, passphrase_key(passphrase)))
     }
     fn unlock_read_only(
         &self,
@@ -277,12 +283,7 @@ impl Crypt for FakeCrypt {
                 }
             }
         }
-        self.inner
-            .lock()
-            .unwrap()
-            .active
-            .insert(name.into(), device.into());
-        Ok(device.into())
+        Ok(self.activate(device, name))
     }
 }
 

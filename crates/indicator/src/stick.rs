@@ -50,19 +50,27 @@ struct Shared {
 
 /// Shows states on a BlinkStick. See the [module docs](self).
 pub struct BlinkStickIndicator {
-    backend: Arc<dyn Backend>,
-    selector: Selector,
-    channel: u8,
-    index: u8,
+    link: Link,
     palette: Palette,
     period: Duration,
     progress_bar: bool,
-    retry: Option<RetryPolicy>,
     clock: Arc<dyn Clock>,
     shared: Arc<Shared>,
     anim: Option<Animation>,
     /// Whether LEDs other than the configured one may be lit (a bar was drawn).
     bar_drawn: bool,
+}
+
+/// Which stick, through what, and where on it: what `show` and the breathing thread both
+/// connect with.
+#[derive(Clone)]
+struct Link {
+    backend: Arc<dyn Backend>,
+    selector: Selector,
+    /// The driver's retry policy for every stick opened (the driver's default if `None`).
+    retry: Option<RetryPolicy>,
+    channel: u8,
+    index: u8,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +95,18 @@ fn is_gone(e: &blinkstick::Error) -> bool {
     matches!(e.kind(), K::NotFound | K::Disconnected | K::Io)
 }
 
+/// LEDs the progress bar lights for `progress` on a channel of `leds`: `None` without a
+/// finite progress, with the bar turned off (`progress_bar`), or on a single LED; else at
+/// least one, rounded up.
+fn bar_len(progress: Option<f32>, progress_bar: bool, leds: usize) -> Option<usize> {
+    let p = progress.filter(|p| p.is_finite())?;
+    if !progress_bar || leds < 2 {
+        return None;
+    }
+    let lit = (f64::from(p.clamp(0.0, 1.0)) * leds as f64).ceil() as usize;
+    Some(lit.clamp(1, leds))
+}
+
 /// Where to draw on one particular stick.
 #[derive(Clone, Copy)]
 struct Target {
@@ -96,87 +116,17 @@ struct Target {
     leds: usize,
 }
 
-impl BlinkStickIndicator {
-    /// A BlinkStick indicator through hidapi. The stick need not be plugged in yet: the
-    /// first `show` opens it.
-    pub fn new(config: &IndicatorConfig) -> Result<Self, IndicatorError> {
-        let backend = blinkstick::hidapi_backend::HidapiBackend::new().map_err(map_err)?;
-        Self::with_backend(Arc::new(backend), config)
-    }
-
-    /// A BlinkStick indicator on any backend (tests use the crate's `EmulatedBus`).
-    pub fn with_backend(
-        backend: Arc<dyn Backend>,
-        config: &IndicatorConfig,
-    ) -> Result<Self, IndicatorError> {
-        config.check()?;
-        let palette = Palette::parse(&config.colors)?.limited(config.limit);
-        Ok(BlinkStickIndicator {
-            backend,
-            selector: match &config.serial {
-                Some(s) => Selector::Serial(s.clone()),
-                None => Selector::First,
-            },
-            channel: config.channel,
-            index: config.index,
-            palette,
-            period: Duration::from_millis(config.breathe_period_ms.max(100)),
-            progress_bar: config.progress_bar,
-            retry: None,
-            clock: Arc::new(SystemClock::new()),
-            shared: Arc::new(Shared {
-                stick: Mutex::new(None),
-                background_error: Mutex::new(None),
-                name: Mutex::new(None),
-            }),
-            anim: None,
-            bar_drawn: false,
-        })
-    }
-
-    /// Uses `clock` for animations (tests).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Sets the driver's retry policy on every stick opened (tests use zero delay).
-    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// The colours shown, with the limit applied.
-    pub fn palette(&self) -> Palette {
-        self.palette
-    }
-
-    /// An error the breathing thread met since the last call (e.g. the stick was
-    /// unplugged while a backup ran), for the caller to log.
-    pub fn take_background_error(&self) -> Option<IndicatorError> {
-        lock(&self.shared.background_error).take()
-    }
-
-    fn stop_animation(&mut self) {
-        if let Some(a) = self.anim.take() {
-            a.cancel.cancel();
-            // The thread checks the token at every frame and wakes from sleeps at once.
-            let _ = a.handle.join();
-        }
-    }
-
+impl Link {
     /// Opens the stick if needed and works out where to draw.
     fn connect(
+        &self,
         shared: &Shared,
-        backend: &Arc<dyn Backend>,
-        selector: &Selector,
-        retry: Option<RetryPolicy>,
-        (channel, index): (u8, u8),
         slot: &mut Option<BlinkStick>,
     ) -> Result<Target, blinkstick::Error> {
+        let (channel, index) = (self.channel, self.index);
         if slot.is_none() {
-            let mut stick = BlinkStick::open_with(backend.clone(), selector)?;
-            if let Some(r) = retry {
+            let mut stick = BlinkStick::open_with(self.backend.clone(), &self.selector)?;
+            if let Some(r) = self.retry {
                 stick.set_retry_policy(r);
             }
             *lock(&shared.name) = Some(format!("{} ({})", stick.serial(), stick.variant().name()));
@@ -212,15 +162,82 @@ impl BlinkStickIndicator {
             leds,
         })
     }
+}
+
+impl BlinkStickIndicator {
+    /// A BlinkStick indicator through hidapi. The stick need not be plugged in yet: the
+    /// first `show` opens it.
+    pub fn new(config: &IndicatorConfig) -> Result<Self, IndicatorError> {
+        let backend = blinkstick::hidapi_backend::HidapiBackend::new().map_err(map_err)?;
+        Self::with_backend(Arc::new(backend), config)
+    }
+
+    /// A BlinkStick indicator on any backend (tests use the crate's `EmulatedBus`).
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        config: &IndicatorConfig,
+    ) -> Result<Self, IndicatorError> {
+        config.check()?;
+        let palette = Palette::parse(&config.colors)?.limited(config.limit);
+        Ok(BlinkStickIndicator {
+            link: Link {
+                backend,
+                selector: match &config.serial {
+                    Some(s) => Selector::Serial(s.clone()),
+                    None => Selector::First,
+                },
+                retry: None,
+                channel: config.channel,
+                index: config.index,
+            },
+            palette,
+            period: Duration::from_millis(config.breathe_period_ms.max(100)),
+            progress_bar: config.progress_bar,
+            clock: Arc::new(SystemClock::new()),
+            shared: Arc::new(Shared {
+                stick: Mutex::new(None),
+                background_error: Mutex::new(None),
+                name: Mutex::new(None),
+            }),
+            anim: None,
+            bar_drawn: false,
+        })
+    }
+
+    /// Uses `clock` for animations (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the driver's retry policy on every stick opened (tests use zero delay).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.link.retry = Some(retry);
+        self
+    }
+
+    /// The colours shown, with the limit applied.
+    pub fn palette(&self) -> Palette {
+        self.palette
+    }
+
+    /// An error the breathing thread met since the last call (e.g. the stick was
+    /// unplugged while a backup ran), for the caller to log.
+    pub fn take_background_error(&self) -> Option<IndicatorError> {
+        lock(&self.shared.background_error).take()
+    }
+
+    fn stop_animation(&mut self) {
+        if let Some(a) = self.anim.take() {
+            a.cancel.cancel();
+            // The thread checks the token at every frame and wakes from sleeps at once.
+            let _ = a.handle.join();
+        }
+    }
 
     /// LEDs the progress bar lights for `progress` on a channel of `leds`, if a bar is shown.
     fn bar_len(&self, progress: Option<f32>, leds: usize) -> Option<usize> {
-        let p = progress.filter(|p| p.is_finite())?;
-        if !self.progress_bar || leds < 2 {
-            return None;
-        }
-        let lit = (f64::from(p.clamp(0.0, 1.0)) * leds as f64).ceil() as usize;
-        Some(lit.clamp(1, leds))
+        bar_len(progress, self.progress_bar, leds)
     }
 
     fn draw_bar(stick: &mut BlinkStick, t: Target, lit: usize, c: Rgb) -> blinkstick::Result<()> {
@@ -233,14 +250,7 @@ impl BlinkStickIndicator {
     /// Draws a steady state; clears a bar first.
     fn draw_steady(&mut self, state: State) -> Result<(), blinkstick::Error> {
         let mut slot = lock(&self.shared.stick);
-        let t = Self::connect(
-            &self.shared,
-            &self.backend,
-            &self.selector,
-            self.retry,
-            (self.channel, self.index),
-            &mut slot,
-        )?;
+        let t = self.link.connect(&self.shared, &mut slot)?;
         let stick = slot.as_mut().expect("connected");
         let color = self.palette.color(state);
         if self.bar_drawn {
@@ -270,31 +280,25 @@ impl BlinkStickIndicator {
         // Connect and draw the bar now, so that a missing stick is reported to the caller.
         let first = {
             let mut slot = lock(&self.shared.stick);
-            Self::connect(
-                &self.shared,
-                &self.backend,
-                &self.selector,
-                self.retry,
-                (self.channel, self.index),
-                &mut slot,
-            )
-            .and_then(|t| {
-                let bar = self.bar_len(progress, t.leds);
-                if let Some(lit) = bar {
-                    let stick = slot.as_mut().expect("connected");
-                    Self::draw_bar(stick, t, lit, self.palette.working)?;
-                } else if self.bar_drawn {
-                    let stick = slot.as_mut().expect("connected");
-                    stick.set_frame(t.channel, &vec![Rgb::OFF; t.leds])?;
-                }
-                Ok((bar, t.leds))
-            })
-            .inspect_err(|e| {
-                if is_gone(e) {
-                    *slot = None;
-                    *lock(&self.shared.name) = None;
-                }
-            })
+            self.link
+                .connect(&self.shared, &mut slot)
+                .and_then(|t| {
+                    let bar = self.bar_len(progress, t.leds);
+                    if let Some(lit) = bar {
+                        let stick = slot.as_mut().expect("connected");
+                        Self::draw_bar(stick, t, lit, self.palette.working)?;
+                    } else if self.bar_drawn {
+                        let stick = slot.as_mut().expect("connected");
+                        stick.set_frame(t.channel, &vec![Rgb::OFF; t.leds])?;
+                    }
+                    Ok((bar, t.leds))
+                })
+                .inspect_err(|e| {
+                    if is_gone(e) {
+                        *slot = None;
+                        *lock(&self.shared.name) = None;
+                    }
+                })
         };
         let (bar, leds) = match &first {
             Ok((bar, leds)) => (*bar, Some(*leds)),
@@ -304,11 +308,7 @@ impl BlinkStickIndicator {
         // The thread breathes, and reconnects on its own if the stick is gone.
         let cancel = CancelToken::new();
         let ctx = Breather {
-            backend: self.backend.clone(),
-            selector: self.selector.clone(),
-            retry: self.retry,
-            channel: self.channel,
-            index: self.index,
+            link: self.link.clone(),
             color: self.palette.working,
             period: self.period,
             progress,
@@ -337,11 +337,7 @@ impl BlinkStickIndicator {
 
 /// The breathing thread's state.
 struct Breather {
-    backend: Arc<dyn Backend>,
-    selector: Selector,
-    retry: Option<RetryPolicy>,
-    channel: u8,
-    index: u8,
+    link: Link,
     color: Rgb,
     period: Duration,
     progress: Option<f32>,
@@ -379,21 +375,9 @@ impl Breather {
     }
 
     fn breathe_once(&mut self, slot: &mut Option<BlinkStick>) -> blinkstick::Result<()> {
-        let t = BlinkStickIndicator::connect(
-            &self.shared,
-            &self.backend,
-            &self.selector,
-            self.retry,
-            (self.channel, self.index),
-            slot,
-        )?;
+        let t = self.link.connect(&self.shared, slot)?;
         let stick = slot.as_mut().expect("connected");
-        let bar = self
-            .progress
-            .filter(|p| p.is_finite() && self.progress_bar && t.leds >= 2)
-            .map(|p| {
-                ((f64::from(p.clamp(0.0, 1.0)) * t.leds as f64).ceil() as usize).clamp(1, t.leds)
-            });
+        let bar = bar_len(self.progress, self.progress_bar, t.leds);
         if self.needs_redraw {
             if let Some(lit) = bar {
                 BlinkStickIndicator::draw_bar(stick, t, lit, self.color)?;
@@ -443,14 +427,14 @@ impl Indicator for BlinkStickIndicator {
     fn describe(&self) -> String {
         let who = match &*lock(&self.shared.name) {
             Some(s) => s.clone(),
-            None => match &self.selector {
+            None => match &self.link.selector {
                 Selector::Serial(s) => format!("{s} (not connected)"),
                 _ => "first found (not connected)".into(),
             },
         };
         format!(
             "blinkstick {who}, channel {} LED {}",
-            self.channel, self.index
+            self.link.channel, self.link.index
         )
     }
 }

@@ -23,10 +23,12 @@ use super::output;
 use super::sync::OUR_FLAGS;
 
 const REPS: usize = 9;
-const DIRS: usize = 300;
-const FILES_PER_DIR: usize = 100;
-const BIG_FILES: usize = 8;
-const BIG_SIZE: usize = 128 << 20;
+const TREE: super::Tree = super::Tree {
+    dirs: 300,
+    files_per_dir: 100,
+    big_files: 8,
+    big_size: 128 << 20,
+};
 
 /// What is timed.
 enum Tool {
@@ -56,29 +58,12 @@ pub fn run(root: &Path) -> Result<()> {
         "bench first-copy needs root (a loop device, a mount)"
     );
     let example = super::release_example(root, "syncer", "sync_once")?;
-    let work = std::env::temp_dir().join(format!("extbackup-bench-first-{}", std::process::id()));
-    fs::create_dir_all(&work)?;
-    let r = measure(&example, &work);
-    let _ = fs::remove_dir_all(&work);
-    r
+    super::in_work_dir("first", |work| measure(&example, work))
 }
 
 fn measure(example: &Path, work: &Path) -> Result<()> {
     let src = work.join("src");
-    eprintln!(
-        "bench first-copy: generating {} small files and {BIG_FILES} x {} MiB",
-        DIRS * FILES_PER_DIR,
-        BIG_SIZE >> 20
-    );
-    super::generate_tree(
-        &src,
-        &super::Tree {
-            dirs: DIRS,
-            files_per_dir: FILES_PER_DIR,
-            big_files: BIG_FILES,
-            big_size: BIG_SIZE,
-        },
-    )?;
+    TREE.generate("first-copy", &src)?;
     let lo = super::LoopFs::new(work, "disk", &["mkfs.ext4", "-q", "-F"])?;
     let img = &lo.image;
     let tools = tools();
@@ -124,8 +109,8 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
     }
     println!(
         "bench first-copy: empty ext4 on a loop device, {} small files + {} MiB; {REPS} runs each, median (min)",
-        DIRS * FILES_PER_DIR,
-        (BIG_FILES * BIG_SIZE) >> 20
+        TREE.small_files(),
+        TREE.big_mib()
     );
     let base = (super::median(&times[0]), *times[0].iter().min().unwrap());
     let mut product = (0.0, 0.0);

@@ -9,14 +9,17 @@
 //! As root (loop devices).
 
 use anyhow::{bail, Context, Result};
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const REPS: usize = 5;
-const DIRS: usize = 300;
-const FILES_PER_DIR: usize = 100;
+const TREE: super::Tree = super::Tree {
+    dirs: 300,
+    files_per_dir: 100,
+    big_files: 0,
+    big_size: 0,
+};
 
 /// Builds the examples, generates the tree, measures ext4 then btrfs, cleans up.
 pub fn run(root: &Path) -> Result<()> {
@@ -25,31 +28,14 @@ pub fn run(root: &Path) -> Result<()> {
     }
     let mirror = super::release_example(root, "syncer", "sync_once")?;
     let generation = super::release_example(root, "syncer", "generation_once")?;
-    let work = std::env::temp_dir().join(format!("extbackup-bench-history-{}", std::process::id()));
-    fs::create_dir_all(&work)?;
-    let result = (|| {
+    super::in_work_dir("history", |work| {
         let src = work.join("src");
-        eprintln!(
-            "bench history: generating {} files in {}",
-            DIRS * FILES_PER_DIR,
-            src.display()
-        );
-        super::generate_tree(
-            &src,
-            &super::Tree {
-                dirs: DIRS,
-                files_per_dir: FILES_PER_DIR,
-                big_files: 0,
-                big_size: 0,
-            },
-        )?;
+        TREE.generate("history", &src)?;
         for fs_kind in ["ext4", "btrfs"] {
-            measure(fs_kind, &mirror, &generation, &src, &work)?;
+            measure(fs_kind, &mirror, &generation, &src, work)?;
         }
         Ok(())
-    })();
-    let _ = fs::remove_dir_all(&work);
-    result
+    })
 }
 
 fn measure(kind: &str, mirror: &Path, generation: &Path, src: &Path, work: &Path) -> Result<()> {
@@ -95,7 +81,7 @@ fn measure(kind: &str, mirror: &Path, generation: &Path, src: &Path, work: &Path
     };
     println!(
         "bench history {kind}: {REPS} runs each on {} files; median (min)",
-        DIRS * FILES_PER_DIR
+        TREE.small_files()
     );
     println!(
         "  no-change mirror run              {:>8.3} s ({:.3} s)",

@@ -91,9 +91,6 @@ pub fn run_printing(exe: &Path, prefix: &str, failure: &str) -> Result<()> {
     Ok(())
 }
 
-/// The median of `times` (the upper one of the middle two for an even count).
-///
-/// Panics on an empty slice.
 /// The shape of a benchmark's source tree: `dirs` folders of `files_per_dir` small files
 /// (200..4000 bytes each), and `big_files` files of `big_size` bytes at the top.
 pub struct Tree {
@@ -101,6 +98,44 @@ pub struct Tree {
     pub files_per_dir: usize,
     pub big_files: usize,
     pub big_size: usize,
+}
+
+impl Tree {
+    /// How many small files.
+    pub const fn small_files(&self) -> usize {
+        self.dirs * self.files_per_dir
+    }
+
+    /// The big files' total size, in MiB.
+    pub const fn big_mib(&self) -> usize {
+        (self.big_files * self.big_size) >> 20
+    }
+
+    /// Says on stderr what the benchmark `bench` is generating, then writes the tree under
+    /// `src` ([`generate_tree`]).
+    pub fn generate(&self, bench: &str, src: &Path) -> Result<()> {
+        let big = if self.big_files == 0 {
+            String::new()
+        } else {
+            format!(" and {} x {} MiB", self.big_files, self.big_size >> 20)
+        };
+        eprintln!(
+            "bench {bench}: generating {} small files{big} in {}",
+            self.small_files(),
+            src.display()
+        );
+        generate_tree(src, self)
+    }
+}
+
+/// Runs `f` in a new work folder `extbackup-bench-NAME-PID` in the temp folder, then
+/// removes the folder whatever `f` returned.
+pub fn in_work_dir(name: &str, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let work = std::env::temp_dir().join(format!("extbackup-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = f(&work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
 }
 
 /// Writes `tree` under `src` with cheap pseudo-random content (xorshift: not compressible,
@@ -214,6 +249,9 @@ impl Drop for LoopFs {
     }
 }
 
+/// The median of `times` (the upper one of the middle two for an even count).
+///
+/// Panics on an empty slice.
 pub fn median(times: &[Duration]) -> Duration {
     let mut v = times.to_vec();
     v.sort();
@@ -250,6 +288,7 @@ mod tree_tests {
         assert_eq!(big.len(), (3 << 20) / 2);
         assert_eq!(big, std::fs::read(t.join("b/big0.bin")).unwrap());
         assert_eq!(std::fs::read_dir(t.join("a/dir001")).unwrap().count(), 3);
+        assert_eq!((shape.small_files(), shape.big_mib()), (6, 1));
         let _ = std::fs::remove_dir_all(&t);
     }
 

@@ -15,10 +15,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const REPS: usize = 7;
-const DIRS: usize = 200;
-const FILES_PER_DIR: usize = 100;
-const BIG_FILES: usize = 4;
-const BIG_SIZE: usize = 8 << 20;
+const TREE: super::Tree = super::Tree {
+    dirs: 200,
+    files_per_dir: 100,
+    big_files: 4,
+    big_size: 8 << 20,
+};
 
 /// The flags `RsyncSyncer` passes (keep in step with crates/syncer/src/rsync.rs).
 pub const OUR_FLAGS: &[&str] = &[
@@ -54,29 +56,12 @@ impl Tool {
 /// Builds the example, generates the tree, measures, prints, cleans up.
 pub fn run(root: &Path) -> Result<()> {
     let example = super::release_example(root, "syncer", "sync_once")?;
-    let work = std::env::temp_dir().join(format!("extbackup-bench-sync-{}", std::process::id()));
-    let result = measure(&example, &work);
-    let _ = fs::remove_dir_all(&work);
-    result
+    super::in_work_dir("sync", |work| measure(&example, work))
 }
 
 fn measure(example: &Path, work: &Path) -> Result<()> {
     let src = work.join("src");
-    eprintln!(
-        "bench sync: generating {} small files and {BIG_FILES} x {} MiB in {}",
-        DIRS * FILES_PER_DIR,
-        BIG_SIZE >> 20,
-        src.display()
-    );
-    super::generate_tree(
-        &src,
-        &super::Tree {
-            dirs: DIRS,
-            files_per_dir: FILES_PER_DIR,
-            big_files: BIG_FILES,
-            big_size: BIG_SIZE,
-        },
-    )?;
+    TREE.generate("sync", &src)?;
     let tools = [
         Tool::Ours,
         Tool::OursNoDeleteGuard,
@@ -103,8 +88,8 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
     let again: Vec<(Duration, Duration)> = again.iter().map(med).collect();
     println!(
         "bench sync: {REPS} runs each, tree of {} files + {} MiB; median (min)",
-        DIRS * FILES_PER_DIR,
-        (BIG_FILES * BIG_SIZE) >> 20
+        TREE.small_files(),
+        TREE.big_mib()
     );
     println!("  {:<26} {:>20} {:>20}", "", "first copy", "no-change sync");
     for (i, tool) in tools.iter().enumerate() {

@@ -10,25 +10,23 @@
 //! tree and needs root and a LUKS device.
 
 use anyhow::{bail, Context, Result};
-use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const REPS: usize = 3;
-const BIG_FILES: usize = 8;
-const BIG_SIZE: usize = 128 << 20;
-const DIRS: usize = 300;
-const FILES_PER_DIR: usize = 100;
+const TREE: super::Tree = super::Tree {
+    dirs: 300,
+    files_per_dir: 100,
+    big_files: 8,
+    big_size: 128 << 20,
+};
 const TARGET: f64 = 1.5;
 
 /// Builds the example, generates the tree, measures, prints, cleans up.
 pub fn run(root: &Path) -> Result<()> {
     let example = super::release_example(root, "extbackup", "verify_once")?;
-    let work = std::env::temp_dir().join(format!("extbackup-bench-verify-{}", std::process::id()));
-    let result = measure(&example, &work);
-    let _ = fs::remove_dir_all(&work);
-    result
+    super::in_work_dir("verify", |work| measure(&example, work))
 }
 
 fn time_verify(example: &Path, src: &Path, dst: &Path) -> Result<Duration> {
@@ -66,21 +64,7 @@ fn time_sha256sum(src: &Path, dst: &Path) -> Result<Duration> {
 
 fn measure(example: &Path, work: &Path) -> Result<()> {
     let (src, dst) = (work.join("source"), work.join("copy"));
-    eprintln!(
-        "bench verify: generating {} x {} MiB + {} small files",
-        BIG_FILES,
-        BIG_SIZE >> 20,
-        DIRS * FILES_PER_DIR
-    );
-    super::generate_tree(
-        &src,
-        &super::Tree {
-            dirs: DIRS,
-            files_per_dir: FILES_PER_DIR,
-            big_files: BIG_FILES,
-            big_size: BIG_SIZE,
-        },
-    )?;
+    TREE.generate("verify", &src)?;
     crate::util::run(Command::new("cp").arg("-a").arg(&src).arg(&dst))?;
     // Warm-up: both read everything once into the page cache.
     time_sha256sum(&src, &dst)?;
@@ -100,8 +84,8 @@ fn measure(example: &Path, work: &Path) -> Result<()> {
     println!(
         "verify --full over {} MiB + {} small files, both sides: {:.2} s; sha256sum over the \
          same files: {:.2} s; ratio {ratio:.2} (target <= {TARGET})",
-        (BIG_FILES * BIG_SIZE) >> 20,
-        DIRS * FILES_PER_DIR,
+        TREE.big_mib(),
+        TREE.small_files(),
         o.as_secs_f64(),
         b.as_secs_f64()
     );

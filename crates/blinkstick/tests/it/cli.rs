@@ -71,58 +71,62 @@ fn no_stick_is_an_error_with_status_1() {
     assert!(err.contains("no BlinkStick found"), "{err}");
 }
 
+/// One emulated BlinkStick Square.
+const SQUARE: &str = "square:BS000001-3.0";
+
+/// Runs `blinkstick ARGS` (`args` split at spaces) on the emulated sticks `spec`, expects
+/// exit status 0, and returns its stdout and stderr (where `--trace` writes the reports).
+#[track_caller]
+fn ok(spec: &str, args: &str) -> (String, String) {
+    let (code, out, err) = run(emulated(spec).args(args.split_whitespace()));
+    assert_eq!(code, 0, "{err}");
+    (out, err)
+}
+
+/// Asserts that `text` contains each of `wanted`.
+#[track_caller]
+fn assert_has(text: &str, wanted: &[&str]) {
+    for w in wanted {
+        assert!(text.contains(w), "{text}");
+    }
+}
+
 #[test]
 fn seed_start_command_sends_report5() {
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
-        "--trace",
-        "--index",
-        "1",
-        "--limit",
-        "10",
-        "--set-color",
-        "33c280",
-    ]));
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("set 05 00 01 05 13 0c"), "{err}");
+    let (_, err) = ok(SQUARE, "--trace --index 1 --limit 10 --set-color 33c280");
+    assert_has(&err, &["set 05 00 01 05 13 0c"]);
 }
 
 #[test]
 fn seed_stop_command_and_positional_colour() {
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
-        "--trace",
-        "--index",
-        "1",
-        "--limit",
-        "10",
-        "--set-color",
-        "green",
-    ]));
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("set 05 00 01 00 0c 00"), "{err}");
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args(["--trace", "green"]));
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("set 01 00 80 00"), "{err}");
+    let (_, err) = ok(SQUARE, "--trace --index 1 --limit 10 --set-color green");
+    assert_has(&err, &["set 05 00 01 00 0c 00"]);
+    let (_, err) = ok(SQUARE, "--trace green");
+    assert_has(&err, &["set 01 00 80 00"]);
 }
 
 #[test]
 fn acts_on_all_sticks_without_serial_and_one_with() {
     let spec = "square:BS000001-3.0,nano:BS000002-3.0";
-    let (code, _, err) = run(emulated(spec).args(["--trace", "--set-color", "#010203"]));
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("BS000001-3.0 set 01 01 02 03"), "{err}");
-    assert!(err.contains("BS000002-3.0 set 01 01 02 03"), "{err}");
-    let (code, _, err) = run(emulated(spec).args(["--trace", "-s", "BS000002-3.0", "red"]));
-    assert_eq!(code, 0, "{err}");
+    let (_, err) = ok(spec, "--trace --set-color #010203");
+    assert_has(
+        &err,
+        &[
+            "BS000001-3.0 set 01 01 02 03",
+            "BS000002-3.0 set 01 01 02 03",
+        ],
+    );
+    let (_, err) = ok(spec, "--trace -s BS000002-3.0 red");
     assert!(!err.contains("BS000001-3.0 set"), "{err}");
-    assert!(err.contains("BS000002-3.0 set 01 ff 00 00"), "{err}");
+    assert_has(&err, &["BS000002-3.0 set 01 ff 00 00"]);
 }
 
 #[test]
 fn unknown_serial_or_colour_is_an_error() {
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args(["-s", "BS7", "red"]));
+    let (code, _, err) = run(emulated(SQUARE).args(["-s", "BS7", "red"]));
     assert_eq!(code, 1);
     assert!(err.contains("BS7"), "{err}");
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args(["--trace", "greenish"]));
+    let (code, _, err) = run(emulated(SQUARE).args(["--trace", "greenish"]));
     assert_eq!(code, 1);
     assert!(err.contains("`greenish`"), "{err}");
     assert!(!err.contains(" set "), "nothing sent: {err}");
@@ -130,58 +134,30 @@ fn unknown_serial_or_colour_is_an_error() {
 
 #[test]
 fn inverse_and_brightness() {
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
-        "--trace",
-        "--brightness",
-        "10",
-        "--inverse",
-        "33c280",
-    ]));
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("set 01 fa ec f3"), "{err}");
+    let (_, err) = ok(SQUARE, "--trace --brightness 10 --inverse 33c280");
+    assert_has(&err, &["set 01 fa ec f3"]);
 }
 
 #[test]
 fn info_mode_led_count_and_blocks() {
-    let (code, out, err) = run(emulated("flex:BS000006-3.0").args([
-        "--trace",
-        "--set-infoblock1",
-        "nas",
-        "--set-mode",
-        "3",
-        "--set-led-count",
-        "12",
-        "--info",
-    ]));
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("BlinkStick Flex"), "{out}");
-    assert!(out.contains("BS000006-3.0"), "{out}");
-    assert!(err.contains("set 04 03"), "{err}");
-    assert!(err.contains("set 81 0c"), "{err}");
-    assert!(err.contains("set 02 6e 61 73 00"), "{err}");
+    let args = "--trace --set-infoblock1 nas --set-mode 3 --set-led-count 12 --info";
+    let (out, err) = ok("flex:BS000006-3.0", args);
+    assert_has(&out, &["BlinkStick Flex", "BS000006-3.0"]);
+    assert_has(&err, &["set 04 03", "set 81 0c", "set 02 6e 61 73 00"]);
 }
 
 #[test]
 fn nano_mode_1_warns() {
-    let (code, _, err) = run(emulated("nano:BS000005-3.0").args(["--set-mode", "1"]));
-    assert_eq!(code, 0, "{err}");
+    let (_, err) = ok("nano:BS000005-3.0", "--set-mode 1");
     assert!(err.contains("warning") && err.contains("dark"), "{err}");
 }
 
 #[test]
 fn blink_sends_on_and_off_at_the_index() {
-    let (code, _, err) = run(emulated("square:BS000001-3.0").args([
-        "--trace",
-        "--blink",
-        "--repeats",
-        "2",
-        "--delay",
-        "10",
-        "--index",
-        "2",
-        "blue",
-    ]));
-    assert_eq!(code, 0, "{err}");
+    let (_, err) = ok(
+        SQUARE,
+        "--trace --blink --repeats 2 --delay 10 --index 2 blue",
+    );
     let sets: Vec<&str> = err.lines().filter(|l| l.contains(" set ")).collect();
     assert_eq!(sets.len(), 4, "{err}");
     assert!(sets[0].ends_with("05 00 02 00 00 ff"));
@@ -208,10 +184,8 @@ fn udev_rules_print_and_write() {
 
 #[test]
 fn list_shows_serial_and_variant() {
-    let (code, out, err) = run(emulated("pro:BS000002-2.0,nano:BS000005-3.0").arg("--list"));
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("BS000002-2.0\tpro"), "{out}");
-    assert!(out.contains("BS000005-3.0\tnano"), "{out}");
+    let (out, _) = ok("pro:BS000002-2.0,nano:BS000005-3.0", "--list");
+    assert_has(&out, &["BS000002-2.0\tpro", "BS000005-3.0\tnano"]);
 }
 
 #[test]
@@ -219,7 +193,7 @@ fn endless_pulse_starts_at_once_in_constant_memory() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     // 4294967295 pulses would be ~100 GB of frames if they were made before the first one
-    let mut child = emulated("square:BS000001-3.0")
+    let mut child = emulated(SQUARE)
         .args(["--trace", "--pulse", "--repeats", "4294967295", "red"])
         .stderr(Stdio::piped())
         .spawn()

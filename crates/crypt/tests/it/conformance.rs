@@ -192,15 +192,7 @@ fn the_loopback_test_backend_keeps_the_crypt_promises() {
     let (img, blank) = (LoopImage::blank(32), LoopImage::blank(8));
     std::env::set_var(ALLOW_ENV, "1");
     let c = LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, img.path("state")).unwrap();
-    let damage = || zero_start(&img.dev);
-    keeps_the_crypt_promises(Rig {
-        crypt: &c,
-        device: img.dev.clone(),
-        blank: blank.dev.clone(),
-        dir: img.path(""),
-        damage: &damage,
-        activation: true,
-    });
+    keeps_the_crypt_promises_on(&c, &img, &blank, true);
 }
 
 #[test]
@@ -215,25 +207,32 @@ fn libcryptsetup_keeps_the_crypt_promises() {
 #[test]
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_libcryptsetup_keeps_the_crypt_promises_with_activation() {
-    assert!(
-        std::fs::read_to_string("/proc/misc")
-            .unwrap_or_default()
-            .contains("device-mapper"),
-        "the guest kernel has device-mapper"
-    );
+    assert!(has_device_mapper(), "the guest kernel has device-mapper");
     libcryptsetup_suite();
 }
 
 fn libcryptsetup_suite() {
     let (img, blank) = (LoopImage::blank(32), LoopImage::blank(8));
-    let c = LibcryptsetupCrypt::new();
-    let damage = || zero_start(&img.dev);
     // Real activation needs device-mapper: in the QEMU guest, not on this host.
-    let activation = std::fs::read_to_string("/proc/misc")
-        .unwrap_or_default()
-        .contains("device-mapper");
+    keeps_the_crypt_promises_on(
+        &LibcryptsetupCrypt::new(),
+        &img,
+        &blank,
+        has_device_mapper(),
+    );
+}
+
+/// The suite for a backend on loop devices: `img` formatted (and its temp folder for the
+/// files), `blank` never; a header is destroyed by zeroing the start of `img`.
+fn keeps_the_crypt_promises_on(
+    c: &dyn Crypt,
+    img: &LoopImage,
+    blank: &LoopImage,
+    activation: bool,
+) {
+    let damage = || zero_start(&img.dev);
     keeps_the_crypt_promises(Rig {
-        crypt: &c,
+        crypt: c,
         device: img.dev.clone(),
         blank: blank.dev.clone(),
         dir: img.path(""),

@@ -3,8 +3,9 @@
 
 use crate::support::*;
 use crypt::{Crypt, ErrorKind, FormatOptions, LibcryptsetupCrypt, Secret};
+use std::path::{Path, PathBuf};
 
-fn opts(key: &std::path::Path) -> FormatOptions {
+fn opts(key: &Path) -> FormatOptions {
     FormatOptions {
         key_file: key.to_path_buf(),
         passphrase: None,
@@ -12,6 +13,33 @@ fn opts(key: &std::path::Path) -> FormatOptions {
         uuid: Some("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9".into()),
         fast_pbkdf_for_tests: true,
     }
+}
+
+/// A 32 MiB loop device formatted by `LibcryptsetupCrypt` with `opts` and the random key
+/// file `key`.
+struct Formatted {
+    img: LoopImage,
+    key: PathBuf,
+    c: LibcryptsetupCrypt,
+}
+
+/// The [`Formatted`] device for the test `test`, or `None` (the test skips) when not root.
+fn formatted(test: &str) -> Option<Formatted> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let img = LoopImage::blank(32);
+    let key = img.key("key", &random_key());
+    let c = LibcryptsetupCrypt::new();
+    c.format(&img.dev, &opts(&key)).expect("format");
+    Some(Formatted { img, key, c })
+}
+
+/// What stock `cryptsetup luksDump` says about `dev`.
+fn luks_dump(dev: &Path) -> String {
+    sh(std::process::Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(dev))
 }
 
 #[test]
@@ -31,9 +59,7 @@ fn format_then_inspect_shows_luks2_uuid_label_and_slot() {
     assert_eq!(seen.cipher, "aes-xts-plain64");
     assert_eq!(seen.keyslots, vec![0]);
     // cryptsetup itself agrees, and the key-file slot uses pbkdf2.
-    let dump = sh(std::process::Command::new("cryptsetup")
-        .arg("luksDump")
-        .arg(&img.dev));
+    let dump = luks_dump(&img.dev);
     assert!(
         dump.contains("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"),
         "{dump}"
@@ -44,14 +70,12 @@ fn format_then_inspect_shows_luks2_uuid_label_and_slot() {
 
 #[test]
 fn verify_accepts_the_right_key_and_refuses_a_wrong_one() {
-    if !root_or_skip("verify_accepts_the_right_key_and_refuses_a_wrong_one") {
+    let Some(Formatted { img, key, c }) =
+        formatted("verify_accepts_the_right_key_and_refuses_a_wrong_one")
+    else {
         return;
-    }
-    let img = LoopImage::blank(32);
-    let key = img.key("key", &random_key());
+    };
     let wrong = img.key("wrong", &random_key());
-    let c = LibcryptsetupCrypt::new();
-    c.format(&img.dev, &opts(&key)).expect("format");
     assert_eq!(c.verify_key_file(&img.dev, &key).expect("right key"), 0);
     let e = c.verify_key_file(&img.dev, &wrong).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
@@ -76,23 +100,19 @@ fn passphrase_slot_uses_argon2id_and_works() {
     assert_eq!(info.keyslots, vec![0, 1]);
     let pass = img.key("pass", b"correct horse battery staple");
     assert_eq!(c.verify_key_file(&img.dev, &pass).expect("passphrase"), 1);
-    let dump = sh(std::process::Command::new("cryptsetup")
-        .arg("luksDump")
-        .arg(&img.dev));
+    let dump = luks_dump(&img.dev);
     assert!(dump.contains("argon2id"), "{dump}");
 }
 
 #[test]
 fn add_key_file_needs_an_existing_key_and_adds_a_slot() {
-    if !root_or_skip("add_key_file_needs_an_existing_key_and_adds_a_slot") {
+    let Some(Formatted { img, key, c }) =
+        formatted("add_key_file_needs_an_existing_key_and_adds_a_slot")
+    else {
         return;
-    }
-    let img = LoopImage::blank(32);
-    let key = img.key("key", &random_key());
+    };
     let second = img.key("second", &random_key());
     let wrong = img.key("wrong", &random_key());
-    let c = LibcryptsetupCrypt::new();
-    c.format(&img.dev, &opts(&key)).expect("format");
     let e = c.add_key_file(&img.dev, &wrong, &second).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WrongKey, "{e:#}");
     let slot = c.add_key_file(&img.dev, &key, &second).expect("add key");
@@ -103,13 +123,10 @@ fn add_key_file_needs_an_existing_key_and_adds_a_slot() {
 
 #[test]
 fn header_backup_restores_a_corrupted_header() {
-    if !root_or_skip("header_backup_restores_a_corrupted_header") {
+    let Some(Formatted { img, key, c }) = formatted("header_backup_restores_a_corrupted_header")
+    else {
         return;
-    }
-    let img = LoopImage::blank(32);
-    let key = img.key("key", &random_key());
-    let c = LibcryptsetupCrypt::new();
-    c.format(&img.dev, &opts(&key)).expect("format");
+    };
     let backup = img.path("header.bak");
     c.backup_header(&img.dev, &backup).expect("backup");
     // A second backup to the same file is refused (never overwrite a backup).
@@ -173,16 +190,11 @@ fn empty_and_missing_key_files_are_refused() {
 /// test asserts something: it never skips.
 #[test]
 fn unlock_activates_or_says_dm_crypt_is_missing() {
-    if !root_or_skip("unlock_activates_or_says_dm_crypt_is_missing") {
+    let Some(Formatted { img, key, c }) = formatted("unlock_activates_or_says_dm_crypt_is_missing")
+    else {
         return;
-    }
-    let has_dm = std::fs::read_to_string("/proc/misc")
-        .unwrap_or_default()
-        .contains("device-mapper");
-    let img = LoopImage::blank(32);
-    let key = img.key("key", &random_key());
-    let c = LibcryptsetupCrypt::new();
-    c.format(&img.dev, &opts(&key)).expect("format");
+    };
+    let has_dm = has_device_mapper();
     let name = "extbackup-test-unlock";
     if has_dm {
         let mapped = c.unlock(&img.dev, &key, name).expect("real activation");
@@ -225,15 +237,13 @@ fn format_refuses_a_mounted_device() {
 
 #[test]
 fn add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens() {
-    if !root_or_skip("add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens") {
+    let Some(Formatted { img, key, c }) =
+        formatted("add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens")
+    else {
         return;
-    }
+    };
     use crypt::PassphraseKdf;
-    let img = LoopImage::blank(32);
-    let key = img.key("key", &random_key());
     let wrong = img.key("wrong", &random_key());
-    let c = LibcryptsetupCrypt::new();
-    c.format(&img.dev, &opts(&key)).expect("format");
     let pass = Secret::new("abcd-efgh-ijkl-mnop");
     let e = c
         .add_passphrase(&img.dev, &wrong, &pass, PassphraseKdf::CheapForTests)
@@ -248,9 +258,7 @@ fn add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens() {
         .expect("add passphrase");
     assert_eq!(slot, 1);
     assert_eq!(c.inspect(&img.dev).unwrap().keyslots, vec![0, 1]);
-    let dump = sh(std::process::Command::new("cryptsetup")
-        .arg("luksDump")
-        .arg(&img.dev));
+    let dump = luks_dump(&img.dev);
     let slot1 = &dump[dump.find("  1: luks2").expect("slot 1 in the dump")..];
     assert!(slot1.contains("argon2id"), "{dump}");
     assert!(

@@ -25,3 +25,10 @@ pub fn random_key() -> Vec<u8> {
     rand::rngs::OsRng.fill_bytes(&mut k);
     k
 }
+
+/// Whether this kernel has device-mapper (the QEMU guest does, this host may not).
+pub fn has_device_mapper() -> bool {
+    std::fs::read_to_string("/proc/misc")
+        .unwrap_or_default()
+        .contains("device-mapper")
+}
