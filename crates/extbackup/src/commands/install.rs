@@ -62,7 +62,7 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         let to = stage(&binary);
         copy_binary(from, &to)?;
         println!(
-            "copied {} to {} (the units run that copy; run `extbackup exec` again after \
+            "copied {} to {} (the units run that copy; run `extbackup install` again after \
              rebuilding)",
             from.display(),
             to.display()
@@ -107,7 +107,7 @@ pub(crate) fn unit_binary(
     if let Some(why) = install::transient_location(&b) {
         bail!(UsageError(format!(
             "{why}: the units would break when it goes. Install the binary at a \
-             stable path (e.g. `exec -m 0755 {} {}`) and pass that, or leave out \
+             stable path (e.g. `install -m 0755 {} {}`) and pass that, or leave out \
              --binary to have it copied there",
             b.display(),
             install::STABLE_BINARY
@@ -117,7 +117,7 @@ pub(crate) fn unit_binary(
     Ok((b, copy))
 }
 
-/// `exec --uninstall`: removes what `exec` wrote (below `--root`, only the files).
+/// `install --uninstall`: removes what `install` wrote (below `--root`, only the files).
 pub(crate) fn uninstall(a: &Args, paths: &extbackup::system::install::InstallPaths) -> Result<u8> {
     use extbackup::system::install;
     let (removed, notes) = match &a.root {
@@ -170,7 +170,7 @@ pub(crate) fn print_next_steps(cli: &Cli, cfg: &Config) {
     if cfg.drives.is_empty() {
         println!(
             "  - prepare a drive: `extbackup prepare /dev/sdX --name offsite-a` (no second \
-             `exec` needed afterwards)"
+             `install` needed afterwards)"
         );
     } else {
         println!(
@@ -192,7 +192,7 @@ pub(crate) fn copy_binary(from: &std::path::Path, to: &std::path::Path) -> Resul
     use std::os::unix::fs::PermissionsExt;
     let dir = to.parent().unwrap_or(std::path::Path::new("/"));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(".extbackup.exec-tmp");
+    let tmp = dir.join(".extbackup.install-tmp");
     std::fs::copy(from, &tmp)
         .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
         .and_then(|()| std::fs::rename(&tmp, to))

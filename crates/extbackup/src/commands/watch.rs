@@ -52,6 +52,6 @@ pub(crate) fn exec(cli: &Cli, capture: &LogCapture) -> Result<u8> {
             Err(e) => tracing::error!("run for {}: {e:#}", found.uuid),
         }
     })?;
-    tracing::info!("exec stopped");
+    tracing::info!("watch stopped");
     Ok(0)
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use syncer::generations::{self, Generation, Generations, Retention, Stamp};
 
+use crate::drive::layout;
 use crate::Failure;
 
 /// Makes the plain mirror `data/` of a drive the first generation, without copying; dated
@@ -18,7 +19,7 @@ pub fn migrate(mount_point: &Path, legacy: &Path) -> Result<Option<String>, Fail
         return Ok(None);
     }
     let gens = Generations::at(mount_point);
-    let record = mount_point.join(".extbackup/last-run.json");
+    let record = layout::meta_dir(mount_point).join(layout::LAST_RUN);
     let mtime = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
@@ -149,7 +150,7 @@ pub fn copy_root(mount_point: &Path, at: Option<&str>) -> Result<PathBuf, Failur
     match at {
         None => Ok(match gens.newest().map_err(io)? {
             Some(g) => g.path,
-            None => mount_point.join(crate::drive::layout::DATA_DIR),
+            None => mount_point.join(layout::DATA_DIR),
         }),
         Some(s) => {
             let stamp = Stamp::parse(s).ok_or_else(|| {

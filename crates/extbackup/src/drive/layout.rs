@@ -1,9 +1,45 @@
 //! The names of what a run puts on a drive and on the host for it, in one place.
+//!
+//! On the drive's filesystem:
+//!
+//! ```text
+//! data/                          the plain mirror (history = false)
+//! generations/DATE/              dated generations (syncer::generations)
+//! .extbackup/last-run.json       the last run's record
+//! .extbackup/runs.jsonl          every run's record, one JSON object a line
+//! .extbackup/headers/NAME.img    the other drives' LUKS header backups
+//! ```
+
+use std::path::{Path, PathBuf};
+
+pub use syncer::generations::GENERATIONS_DIR;
+
+/// The folder on the drive's filesystem that mirrors the source.
+pub const DATA_DIR: &str = "data";
+
+/// The folder on the drive that holds what extbackup records about it.
+pub const META_DIR: &str = ".extbackup";
+
+/// The last run's record, in [`META_DIR`].
+pub const LAST_RUN: &str = "last-run.json";
+
+/// Every run's record, one JSON object a line (in [`META_DIR`] and in the state directory).
+pub const RUNS_LOG: &str = "runs.jsonl";
+
+/// The other drives' LUKS header backups, below the drive's root.
+pub const HEADERS_DIR: &str = ".extbackup/headers";
 
 /// The name of the LUKS mapping of `drive`.
 pub fn mapping_name(drive: &str) -> String {
     format!("extbackup-{drive}")
 }
 
-/// The folder on the drive's filesystem that mirrors the source.
-pub const DATA_DIR: &str = "data";
+/// The folder of the drive mounted at `mount_point` that holds its records.
+pub fn meta_dir(mount_point: &Path) -> PathBuf {
+    mount_point.join(META_DIR)
+}
+
+/// The name of the mount point `extbackup mount` uses for `drive` below the mount root.
+pub fn browse_name(drive: &str) -> String {
+    format!("browse-{drive}")
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::drive::layout::HEADERS_DIR;
 use crate::Failure;
 
 /// Environment variable: `1` makes new passphrase slots use the cheapest argon2id (tests
@@ -252,9 +253,6 @@ pub fn header_backups(cfg: &crate::config::Config) -> Vec<(String, PathBuf)> {
         .map(|d| (d.name.to_string(), header_backup_path(d)))
         .collect()
 }
-
-/// The folder on a drive that holds the other drives' header backups.
-pub const HEADERS_DIR: &str = ".extbackup/headers";
 
 /// Stores the header backups of the drives other than `this` on the drive mounted at
 /// `mountpoint` (`.extbackup/headers/NAME.img`), so that a damaged header can be restored

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::drive::layout;
+
 /// How a recorded run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -138,7 +140,7 @@ impl StateDir {
     /// skipped).
     pub fn rebuild_from_log(&self, drive: &str) -> DriveState {
         let mut st = DriveState::default();
-        let Ok(text) = std::fs::read_to_string(self.root.join("runs.jsonl")) else {
+        let Ok(text) = std::fs::read_to_string(self.root.join(layout::RUNS_LOG)) else {
             return st;
         };
         for rec in text
@@ -172,7 +174,7 @@ impl StateDir {
                     tracing::warn!(
                         "{e}: kept aside as {}; rebuilt from {}",
                         aside.display(),
-                        self.root.join("runs.jsonl").display()
+                        self.root.join(layout::RUNS_LOG).display()
                     );
                     self.rebuild_from_log(&run.drive)
                 }
@@ -187,7 +189,7 @@ impl StateDir {
                 &serde_json::to_vec_pretty(&st).map_err(std::io::Error::other)?,
             )?;
         }
-        append_line(&self.root.join("runs.jsonl"), run)
+        append_line(&self.root.join(layout::RUNS_LOG), run)
     }
 
     /// Notes the run going on now.
@@ -221,13 +223,13 @@ impl StateDir {
 
 /// Writes the run record onto the mounted drive.
 pub fn record_on_drive(mountpoint: &Path, run: &RunRecord) -> std::io::Result<()> {
-    let dir = mountpoint.join(".extbackup");
+    let dir = layout::meta_dir(mountpoint);
     std::fs::create_dir_all(&dir)?;
     write_atomic(
-        &dir.join("last-run.json"),
+        &dir.join(layout::LAST_RUN),
         &serde_json::to_vec_pretty(run).map_err(std::io::Error::other)?,
     )?;
-    append_line(&dir.join("runs.jsonl"), run)?;
+    append_line(&dir.join(layout::RUNS_LOG), run)?;
     // The record must survive a pull right after green.
     std::fs::File::open(&dir)?.sync_all()
 }
