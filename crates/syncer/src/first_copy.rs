@@ -29,7 +29,9 @@
 //! and count what rsync's `--stats` would count for the same first copy.
 
 use crate::child::{self, collect_stderr, spawn_error};
-use crate::rsync::{io_error, no_space_error, says_device_failed, says_no_space, tail_text};
+use crate::failure::{
+    io_error, no_space_error, says_device_failed, says_no_space, tail_text, target_gone,
+};
 use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport};
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -297,7 +299,7 @@ pub(crate) fn map_status(
         return Err(no_space_error("cp", code, target, &tail));
     }
     let device_failed = says_device_failed(stderr_tail);
-    if device_failed || crate::rsync::target_gone(target) {
+    if device_failed || target_gone(target) {
         return Err(io_error("cp", code, device_failed, target, &tail));
     }
     Ok(Some(Outcome::Stopped(format!(

@@ -40,6 +40,7 @@
 mod child;
 mod command;
 pub mod exclude;
+mod failure;
 pub mod fake;
 pub mod first_copy;
 pub mod generations;
