@@ -28,11 +28,12 @@
 //! size from a walk made meanwhile on a thread; the report's figures come from that walk
 //! and count what rsync's `--stats` would count for the same first copy.
 
-use crate::child::{self, collect_stderr, spawn_error};
+use crate::child::{collect_stderr, spawn_error};
 use crate::failure::{
     io_error, no_space_error, says_device_failed, says_no_space, tail_text, target_gone,
 };
 use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport};
+use oskit::process::tie_to_parent;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
@@ -182,7 +183,7 @@ pub(crate) fn copy(
         let _ = oskit::set_thread_priority(Some(19), None);
         let _ = totals_tx.send(Totals::of(&src));
     });
-    let mut child = child::tie_to_parent(Command::new(cp))
+    let mut child = tie_to_parent(&mut Command::new(cp))
         .args(&args)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())

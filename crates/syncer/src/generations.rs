@@ -13,6 +13,7 @@
 //! a `rename(2)` then an `fsync` of the folder): a run killed at any moment leaves either the
 //! previous generations alone or an `.incomplete` folder, which the next run resumes.
 
+use oskit::process::tie_to_parent;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
@@ -353,7 +354,7 @@ pub fn is_subvolume(p: &Path) -> bool {
 
 /// Runs `btrfs ARGS PATHS...` (btrfs-progs); its stderr in the error.
 fn btrfs(args: &[&str], paths: &[&Path]) -> io::Result<()> {
-    let out = crate::child::tie_to_parent(std::process::Command::new("btrfs"))
+    let out = tie_to_parent(&mut std::process::Command::new("btrfs"))
         .args(args)
         .args(paths)
         .stdin(std::process::Stdio::null())

@@ -1,12 +1,13 @@
 //! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats; the
 //! first copy onto an empty target by cp ([`crate::first_copy`]).
 
-use crate::child::{self, collect_stderr, spawn_error};
+use crate::child::{collect_stderr, spawn_error};
 use crate::failure::{
     io_error, no_space_error, says_device_failed, says_no_space, tail_text, target_gone,
 };
 use crate::first_copy::{self, Outcome};
 use crate::{guard, ErrorKind, Excludes, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use oskit::process::tie_to_parent;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -164,7 +165,7 @@ impl RsyncSyncer {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let mut child = child::tie_to_parent(Command::new(&self.program))
+        let mut child = tie_to_parent(&mut Command::new(&self.program))
             .args(&args)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
@@ -250,7 +251,7 @@ impl RsyncSyncer {
         if !src.ends_with(b"/") {
             src.push(b'/');
         }
-        let mut child = child::tie_to_parent(Command::new(&self.program))
+        let mut child = tie_to_parent(&mut Command::new(&self.program))
             .args(["-aAX", "--numeric-ids", "--modify-window=-1", "--exclude=*"])
             .arg(OsString::from_vec(src))
             .arg(safe_path(target))
