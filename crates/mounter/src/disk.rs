@@ -159,6 +159,7 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(), MountError> {
             .join(" ")
     );
     tracing::info!("$ {shown}");
+    oskit::process::tie_to_parent(cmd);
     cmd.stdin(if stdin.is_some() {
         std::process::Stdio::piped()
     } else {
