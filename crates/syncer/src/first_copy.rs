@@ -327,42 +327,48 @@ impl Totals {
     fn of(source: &Path) -> io::Result<Totals> {
         let mut t = Totals::default();
         let mut seen: HashSet<(u64, u64)> = HashSet::new();
-        let mut stack = vec![(source.to_path_buf(), true)];
-        while let Some((dir, top)) = stack.pop() {
-            for e in fs::read_dir(&dir)? {
-                let e = e?;
-                let name = e.file_name();
-                if top && guard::IGNORED_AT_ROOT.iter().any(|n| name == **n) {
+        // Symbolic links are not followed (the source's root is, as cp's arguments are).
+        let mut it = walkdir::WalkDir::new(source).min_depth(1).into_iter();
+        while let Some(e) = it.next() {
+            let e = e?;
+            if e.depth() == 1 && guard::IGNORED_AT_ROOT.iter().any(|n| *e.file_name() == **n) {
+                if e.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            let m = match e.metadata() {
+                Ok(m) => m,
+                // Vanished meanwhile: cp reports it.
+                Err(err)
+                    if err.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) =>
+                {
+                    if e.file_type().is_dir() {
+                        it.skip_current_dir();
+                    }
                     continue;
                 }
-                let m = match e.metadata() {
-                    Ok(m) => m,
-                    // Vanished meanwhile: cp reports it.
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(err),
-                };
-                t.entries += 1;
-                let ft = m.file_type();
-                if ft.is_file() {
+                Err(err) => return Err(err.into()),
+            };
+            t.entries += 1;
+            let ft = m.file_type();
+            if ft.is_file() {
+                t.bytes_all += m.len();
+                if m.nlink() == 1 || seen.insert((m.dev(), m.ino())) {
+                    t.regular_inodes += 1;
+                    t.bytes_once += m.len();
+                }
+            } else {
+                t.non_regular += 1;
+                if ft.is_symlink() {
                     t.bytes_all += m.len();
-                    if m.nlink() == 1 || seen.insert((m.dev(), m.ino())) {
-                        t.regular_inodes += 1;
-                        t.bytes_once += m.len();
-                    }
-                } else {
-                    t.non_regular += 1;
-                    if ft.is_symlink() {
-                        t.bytes_all += m.len();
-                    } else if ft.is_dir() {
-                        stack.push((dir.join(&name), false));
-                    } else {
-                        debug_assert!(
-                            ft.is_fifo()
-                                || ft.is_socket()
-                                || ft.is_block_device()
-                                || ft.is_char_device()
-                        );
-                    }
+                } else if !ft.is_dir() {
+                    debug_assert!(
+                        ft.is_fifo()
+                            || ft.is_socket()
+                            || ft.is_block_device()
+                            || ft.is_char_device()
+                    );
                 }
             }
         }

@@ -487,31 +487,35 @@ pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u6
 pub fn new_bytes(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io::Result<u64> {
     let mut total = 0u64;
     let mut seen = HashSet::new();
-    let mut stack = vec![std::path::PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        total += 4096;
-        for e in fs::read_dir(source.join(&rel))? {
-            let e = e?;
-            let r = rel.join(e.file_name());
-            let md = fs::symlink_metadata(e.path())?;
-            if exclude.excludes(&r, md.is_dir()) {
-                continue;
+    let mut it = walkdir::WalkDir::new(source).into_iter();
+    while let Some(e) = it.next() {
+        let e = e?;
+        if e.depth() == 0 {
+            total += 4096;
+            continue;
+        }
+        let r = e.path().strip_prefix(source).unwrap_or(e.path());
+        let md = e.metadata()?;
+        if exclude.excludes(r, md.is_dir()) {
+            if e.file_type().is_dir() {
+                it.skip_current_dir();
             }
-            if md.is_dir() {
-                stack.push(r);
-                continue;
-            }
-            if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
-                continue;
-            }
-            let same = fs::symlink_metadata(previous.join(&r)).is_ok_and(|p| {
-                p.is_file()
-                    && p.size() == md.size()
-                    && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
-            });
-            if !same {
-                total += md.blocks() * 512;
-            }
+            continue;
+        }
+        if md.is_dir() {
+            total += 4096;
+            continue;
+        }
+        if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
+            continue;
+        }
+        let same = fs::symlink_metadata(previous.join(r)).is_ok_and(|p| {
+            p.is_file()
+                && p.size() == md.size()
+                && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
+        });
+        if !same {
+            total += md.blocks() * 512;
         }
     }
     Ok(total)
@@ -523,16 +527,12 @@ fn walk(root: &Path, f: &mut dyn FnMut(&fs::Metadata)) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut stack = vec![(root.to_path_buf(), md)];
-    while let Some((p, md)) = stack.pop() {
-        f(&md);
-        if md.is_dir() {
-            for e in fs::read_dir(&p)? {
-                let e = e?;
-                let md = fs::symlink_metadata(e.path())?;
-                stack.push((e.path(), md));
-            }
-        }
+    f(&md);
+    if !md.is_dir() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        f(&e?.metadata()?);
     }
     Ok(())
 }

@@ -191,13 +191,13 @@ impl Walk<'_> {
     }
 }
 
+/// The entries below `dir`, at any depth (readdir types only: walkdir takes an entry's type
+/// from the listing, without a `stat`; symbolic links are not followed).
 fn count_all(dir: &Path) -> io::Result<u64> {
     let mut n = 0;
-    for (name, kind) in list(dir, false)? {
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        e?;
         n += 1;
-        if kind == Kind::Dir {
-            n += count_all(&dir.join(name))?;
-        }
     }
     Ok(n)
 }
