@@ -395,11 +395,8 @@ mod tests {
     fn opts() -> SyncOptions {
         SyncOptions {
             drive: "d".into(),
-            require_source_mount_point: false,
             max_delete_fraction: Some(0.5),
-            force: false,
-            link_dest: None,
-            exclude: crate::Excludes::default(),
+            ..Default::default()
         }
     }
 

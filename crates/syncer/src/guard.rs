@@ -271,11 +271,8 @@ mod tests {
     fn opts() -> SyncOptions {
         SyncOptions {
             drive: "d".into(),
-            require_source_mount_point: false,
             max_delete_fraction: Some(0.5),
-            force: false,
-            link_dest: None,
-            exclude: Default::default(),
+            ..Default::default()
         }
     }
 
