@@ -1,4 +1,6 @@
-//! Gating: whether a test may run here, and the `SKIP` lines that say why not.
+//! Gating: whether a test may run here. How a test that cannot run its real part says so is
+//! `testkit::skip` (the one way to skip: the `SKIP` line, or a failure under
+//! `EXTBACKUP_REQUIRE_REAL=1`, as in the QEMU guest).
 
 /// Whether we run inside the QEMU guest of `cargo xtask vm-test` (it sets
 /// `EXTBACKUP_IN_VM=1`).
@@ -7,12 +9,6 @@ pub fn in_vm() -> bool {
 }
 
 pub use oskit::is_root;
-
-/// Prints `SKIP <name>: <why>` to stderr (libtest shows it with `--nocapture`; the
-/// hw-test task runs with it).
-pub fn skip(name: &str, why: &str) {
-    eprintln!("SKIP {name}: {why}");
-}
 
 /// A non-empty environment variable.
 pub fn env(name: &str) -> Option<String> {

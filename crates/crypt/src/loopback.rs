@@ -225,7 +225,7 @@ fn read_header(device: &Path) -> Result<Header, CryptError> {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String, CryptError> {
-    let out = cmd.output().map_err(|e| {
+    let out = oskit::process::tie_to_parent(cmd).output().map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound {
             ErrorKind::Unsupported
         } else {

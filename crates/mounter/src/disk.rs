@@ -27,7 +27,7 @@ pub(crate) fn describe_device(device: &Path) -> String {
         let size = std::fs::read_to_string(dir.join("size"))
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|sectors| format!("{:.1} GiB", (sectors * 512) as f64 / f64::from(1u32 << 30)));
+            .map(|sectors| oskit::human::bytes(sectors.saturating_mul(512)));
         let model = std::fs::read_to_string(dir.join("device/model"))
             .ok()
             .map(|m| m.trim().to_string())
@@ -159,6 +159,7 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(), MountError> {
             .join(" ")
     );
     tracing::info!("$ {shown}");
+    oskit::process::tie_to_parent(cmd);
     cmd.stdin(if stdin.is_some() {
         std::process::Stdio::piped()
     } else {

@@ -67,7 +67,7 @@ fn errno_err(e: Errno, msg: String) -> MountError {
 
 /// The filesystem type on `device`, by `blkid -p` (low-level probe, no cache).
 pub(crate) fn detect_fstype(device: &Path) -> Result<String, MountError> {
-    let out = Command::new(tool("blkid"))
+    let out = oskit::process::tie_to_parent(&mut Command::new(tool("blkid")))
         .args(["-p", "-o", "value", "-s", "TYPE"])
         .arg(device)
         .output()
@@ -272,7 +272,7 @@ impl Mounter for NixMounter {
                 ),
             ));
         }
-        let out = Command::new(&checker)
+        let out = oskit::process::tie_to_parent(&mut Command::new(&checker))
             .arg("-p")
             .arg(device)
             .output()

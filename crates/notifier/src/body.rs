@@ -2,7 +2,6 @@
 
 use crate::{Event, Outcome};
 use std::fmt::Write as _;
-use std::time::Duration;
 
 /// Renders the plain-text body a person reads: what happened, the failed step, the error
 /// chain (one line per cause), what to do next where obvious, duration, files and bytes,
@@ -62,12 +61,12 @@ pub fn render_body(event: &Event) -> String {
     if let Some(advice) = advice(event) {
         let _ = writeln!(b, "\nWhat to do: {advice}");
     }
-    let _ = writeln!(b, "\nDuration: {}", human_duration(event.duration));
+    let _ = writeln!(b, "\nDuration: {}", oskit::human::duration(event.duration));
     let _ = writeln!(
         b,
         "Copied: {} files, {}",
         event.files,
-        human_bytes(event.bytes)
+        copied_bytes(event.bytes)
     );
     for d in &event.details {
         let _ = writeln!(b, "{d}");
@@ -115,35 +114,20 @@ fn advice(event: &Event) -> Option<&'static str> {
     }
 }
 
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{}.{:01} s", s, d.subsec_millis() / 100),
-        60..=3599 => format!("{} min {} s", s / 60, s % 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+/// The size copied: [`oskit::human::bytes`], with the exact count once a unit is used.
+fn copied_bytes(n: u64) -> String {
+    let human = oskit::human::bytes(n);
     if n < 1024 {
-        return format!("{n} bytes");
+        human
+    } else {
+        format!("{human} ({n} bytes)")
     }
-    let mut v = n as f64;
-    let mut unit = "bytes";
-    for u in UNITS {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit} ({n} bytes)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn event(outcome: Outcome) -> Event {
         Event {
@@ -199,9 +183,10 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_well() {
-        assert_eq!(human_bytes(500), "500 bytes");
-        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
-        assert_eq!(human_duration(Duration::from_millis(2500)), "2.5 s");
-        assert_eq!(human_duration(Duration::from_secs(61)), "1 min 1 s");
+        // The one formatter (oskit::human) says "B" where this body once said "bytes".
+        assert_eq!(copied_bytes(500), "500 B");
+        assert_eq!(copied_bytes(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(oskit::human::duration(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(oskit::human::duration(Duration::from_secs(61)), "1 min 1 s");
     }
 }

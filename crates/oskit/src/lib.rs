@@ -1,8 +1,11 @@
 //! The few Linux facts and writes that several crates share, written once: mountinfo
 //! parsing ([`mountinfo`]), a durable atomic file write ([`write_atomic`]), the root
 //! check ([`is_root`]), file locks ([`FileLock`]), free space, `poll(2)`, the process group
-//! and the terminal's echo. It depends on nothing in the workspace, so the backend crates, the
-//! orchestrator, `testkit`, `hw-tests` and `xtask` can all use it.
+//! and the terminal's echo; sizes and durations as people read them ([`human`]: `1.5 GiB`,
+//! `1 h 2 min`, the one formatter of the workspace); and the one way to start a child
+//! process, tied to this process's life ([`process::tie_to_parent`], `PR_SET_PDEATHSIG`). It
+//! depends on nothing in the workspace, so the backend crates, the orchestrator, `testkit`,
+//! `hw-tests` and `xtask` can all use it.
 //!
 //! ```
 //! let dir = tempfile::tempdir().unwrap();
@@ -12,7 +15,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod human;
 pub mod mountinfo;
+pub mod process;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

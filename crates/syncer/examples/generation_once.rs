@@ -61,11 +61,9 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
     let t = Instant::now();
     let opts = SyncOptions {
         drive: "bench".into(),
-        require_source_mount_point: false,
         max_delete_fraction: Some(0.5),
-        force: false,
         link_dest: if g.snapshot { None } else { prev },
-        exclude: Default::default(),
+        ..Default::default()
     };
     let r = RsyncSyncer::new()
         .sync(source, &g.path, &opts, &mut |_| {})
@@ -94,11 +92,8 @@ fn mirror(source: &std::path::Path, target: &std::path::Path) -> Result<String, 
     let t_estimate = t.elapsed();
     let opts = SyncOptions {
         drive: "bench".into(),
-        require_source_mount_point: false,
         max_delete_fraction: Some(0.5),
-        force: false,
-        link_dest: None,
-        exclude: Default::default(),
+        ..Default::default()
     };
     let r = RsyncSyncer::new()
         .sync(source, target, &opts, &mut |_| {})

@@ -32,11 +32,8 @@ fn main() -> ExitCode {
     };
     let opts = SyncOptions {
         drive: "bench".into(),
-        require_source_mount_point: false,
         max_delete_fraction: guard.then_some(0.5),
-        force: false,
-        link_dest: None,
-        exclude: Default::default(),
+        ..Default::default()
     };
     let mut updates = 0u64;
     match syncer.sync(source, target, &opts, &mut |_| updates += 1) {

@@ -1,35 +1,16 @@
-//! Child processes of the syncers: started tied to our life, their stderr logged.
+//! Child processes of the syncers (started tied to our life by
+//! [`oskit::process::tie_to_parent`]): their start failures explained, their stderr logged.
 
 use crate::{ErrorKind, SyncError};
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::thread::JoinHandle;
 
 /// How many lines of stderr an error message keeps.
 pub(crate) const TAIL_LINES: usize = 15;
-
-/// Makes the child get SIGTERM when this process dies, even by SIGKILL
-/// (`PR_SET_PDEATHSIG`): a killed run must not leave rsync writing to a mounted drive.
-/// A child whose parent is already gone by the time it starts exits at once.
-pub(crate) fn tie_to_parent(mut cmd: Command) -> Command {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes the
-    // async-signal-safe calls prctl(2), getppid(2) and kill(2).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
-            if nix::unistd::getppid() != parent {
-                nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM)?;
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
 
 pub(crate) fn spawn_error(program: &Path, e: std::io::Error) -> SyncError {
     if e.kind() == std::io::ErrorKind::NotFound {

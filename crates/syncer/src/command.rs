@@ -1,7 +1,8 @@
 //! `CommandSyncer`: the user's own sync script.
 
-use crate::child::{self, collect_stderr, spawn_error};
+use crate::child::{collect_stderr, spawn_error};
 use crate::{ErrorKind, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use oskit::process::tie_to_parent;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -64,7 +65,8 @@ impl Syncer for CommandSyncer {
             fraction: None,
         });
         tracing::info!("running {}", self.program.display());
-        let mut cmd = child::tie_to_parent(Command::new(&self.program));
+        let mut cmd = Command::new(&self.program);
+        tie_to_parent(&mut cmd);
         if let Some(prev) = &opts.link_dest {
             // A new generation: the script may hard-link unchanged files from it.
             cmd.env("EXTBACKUP_PREVIOUS", prev);

@@ -28,9 +28,12 @@
 //! size from a walk made meanwhile on a thread; the report's figures come from that walk
 //! and count what rsync's `--stats` would count for the same first copy.
 
-use crate::child::{self, collect_stderr, spawn_error};
-use crate::rsync::{io_error, no_space_error, says_device_failed, says_no_space, tail_text};
+use crate::child::{collect_stderr, spawn_error};
+use crate::failure::{
+    io_error, no_space_error, says_device_failed, says_no_space, tail_text, target_gone,
+};
 use crate::{guard, ErrorKind, Progress, SyncError, SyncOptions, SyncReport};
+use oskit::process::tie_to_parent;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
@@ -180,7 +183,7 @@ pub(crate) fn copy(
         let _ = oskit::set_thread_priority(Some(19), None);
         let _ = totals_tx.send(Totals::of(&src));
     });
-    let mut child = child::tie_to_parent(Command::new(cp))
+    let mut child = tie_to_parent(&mut Command::new(cp))
         .args(&args)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
@@ -297,7 +300,7 @@ pub(crate) fn map_status(
         return Err(no_space_error("cp", code, target, &tail));
     }
     let device_failed = says_device_failed(stderr_tail);
-    if device_failed || crate::rsync::target_gone(target) {
+    if device_failed || target_gone(target) {
         return Err(io_error("cp", code, device_failed, target, &tail));
     }
     Ok(Some(Outcome::Stopped(format!(
@@ -324,42 +327,48 @@ impl Totals {
     fn of(source: &Path) -> io::Result<Totals> {
         let mut t = Totals::default();
         let mut seen: HashSet<(u64, u64)> = HashSet::new();
-        let mut stack = vec![(source.to_path_buf(), true)];
-        while let Some((dir, top)) = stack.pop() {
-            for e in fs::read_dir(&dir)? {
-                let e = e?;
-                let name = e.file_name();
-                if top && guard::IGNORED_AT_ROOT.iter().any(|n| name == **n) {
+        // Symbolic links are not followed (the source's root is, as cp's arguments are).
+        let mut it = walkdir::WalkDir::new(source).min_depth(1).into_iter();
+        while let Some(e) = it.next() {
+            let e = e?;
+            if e.depth() == 1 && guard::IGNORED_AT_ROOT.iter().any(|n| *e.file_name() == **n) {
+                if e.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            let m = match e.metadata() {
+                Ok(m) => m,
+                // Vanished meanwhile: cp reports it.
+                Err(err)
+                    if err.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) =>
+                {
+                    if e.file_type().is_dir() {
+                        it.skip_current_dir();
+                    }
                     continue;
                 }
-                let m = match e.metadata() {
-                    Ok(m) => m,
-                    // Vanished meanwhile: cp reports it.
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(err),
-                };
-                t.entries += 1;
-                let ft = m.file_type();
-                if ft.is_file() {
+                Err(err) => return Err(err.into()),
+            };
+            t.entries += 1;
+            let ft = m.file_type();
+            if ft.is_file() {
+                t.bytes_all += m.len();
+                if m.nlink() == 1 || seen.insert((m.dev(), m.ino())) {
+                    t.regular_inodes += 1;
+                    t.bytes_once += m.len();
+                }
+            } else {
+                t.non_regular += 1;
+                if ft.is_symlink() {
                     t.bytes_all += m.len();
-                    if m.nlink() == 1 || seen.insert((m.dev(), m.ino())) {
-                        t.regular_inodes += 1;
-                        t.bytes_once += m.len();
-                    }
-                } else {
-                    t.non_regular += 1;
-                    if ft.is_symlink() {
-                        t.bytes_all += m.len();
-                    } else if ft.is_dir() {
-                        stack.push((dir.join(&name), false));
-                    } else {
-                        debug_assert!(
-                            ft.is_fifo()
-                                || ft.is_socket()
-                                || ft.is_block_device()
-                                || ft.is_char_device()
-                        );
-                    }
+                } else if !ft.is_dir() {
+                    debug_assert!(
+                        ft.is_fifo()
+                            || ft.is_socket()
+                            || ft.is_block_device()
+                            || ft.is_char_device()
+                    );
                 }
             }
         }
@@ -386,11 +395,8 @@ mod tests {
     fn opts() -> SyncOptions {
         SyncOptions {
             drive: "d".into(),
-            require_source_mount_point: false,
             max_delete_fraction: Some(0.5),
-            force: false,
-            link_dest: None,
-            exclude: crate::Excludes::default(),
+            ..Default::default()
         }
     }
 

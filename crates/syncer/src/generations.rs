@@ -13,6 +13,7 @@
 //! a `rename(2)` then an `fsync` of the folder): a run killed at any moment leaves either the
 //! previous generations alone or an `.incomplete` folder, which the next run resumes.
 
+use oskit::process::tie_to_parent;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
@@ -25,31 +26,50 @@ pub const GENERATIONS_DIR: &str = "generations";
 pub const INCOMPLETE: &str = ".incomplete";
 
 /// A generation's time: seconds since the Unix epoch, shown in UTC as `2026-11-27T153000Z`.
+///
+/// The calendar is the `time` crate's (a real one: no 2026-02-31, leap years as they are),
+/// within the years 1970..=9999 ([`Stamp::MIN`]..=[`Stamp::MAX`]): [`Stamp::parse`] refuses
+/// a date outside them, and a stamp outside them is named as the nearest end of the range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp(pub i64);
 
+/// The folder name's layout.
+const NAME: &[time::format_description::FormatItem<'_>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour][minute][second]Z");
+/// ISO 8601's layout.
+const ISO: &[time::format_description::FormatItem<'_>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
 impl Stamp {
+    /// The earliest stamp: 1970-01-01T000000Z.
+    pub const MIN: Stamp = Stamp(0);
+    /// The latest stamp: 9999-12-31T235959Z.
+    pub const MAX: Stamp = Stamp(253_402_300_799);
+
+    /// The UTC date and time (clamped to [`Stamp::MIN`]..=[`Stamp::MAX`]).
+    fn utc(self) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(self.0.clamp(Self::MIN.0, Self::MAX.0))
+            .expect("years 1970..=9999 are within the time crate's range")
+    }
+
     /// The folder name, `YYYY-MM-DDTHHMMSSZ`.
     pub fn name(self) -> String {
-        let (days, secs) = (self.0.div_euclid(86400), self.0.rem_euclid(86400));
-        let (y, m, d) = civil_from_days(days);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}{:02}{:02}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        self.utc()
+            .format(NAME)
+            .expect("a UTC date of years 1970..=9999 formats")
     }
 
     /// The same time as ISO 8601 (`2026-11-27T15:30:00Z`), for people and JSON.
     pub fn iso(self) -> String {
-        let n = self.name();
-        format!("{}:{}:{}Z", &n[..13], &n[13..15], &n[15..17])
+        self.utc()
+            .format(ISO)
+            .expect("a UTC date of years 1970..=9999 formats")
     }
 
     /// Parses a folder name (`2026-11-27T153000Z`), or a date a person types:
     /// `2026-11-27`, `2026-11-27T15:30`, `2026-11-27T15:30:00Z`, `2026-11-27 153000` (UTC).
-    /// A date alone is the end of that day.
+    /// A date alone is the end of that day. The date must exist (`2026-02-31` does not) and
+    /// its year be within 1970..=9999.
     pub fn parse(s: &str) -> Option<Stamp> {
         let s = s.trim().trim_end_matches('Z');
         let (date, time) = match s.split_once(['T', ' ']) {
@@ -57,12 +77,13 @@ impl Stamp {
             None => (s, None),
         };
         let mut it = date.split('-');
-        let y: i64 = num(it.next()?, 4)?;
-        let m: u32 = num(it.next()?, 2)?;
-        let d: u32 = num(it.next()?, 2)?;
-        if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        let y: i32 = num(it.next()?, 4)?;
+        let m: u8 = num(it.next()?, 2)?;
+        let d: u8 = num(it.next()?, 2)?;
+        if it.next().is_some() || !(1970..=9999).contains(&y) {
             return None;
         }
+        let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
         let digits: String = match time {
             Some(t) => {
                 if !t.chars().all(|c| c.is_ascii_digit() || c == ':') {
@@ -78,14 +99,13 @@ impl Stamp {
         let part = |i: usize| {
             digits
                 .get(i..i + 2)
-                .map_or(Some(0), |p| p.parse::<i64>().ok())
+                .map_or(Some(0), |p| p.parse::<u8>().ok())
         };
-        let (hh, mm, ss) = (part(0)?, part(2)?, part(4)?);
-        if hh > 23 || mm > 59 || ss > 59 {
-            return None;
-        }
+        let time = time::Time::from_hms(part(0)?, part(2)?, part(4)?).ok()?;
         Some(Stamp(
-            days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss,
+            time::PrimitiveDateTime::new(date, time)
+                .assume_utc()
+                .unix_timestamp(),
         ))
     }
 
@@ -93,37 +113,18 @@ impl Stamp {
     pub fn day(self) -> i64 {
         self.0.div_euclid(86400)
     }
+
+    /// The month number (`year * 12 + month`, UTC), for the monthly retention rule.
+    fn month(self) -> i64 {
+        let d = self.utc();
+        i64::from(d.year()) * 12 + i64::from(u8::from(d.month()))
+    }
 }
 
 fn num<T: std::str::FromStr>(s: &str, len: usize) -> Option<T> {
     (s.len() == len && s.chars().all(|c| c.is_ascii_digit()))
         .then(|| s.parse().ok())
         .flatten()
-}
-
-/// Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Howard Hinnant's `days_from_civil`.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A complete generation.
@@ -353,7 +354,7 @@ pub fn is_subvolume(p: &Path) -> bool {
 
 /// Runs `btrfs ARGS PATHS...` (btrfs-progs); its stderr in the error.
 fn btrfs(args: &[&str], paths: &[&Path]) -> io::Result<()> {
-    let out = crate::child::tie_to_parent(std::process::Command::new("btrfs"))
+    let out = tie_to_parent(&mut std::process::Command::new("btrfs"))
         .args(args)
         .args(paths)
         .stdin(std::process::Stdio::null())
@@ -486,31 +487,35 @@ pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u6
 pub fn new_bytes(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io::Result<u64> {
     let mut total = 0u64;
     let mut seen = HashSet::new();
-    let mut stack = vec![std::path::PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        total += 4096;
-        for e in fs::read_dir(source.join(&rel))? {
-            let e = e?;
-            let r = rel.join(e.file_name());
-            let md = fs::symlink_metadata(e.path())?;
-            if exclude.excludes(&r, md.is_dir()) {
-                continue;
+    let mut it = walkdir::WalkDir::new(source).into_iter();
+    while let Some(e) = it.next() {
+        let e = e?;
+        if e.depth() == 0 {
+            total += 4096;
+            continue;
+        }
+        let r = e.path().strip_prefix(source).unwrap_or(e.path());
+        let md = e.metadata()?;
+        if exclude.excludes(r, md.is_dir()) {
+            if e.file_type().is_dir() {
+                it.skip_current_dir();
             }
-            if md.is_dir() {
-                stack.push(r);
-                continue;
-            }
-            if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
-                continue;
-            }
-            let same = fs::symlink_metadata(previous.join(&r)).is_ok_and(|p| {
-                p.is_file()
-                    && p.size() == md.size()
-                    && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
-            });
-            if !same {
-                total += md.blocks() * 512;
-            }
+            continue;
+        }
+        if md.is_dir() {
+            total += 4096;
+            continue;
+        }
+        if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
+            continue;
+        }
+        let same = fs::symlink_metadata(previous.join(r)).is_ok_and(|p| {
+            p.is_file()
+                && p.size() == md.size()
+                && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
+        });
+        if !same {
+            total += md.blocks() * 512;
         }
     }
     Ok(total)
@@ -522,16 +527,12 @@ fn walk(root: &Path, f: &mut dyn FnMut(&fs::Metadata)) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut stack = vec![(root.to_path_buf(), md)];
-    while let Some((p, md)) = stack.pop() {
-        f(&md);
-        if md.is_dir() {
-            for e in fs::read_dir(&p)? {
-                let e = e?;
-                let md = fs::symlink_metadata(e.path())?;
-                stack.push((e.path(), md));
-            }
-        }
+    f(&md);
+    if !md.is_dir() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        f(&e?.metadata()?);
     }
     Ok(())
 }
@@ -582,10 +583,7 @@ impl Retention {
             (self.daily, |s| s.day()),
             // ISO weeks start on Monday; 1970-01-01 was a Thursday.
             (self.weekly, |s| (s.day() + 3).div_euclid(7)),
-            (self.monthly, |s| {
-                let (y, m, _) = civil_from_days(s.day());
-                y * 12 + i64::from(m)
-            }),
+            (self.monthly, |s| s.month()),
         ];
         for &i in &order {
             // (A stamp ahead of `now`, after the clock went back, counts as young.)
@@ -639,6 +637,48 @@ mod tests {
         ] {
             assert_eq!(Stamp::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn stamps_follow_the_real_calendar() {
+        // Days a month does not have.
+        for bad in [
+            "2026-02-31",
+            "2025-02-29",
+            "2026-04-31",
+            "2100-02-29",
+            "2026-02-00",
+        ] {
+            assert_eq!(Stamp::parse(bad), None, "{bad}");
+        }
+        // Leap days that exist.
+        assert_eq!(
+            Stamp::parse("2024-02-29T12:00").unwrap().name(),
+            "2024-02-29T120000Z"
+        );
+        assert_eq!(
+            Stamp::parse("2000-02-29").unwrap().name(),
+            "2000-02-29T235959Z"
+        );
+        // The day after a leap day is the next day's number.
+        assert_eq!(
+            Stamp::parse("2024-03-01T00:00").unwrap().day(),
+            Stamp::parse("2024-02-29T00:00").unwrap().day() + 1
+        );
+    }
+
+    #[test]
+    fn stamps_keep_to_the_years_1970_to_9999() {
+        for bad in ["1969-12-31", "0000-01-01", "1900-06-15T12:00"] {
+            assert_eq!(Stamp::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Stamp::parse("1970-01-01T00:00:00Z"), Some(Stamp::MIN));
+        assert_eq!(Stamp::parse("9999-12-31"), Some(Stamp::MAX));
+        assert_eq!(Stamp::MAX.name(), "9999-12-31T235959Z");
+        assert_eq!(Stamp::MAX.iso(), "9999-12-31T23:59:59Z");
+        // Outside the range, a stamp is named as the range's nearest end.
+        assert_eq!(Stamp(-1).name(), Stamp::MIN.name());
+        assert_eq!(Stamp(i64::MAX).name(), Stamp::MAX.name());
     }
 
     /// 40 runs, one a day at 15:30 UTC from 2026-01-01 to 2026-02-09, judged on the last day

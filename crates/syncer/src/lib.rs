@@ -22,9 +22,8 @@
 //!     drive: "offsite-a".into(),
 //!     require_source_mount_point: true,
 //!     max_delete_fraction: Some(0.2),
-//!     force: false,
-//!     link_dest: None,
 //!     exclude: syncer::Excludes::new(&["*.tmp", "/cache/"])?,
+//!     ..Default::default()
 //! };
 //! let report = RsyncSyncer::new().sync(
 //!     Path::new("/srv/backup"),
@@ -40,6 +39,7 @@
 mod child;
 mod command;
 pub mod exclude;
+mod failure;
 pub mod fake;
 pub mod first_copy;
 pub mod generations;
@@ -84,8 +84,10 @@ pub enum ErrorKind {
 /// A Syncer error: a kind plus the backend's own error as the source.
 pub type SyncError = backend_error::Error<ErrorKind>;
 
-/// How to sync.
-#[derive(Clone, Debug, PartialEq)]
+/// How to sync. Written as a literal naming what differs from the default, ending in
+/// `..Default::default()`; the default checks nothing the guard may skip (no mount-point
+/// requirement, no deletion limit), forces nothing, links nothing and excludes nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SyncOptions {
     /// The drive's name, passed to command syncers as `EXTBACKUP_DRIVE`.
     pub drive: String,

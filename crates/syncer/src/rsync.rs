@@ -1,9 +1,13 @@
 //! `RsyncSyncer`: `rsync -aHAX --numeric-ids --delete-delay`, with progress and stats; the
 //! first copy onto an empty target by cp ([`crate::first_copy`]).
 
-use crate::child::{self, collect_stderr, spawn_error};
+use crate::child::{collect_stderr, spawn_error};
+use crate::failure::{
+    io_error, no_space_error, says_device_failed, says_no_space, tail_text, target_gone,
+};
 use crate::first_copy::{self, Outcome};
 use crate::{guard, ErrorKind, Excludes, Progress, SyncError, SyncOptions, SyncReport, Syncer};
+use oskit::process::tie_to_parent;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -161,7 +165,7 @@ impl RsyncSyncer {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let mut child = child::tie_to_parent(Command::new(&self.program))
+        let mut child = tie_to_parent(&mut Command::new(&self.program))
             .args(&args)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
@@ -247,7 +251,7 @@ impl RsyncSyncer {
         if !src.ends_with(b"/") {
             src.push(b'/');
         }
-        let mut child = child::tie_to_parent(Command::new(&self.program))
+        let mut child = tie_to_parent(&mut Command::new(&self.program))
             .args(["-aAX", "--numeric-ids", "--modify-window=-1", "--exclude=*"])
             .arg(OsString::from_vec(src))
             .arg(safe_path(target))
@@ -391,14 +395,6 @@ impl Stats {
     }
 }
 
-pub(crate) fn tail_text(tail: &[String]) -> String {
-    if tail.is_empty() {
-        "(no error output)".into()
-    } else {
-        tail.join("\n")
-    }
-}
-
 /// Maps rsync's exit status to the result.
 pub(crate) fn map_status(
     status: ExitStatus,
@@ -453,82 +449,6 @@ pub(crate) fn map_status(
             ),
         )),
     }
-}
-
-fn says(stderr_tail: &[String], needles: &[&str]) -> bool {
-    stderr_tail
-        .iter()
-        .any(|l| needles.iter().any(|n| l.contains(n)))
-}
-
-/// The program's error output says the target is full (ENOSPC or a quota).
-pub(crate) fn says_no_space(stderr_tail: &[String]) -> bool {
-    says(
-        stderr_tail,
-        &["No space left on device", "Disk quota exceeded"],
-    )
-}
-
-/// The program's error output says the device failed, vanished or went read-only (EIO,
-/// ENODEV, EROFS, ENOTCONN).
-pub(crate) fn says_device_failed(stderr_tail: &[String]) -> bool {
-    says(
-        stderr_tail,
-        &[
-            "Input/output error",
-            "No such device",
-            "Read-only file system",
-            "Transport endpoint is not connected",
-        ],
-    )
-}
-
-/// [`ErrorKind::NoSpace`], in the words the user gets whichever program copied.
-pub(crate) fn no_space_error(who: &str, code: i32, target: &Path, tail: &str) -> SyncError {
-    SyncError::new(
-        ErrorKind::NoSpace,
-        format!(
-            "the target {} ran out of space ({who} exit {code}): the drive is too small \
-             for the source; use a larger drive or exclude data from the backup. \
-             {who} said:\n{tail}",
-            target.display()
-        ),
-    )
-}
-
-/// [`ErrorKind::Io`]: the drive failed or was pulled, in the same words for every program.
-pub(crate) fn io_error(
-    who: &str,
-    code: i32,
-    device_failed: bool,
-    target: &Path,
-    tail: &str,
-) -> SyncError {
-    SyncError::new(
-        ErrorKind::Io,
-        format!(
-            "reading or writing failed ({who} exit {code}){}: not a full drive; {}. \
-             {who} said:\n{tail}",
-            if device_failed {
-                " with a device error"
-            } else {
-                ""
-            },
-            if target_gone(target) {
-                format!(
-                    "the target {} is gone: the drive was pulled or failed during the copy",
-                    target.display()
-                )
-            } else {
-                "the drive may have been pulled, or it has I/O errors (see `dmesg`)".into()
-            }
-        ),
-    )
-}
-
-/// The target cannot be reached any more (its device vanished).
-pub(crate) fn target_gone(target: &Path) -> bool {
-    std::fs::metadata(target).is_err()
 }
 
 fn exit_meaning(code: i32) -> &'static str {

@@ -1,7 +1,9 @@
 //! Shared helpers for the workspace's integration tests on real parts (dev-only).
 //!
 //! One job: what every crate's `tests/it` needs to work with loop devices and mounts as
-//! root, written once: the agreed SKIP line when not root ([`root_or_skip`]), running a
+//! root, written once: the one way to skip ([`skip`], [`skip_here`]: the agreed `SKIP` line,
+//! or a failure under `cargo xtask test`, in CI and in the QEMU guest), the root check that
+//! skips ([`root_or_skip_here`], named after the running test), running a
 //! command that must succeed ([`sh`]), image files on loop devices that clean up after
 //! themselves ([`LoopImage`], [`LoopDevice`]), ext4 ([`mkfs_ext4`]) and mounts
 //! ([`mount_at`], [`MountGuard`], [`mounted_under`]). It depends on no workspace crate, so
@@ -9,9 +11,9 @@
 //! Crate-specific helpers stay in each crate's own `tests/it` support module.
 //!
 //! ```no_run
-//! use testkit::{mkfs_ext4, root_or_skip, LoopImage};
+//! use testkit::{mkfs_ext4, root_or_skip_here, LoopImage};
 //!
-//! if root_or_skip("my_test") {
+//! if root_or_skip_here() {
 //!     // A 16 MiB image in a temp folder on a loop device, formatted and mounted.
 //!     let img = LoopImage::blank(16);
 //!     mkfs_ext4(&img.dev, &[]);
@@ -82,10 +84,41 @@ mod skip_tests {
         let logged = std::fs::read_to_string(&log).unwrap();
         assert_eq!(logged, "t1: needs root\nt2: needs root\n");
     }
+
+    #[test]
+    fn the_test_name_is_the_running_tests_own() {
+        assert_eq!(
+            super::test_name(),
+            "skip_tests::the_test_name_is_the_running_tests_own"
+        );
+    }
+}
+
+/// The running test's name as libtest reports it (`module::test_fn`): libtest runs each test
+/// on a thread named after it. Call it on the test's own thread (not one the test spawned);
+/// elsewhere it is that thread's name, or `unnamed thread`.
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed thread")
+        .to_string()
+}
+
+/// [`skip`] for the running test, named by [`test_name`]: the way a test skips without
+/// typing its own name.
+pub fn skip_here(why: &str) {
+    skip(&test_name(), why);
+}
+
+/// [`root_or_skip`] for the running test, named by [`test_name`]: the way a test on loop
+/// devices starts, `if !testkit::root_or_skip_here() { return; }`.
+pub fn root_or_skip_here() -> bool {
+    root_or_skip(&test_name())
 }
 
 /// True when running as root; otherwise [`skip`]s the test `name` (which fails under
 /// `cargo xtask test` and in CI) and returns false (the test then returns early).
+/// [`root_or_skip_here`] names the running test itself.
 pub fn root_or_skip(name: &str) -> bool {
     if is_root() {
         return true;

@@ -9,10 +9,9 @@ use blinkstick::{BlinkStick, Mode, Player, Rgb};
 use hw_tests::gate;
 use std::time::Duration;
 
-fn open(test: &str) -> Option<BlinkStick> {
+fn open() -> Option<BlinkStick> {
     let Some(serial) = gate::env("BLINKSTICK_SERIAL") else {
-        gate::skip(
-            test,
+        testkit::skip_here(
             "no BlinkStick named: set BLINKSTICK_SERIAL (cargo xtask hw-test does it)",
         );
         return None;
@@ -21,7 +20,8 @@ fn open(test: &str) -> Option<BlinkStick> {
         panic!("BLINKSTICK_SERIAL={serial} names a stick that does not open: {e:#}")
     });
     eprintln!(
-        "{test}: {} {} ({:?}, bcdDevice {:#06x})",
+        "{}: {} {} ({:?}, bcdDevice {:#06x})",
+        testkit::test_name(),
         stick.info().product,
         stick.serial(),
         stick.variant(),
@@ -36,7 +36,7 @@ fn open(test: &str) -> Option<BlinkStick> {
     ignore = "needs a BlinkStick: cargo xtask hw-test --blinkstick SERIAL"
 )]
 fn hw_blinkstick_every_report_round_trips() {
-    let Some(mut s) = open("hw_blinkstick_every_report_round_trips") else {
+    let Some(mut s) = open() else {
         return;
     };
     let v = s.variant();
@@ -90,7 +90,7 @@ fn hw_blinkstick_every_report_round_trips() {
     ignore = "needs a BlinkStick: cargo xtask hw-test --blinkstick SERIAL"
 )]
 fn hw_blinkstick_each_led_lights_in_turn() {
-    let Some(mut s) = open("hw_blinkstick_each_led_lights_in_turn") else {
+    let Some(mut s) = open() else {
         return;
     };
     let v = s.variant();
@@ -117,7 +117,7 @@ fn hw_blinkstick_each_led_lights_in_turn() {
     ignore = "needs a BlinkStick: cargo xtask hw-test --blinkstick SERIAL"
 )]
 fn hw_blinkstick_animations_end_where_they_should() {
-    let Some(mut s) = open("hw_blinkstick_animations_end_where_they_should") else {
+    let Some(mut s) = open() else {
         return;
     };
     let p = Player::new(0, 0);
@@ -146,15 +146,11 @@ fn hw_blinkstick_animations_end_where_they_should() {
     ignore = "needs a BlinkStick and a person to replug it: cargo xtask hw-test --blinkstick SERIAL --replug"
 )]
 fn hw_blinkstick_survives_replug() {
-    let test = "hw_blinkstick_survives_replug";
     if gate::env("BLINKSTICK_REPLUG").is_none() {
-        gate::skip(
-            test,
-            "needs a person: set BLINKSTICK_REPLUG=1 (hw-test --replug)",
-        );
+        testkit::skip_here("needs a person: set BLINKSTICK_REPLUG=1 (hw-test --replug)");
         return;
     }
-    let Some(mut s) = open(test) else {
+    let Some(mut s) = open() else {
         return;
     };
     let serial = s.serial().to_string();

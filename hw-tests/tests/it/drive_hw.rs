@@ -44,12 +44,8 @@ fn run(bin: &Path, args: &[&str]) {
     ignore = "needs a USB drive to destroy: cargo xtask hw-test --drive /dev/sdX --yes-destroy"
 )]
 fn hw_drive_prepare_then_backup_run() {
-    let test = "hw_drive_prepare_then_backup_run";
     let Some(drive) = gate::env("EXTBACKUP_TEST_DRIVE") else {
-        gate::skip(
-            test,
-            "no drive named: cargo xtask hw-test --drive /dev/sdX --yes-destroy",
-        );
+        testkit::skip_here("no drive named: cargo xtask hw-test --drive /dev/sdX --yes-destroy");
         return;
     };
     assert_eq!(
@@ -65,14 +61,13 @@ fn hw_drive_prepare_then_backup_run() {
         dev.model
     );
     let Some(bin) = extbackup_bin() else {
-        gate::skip(
-            test,
+        testkit::skip_here(
             "the extbackup binary is not built: cargo build -p extbackup (or set EXTBACKUP_BIN)",
         );
         return;
     };
     if !gate::is_root() {
-        gate::skip(test, "needs root (cryptsetup, mount)");
+        testkit::skip_here("needs root (cryptsetup, mount)");
         return;
     }
     prepare_then_run(&bin, Path::new(&drive));
@@ -194,10 +189,8 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 #[test]
 #[ignore = "needs dm-crypt and a USB gadget: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_drive_prepare_then_backup_run_on_a_usb_mass_storage_gadget() {
-    let test = "vm_drive_prepare_then_backup_run_on_a_usb_mass_storage_gadget";
     let Some(bin) = extbackup_bin() else {
-        gate::skip(
-            test,
+        testkit::skip_here(
             "the extbackup binary is not built: cargo build -p extbackup (vm-test without -p builds it)",
         );
         return;

@@ -186,7 +186,7 @@ fn the_fake_keeps_the_crypt_promises() {
 
 #[test]
 fn the_loopback_test_backend_keeps_the_crypt_promises() {
-    if !root_or_skip("the_loopback_test_backend_keeps_the_crypt_promises") {
+    if !root_or_skip_here() {
         return;
     }
     let (img, blank) = (LoopImage::blank(32), LoopImage::blank(8));
@@ -197,7 +197,7 @@ fn the_loopback_test_backend_keeps_the_crypt_promises() {
 
 #[test]
 fn libcryptsetup_keeps_the_crypt_promises() {
-    if !root_or_skip("libcryptsetup_keeps_the_crypt_promises") {
+    if !root_or_skip_here() {
         return;
     }
     libcryptsetup_suite();

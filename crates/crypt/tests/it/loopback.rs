@@ -33,7 +33,7 @@ fn loop_attached(dev: &Path) -> bool {
 
 #[test]
 fn loopback_round_trip_format_unlock_mkfs_mount_write_lock() {
-    if !root_or_skip("loopback_round_trip_format_unlock_mkfs_mount_write_lock") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(64);
@@ -94,7 +94,7 @@ fn loopback_round_trip_format_unlock_mkfs_mount_write_lock() {
 
 #[test]
 fn loopback_busy_lock_normal_fails_deferred_goes_on_unmount() {
-    if !root_or_skip("loopback_busy_lock_normal_fails_deferred_goes_on_unmount") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(64);
@@ -137,7 +137,7 @@ fn loopback_busy_lock_normal_fails_deferred_goes_on_unmount() {
 
 #[test]
 fn loopback_wrong_key_is_refused() {
-    if !root_or_skip("loopback_wrong_key_is_refused") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(8);
@@ -165,7 +165,7 @@ fn loopback_wrong_key_is_refused() {
 
 #[test]
 fn loopback_header_backup_and_restore() {
-    if !root_or_skip("loopback_header_backup_and_restore") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(8);
@@ -247,7 +247,7 @@ fn loopback_says_not_luks_for_a_real_luks_header() {
 
 #[test]
 fn loopback_passphrase_slot_unlocks_read_only_and_a_wrong_one_opens_nothing() {
-    if !root_or_skip("loopback_passphrase_slot_unlocks_read_only_and_a_wrong_one_opens_nothing") {
+    if !root_or_skip_here() {
         return;
     }
     use crypt::{Key, PassphraseKdf, Secret};

@@ -23,9 +23,10 @@ struct Formatted {
     c: LibcryptsetupCrypt,
 }
 
-/// The [`Formatted`] device for the test `test`, or `None` (the test skips) when not root.
-fn formatted(test: &str) -> Option<Formatted> {
-    if !root_or_skip(test) {
+/// The [`Formatted`] device for the running test, or `None` (the test skips) when not root.
+/// Called on the test's own thread (it names the test).
+fn formatted() -> Option<Formatted> {
+    if !root_or_skip_here() {
         return None;
     }
     let img = LoopImage::blank(32);
@@ -44,7 +45,7 @@ fn luks_dump(dev: &Path) -> String {
 
 #[test]
 fn format_then_inspect_shows_luks2_uuid_label_and_slot() {
-    if !root_or_skip("format_then_inspect_shows_luks2_uuid_label_and_slot") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(32);
@@ -70,9 +71,7 @@ fn format_then_inspect_shows_luks2_uuid_label_and_slot() {
 
 #[test]
 fn verify_accepts_the_right_key_and_refuses_a_wrong_one() {
-    let Some(Formatted { img, key, c }) =
-        formatted("verify_accepts_the_right_key_and_refuses_a_wrong_one")
-    else {
+    let Some(Formatted { img, key, c }) = formatted() else {
         return;
     };
     let wrong = img.key("wrong", &random_key());
@@ -88,7 +87,7 @@ fn verify_accepts_the_right_key_and_refuses_a_wrong_one() {
 
 #[test]
 fn passphrase_slot_uses_argon2id_and_works() {
-    if !root_or_skip("passphrase_slot_uses_argon2id_and_works") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(32);
@@ -106,9 +105,7 @@ fn passphrase_slot_uses_argon2id_and_works() {
 
 #[test]
 fn add_key_file_needs_an_existing_key_and_adds_a_slot() {
-    let Some(Formatted { img, key, c }) =
-        formatted("add_key_file_needs_an_existing_key_and_adds_a_slot")
-    else {
+    let Some(Formatted { img, key, c }) = formatted() else {
         return;
     };
     let second = img.key("second", &random_key());
@@ -123,8 +120,7 @@ fn add_key_file_needs_an_existing_key_and_adds_a_slot() {
 
 #[test]
 fn header_backup_restores_a_corrupted_header() {
-    let Some(Formatted { img, key, c }) = formatted("header_backup_restores_a_corrupted_header")
-    else {
+    let Some(Formatted { img, key, c }) = formatted() else {
         return;
     };
     let backup = img.path("header.bak");
@@ -160,7 +156,7 @@ fn header_backup_restores_a_corrupted_header() {
 
 #[test]
 fn a_plain_device_is_not_luks() {
-    if !root_or_skip("a_plain_device_is_not_luks") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(8);
@@ -171,7 +167,7 @@ fn a_plain_device_is_not_luks() {
 
 #[test]
 fn empty_and_missing_key_files_are_refused() {
-    if !root_or_skip("empty_and_missing_key_files_are_refused") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(32);
@@ -190,8 +186,7 @@ fn empty_and_missing_key_files_are_refused() {
 /// test asserts something: it never skips.
 #[test]
 fn unlock_activates_or_says_dm_crypt_is_missing() {
-    let Some(Formatted { img, key, c }) = formatted("unlock_activates_or_says_dm_crypt_is_missing")
-    else {
+    let Some(Formatted { img, key, c }) = formatted() else {
         return;
     };
     let has_dm = has_device_mapper();
@@ -214,7 +209,7 @@ fn unlock_activates_or_says_dm_crypt_is_missing() {
 
 #[test]
 fn format_refuses_a_mounted_device() {
-    if !root_or_skip("format_refuses_a_mounted_device") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(32);
@@ -237,9 +232,7 @@ fn format_refuses_a_mounted_device() {
 
 #[test]
 fn add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens() {
-    let Some(Formatted { img, key, c }) =
-        formatted("add_passphrase_makes_an_argon2id_slot_that_stock_cryptsetup_opens")
-    else {
+    let Some(Formatted { img, key, c }) = formatted() else {
         return;
     };
     use crypt::PassphraseKdf;

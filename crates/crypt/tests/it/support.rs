@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-pub use testkit::{detach, file_contains, mkfs_ext4, mount_at, root_or_skip, sh, LoopImage};
+pub use testkit::{detach, file_contains, mkfs_ext4, mount_at, root_or_skip_here, sh, LoopImage};
 
 /// Key files in a [`LoopImage`]'s temp folder.
 pub trait KeyFiles {

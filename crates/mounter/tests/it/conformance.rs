@@ -2,7 +2,7 @@
 //! a mount is seen at its mount point; a mount point or a device is never mounted twice;
 //! an unmount ends it, and a second one says it is not mounted.
 
-use crate::support::{root_or_skip, LoopImage};
+use crate::support::{root_or_skip_here, LoopImage};
 use mounter::fake::FakeMounter;
 use mounter::{ErrorKind, MountOptions, Mounter, NixMounter};
 use std::path::Path;
@@ -56,7 +56,7 @@ fn the_fake_keeps_the_mounter_promises() {
 
 #[test]
 fn nix_mounter_keeps_the_mounter_promises() {
-    if !root_or_skip("nix_mounter_keeps_the_mounter_promises") {
+    if !root_or_skip_here() {
         return;
     }
     let (a, b) = (LoopImage::ext4(16), LoopImage::ext4(16));

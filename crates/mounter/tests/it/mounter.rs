@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[test]
 fn fsck_on_a_clean_ext4_reports_clean() {
-    if !root_or_skip("fsck_on_a_clean_ext4_reports_clean") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);
@@ -20,7 +20,7 @@ fn fsck_on_a_clean_ext4_reports_clean() {
 
 #[test]
 fn fsck_fixes_a_damaged_ext4_and_says_so() {
-    if !root_or_skip("fsck_fixes_a_damaged_ext4_and_says_so") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);
@@ -43,7 +43,7 @@ fn fsck_fixes_a_damaged_ext4_and_says_so() {
 
 #[test]
 fn fsck_on_damage_preen_cannot_fix_fails_with_the_output() {
-    if !root_or_skip("fsck_on_damage_preen_cannot_fix_fails_with_the_output") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);
@@ -60,7 +60,7 @@ fn fsck_on_damage_preen_cannot_fix_fails_with_the_output() {
 
 #[test]
 fn a_garbage_device_has_an_unknown_filesystem() {
-    if !root_or_skip("a_garbage_device_has_an_unknown_filesystem") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::blank(8);
@@ -77,7 +77,7 @@ fn a_garbage_device_has_an_unknown_filesystem() {
 
 #[test]
 fn mount_with_defaults_creates_a_0700_mountpoint_and_sets_nodev_nosuid_noexec() {
-    if !root_or_skip("mount_with_defaults_creates_a_0700_mountpoint_and_sets_nodev_nosuid_noexec") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);
@@ -118,7 +118,7 @@ fn mount_with_defaults_creates_a_0700_mountpoint_and_sets_nodev_nosuid_noexec() 
 
 #[test]
 fn mount_point_created_has_mode_0700_and_options_apply() {
-    if !root_or_skip("mount_point_created_has_mode_0700_and_options_apply") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);
@@ -145,7 +145,7 @@ fn mount_point_created_has_mode_0700_and_options_apply() {
 
 #[test]
 fn busy_unmount_retries_then_fails_when_lazy_is_off() {
-    if !root_or_skip("busy_unmount_retries_then_fails_when_lazy_is_off") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);
@@ -168,7 +168,7 @@ fn busy_unmount_retries_then_fails_when_lazy_is_off() {
 
 #[test]
 fn busy_unmount_falls_back_to_lazy_and_reports_it() {
-    if !root_or_skip("busy_unmount_falls_back_to_lazy_and_reports_it") {
+    if !root_or_skip_here() {
         return;
     }
     let img = LoopImage::ext4(16);

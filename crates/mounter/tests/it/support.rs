@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-pub use testkit::{root_or_skip, sh, LoopImage};
+pub use testkit::{root_or_skip_here, sh, LoopImage};
 
 /// The mountinfo entry for `target`, if mounted.
 pub fn entry(target: &Path) -> Option<mounter::mountinfo::MountEntry> {

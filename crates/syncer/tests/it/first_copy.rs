@@ -2,7 +2,7 @@
 //! for byte and attribute for attribute.
 
 use crate::opts;
-use crate::util::{allocated, assert_same_tree, odder_tree, root_or_skip, LoopFs};
+use crate::util::{allocated, assert_same_tree, odder_tree, root_or_skip_here, LoopFs};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -27,8 +27,7 @@ fn recording_cp(dir: &Path, log: &Path) -> std::path::PathBuf {
 
 #[test]
 fn the_first_copy_by_cp_equals_rsyncs_then_rsync_changes_nothing() {
-    let name = "the_first_copy_by_cp_equals_rsyncs_then_rsync_changes_nothing";
-    if !root_or_skip(name) {
+    if !root_or_skip_here() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -129,8 +128,7 @@ fn the_first_copy_by_cp_equals_rsyncs_then_rsync_changes_nothing() {
 
 #[test]
 fn a_first_copy_onto_a_drive_too_small_is_no_space() {
-    let name = "a_first_copy_onto_a_drive_too_small_is_no_space";
-    if !root_or_skip(name) {
+    if !root_or_skip_here() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

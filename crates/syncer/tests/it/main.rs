@@ -14,10 +14,7 @@ use syncer::SyncOptions;
 pub fn opts() -> SyncOptions {
     SyncOptions {
         drive: "offsite-a".into(),
-        require_source_mount_point: false,
         max_delete_fraction: Some(0.5),
-        force: false,
-        link_dest: None,
-        exclude: Default::default(),
+        ..Default::default()
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::opts;
 use crate::util::{
-    assert_same_tree, entries, non_utf8, odd_tree, root_or_skip, total_size, LoopFs,
+    assert_same_tree, entries, non_utf8, odd_tree, root_or_skip_here, total_size, LoopFs,
 };
 use std::fs;
 use std::path::Path;
@@ -13,8 +13,7 @@ fn no_progress(_: Progress) {}
 
 #[test]
 fn mirrors_an_odd_tree_onto_ext4_then_only_changes() {
-    let name = "mirrors_an_odd_tree_onto_ext4_then_only_changes";
-    if !root_or_skip(name) {
+    if !root_or_skip_here() {
         return;
     }
     let src_fs = LoopFs::new(64);
@@ -177,8 +176,7 @@ fn guard_refuses_before_touching_the_target() {
 
 #[test]
 fn a_drive_too_small_is_no_space() {
-    let name = "a_drive_too_small_is_no_space";
-    if !root_or_skip(name) {
+    if !root_or_skip_here() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -197,8 +195,7 @@ fn a_drive_too_small_is_no_space() {
 
 #[test]
 fn an_unwritable_target_folder_is_a_partial_transfer() {
-    let name = "an_unwritable_target_folder_is_a_partial_transfer";
-    if !root_or_skip(name) {
+    if !root_or_skip_here() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use testkit::LoopImage;
 
-pub use testkit::root_or_skip;
+pub use testkit::root_or_skip_here;
 
 /// An ext4 filesystem (no reserved blocks) in an image file on a loop device, mounted;
 /// unmounted and detached on drop.
