@@ -1,4 +1,5 @@
-//! How the orchestrator writes sizes, ages and times for people, and the clock it reads.
+//! How the orchestrator writes ages and times for people, and the clock it reads (sizes:
+//! `oskit::human`, the workspace's one formatter).
 //! The bottom layer: it imports nothing from this crate.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,22 +35,6 @@ pub fn fmt_age(secs: u64) -> String {
     format!("{n} {unit}")
 }
 
-/// `1.5 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,12 +53,5 @@ mod tests {
         assert_eq!(fmt_age(0), "0 seconds");
         assert_eq!(fmt_age(3 * 3600), "3 hours");
         assert_eq!(fmt_age(40 * 86_400), "40 days");
-    }
-
-    #[test]
-    fn sizes_use_binary_units_with_one_decimal() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn close_left_mapping(cfg: &Config, mapping: &str) {
 
 /// The last lines `unit` logged, for the mail (empty when the journal cannot be read).
 pub(crate) fn journal_tail(unit: &str) -> String {
-    std::process::Command::new("journalctl")
+    oskit::process::tie_to_parent(&mut std::process::Command::new("journalctl"))
         .args(["--no-pager", "-o", "short-iso", "-n", "30", "-u", unit])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

@@ -20,7 +20,8 @@ pub fn browse_mapping(drive: &str) -> String {
 
 /// Where `extbackup mount` mounts a drive unless `--at` says otherwise.
 pub fn default_mount_point(cfg: &Config, drive: &str) -> PathBuf {
-    cfg.mount_root.join(crate::drive::layout::browse_name(drive))
+    cfg.mount_root
+        .join(crate::drive::layout::browse_name(drive))
 }
 
 /// The message when a plug-in run finds its drive opened for browsing; `None` when not.

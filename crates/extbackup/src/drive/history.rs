@@ -96,7 +96,7 @@ pub fn make_room(
     let list = gens
         .list()
         .map_err(|e| io("listing the generations on the drive", e))?;
-    let human = crate::fmt::human;
+    let human = oskit::human::bytes;
     let Some((newest, older)) = list.split_last() else {
         return Err(Failure::new(format!(
             "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
@@ -232,8 +232,8 @@ pub fn render(drive: &str, entries: &[HistoryEntry]) -> String {
             "{:<22} {:>10} {:>12} {:>12}\n",
             e.date,
             e.files,
-            crate::fmt::human(e.bytes),
-            crate::fmt::human(e.bytes_new)
+            oskit::human::bytes(e.bytes),
+            oskit::human::bytes(e.bytes_new)
         ));
     }
     s

@@ -240,7 +240,9 @@ fn copy_item(copy: &Path, it: &Item, overwrite: bool) -> Result<(), Failure> {
     let src = copy.join(&it.rel);
     let is_dir = std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
     let mut cmd = Command::new("rsync");
-    cmd.env("LC_ALL", "C")
+    // A killed restore must not leave rsync writing into the destination.
+    oskit::process::tie_to_parent(&mut cmd)
+        .env("LC_ALL", "C")
         .args(["-aHAX", "--numeric-ids", "--no-inc-recursive"])
         // Exact times: with rsync's whole-second default, an item made in the same
         // second as its original keeps the time of its making (symlinks showed it).

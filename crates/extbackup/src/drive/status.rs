@@ -94,9 +94,9 @@ impl Status {
                     fmt_utc(r.finished),
                     fmt_age(age),
                     r.files_copied,
-                    crate::fmt::human(r.bytes_copied),
+                    oskit::human::bytes(r.bytes_copied),
                     r.files_total,
-                    crate::fmt::human(r.bytes_total)
+                    oskit::human::bytes(r.bytes_total)
                 )),
                 _ => s.push_str("  last success: never\n"),
             }

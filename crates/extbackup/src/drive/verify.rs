@@ -88,7 +88,7 @@ impl VerifyReport {
             "{} entries compared, {} files ({}) compared by SHA-256 ({}): {}",
             self.entries,
             self.checksummed,
-            crate::fmt::human(self.bytes_checksummed),
+            oskit::human::bytes(self.bytes_checksummed),
             self.depth,
             if self.clean() {
                 "no differences".to_string()
@@ -157,26 +157,25 @@ fn meta_of(path: &Path, md: &std::fs::Metadata) -> std::io::Result<Meta> {
 /// `lost+found` is left out (the sync leaves it out too), and what `exclude` leaves out.
 fn walk(root: &Path, exclude: &syncer::Excludes) -> std::io::Result<BTreeMap<PathBuf, Meta>> {
     let mut out = BTreeMap::new();
-    let md = std::fs::symlink_metadata(root)?;
-    out.insert(PathBuf::new(), meta_of(root, &md)?);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for e in std::fs::read_dir(root.join(&rel))? {
-            let e = e?;
-            let r = rel.join(e.file_name());
-            if rel.as_os_str().is_empty() && e.file_name() == "lost+found" {
-                continue;
-            }
-            let p = e.path();
-            let md = std::fs::symlink_metadata(&p)?;
-            if exclude.excludes(&r, md.is_dir()) {
-                continue;
-            }
+    let mut it = walkdir::WalkDir::new(root).into_iter();
+    while let Some(e) = it.next() {
+        let e = e?;
+        let md = e.metadata()?;
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(e.path())
+            .to_path_buf();
+        let left_out = e.depth() > 0
+            && ((e.depth() == 1 && e.file_name() == "lost+found")
+                || exclude.excludes(&rel, md.is_dir()));
+        if left_out {
             if md.is_dir() {
-                stack.push(r.clone());
+                it.skip_current_dir();
             }
-            out.insert(r, meta_of(&p, &md)?);
+            continue;
         }
+        out.insert(rel, meta_of(e.path(), &md)?);
     }
     Ok(out)
 }

@@ -58,7 +58,7 @@ pub fn run(
         message: format!("{} hook {name:?}: {what}", phase.name()),
     };
     tracing::info!("{} hook {name:?}: running {:?}", phase.name(), argv);
-    let mut child = Command::new(&argv[0])
+    let mut child = oskit::process::tie_to_parent(&mut Command::new(&argv[0]))
         .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("EXTBACKUP_HOOK", name)

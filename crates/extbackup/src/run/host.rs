@@ -194,29 +194,34 @@ impl Host for SystemHost {
 /// counted once; what `exclude` leaves out (paths relative to `path`) is not counted, nor
 /// entered.
 pub fn tree_size(path: &Path, exclude: &syncer::Excludes) -> std::io::Result<u64> {
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
-    let mut stack = vec![(PathBuf::new(), md)];
-    while let Some((rel, md)) = stack.pop() {
+    let mut it = walkdir::WalkDir::new(path)
+        .follow_root_links(false)
+        .into_iter();
+    while let Some(e) = it.next() {
+        let e = match e {
+            Ok(e) => e,
+            Err(e)
+                if e.depth() == 0
+                    && e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) =>
+            {
+                return Ok(0)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let md = e.metadata()?;
+        let rel = e.path().strip_prefix(path).unwrap_or(e.path());
+        if e.depth() > 0 && exclude.excludes(rel, md.is_dir()) {
+            if md.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
         if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
             continue;
         }
         total += md.blocks() * 512;
-        if md.is_dir() {
-            for entry in std::fs::read_dir(path.join(&rel))? {
-                let entry = entry?;
-                let md = entry.metadata()?;
-                let r = rel.join(entry.file_name());
-                if !exclude.excludes(&r, md.is_dir()) {
-                    stack.push((r, md));
-                }
-            }
-        }
     }
     Ok(total)
 }

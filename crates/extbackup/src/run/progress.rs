@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use syncer::Progress;
 
-use crate::fmt::human;
-
 /// Clear the terminal's current line: back to its start, erase it.
 const CLEAR: &str = "\r\x1b[2K";
 
@@ -241,15 +239,15 @@ impl Rate {
 
 /// `sync 1.2 GiB of 4.0 GiB  30%  45.3 MiB/s  ETA 1:02`.
 pub fn render(r: &Reading) -> String {
-    let mut s = format!("sync {}", human(r.bytes));
+    let mut s = format!("sync {}", oskit::human::bytes(r.bytes));
     if let Some(t) = r.total {
-        s.push_str(&format!(" of {}", human(t)));
+        s.push_str(&format!(" of {}", oskit::human::bytes(t)));
     }
     if let Some(f) = r.fraction {
         s.push_str(&format!("  {:3}%", (f * 100.0) as u32));
     }
     match r.rate {
-        Some(rate) => s.push_str(&format!("  {}/s", human(rate as u64))),
+        Some(rate) => s.push_str(&format!("  {}/s", oskit::human::bytes(rate as u64))),
         None => s.push_str("  -/s"),
     }
     if let Some(e) = r.eta_secs {

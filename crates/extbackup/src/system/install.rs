@@ -533,7 +533,10 @@ pub fn uninstall(paths: &InstallPaths) -> Result<(Vec<PathBuf>, Notes), InstallE
 
 /// Runs a tool, describing the outcome in one line.
 fn run_tool(argv: &[&str]) -> String {
-    match Command::new(argv[0]).args(&argv[1..]).output() {
+    match oskit::process::tie_to_parent(&mut Command::new(argv[0]))
+        .args(&argv[1..])
+        .output()
+    {
         Ok(o) if o.status.success() => format!("ran `{}`", argv.join(" ")),
         Ok(o) => format!(
             "`{}` failed ({}): {}",

@@ -1,7 +1,7 @@
 //! History on the drive (issue 9), end to end with the real binary as root: loop devices,
 //! the loopback-test crypt backend, real ext4, real rsync with `--link-dest`.
 
-use crate::support::{meta_snapshot, mounted_under, root_or_skip, LoopDevice, World};
+use crate::support::{meta_snapshot, mounted_under, root_or_skip_here, LoopDevice, World};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -79,12 +79,9 @@ fn set_config(w: &World, top: &str, tables: &str) {
 #[test]
 fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brings_back_a_good_file(
 ) {
-    if !root_or_skip("history_three_runs_keep_each_generation") {
+    let Some((w, lo)) = World::prepared("t1", 96) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 96);
-    w.prepare(&lo.dev, "t1");
+    };
     odd_tree(&w.path("src/odd"));
     let src = w.path("src");
 
@@ -212,12 +209,9 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
 #[test]
 fn history_a_plain_mirror_becomes_the_first_generation_without_copying_and_history_false_stays_plain(
 ) {
-    if !root_or_skip("history_migration") {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
-    w.prepare(&lo.dev, "t1");
+    };
     set_config(&w, "history = false", "");
     assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
     assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
@@ -270,12 +264,9 @@ fn history_a_plain_mirror_becomes_the_first_generation_without_copying_and_histo
 
 #[test]
 fn history_a_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_finishes() {
-    if !root_or_skip("history_a_killed_run") {
+    let Some((w, lo)) = World::prepared("t1", 96) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 96);
-    w.prepare(&lo.dev, "t1");
+    };
     assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
     // 30 MiB more, copied at 3 MiB/s: the run is killed in the middle.
     for i in 0..30 {
@@ -338,12 +329,9 @@ fn history_a_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_fini
 #[test]
 fn history_space_pressure_prunes_the_oldest_never_the_newest_and_a_source_too_big_deletes_nothing()
 {
-    if !root_or_skip("history_space_pressure") {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
-    w.prepare(&lo.dev, "t1");
+    };
     let big = |tag: u8| {
         let _ = fs::remove_dir_all(w.path("src/big"));
         fs::create_dir_all(w.path("src/big")).unwrap();
@@ -464,7 +452,7 @@ fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_
 
 #[test]
 fn history_on_btrfs_generations_are_read_only_snapshots_and_pruning_deletes_subvolumes() {
-    if !root_or_skip("history_on_btrfs") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");

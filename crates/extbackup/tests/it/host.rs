@@ -2,7 +2,7 @@
 //! real rsync, mail as files. As root only (they SKIP otherwise).
 
 use crate::support::{
-    mkfs_ext4, mount_at, mounted_under, read_opened_drive, root_or_skip, LoopDevice, World,
+    mkfs_ext4, mount_at, mounted_under, read_opened_drive, root_or_skip_here, LoopDevice, World,
 };
 use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
 use std::fs;
@@ -73,8 +73,7 @@ fn assert_failed_cleanly(
 
 #[test]
 fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change() {
-    if !root_or_skip("prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change")
-    {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -269,12 +268,9 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
 
 #[test]
 fn a_held_source_lock_fails_at_source_lock_and_cleans_up() {
-    if !root_or_skip("a_held_source_lock_fails_at_source_lock_and_cleans_up") {
+    let Some((w, lo)) = World::prepared("t1", 32) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 32);
-    w.prepare(&lo.dev, "t1");
+    };
     let mut holder = Command::new("flock")
         .arg(w.path("src.lock"))
         .args(["sleep", "60"])
@@ -303,12 +299,9 @@ fn a_held_source_lock_fails_at_source_lock_and_cleans_up() {
 
 #[test]
 fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
-    if !root_or_skip("a_drive_too_small_fails_at_free_space_and_cleans_up") {
+    let Some((w, lo)) = World::prepared("t1", 16) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 16);
-    w.prepare(&lo.dev, "t1");
+    };
     // 24 MiB of incompressible data cannot fit on a 16 MiB drive.
     let mut big = vec![0u8; 24 << 20];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -328,12 +321,9 @@ fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
 
 #[test]
 fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
-    if !root_or_skip("a_wrong_key_file_fails_at_identify_and_touches_nothing") {
+    let Some((w, lo)) = World::prepared("t1", 32) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 32);
-    w.prepare(&lo.dev, "t1");
+    };
     let wrong = w.path("keys/wrong.key");
     fs::write(&wrong, vec![1u8; 4096]).unwrap();
     fs::set_permissions(&wrong, fs::Permissions::from_mode(0o400)).unwrap();
@@ -353,7 +343,7 @@ fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
 
 #[test]
 fn a_drive_that_is_not_configured_is_skipped_with_75() {
-    if !root_or_skip("a_drive_that_is_not_configured_is_skipped_with_75") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -386,7 +376,7 @@ fn bad_configuration_and_usage_exit_2() {
 
 #[test]
 fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
-    if !root_or_skip("prepare_refuses_a_mounted_device_and_leaves_it_alone") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -416,7 +406,7 @@ fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
 
 #[test]
 fn prepare_refuses_an_active_swap_device_and_leaves_it_alone() {
-    if !root_or_skip("prepare_refuses_an_active_swap_device_and_leaves_it_alone") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -444,7 +434,7 @@ fn prepare_refuses_an_active_swap_device_and_leaves_it_alone() {
 
 #[test]
 fn prepare_with_a_relative_keys_dir_writes_an_absolute_key_file() {
-    if !root_or_skip("prepare_with_a_relative_keys_dir_writes_an_absolute_key_file") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -474,7 +464,7 @@ fn prepare_with_a_relative_keys_dir_writes_an_absolute_key_file() {
 
 #[test]
 fn prepare_without_yes_and_without_a_terminal_refuses() {
-    if !root_or_skip("prepare_without_yes_and_without_a_terminal_refuses") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -544,12 +534,9 @@ fn run_and_sigterm(
 
 #[test]
 fn sigterm_during_the_sync_stops_it_and_cleans_up() {
-    if !root_or_skip("sigterm_during_the_sync_stops_it_and_cleans_up") {
+    let Some((w, lo)) = World::prepared("t1", 32) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 32);
-    w.prepare(&lo.dev, "t1");
+    };
     // A sync that would take a minute.
     let cfg = fs::read_to_string(&w.config).unwrap();
     fs::write(
@@ -580,12 +567,9 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
 
 #[test]
 fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
-    if !root_or_skip("sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up") {
+    let Some((w, lo)) = World::prepared("t1", 32) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 32);
-    w.prepare(&lo.dev, "t1");
+    };
     // The source lock is held by another job for longer than systemd's stop timeout.
     let cfg = fs::read_to_string(&w.config).unwrap();
     fs::write(
@@ -629,7 +613,7 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
 fn free_space_is_what_root_can_really_write() {
     use extbackup::run::host::Host;
     use std::io::Write;
-    if !root_or_skip("free_space_is_what_root_can_really_write") {
+    if !root_or_skip_here() {
         return;
     }
     // 10% reserved for root: runs are root, and may use them.
@@ -704,12 +688,9 @@ fn descendants_named(pid: u32, comm: &str) -> Vec<u32> {
 
 #[test]
 fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
-    if !root_or_skip("kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up") {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
-    w.prepare(&lo.dev, "t1");
+    };
     // A copy that takes about a minute: 12 MiB at 200 KiB/s.
     fs::write(w.path("src/big.bin"), vec![7u8; 12 << 20]).unwrap();
     let cfg = fs::read_to_string(&w.config).unwrap();

@@ -3,8 +3,8 @@
 //! same on real dm-crypt: `vm_recovery_*` in `vm.rs`.
 
 use crate::support::{
-    copy_on, flip_one_byte_keeping_mtime, meta_snapshot, mounted_under, root_or_skip, LoopDevice,
-    World,
+    copy_on, flip_one_byte_keeping_mtime, meta_snapshot, mounted_under, root_or_skip_here,
+    LoopDevice, World,
 };
 use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
 use std::fs;
@@ -31,7 +31,7 @@ fn with_drive_rw(w: &World, dev: &std::path::Path, f: impl FnOnce(&std::path::Pa
 
 #[test]
 fn recovery_mount_restore_and_verify_on_loop_devices() {
-    if !root_or_skip("recovery_mount_restore_and_verify_on_loop_devices") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -180,7 +180,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
 
 #[test]
 fn recovery_passphrase_options_of_prepare_and_recovery_add() {
-    if !root_or_skip("recovery_passphrase_options_of_prepare_and_recovery_add") {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");
@@ -282,9 +282,7 @@ fn recovery_passphrase_options_of_prepare_and_recovery_add() {
 
 #[test]
 fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_back() {
-    if !root_or_skip(
-        "recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_back",
-    ) {
+    if !root_or_skip_here() {
         return;
     }
     use std::io::{Seek, SeekFrom, Write};
@@ -426,9 +424,7 @@ fn on_a_terminal(w: &World, args: &[&str], input: &str) -> (Option<i32>, String)
 
 #[test]
 fn prepare_on_a_terminal_shows_a_generated_passphrase_once_and_it_opens_the_drive() {
-    if !root_or_skip(
-        "prepare_on_a_terminal_shows_a_generated_passphrase_once_and_it_opens_the_drive",
-    ) {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");

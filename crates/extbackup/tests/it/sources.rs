@@ -2,7 +2,7 @@
 //! device, the loopback-test crypt, real ext4, real rsync), each into its own folder, the
 //! excluded files left out of the copy, of the free-space figure and of `verify`.
 
-use crate::support::{root_or_skip, snapshot, LoopDevice, World};
+use crate::support::{root_or_skip_here, snapshot, LoopDevice, World};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -70,9 +70,7 @@ fn to_copy_bytes(log: &str) -> f64 {
 
 #[test]
 fn two_sources_with_excludes_are_copied_into_their_folders_and_only_what_is_copied_counts() {
-    if !root_or_skip(
-        "two_sources_with_excludes_are_copied_into_their_folders_and_only_what_is_copied_counts",
-    ) {
+    if !root_or_skip_here() {
         return;
     }
     let w = World::new("loopback-test");

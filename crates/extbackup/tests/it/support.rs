@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use testkit::{mkfs_ext4, mount_at, mounted_under, root_or_skip, sh, LoopDevice};
+pub use testkit::{mkfs_ext4, mount_at, mounted_under, root_or_skip_here, sh, LoopDevice};
 
 /// One test's world.
 pub struct World {
@@ -60,6 +60,19 @@ require_source_mount_point = false
         );
         fs::write(&w.config, text).unwrap();
         w
+    }
+
+    /// The common opening of a test on a drive: as root (else the test skips, under its own
+    /// name), a world on the loopback-test backend and a `mib` MiB disk image on a loop
+    /// device, prepared as drive `name`. `None`: the test was skipped.
+    pub fn prepared(name: &str, mib: u64) -> Option<(World, LoopDevice)> {
+        if !root_or_skip_here() {
+            return None;
+        }
+        let w = World::new("loopback-test");
+        let lo = LoopDevice::new(&w.path("disk.img"), mib);
+        w.prepare(&lo.dev, name);
+        Some((w, lo))
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fmt::human;
-
 use super::{Pipeline, Run, StepError};
 
 impl Pipeline<'_> {
@@ -49,8 +47,8 @@ impl Pipeline<'_> {
         let free = self.b.host.free_space(&run.mount_point)?;
         tracing::info!(
             "a new generation needs about {} (new and changed files, folders; excluded files left out); free on the drive {}",
-            human(need),
-            human(free)
+            oskit::human::bytes(need),
+            oskit::human::bytes(free)
         );
         if need > free {
             return self.make_room(run, need, free);

@@ -9,7 +9,6 @@ use mounter::MountOptions;
 
 use crate::config::DriveConfig;
 use crate::drive::state::RunResult;
-use crate::fmt::human;
 
 use super::{Pipeline, Run, Step, StepError};
 
@@ -180,9 +179,9 @@ impl Pipeline<'_> {
         let free = self.b.host.free_space(&run.mount_point)?;
         tracing::info!(
             "to copy {} (excluded files left out), already on the drive {}, free on the drive {}",
-            human(src),
-            human(have),
-            human(free)
+            oskit::human::bytes(src),
+            oskit::human::bytes(have),
+            oskit::human::bytes(free)
         );
         if need > free && run.history.is_some() {
             return self.make_room(run, need, free);
@@ -190,8 +189,8 @@ impl Pipeline<'_> {
         if need > free {
             return Err(StepError::new(format!(
                 "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
-                human(need),
-                human(free)
+                oskit::human::bytes(need),
+                oskit::human::bytes(free)
             )));
         }
         Ok(())
