@@ -187,6 +187,7 @@ pub enum MappingStatus {
 }
 
 /// LUKS operations. Object safe: the backend is chosen at run time from the config.
+#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Crypt: Send + Sync {
     /// Reads the LUKS header of `device` (`NotLuks` if it has none).
     fn inspect(&self, device: &Path) -> Result<LuksInfo, CryptError>;
@@ -234,10 +235,10 @@ pub trait Crypt: Send + Sync {
 
     /// Activates `device` **read-only** as mapping `name` with `key` (a key file or a
     /// passphrase); returns the mapped device path. `WrongKey` when the key opens no slot.
-    fn unlock_read_only(
+    fn unlock_read_only<'k>(
         &self,
         device: &Path,
-        key: Key<'_>,
+        key: Key<'k>,
         name: &str,
     ) -> Result<PathBuf, CryptError> {
         let _ = (device, key, name);

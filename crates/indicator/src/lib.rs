@@ -80,6 +80,7 @@ pub enum ErrorKind {
 pub type IndicatorError = backend_error::Error<ErrorKind>;
 
 /// Shows backup states. Object safe: backends are chosen at run time from the config.
+#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Indicator: Send {
     /// Shows `state` until the next call. Must return promptly: animations run in the
     /// backend's own thread and stop at the next `show`.

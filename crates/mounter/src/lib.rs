@@ -110,6 +110,7 @@ pub struct MountInfo {
 }
 
 /// Filesystem operations. Object safe: the backend is chosen at run time.
+#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Mounter: Send + Sync {
     /// Checks the filesystem on `device` in preen mode (`fsck -p`); `FsckFailed` if it has
     /// errors fsck cannot fix.

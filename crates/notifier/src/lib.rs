@@ -115,6 +115,7 @@ impl Event {
 }
 
 /// Sends notifications. Object safe: the backend is chosen at run time.
+#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Notifier: Send + Sync {
     /// Delivers `event`; on a delivery failure the backend spools it and returns `Spooled`.
     fn notify(&self, event: &Event) -> Result<(), NotifyError>;

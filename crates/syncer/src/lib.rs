@@ -38,6 +38,10 @@
 
 mod child;
 mod command;
+#[cfg(feature = "mock")]
+mod mock;
+#[cfg(feature = "mock")]
+pub use mock::MockSyncer;
 pub mod exclude;
 mod failure;
 pub mod fake;

@@ -14,6 +14,7 @@ use crate::drive::state::RunRecord;
 pub type HostError = crate::Failure;
 
 /// Locks, space and records.
+#[cfg_attr(test, mockall::automock)]
 pub trait Host: Send {
     /// Takes the run lock without waiting; `false` when another run holds it.
     fn try_lock_run(&mut self) -> Result<bool, HostError>;

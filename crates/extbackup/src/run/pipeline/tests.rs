@@ -5,85 +5,21 @@ use super::*;
 use crate::config::Config;
 use crate::drive::state::{RunRecord, RunResult};
 use crate::run::host::HostError;
-use crypt::{CryptError, FormatOptions, LockMode, LockOutcome, LuksInfo, MappingStatus};
-use indicator::IndicatorError;
-use mockall::{mock, Sequence};
+use crypt::{CryptError, LockMode, LockOutcome, LuksInfo, MappingStatus};
+use mockall::Sequence;
 use mounter::{FsckReport, MountError, MountInfo, MountOptions, UnmountReport};
-use notifier::{Event, NotifyError, Outcome as MailOutcome};
+use notifier::Outcome as MailOutcome;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use syncer::{SyncError, SyncOptions};
 
-mock! {
-    pub Crypt {}
-    impl crypt::Crypt for Crypt {
-        fn inspect(&self, device: &Path) -> Result<LuksInfo, CryptError>;
-        fn format(&self, device: &Path, opts: &FormatOptions) -> Result<LuksInfo, CryptError>;
-        fn add_key_file(&self, device: &Path, existing_key: &Path, new_key: &Path) -> Result<u32, CryptError>;
-        fn verify_key_file(&self, device: &Path, key_file: &Path) -> Result<u32, CryptError>;
-        fn unlock(&self, device: &Path, key_file: &Path, name: &str) -> Result<PathBuf, CryptError>;
-        fn lock(&self, name: &str, mode: LockMode) -> Result<LockOutcome, CryptError>;
-        fn status(&self, name: &str) -> Result<MappingStatus, CryptError>;
-        fn backup_header(&self, device: &Path, to: &Path) -> Result<(), CryptError>;
-        fn restore_header(&self, device: &Path, from: &Path) -> Result<(), CryptError>;
-        fn describe(&self) -> String;
-    }
-}
-
-mock! {
-    pub Mounter {}
-    impl mounter::Mounter for Mounter {
-        fn fsck(&self, device: &Path) -> Result<FsckReport, MountError>;
-        fn mount(&self, device: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<MountInfo, MountError>;
-        fn unmount(&self, mountpoint: &Path) -> Result<UnmountReport, MountError>;
-        fn mounted_at(&self, mountpoint: &Path) -> Result<Option<MountInfo>, MountError>;
-        fn describe(&self) -> String;
-        fn describe_device(&self, device: &Path) -> String;
-        fn check_unused(&self, device: &Path) -> Result<(), MountError>;
-        fn partition(&self, device: &Path) -> Result<PathBuf, MountError>;
-        fn mkfs(&self, device: &Path, fstype: &str, label: &str) -> Result<(), MountError>;
-    }
-}
-
-mock! {
-    pub Syncer {}
-    impl syncer::Syncer for Syncer {
-        fn mirror(&self, source: &Path, target: &Path, opts: &SyncOptions, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport, SyncError>;
-        fn describe(&self) -> String;
-    }
-}
-
-mock! {
-    pub Notifier {}
-    impl notifier::Notifier for Notifier {
-        fn notify(&self, event: &Event) -> Result<(), NotifyError>;
-        fn flush_spool(&self) -> Result<usize, NotifyError>;
-        fn describe(&self) -> String;
-    }
-}
-
-mock! {
-    pub Indicator {}
-    impl indicator::Indicator for Indicator {
-        fn show(&mut self, state: State) -> Result<(), IndicatorError>;
-        fn describe(&self) -> String;
-    }
-}
-
-mock! {
-    pub Host {}
-    impl crate::run::host::Host for Host {
-        fn try_lock_run(&mut self) -> Result<bool, HostError>;
-        fn wait_lock_run(&mut self) -> Result<(), HostError>;
-        fn unlock_run(&mut self);
-        fn lock_source(&mut self, path: &Path, timeout: Duration) -> Result<(), HostError>;
-        fn unlock_source(&mut self);
-        fn free_space(&self, path: &Path) -> Result<u64, HostError>;
-        fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError>;
-        fn record_on_drive(&mut self, mountpoint: &Path, run: &crate::drive::state::RunRecord) -> Result<(), HostError>;
-    }
-}
+use crate::run::host::MockHost;
+use crypt::MockCrypt;
+use indicator::MockIndicator;
+use mounter::MockMounter;
+use notifier::MockNotifier;
+use syncer::MockSyncer;
 
 const UUID: &str = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab";
 const DEV: &str = "/dev/by-uuid-test";
