@@ -390,15 +390,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SyncOptions;
-
-    fn opts() -> SyncOptions {
-        SyncOptions {
-            drive: "d".into(),
-            max_delete_fraction: Some(0.5),
-            ..Default::default()
-        }
-    }
+    use crate::tests::opts;
 
     #[test]
     fn applies_only_to_an_empty_or_missing_target_without_link_dest() {

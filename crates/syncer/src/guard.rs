@@ -266,15 +266,8 @@ pub fn guard(source: &Path, target: &Path, opts: &SyncOptions) -> Result<Deletio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::opts;
     use std::path::PathBuf;
-
-    fn opts() -> SyncOptions {
-        SyncOptions {
-            drive: "d".into(),
-            max_delete_fraction: Some(0.5),
-            ..Default::default()
-        }
-    }
 
     fn touch(p: PathBuf) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -193,3 +193,17 @@ impl<T: Syncer + ?Sized> GuardedSync for T {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SyncOptions;
+
+    /// The options the unit tests sync with: drive `d`, at most half the files deleted.
+    pub(crate) fn opts() -> SyncOptions {
+        SyncOptions {
+            drive: "d".into(),
+            max_delete_fraction: Some(0.5),
+            ..Default::default()
+        }
+    }
+}

@@ -165,15 +165,7 @@ impl RsyncSyncer {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let mut child = tie_to_parent(&mut Command::new(&self.program))
-            .args(&args)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.program, e))?;
-        let stderr = collect_stderr(&mut child, "rsync");
+        let (mut child, stderr) = self.start(&args, Stdio::piped())?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stats = Stats::default();
         let mut last = Progress {
@@ -244,6 +236,25 @@ impl RsyncSyncer {
         Some(cp)
     }
 
+    /// Starts rsync with `args` in the C locale, tied to this process, without stdin, its
+    /// stdout as given and its stderr read on a thread (the tail kept for errors).
+    fn start(
+        &self,
+        args: &[OsString],
+        stdout: Stdio,
+    ) -> Result<(std::process::Child, std::thread::JoinHandle<Vec<String>>), SyncError> {
+        let mut child = tie_to_parent(&mut Command::new(&self.program))
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stderr = collect_stderr(&mut child, "rsync");
+        Ok((child, stderr))
+    }
+
     /// Sets the target folder's own mode, owner, times, xattrs and ACLs as rsync sets them
     /// (rsync on that folder alone: `--exclude=*` leaves out everything below it).
     fn copy_root_metadata(&self, source: &Path, target: &Path) -> Result<(), SyncError> {
@@ -251,17 +262,12 @@ impl RsyncSyncer {
         if !src.ends_with(b"/") {
             src.push(b'/');
         }
-        let mut child = tie_to_parent(&mut Command::new(&self.program))
-            .args(["-aAX", "--numeric-ids", "--modify-window=-1", "--exclude=*"])
-            .arg(OsString::from_vec(src))
-            .arg(safe_path(target))
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.program, e))?;
-        let stderr = collect_stderr(&mut child, "rsync");
+        let args: Vec<OsString> = ["-aAX", "--numeric-ids", "--modify-window=-1", "--exclude=*"]
+            .into_iter()
+            .map(OsString::from)
+            .chain([OsString::from_vec(src), safe_path(target).into_os_string()])
+            .collect();
+        let (mut child, stderr) = self.start(&args, Stdio::null())?;
         let status = child.wait();
         let tail = stderr.join().unwrap_or_default();
         let status = status.map_err(|e| {

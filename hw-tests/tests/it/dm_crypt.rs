@@ -75,14 +75,17 @@ fn vm_dm_crypt_luks_roundtrip_with_cryptsetup_binary() {
         key_s,
         &loopdev,
     ]);
-    run(&[
-        "cryptsetup",
-        "open",
-        "--key-file",
-        key_s,
-        &loopdev,
-        &mapping,
-    ]);
+    let open = || {
+        run(&[
+            "cryptsetup",
+            "open",
+            "--key-file",
+            key_s,
+            &loopdev,
+            &mapping,
+        ])
+    };
+    open();
     let mapped = format!("/dev/mapper/{mapping}");
     assert!(Path::new(&mapped).exists(), "{mapped} appears after open");
     let table = run(&["dmsetup", "table", &mapping]);
@@ -108,14 +111,7 @@ fn vm_dm_crypt_luks_roundtrip_with_cryptsetup_binary() {
         "grep must find no plaintext on the raw image (0 = found, 2 = error)"
     );
     // ...and must come back after reopening with the key.
-    run(&[
-        "cryptsetup",
-        "open",
-        "--key-file",
-        key_s,
-        &loopdev,
-        &mapping,
-    ]);
+    open();
     run(&["mount", "-o", "ro", &mapped, mnt_s]);
     let back = fs::read(mnt.join("hello.txt")).expect("read back");
     assert_eq!(back, payload);

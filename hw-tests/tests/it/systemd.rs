@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::sh;
 
 const GREEN: Rgb = Rgb { r: 0, g: 255, b: 0 };
 const RED: Rgb = Rgb { r: 255, g: 0, b: 0 };
@@ -36,18 +37,6 @@ fn require_systemd() {
         "systemd is not PID 1: vm_systemd_* tests run in the guest's systemd boot \
          (cargo xtask vm-test --filter vm_systemd)"
     );
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// One test's world: config, source, state and keys under /var/lib, an SMTP server, an
