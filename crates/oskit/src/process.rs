@@ -51,10 +51,22 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         // The kernel's parent-death signal fires when the forking thread ends: the cheapest
         // death of a parent a test can cause without killing itself.
+        // The thread ends only once the child has started its program, i.e. after the
+        // signal was armed before exec: a thread that ended between fork and arming would
+        // leave an untied child and a test that fails by chance.
         let mut child = std::thread::spawn(|| {
-            tie_to_parent(Command::new("sleep").arg("30"))
-                .spawn()
-                .unwrap()
+            use std::io::Read;
+            let mut child = tie_to_parent(
+                Command::new("sh")
+                    .args(["-c", "echo ready; exec sleep 30"])
+                    .stdout(std::process::Stdio::piped()),
+            )
+            .spawn()
+            .unwrap();
+            let mut ready = [0u8; 6];
+            child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+            assert_eq!(&ready, b"ready\n");
+            child
         })
         .join()
         .unwrap();
