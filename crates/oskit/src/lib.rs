@@ -392,9 +392,11 @@ mod lock_tests {
         };
         assert!(below.contains(&c.id()), "{below:?}");
         assert!(below.len() >= 2, "the shell's sleep too: {below:?}");
+        // Only the shell's own: other tests' children are descendants of this process too.
+        let ours = descendants(c.id());
         let _ = c.kill();
         let _ = c.wait();
-        for p in below {
+        for p in ours {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(p as i32),
                 nix::sys::signal::Signal::SIGKILL,
