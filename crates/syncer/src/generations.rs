@@ -971,4 +971,121 @@ mod tests {
         g.remove(&first).unwrap();
         assert_eq!(g.list().unwrap(), vec![second]);
     }
+
+    #[test]
+    fn future_dated_and_foreign_entries_are_never_the_newest_and_new_names_stay_valid() {
+        let d = tempfile::tempdir().unwrap();
+        let now = Stamp::parse("2026-12-03T10:00").unwrap();
+        let g = Generations::at(d.path()).judged_at(now);
+        let dir = d.path().join(GENERATIONS_DIR);
+        for n in [
+            "2026-12-01T100000Z",
+            "2026-12-04T095959Z", // within a day of now: counts
+            "9999-12-31T235959Z",
+            "2036-12-03T100000Z",
+            "2026-02-31T000000Z",
+            "10000-01-01T000000Z",
+            "junk",
+        ] {
+            fs::create_dir_all(dir.join(n)).unwrap();
+        }
+        fs::write(dir.join("README"), "x").unwrap();
+        let l = g.listing().unwrap();
+        let names = |v: &[Generation]| v.iter().map(|g| g.stamp.name()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&l.complete),
+            ["2026-12-01T100000Z", "2026-12-04T095959Z"]
+        );
+        assert_eq!(
+            names(&l.future),
+            ["2036-12-03T100000Z", "9999-12-31T235959Z"]
+        );
+        assert_eq!(
+            l.ignored,
+            [
+                "10000-01-01T000000Z",
+                "2026-02-31T000000Z",
+                "README",
+                "junk"
+            ]
+        );
+        let report = l.report().join("\n");
+        assert!(report.contains("9999-12-31T235959Z") && report.contains("README"));
+        assert_eq!(
+            g.newest().unwrap().unwrap().stamp.name(),
+            "2026-12-04T095959Z"
+        );
+        // A date after everything picks the newest that is not future-dated; the exact
+        // name of a future-dated one picks it.
+        let at = |s: &str| g.at_or_before(Stamp::parse(s).unwrap()).unwrap().unwrap();
+        assert_eq!(at("9999-12-30").stamp.name(), "2026-12-04T095959Z");
+        assert_eq!(at("9999-12-31T235959Z").stamp.name(), "9999-12-31T235959Z");
+        // The new generation follows the newest that counts, not the planted one.
+        let s = g.start(now).unwrap();
+        assert_eq!(s.stamp.name(), "2026-12-04T100000Z");
+        assert!(Stamp::parse(&s.stamp.name()).is_some());
+        // A clock past 9999 gets no name.
+        let e = Generations::at(d.path())
+            .judged_at(Stamp::MAX)
+            .start(Stamp(Stamp::MAX.0 + 10))
+            .unwrap_err();
+        assert!(e.to_string().contains("no valid name"), "{e}");
+    }
+
+    #[test]
+    fn new_cost_counts_the_inodes_of_folders_links_and_changed_files() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, prev) = (d.path().join("s"), d.path().join("p"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("same"), "x").unwrap();
+        fs::write(src.join("sub/new"), "y").unwrap();
+        fs::hard_link(src.join("sub/new"), src.join("sub/new2")).unwrap();
+        std::os::unix::fs::symlink("same", src.join("link")).unwrap();
+        fs::create_dir_all(&prev).unwrap();
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(src.join("same"))
+            .arg(prev.join("same"))
+            .status()
+            .unwrap();
+        let c = new_cost(&src, &prev, &crate::Excludes::default()).unwrap();
+        // root + sub, the link, one inode for sub/new and sub/new2; `same` is linked.
+        assert_eq!(c.inodes, 2 + 1 + 1);
+    }
+
+    #[test]
+    fn a_hard_link_group_past_the_link_limit_is_unlinkable_as_a_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, prev) = (d.path().join("s"), d.path().join("p"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), "x").unwrap();
+        for i in 0..3 {
+            fs::hard_link(src.join("f"), src.join(format!("l{i}"))).unwrap();
+        }
+        fs::write(src.join("single"), "y").unwrap();
+        // The previous generation: a copy of the group (4 names on one inode).
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&prev)
+            .status()
+            .unwrap();
+        assert_eq!(fs::metadata(prev.join("f")).unwrap().nlink(), 4);
+        let ex = crate::Excludes::default();
+        // 4 links there + 4 more names: 8 fit a limit of 8, not one of 7.
+        assert_eq!(
+            unlinkable(&src, &prev, &ex, 8).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        let names = unlinkable(&src, &prev, &ex, 7).unwrap();
+        let want: Vec<PathBuf> = ["f", "l0", "l1", "l2"].iter().map(PathBuf::from).collect();
+        assert_eq!(names, want);
+        // A changed file is copied anyway: never unlinkable.
+        fs::write(src.join("f"), "changed").unwrap();
+        assert_eq!(
+            unlinkable(&src, &prev, &ex, 7).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        assert!(link_max(d.path()).is_some_and(|n| n > 1));
+    }
 }

@@ -809,4 +809,11 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn patterns_match_names_with_wildcards_literally() {
+        assert_eq!(escape_pattern(b"a/b c"), b"a/b c");
+        assert_eq!(escape_pattern(b"a\\b"), b"a\\b");
+        assert_eq!(escape_pattern(b"x*[1]?\\"), b"x\\*\\[1]\\?\\\\");
+    }
 }
