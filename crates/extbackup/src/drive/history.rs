@@ -106,10 +106,11 @@ pub struct Room {
 impl Room {
     /// Whether `need` fits, with `extra` given back besides.
     pub fn fits(&self, need: &generations::Cost, extra: &generations::Cost) -> bool {
-        need.bytes <= self.bytes.saturating_add(extra.bytes)
-            && self
-                .inodes
-                .map_or(true, |i| need.inodes <= i.saturating_add(extra.inodes))
+        let inodes = match self.inodes {
+            Some(i) => need.inodes <= i.saturating_add(extra.inodes),
+            None => true,
+        };
+        need.bytes <= self.bytes.saturating_add(extra.bytes) && inodes
     }
 }
 

@@ -160,7 +160,7 @@ fn safety_a_run_with_the_clock_ten_years_ahead_does_not_freeze_retention() {
         ok(&out);
         assert!(w.last_mail().contains("dated in the future"));
         let l = listing(&w, &lo.dev);
-        assert_eq!(names(&l.future), [future.clone()]);
+        assert_eq!(names(&l.future), vec![future.as_str()]);
         assert_eq!(l.complete.len(), 1, "retention pruned: {l:?}");
         let newest = l.complete[0].stamp;
         assert!(newest.0 <= extbackup::fmt::now() as i64 + 60, "named now");
