@@ -155,6 +155,19 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
     Ok(blocks as u64 * st.fragment_size() as u64)
 }
 
+/// Free inodes on the filesystem holding `path` (for root, the reserved ones too, as
+/// [`free_space`]); `None` when it has no fixed number of them (btrfs reports 0 of 0).
+pub fn free_inodes(path: &Path) -> std::io::Result<Option<u64>> {
+    let st = nix::sys::statvfs::statvfs(path)?;
+    let free = if is_root() {
+        st.files_free()
+    } else {
+        st.files_available()
+    };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok((st.files() > 0).then_some(free as u64))
+}
+
 /// Whether this process leads its process group (as under systemd, or started by a shell).
 pub fn leads_process_group() -> bool {
     nix::unistd::getpgrp() == nix::unistd::getpid()

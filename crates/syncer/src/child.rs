@@ -36,14 +36,19 @@ pub(crate) fn spawn_error(program: &Path, e: std::io::Error) -> SyncError {
     }
 }
 
-/// Reads the child's stderr on a thread: each line goes to the log; the last
-/// [`TAIL_LINES`] are returned.
+/// How many lines of a child's stderr the log gets one by one; the rest are counted, and
+/// the count logged at the end (a failure repeated for every file must not flood the log).
+pub(crate) const LOGGED_LINES: usize = 50;
+
+/// Reads the child's stderr on a thread: the first [`LOGGED_LINES`] lines go to the log,
+/// then one line counting the others; the last [`TAIL_LINES`] are returned.
 pub(crate) fn collect_stderr(child: &mut Child, who: &'static str) -> JoinHandle<Vec<String>> {
     let stderr = child.stderr.take().expect("stderr is piped");
     std::thread::spawn(move || {
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
         let mut r = BufReader::new(stderr);
         let mut line = Vec::new();
+        let mut logged = 0usize;
         while let Ok(n) = r.read_until(b'\n', &mut line) {
             if n == 0 {
                 break;
@@ -53,11 +58,22 @@ pub(crate) fn collect_stderr(child: &mut Child, who: &'static str) -> JoinHandle
             if text.is_empty() {
                 continue;
             }
-            tracing::warn!("{who}: {text}");
+            if logged < LOGGED_LINES {
+                tracing::warn!("{who}: {text}");
+            }
+            logged += 1;
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
             tail.push_back(text);
+        }
+        if logged > LOGGED_LINES {
+            tracing::warn!(
+                "{who}: {} more line(s) of error output not logged one by one (the last {} \
+                 are in the error)",
+                logged - LOGGED_LINES,
+                TAIL_LINES
+            );
         }
         tail.into()
     })

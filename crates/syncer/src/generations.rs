@@ -152,18 +152,87 @@ pub struct Started {
     pub snapshot: bool,
 }
 
-/// The generations under one drive's mount point.
+/// How far past the clock a generation may be dated and still count: a day (a clock set
+/// back a little, a run in another time zone's idea of UTC). One dated later is
+/// *future-dated*: kept, reported, but never taken as the newest.
+pub const FUTURE_SLACK_SECS: i64 = 86_400;
+
+impl Stamp {
+    /// The system clock's time.
+    pub fn now() -> Stamp {
+        Stamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        )
+    }
+}
+
+/// The generations under one drive's mount point, judged at a time (`now`): a generation
+/// dated more than [`FUTURE_SLACK_SECS`] after it is *future-dated* (a clock that was
+/// ahead, or a folder planted on the drive) and is never the newest: not built on, not
+/// restored by default, not counted by the retention.
 #[derive(Clone, Debug)]
 pub struct Generations {
     dir: PathBuf,
+    now: Stamp,
+}
+
+/// Everything `generations/` holds, sorted out ([`Generations::listing`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The complete generations dated at most a day after `now`, oldest first.
+    pub complete: Vec<Generation>,
+    /// Complete generations dated later than that, oldest first.
+    pub future: Vec<Generation>,
+    /// Folders left by interrupted runs or removals (`….incomplete`).
+    pub incomplete: Vec<PathBuf>,
+    /// Anything else (not a folder, or a name that is no valid date): never read, never
+    /// deleted; their names.
+    pub ignored: Vec<String>,
+}
+
+impl Listing {
+    /// Lines for the log and the mail about what is not an ordinary generation; none when
+    /// everything is in order.
+    pub fn report(&self) -> Vec<String> {
+        let mut v = vec![];
+        if !self.future.is_empty() {
+            let names: Vec<String> = self.future.iter().map(|g| g.stamp.name()).collect();
+            v.push(format!(
+                "history: {} generation(s) dated in the future ({}): made while the clock was \
+                 ahead, or not made by extbackup; kept, but never taken as the newest (not \
+                 built on, not restored by default, not pruned); delete them by hand once \
+                 they are no longer wanted",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+        if !self.ignored.is_empty() {
+            v.push(format!(
+                "history: {} entr(ies) under generations/ that are no generation, ignored: {}",
+                self.ignored.len(),
+                self.ignored.join(", ")
+            ));
+        }
+        v
+    }
 }
 
 impl Generations {
-    /// The generations of the drive mounted at `mount_point` (`mount_point/generations`).
+    /// The generations of the drive mounted at `mount_point` (`mount_point/generations`),
+    /// judged at the system clock's time.
     pub fn at(mount_point: &Path) -> Self {
         Self {
             dir: mount_point.join(GENERATIONS_DIR),
+            now: Stamp::now(),
         }
+    }
+
+    /// The same, judged at `now` instead of the clock's time.
+    pub fn judged_at(mut self, now: Stamp) -> Self {
+        self.now = now;
+        self
     }
 
     /// The `generations` folder.
@@ -171,71 +240,96 @@ impl Generations {
         &self.dir
     }
 
-    fn names(&self) -> io::Result<Vec<String>> {
+    /// What `generations/` holds, sorted out.
+    pub fn listing(&self) -> io::Result<Listing> {
+        let mut l = Listing::default();
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(l),
             Err(e) => return Err(e),
         };
-        let mut v = vec![];
+        let mut entries = vec![];
         for e in rd {
             let e = e?;
-            if e.file_type()?.is_dir() {
-                if let Some(n) = e.file_name().to_str() {
-                    v.push(n.to_string());
+            entries.push((e.file_name(), e.file_type()?.is_dir()));
+        }
+        entries.sort();
+        let limit = self.now.0.saturating_add(FUTURE_SLACK_SECS);
+        for (name, dir) in entries {
+            let Some(n) = name.to_str().filter(|_| dir) else {
+                l.ignored.push(name.to_string_lossy().into_owned());
+                continue;
+            };
+            if n.ends_with(INCOMPLETE) {
+                l.incomplete.push(self.dir.join(n));
+                continue;
+            }
+            match Stamp::parse(n).filter(|s| s.name() == n) {
+                Some(stamp) => {
+                    let g = Generation {
+                        stamp,
+                        path: self.dir.join(n),
+                    };
+                    if stamp.0 > limit {
+                        l.future.push(g);
+                    } else {
+                        l.complete.push(g);
+                    }
                 }
+                None => l.ignored.push(n.to_string()),
             }
         }
-        v.sort();
-        Ok(v)
+        Ok(l)
     }
 
-    /// The complete generations, oldest first.
+    /// The complete generations, oldest first (not the future-dated ones).
     pub fn list(&self) -> io::Result<Vec<Generation>> {
-        Ok(self
-            .names()?
-            .into_iter()
-            .filter(|n| !n.ends_with(INCOMPLETE))
-            .filter_map(|n| {
-                let stamp = Stamp::parse(&n).filter(|s| s.name() == n)?;
-                Some(Generation {
-                    stamp,
-                    path: self.dir.join(n),
-                })
-            })
-            .collect())
+        Ok(self.listing()?.complete)
     }
 
-    /// The newest complete generation: always a full, consistent copy.
+    /// The newest complete generation (never a future-dated one): always a full,
+    /// consistent copy.
     pub fn newest(&self) -> io::Result<Option<Generation>> {
         Ok(self.list()?.pop())
     }
 
     /// The generation a person means by `at` (a date or time, see [`Stamp::parse`]): the
-    /// newest one made at or before it.
+    /// newest one made at or before it. A future-dated generation only when `at` is its
+    /// exact time (its name typed out).
     pub fn at_or_before(&self, at: Stamp) -> io::Result<Option<Generation>> {
-        Ok(self.list()?.into_iter().rev().find(|g| g.stamp <= at))
+        let l = self.listing()?;
+        if let Some(g) = l.future.into_iter().find(|g| g.stamp == at) {
+            return Ok(Some(g));
+        }
+        Ok(l.complete.into_iter().rev().find(|g| g.stamp <= at))
     }
 
     /// The interrupted generations (folder names ending in `.incomplete`).
     pub fn incomplete(&self) -> io::Result<Vec<PathBuf>> {
-        Ok(self
-            .names()?
-            .into_iter()
-            .filter(|n| n.ends_with(INCOMPLETE))
-            .map(|n| self.dir.join(n))
-            .collect())
+        Ok(self.listing()?.incomplete)
     }
 
-    /// Starts the generation of `stamp` (moved a second on if that name is taken) under its
-    /// `.incomplete` name. An interrupted generation is resumed: renamed to the new name, so
-    /// what it already holds is not copied again; any other interrupted one is removed.
+    /// Starts the generation of `stamp` (moved on past the newest, and a second on while
+    /// that name is taken) under its `.incomplete` name. An interrupted generation is
+    /// resumed: renamed to the new name, so what it already holds is not copied again; any
+    /// other interrupted one is removed. The name is always a valid date within
+    /// [`Stamp::MIN`]..=[`Stamp::MAX`]: a future-dated generation is not the newest, so it
+    /// never pushes the new one's date on; a clock past 9999 is an error.
     pub fn start(&self, stamp: Stamp) -> io::Result<Started> {
         fs::create_dir_all(&self.dir)?;
-        let mut stamp = stamp;
         let newest = self.newest()?.map(|g| g.stamp);
-        while newest.is_some_and(|n| n >= stamp) || self.dir.join(stamp.name()).exists() {
-            stamp = Stamp(stamp.0.max(newest.map_or(0, |n| n.0)) + 1);
+        let mut stamp = stamp
+            .max(Stamp::MIN)
+            .max(newest.map_or(Stamp::MIN, |n| Stamp(n.0 + 1)));
+        while stamp <= Stamp::MAX && self.dir.join(stamp.name()).exists() {
+            stamp = Stamp(stamp.0 + 1);
+        }
+        if stamp > Stamp::MAX {
+            return Err(io::Error::other(format!(
+                "no valid name for a new generation: the clock or the newest generation is at \
+                 or past {} (set the clock right)",
+                Stamp::MAX.name()
+            )));
         }
         let path = self.dir.join(format!("{}{INCOMPLETE}", stamp.name()));
         // Resume the newest interrupted copy (it is the most complete); a removal cut short
@@ -466,13 +560,29 @@ pub fn figures(root: &Path, previous: &HashSet<FileKey>) -> io::Result<TreeFigur
 /// Bytes that removing all of `doomed` would give back while `kept` stays: the blocks of
 /// their inodes not also in `kept` (folders included), each inode once.
 pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u64> {
+    Ok(freeable_cost(doomed, kept)?.bytes)
+}
+
+/// What a tree costs on the drive, or gives back: allocated bytes and inodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Allocated bytes.
+    pub bytes: u64,
+    /// Inodes (files, folders, links: every entry with its own inode, once).
+    pub inodes: u64,
+}
+
+/// Bytes and inodes that removing all of `doomed` would give back while `kept` stays: the
+/// blocks and inodes not also in `kept` (folders included), each inode once.
+pub fn freeable_cost(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<Cost> {
     let mut seen = HashSet::new();
-    let mut total = 0;
+    let mut total = Cost::default();
     for g in doomed {
         walk(&g.path, &mut |md| {
             let key = key(md);
             if md.is_dir() || (!kept.contains(&key) && seen.insert(key)) {
-                total += md.blocks() * 512;
+                total.bytes += md.blocks() * 512;
+                total.inodes += 1;
             }
         })?;
     }
@@ -485,13 +595,21 @@ pub fn freeable(doomed: &[Generation], kept: &HashSet<FileKey>) -> io::Result<u6
 /// hard-link tree has its own folders). Unchanged files cost nothing: they are links. What
 /// `exclude` leaves out is not counted.
 pub fn new_bytes(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io::Result<u64> {
-    let mut total = 0u64;
+    Ok(new_cost(source, previous, exclude)?.bytes)
+}
+
+/// [`new_bytes`], with the inodes the new generation needs: one for every folder, symbolic
+/// link or special file (a hard-link tree has its own), and one for every new or changed
+/// file (hard links counted once); unchanged files are links and need none.
+pub fn new_cost(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io::Result<Cost> {
+    let mut total = Cost::default();
     let mut seen = HashSet::new();
     let mut it = walkdir::WalkDir::new(source).into_iter();
     while let Some(e) = it.next() {
         let e = e?;
         if e.depth() == 0 {
-            total += 4096;
+            total.bytes += 4096;
+            total.inodes += 1;
             continue;
         }
         let r = e.path().strip_prefix(source).unwrap_or(e.path());
@@ -503,10 +621,15 @@ pub fn new_bytes(source: &Path, previous: &Path, exclude: &crate::Excludes) -> i
             continue;
         }
         if md.is_dir() {
-            total += 4096;
+            total.bytes += 4096;
+            total.inodes += 1;
             continue;
         }
-        if !md.is_file() || (md.nlink() > 1 && !seen.insert((md.dev(), md.ino()))) {
+        if md.nlink() > 1 && !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        if !md.is_file() {
+            total.inodes += 1;
             continue;
         }
         let same = fs::symlink_metadata(previous.join(r)).is_ok_and(|p| {
@@ -515,10 +638,81 @@ pub fn new_bytes(source: &Path, previous: &Path, exclude: &crate::Excludes) -> i
                 && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
         });
         if !same {
-            total += md.blocks() * 512;
+            total.bytes += md.blocks() * 512;
+            total.inodes += 1;
         }
     }
     Ok(total)
+}
+
+/// The files of `source` (paths relative to it) that cannot be hard-linked to their copy
+/// in `previous` without passing `link_max` links on one inode: a file with several names
+/// in the source (a hard-link group of `k` names) whose unchanged copy in `previous` has
+/// `n` links already gets `k` more when the new generation links to it, and `n + k` must
+/// stay within the filesystem's limit (ext4 65,000, btrfs 65,535). Whole groups, sorted.
+/// Files with a single name are not looked at: each generation adds one link to them, and
+/// retention keeps far fewer generations than the limit.
+pub fn unlinkable(
+    source: &Path,
+    previous: &Path,
+    exclude: &crate::Excludes,
+    link_max: u64,
+) -> io::Result<Vec<PathBuf>> {
+    let mut groups: std::collections::HashMap<(u64, u64), (Vec<PathBuf>, fs::Metadata)> =
+        std::collections::HashMap::new();
+    let mut it = walkdir::WalkDir::new(source).into_iter();
+    while let Some(e) = it.next() {
+        let e = e?;
+        if e.depth() == 0 {
+            continue;
+        }
+        let r = e.path().strip_prefix(source).unwrap_or(e.path());
+        let dir = e.file_type().is_dir();
+        if exclude.excludes(r, dir) {
+            if dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let md = e.metadata()?;
+        if md.nlink() < 2 {
+            continue;
+        }
+        groups
+            .entry((md.dev(), md.ino()))
+            .or_insert_with(|| (vec![], md))
+            .0
+            .push(r.to_path_buf());
+    }
+    let mut out = vec![];
+    for (names, md) in groups.into_values() {
+        let k = names.len() as u64;
+        let too_many = names.iter().any(|r| {
+            fs::symlink_metadata(previous.join(r)).is_ok_and(|p| {
+                p.is_file()
+                    && p.size() == md.size()
+                    && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
+                    && p.nlink() + k > link_max
+            })
+        });
+        if too_many {
+            out.extend(names);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The most hard links one inode may have on the filesystem holding `p`
+/// (`pathconf(_PC_LINK_MAX)`); `None` when it does not say.
+pub fn link_max(p: &Path) -> Option<u64> {
+    nix::unistd::pathconf(p, nix::unistd::PathconfVar::LINK_MAX)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
 }
 
 fn walk(root: &Path, f: &mut dyn FnMut(&fs::Metadata)) -> io::Result<()> {
@@ -776,5 +970,122 @@ mod tests {
         assert_eq!(at("2026-11-26"), None);
         g.remove(&first).unwrap();
         assert_eq!(g.list().unwrap(), vec![second]);
+    }
+
+    #[test]
+    fn future_dated_and_foreign_entries_are_never_the_newest_and_new_names_stay_valid() {
+        let d = tempfile::tempdir().unwrap();
+        let now = Stamp::parse("2026-12-03T10:00").unwrap();
+        let g = Generations::at(d.path()).judged_at(now);
+        let dir = d.path().join(GENERATIONS_DIR);
+        for n in [
+            "2026-12-01T100000Z",
+            "2026-12-04T095959Z", // within a day of now: counts
+            "9999-12-31T235959Z",
+            "2036-12-03T100000Z",
+            "2026-02-31T000000Z",
+            "10000-01-01T000000Z",
+            "junk",
+        ] {
+            fs::create_dir_all(dir.join(n)).unwrap();
+        }
+        fs::write(dir.join("README"), "x").unwrap();
+        let l = g.listing().unwrap();
+        let names = |v: &[Generation]| v.iter().map(|g| g.stamp.name()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&l.complete),
+            ["2026-12-01T100000Z", "2026-12-04T095959Z"]
+        );
+        assert_eq!(
+            names(&l.future),
+            ["2036-12-03T100000Z", "9999-12-31T235959Z"]
+        );
+        assert_eq!(
+            l.ignored,
+            [
+                "10000-01-01T000000Z",
+                "2026-02-31T000000Z",
+                "README",
+                "junk"
+            ]
+        );
+        let report = l.report().join("\n");
+        assert!(report.contains("9999-12-31T235959Z") && report.contains("README"));
+        assert_eq!(
+            g.newest().unwrap().unwrap().stamp.name(),
+            "2026-12-04T095959Z"
+        );
+        // A date after everything picks the newest that is not future-dated; the exact
+        // name of a future-dated one picks it.
+        let at = |s: &str| g.at_or_before(Stamp::parse(s).unwrap()).unwrap().unwrap();
+        assert_eq!(at("9999-12-30").stamp.name(), "2026-12-04T095959Z");
+        assert_eq!(at("9999-12-31T235959Z").stamp.name(), "9999-12-31T235959Z");
+        // The new generation follows the newest that counts, not the planted one.
+        let s = g.start(now).unwrap();
+        assert_eq!(s.stamp.name(), "2026-12-04T100000Z");
+        assert!(Stamp::parse(&s.stamp.name()).is_some());
+        // A clock past 9999 gets no name.
+        let e = Generations::at(d.path())
+            .judged_at(Stamp::MAX)
+            .start(Stamp(Stamp::MAX.0 + 10))
+            .unwrap_err();
+        assert!(e.to_string().contains("no valid name"), "{e}");
+    }
+
+    #[test]
+    fn new_cost_counts_the_inodes_of_folders_links_and_changed_files() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, prev) = (d.path().join("s"), d.path().join("p"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("same"), "x").unwrap();
+        fs::write(src.join("sub/new"), "y").unwrap();
+        fs::hard_link(src.join("sub/new"), src.join("sub/new2")).unwrap();
+        std::os::unix::fs::symlink("same", src.join("link")).unwrap();
+        fs::create_dir_all(&prev).unwrap();
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(src.join("same"))
+            .arg(prev.join("same"))
+            .status()
+            .unwrap();
+        let c = new_cost(&src, &prev, &crate::Excludes::default()).unwrap();
+        // root + sub, the link, one inode for sub/new and sub/new2; `same` is linked.
+        assert_eq!(c.inodes, 2 + 1 + 1);
+    }
+
+    #[test]
+    fn a_hard_link_group_past_the_link_limit_is_unlinkable_as_a_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, prev) = (d.path().join("s"), d.path().join("p"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), "x").unwrap();
+        for i in 0..3 {
+            fs::hard_link(src.join("f"), src.join(format!("l{i}"))).unwrap();
+        }
+        fs::write(src.join("single"), "y").unwrap();
+        // The previous generation: a copy of the group (4 names on one inode).
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&prev)
+            .status()
+            .unwrap();
+        assert_eq!(fs::metadata(prev.join("f")).unwrap().nlink(), 4);
+        let ex = crate::Excludes::default();
+        // 4 links there + 4 more names: 8 fit a limit of 8, not one of 7.
+        assert_eq!(
+            unlinkable(&src, &prev, &ex, 8).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        let names = unlinkable(&src, &prev, &ex, 7).unwrap();
+        let want: Vec<PathBuf> = ["f", "l0", "l1", "l2"].iter().map(PathBuf::from).collect();
+        assert_eq!(names, want);
+        // A changed file is copied anyway: never unlinkable.
+        fs::write(src.join("f"), "changed").unwrap();
+        assert_eq!(
+            unlinkable(&src, &prev, &ex, 7).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        assert!(link_max(d.path()).is_some_and(|n| n > 1));
     }
 }

@@ -139,6 +139,9 @@ pub struct SyncReport {
     pub duration: Duration,
     /// Non-fatal problems (e.g. rsync exit 24: files vanished during the run).
     pub warnings: Vec<String>,
+    /// Files copied instead of hard-linked to [`SyncOptions::link_dest`]: their copy there
+    /// had too many links already (the filesystem's limit per inode).
+    pub copied_not_linked: u64,
 }
 
 /// Mirrors a source tree onto a target tree. Object safe: chosen at run time.

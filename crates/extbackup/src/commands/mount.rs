@@ -65,7 +65,7 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
             .unwrap_or_else(|_| at.join(extbackup::drive::layout::DATA_DIR))
             .display()
     );
-    let gens = syncer::generations::Generations::at(&at);
+    let gens = extbackup::drive::history::generations_at(&at);
     if let Ok(list) = gens.list() {
         if list.len() > 1 {
             println!(

@@ -11,6 +11,19 @@ use syncer::generations::{self, Generation, Generations, Retention, Stamp};
 use crate::drive::layout;
 use crate::Failure;
 
+/// The generations of the drive mounted at `mount_point`, judged at the orchestrator's
+/// clock ([`crate::fmt::now`]): a generation dated more than a day after it is
+/// future-dated, never taken as the newest.
+pub fn generations_at(mount_point: &Path) -> Generations {
+    Generations::at(mount_point).judged_at(Stamp(crate::fmt::now() as i64))
+}
+
+/// Free inodes on the filesystem holding `p` (for root, the reserved ones too); `None`
+/// when the filesystem has no fixed number of them (btrfs says 0 of 0).
+pub fn free_inodes(p: &Path) -> Option<u64> {
+    oskit::free_inodes(p).ok().flatten()
+}
+
 /// Makes the plain mirror `data/` of a drive the first generation, without copying; dated
 /// by the drive's last run record (else the folder's modification time). Returns a line
 /// for the log and mail, or `None` when there was nothing to migrate.
@@ -18,7 +31,7 @@ pub fn migrate(mount_point: &Path, legacy: &Path) -> Result<Option<String>, Fail
     if !legacy.is_dir() {
         return Ok(None);
     }
-    let gens = Generations::at(mount_point);
+    let gens = generations_at(mount_point);
     let record = layout::meta_dir(mount_point).join(layout::LAST_RUN);
     let mtime = |p: &Path| {
         std::fs::metadata(p)
@@ -55,7 +68,7 @@ pub fn prune(
     now: Stamp,
     warnings: &mut Vec<String>,
 ) -> Vec<String> {
-    let gens = Generations::at(mount_point);
+    let gens = generations_at(mount_point);
     let list = match gens.list() {
         Ok(l) => l,
         Err(e) => {
@@ -81,54 +94,111 @@ pub fn prune(
     pruned
 }
 
-/// Makes room for a new generation needing `need` bytes when `free` are free: removes the
-/// oldest generations (never the newest complete one) until it fits, re-reading the free
-/// space with `free_now` after each. When even removing every older generation would not
-/// make room, fails before deleting anything. Returns the names removed.
+/// Room on the drive: free bytes and free inodes (`None`: not limited, btrfs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    /// Free bytes.
+    pub bytes: u64,
+    /// Free inodes.
+    pub inodes: Option<u64>,
+}
+
+impl Room {
+    /// Whether `need` fits, with `extra` given back besides.
+    pub fn fits(&self, need: &generations::Cost, extra: &generations::Cost) -> bool {
+        let inodes = match self.inodes {
+            Some(i) => need.inodes <= i.saturating_add(extra.inodes),
+            None => true,
+        };
+        need.bytes <= self.bytes.saturating_add(extra.bytes) && inodes
+    }
+}
+
+/// Makes room for a new generation needing `need` (bytes and inodes) when `free` is free
+/// and `reusable` is held by interrupted generations it resumes or removes: removes the
+/// oldest generations (never the newest complete one, never a future-dated one) until it
+/// fits, re-reading the free room with `free_now` after each. When even removing every
+/// older generation would not make room, fails before deleting anything, naming what is
+/// short (bytes or inodes). Returns the names removed.
+///
+/// Called only after this run's source passed the wipe guard.
 pub fn make_room(
     mount_point: &Path,
-    need: u64,
-    free: u64,
-    free_now: &mut dyn FnMut() -> Result<u64, Failure>,
+    need: generations::Cost,
+    free: Room,
+    reusable: generations::Cost,
+    free_now: &mut dyn FnMut() -> Result<Room, Failure>,
 ) -> Result<Vec<String>, Failure> {
-    let gens = Generations::at(mount_point);
+    let gens = generations_at(mount_point);
     let io = |what: &str, e: std::io::Error| Failure::with(what.to_string(), e);
     let list = gens
         .list()
         .map_err(|e| io("listing the generations on the drive", e))?;
     let human = oskit::human::bytes;
+    let inodes_short = |free: &Room, back: u64| {
+        free.inodes
+            .is_some_and(|i| need.inodes > i.saturating_add(back))
+    };
     let Some((newest, older)) = list.split_last() else {
+        if inodes_short(&free, reusable.inodes) {
+            return Err(Failure::new(format!(
+                "too few free inodes on the drive for the copy: the source needs about {} \
+                 inodes (files and folders) on it, and it has {} free; use a drive made with \
+                 more inodes (mkfs.ext4 -i or -N) or fewer files",
+                need.inodes,
+                free.inodes.unwrap_or(0)
+            )));
+        }
         return Err(Failure::new(format!(
             "no space on the drive for the copy: the source needs about {} more on it, and it has {} free; use a bigger drive or free space on it",
-            human(need),
-            human(free)
+            human(need.bytes),
+            human(free.bytes)
         )));
     };
     let kept =
         generations::inodes(&newest.path).map_err(|e| io("reading the newest generation", e))?;
-    let can_free = generations::freeable(older, &kept)
+    let can_free = generations::freeable_cost(older, &kept)
         .map_err(|e| io("measuring the older generations", e))?;
-    if need > free.saturating_add(can_free) {
+    let back = generations::Cost {
+        bytes: can_free.bytes + reusable.bytes,
+        inodes: can_free.inodes + reusable.inodes,
+    };
+    if inodes_short(&free, back.inodes) {
+        return Err(Failure::new(format!(
+            "the drive cannot hold even one more generation: it is short of inodes (files), \
+             not bytes: the new one needs about {} inodes, the drive has {} free, and \
+             removing all {} older generation(s) would give back only about {}; nothing was \
+             deleted. Use a drive made with more inodes (mkfs.ext4 -i or -N), or \
+             `history = false` for a plain mirror",
+            need.inodes,
+            free.inodes.unwrap_or(0),
+            older.len(),
+            can_free.inodes
+        )));
+    }
+    if need.bytes > free.bytes.saturating_add(back.bytes) {
         return Err(Failure::new(format!(
             "the drive cannot hold even one more generation: the new one needs about {}, the drive has {} free, and removing all {} older generation(s) would give back only about {}; nothing was deleted. Use a bigger drive, or `history = false` for a plain mirror",
-            human(need),
-            human(free),
+            human(need.bytes),
+            human(free.bytes),
             older.len(),
-            human(can_free)
+            human(can_free.bytes)
         )));
     }
     let mut removed = vec![];
     let mut free = free;
     for g in older {
-        if need <= free {
+        if free.fits(&need, &reusable) {
             break;
         }
         gens.remove(g)
             .map_err(|e| io(&format!("removing the generation {}", g.stamp.name()), e))?;
         tracing::warn!(
-            "history: space is short (need {}, {} free): removed the oldest generation {}",
-            human(need),
-            human(free),
+            "history: room is short (need {} and {} inodes, {} and {} inodes free): removed the oldest generation {}",
+            human(need.bytes),
+            need.inodes,
+            human(free.bytes),
+            free.inodes.map_or("unlimited".into(), |i| i.to_string()),
             g.stamp.name()
         );
         removed.push(g.stamp.name());
@@ -140,7 +210,7 @@ pub fn make_room(
 /// The folder a reader (restore, verify) works on: the generation at or before `at`, else
 /// the newest generation, else the plain mirror `data/`.
 pub fn copy_root(mount_point: &Path, at: Option<&str>) -> Result<PathBuf, Failure> {
-    let gens = Generations::at(mount_point);
+    let gens = generations_at(mount_point);
     let io = |e: std::io::Error| {
         Failure::with(
             format!("reading the generations in {}", gens.dir().display()),
@@ -196,7 +266,7 @@ pub struct HistoryEntry {
 
 /// The generations under `mount_point`, oldest first, with their figures.
 pub fn list(mount_point: &Path) -> Result<Vec<HistoryEntry>, Failure> {
-    let gens = Generations::at(mount_point);
+    let gens = generations_at(mount_point);
     let io = |what: String, e: std::io::Error| Failure::with(what, e);
     let list: Vec<Generation> = gens
         .list()

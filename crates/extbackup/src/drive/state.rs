@@ -50,6 +50,10 @@ pub struct RunRecord {
     pub files_total: u64,
     /// Bytes in the source.
     pub bytes_total: u64,
+    /// What the run found wrong on the drive that did not fail it (a future-dated
+    /// generation, entries under `generations/` that are no generation): `status` shows it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The last success and failure of one drive.
@@ -268,6 +272,7 @@ mod tests {
             files_deleted: 0,
             files_total: 3,
             bytes_total: 4,
+            warnings: vec![],
         }
     }
 

@@ -109,6 +109,13 @@ impl Status {
                 )),
                 None => s.push_str("  last failure: none\n"),
             }
+            let last = [&d.last_success, &d.last_failure]
+                .into_iter()
+                .flatten()
+                .max_by_key(|r| r.finished);
+            for w in last.map_or(&[][..], |r| &r.warnings[..]) {
+                s.push_str(&format!("  warning (last run): {w}\n"));
+            }
             for n in &d.notes {
                 s.push_str(&format!("  {n}\n"));
             }
@@ -251,6 +258,7 @@ key_file = "/k/b"
             files_deleted: 0,
             files_total: 5,
             bytes_total: 4096,
+            warnings: vec![],
         }
     }
 

@@ -14,7 +14,7 @@ mod sync_util;
 use sync_util::{assert_same_tree, odd_tree};
 
 /// `extbackup mount NAME --at DIR` (read-only) for the duration of `f`.
-fn with_drive<T>(w: &World, dev: &Path, name: &str, f: impl FnOnce(&Path) -> T) -> T {
+pub(crate) fn with_drive<T>(w: &World, dev: &Path, name: &str, f: impl FnOnce(&Path) -> T) -> T {
     let at = w.path(&format!("look-{name}"));
     let out = w.cmd(&[
         "mount",
@@ -36,7 +36,7 @@ fn with_drive<T>(w: &World, dev: &Path, name: &str, f: impl FnOnce(&Path) -> T) 
 
 /// The complete generations on a mounted drive (oldest first) and the names of folders
 /// that are not complete generations.
-fn generations(mp: &Path) -> (Vec<PathBuf>, Vec<String>) {
+pub(crate) fn generations(mp: &Path) -> (Vec<PathBuf>, Vec<String>) {
     let dir = mp.join("generations");
     let mut complete = vec![];
     let mut other = vec![];
@@ -56,7 +56,7 @@ fn generations(mp: &Path) -> (Vec<PathBuf>, Vec<String>) {
     (complete, other)
 }
 
-fn stderr(o: &std::process::Output) -> String {
+pub(crate) fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -79,7 +79,7 @@ fn check_generations<T>(
 }
 
 /// `history t1 --device DEV --json` (which must succeed): the generations' entries.
-fn history_json(w: &World, dev: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn history_json(w: &World, dev: &Path) -> Vec<serde_json::Value> {
     let out = w.cmd(&["history", "t1", "--device", dev.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -94,7 +94,7 @@ fn run_logging(w: &World, dev: &Path, needle: &str) {
 }
 
 /// The test's configuration with `top` (top-level keys) in front and `tables` at the end.
-fn set_config(w: &World, top: &str, tables: &str) {
+pub(crate) fn set_config(w: &World, top: &str, tables: &str) {
     w.edit_config(|text| {
         let base = text.split("# test top\n").last().unwrap();
         let base = base.split("\n# test tables\n").next().unwrap();

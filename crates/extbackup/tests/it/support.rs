@@ -222,6 +222,21 @@ require_source_mount_point = false
         LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, self.path("check-crypt")).unwrap()
     }
 
+    /// Opens drive `t1` on `dev` with its key file outside the binary, mounted read-write at
+    /// `rw`, runs `f` on the mount (to change the drive as its owner could), and closes it.
+    pub fn with_drive_rw<T>(&self, dev: &Path, f: impl FnOnce(&Path) -> T) -> T {
+        use crypt::Crypt as _;
+        let c = self.check_crypt();
+        let mapped = c.unlock(dev, &self.path("keys/t1.key"), "rw-t1").unwrap();
+        let mp = self.path("rw");
+        fs::create_dir_all(&mp).unwrap();
+        sh(Command::new("mount").arg(&mapped).arg(&mp));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mp)));
+        sh(Command::new("umount").arg(&mp));
+        c.lock("rw-t1", crypt::LockMode::Normal).unwrap();
+        r.unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
     /// The recovery passphrase `prepare` gives the drives.
     pub const PASSPHRASE: &'static str = "test recovery passphrase 1";
 

@@ -218,6 +218,7 @@ impl Pipeline<'_> {
             files_deleted: r.files_deleted,
             files_total: r.files_total,
             bytes_total: r.bytes_total,
+            warnings: run.drive_warnings.clone(),
         }
     }
 

@@ -16,23 +16,26 @@ impl Pipeline<'_> {
         if let Some(line) = crate::drive::history::migrate(&run.mount_point, &run.data_dir())? {
             Self::note(run, line);
         }
-        let newest = syncer::generations::Generations::at(&run.mount_point)
+        let newest = crate::drive::history::generations_at(&run.mount_point)
             .newest()
             .map_err(|e| StepError::with("reading the generations on the drive", e))?;
         Ok(newest.map_or_else(|| run.data_dir(), |g| g.path))
     }
 
     /// History, with a generation to build on: what the new one needs (new and changed
-    /// files, its folders) against the free space; pruning the oldest when short.
+    /// files, its folders: bytes and inodes) against the free room, the space of an
+    /// interrupted generation (resumed or removed by the sync) counted as free; pruning the
+    /// oldest when short, only after the source passed the guard.
     pub(super) fn generation_space(
         &mut self,
         run: &mut Run,
         newest: &Path,
     ) -> Result<(), StepError> {
-        let mut need = 0;
+        use syncer::generations::{self as g, Cost};
+        let mut need = Cost::default();
         for s in self.cfg.sources() {
             let prev = s.copy_in(newest);
-            need += syncer::generations::new_bytes(&s.path, &prev, &s.exclude).map_err(|e| {
+            let c = g::new_cost(&s.path, &prev, &s.exclude).map_err(|e| {
                 StepError::with(
                     format!(
                         "comparing {} {} with the newest generation's {}",
@@ -43,31 +46,99 @@ impl Pipeline<'_> {
                     e,
                 )
             })?;
+            need.bytes += c.bytes;
+            need.inodes += c.inodes;
         }
-        let free = self.b.host.free_space(&run.mount_point)?;
+        let free = self.room(&run.mount_point)?;
+        let reusable = Self::reusable(run, newest);
         tracing::info!(
-            "a new generation needs about {} (new and changed files, folders; excluded files left out); free on the drive {}",
-            oskit::human::bytes(need),
-            oskit::human::bytes(free)
+            "a new generation needs about {} and {} inodes (new and changed files, folders; excluded files left out); free on the drive {} and {} inodes{}",
+            oskit::human::bytes(need.bytes),
+            need.inodes,
+            oskit::human::bytes(free.bytes),
+            free.inodes.map_or("unlimited".into(), |i| i.to_string()),
+            if reusable.bytes > 0 {
+                format!(
+                    ", plus {} and {} inodes held by an interrupted generation (reused)",
+                    oskit::human::bytes(reusable.bytes),
+                    reusable.inodes
+                )
+            } else {
+                String::new()
+            }
         );
-        if need > free {
-            return self.make_room(run, need, free);
+        if !free.fits(&need, &reusable) {
+            return self.make_room(run, need, free, reusable);
         }
         Ok(())
     }
 
-    /// History, space short: the oldest generations go (never the newest), or the run fails
+    /// Free bytes and inodes on the drive.
+    fn room(&self, mp: &Path) -> Result<crate::drive::history::Room, StepError> {
+        Ok(crate::drive::history::Room {
+            bytes: self.b.host.free_space(mp)?,
+            inodes: crate::drive::history::free_inodes(mp),
+        })
+    }
+
+    /// What the interrupted generations hold that the newest does not: the sync resumes
+    /// the newest of them (what it holds is not copied again) and removes the others, so
+    /// their room counts as free.
+    fn reusable(run: &Run, newest: &Path) -> syncer::generations::Cost {
+        use syncer::generations::{self as g, Generation, Stamp};
+        let gens = crate::drive::history::generations_at(&run.mount_point);
+        let left: Vec<Generation> = match gens.incomplete() {
+            Ok(v) => v
+                .into_iter()
+                .map(|path| Generation {
+                    stamp: Stamp::MIN,
+                    path,
+                })
+                .collect(),
+            Err(_) => return g::Cost::default(),
+        };
+        if left.is_empty() {
+            return g::Cost::default();
+        }
+        let kept = g::inodes(newest).unwrap_or_default();
+        g::freeable_cost(&left, &kept).unwrap_or_default()
+    }
+
+    /// History, room short: first the guard's view of every source (a renamed, swapped,
+    /// emptied or unmounted source is refused here, before anything on the drive is
+    /// deleted); then the oldest generations go (never the newest), or the run fails
     /// before deleting anything when even that would not make room.
     pub(super) fn make_room(
         &mut self,
         run: &mut Run,
-        need: u64,
-        free: u64,
+        need: syncer::generations::Cost,
+        free: crate::drive::history::Room,
+        reusable: syncer::generations::Cost,
     ) -> Result<(), StepError> {
-        let host = &self.b.host;
+        let newest = crate::drive::history::generations_at(&run.mount_point)
+            .newest()
+            .map_err(|e| StepError::with("reading the generations on the drive", e))?
+            .map(|g| g.path);
+        for src in self.cfg.sources() {
+            let opts = self.sync_options(run, &src, newest.as_deref());
+            let target = src.copy_in(&run.mount_point.join(".new-generation-not-made"));
+            syncer::guard(&src.path, &target, &opts).map_err(|e| {
+                StepError::with(
+                    format!(
+                        "the drive is short of room, but {} {} failed the sync guard, so no \
+                         generation was pruned to make room",
+                        src.label(),
+                        src.path.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
         let mp = run.mount_point.clone();
-        let removed =
-            crate::drive::history::make_room(&mp, need, free, &mut || host.free_space(&mp))?;
+        let removed = {
+            let this = &*self;
+            crate::drive::history::make_room(&mp, need, free, reusable, &mut || this.room(&mp))?
+        };
         Self::note(
             run,
             format!(
@@ -91,10 +162,20 @@ impl Pipeline<'_> {
         ),
         StepError,
     > {
-        use syncer::generations::{Generations, Stamp};
+        use syncer::generations::Stamp;
         let previous = Self::history_base(run)?;
         let previous = previous.is_dir().then_some(previous);
-        let gens = Generations::at(&run.mount_point);
+        let gens = crate::drive::history::generations_at(&run.mount_point);
+        match gens.listing() {
+            Ok(l) => {
+                for line in l.report() {
+                    tracing::warn!("{line}");
+                    run.notes.push(line.clone());
+                    run.drive_warnings.push(line);
+                }
+            }
+            Err(e) => tracing::warn!("listing {}: {e}", gens.dir().display()),
+        }
         let g = gens.start(Stamp(run.started as i64)).map_err(|e| {
             StepError::with(
                 format!("starting a new generation in {}", gens.dir().display()),
@@ -136,8 +217,8 @@ impl Pipeline<'_> {
         run: &mut Run,
         g: &syncer::generations::Started,
     ) -> Result<(), StepError> {
-        use syncer::generations::{Generations, Stamp};
-        let gens = Generations::at(&run.mount_point);
+        use syncer::generations::Stamp;
+        let gens = crate::drive::history::generations_at(&run.mount_point);
         let done = gens.commit(g).map_err(|e| {
             StepError::with(
                 format!("naming the new generation {} complete", g.stamp.name()),

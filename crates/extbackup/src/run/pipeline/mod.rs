@@ -192,6 +192,9 @@ struct Run {
     history: Option<syncer::generations::Retention>,
     /// What the run did with the generations, for the log and the mail.
     notes: Vec<String>,
+    /// What the run found wrong on the drive (future-dated generations, foreign entries
+    /// under `generations/`), for the mail, the record and `status`.
+    drive_warnings: Vec<String>,
 }
 
 impl Run {
@@ -209,6 +212,7 @@ impl Run {
             hook_warnings: vec![],
             history: None,
             notes: vec![],
+            drive_warnings: vec![],
         }
     }
 

@@ -184,7 +184,15 @@ impl Pipeline<'_> {
             oskit::human::bytes(free)
         );
         if need > free && run.history.is_some() {
-            return self.make_room(run, need, free);
+            let need = syncer::generations::Cost {
+                bytes: need,
+                inodes: 0,
+            };
+            let free = crate::drive::history::Room {
+                bytes: free,
+                inodes: None,
+            };
+            return self.make_room(run, need, free, Default::default());
         }
         if need > free {
             return Err(StepError::new(format!(

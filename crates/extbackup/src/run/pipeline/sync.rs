@@ -61,14 +61,7 @@ impl Pipeline<'_> {
         let target = src.copy_in(base);
         std::fs::create_dir_all(&target)
             .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
-        let opts = SyncOptions {
-            drive: run.name.clone(),
-            require_source_mount_point: self.cfg.policy.require_source_mount_point,
-            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
-            force: self.opts.force,
-            link_dest: link_base.map(|p| src.copy_in(p)).filter(|p| p.is_dir()),
-            exclude: src.exclude.clone(),
-        };
+        let opts = self.sync_options(run, src, link_base);
         if let Some(l) = &src.lock {
             self.b
                 .host
@@ -90,6 +83,24 @@ impl Pipeline<'_> {
             run.done.source_locked = false;
         }
         result
+    }
+
+    /// How `src` is synced (and guarded): the policy's guard, `--force`, its excludes, and
+    /// its folder in the generation `link_base` to link to.
+    pub(super) fn sync_options(
+        &self,
+        run: &Run,
+        src: &crate::config::Source,
+        link_base: Option<&Path>,
+    ) -> SyncOptions {
+        SyncOptions {
+            drive: run.name.clone(),
+            require_source_mount_point: self.cfg.policy.require_source_mount_point,
+            max_delete_fraction: Some(self.cfg.policy.max_delete_fraction.get()),
+            force: self.opts.force,
+            link_dest: link_base.map(|p| src.copy_in(p)).filter(|p| p.is_dir()),
+            exclude: src.exclude.clone(),
+        }
     }
 
     /// The guarded copy of one source, its progress shown as its share of the whole.
@@ -277,6 +288,7 @@ pub(super) fn add_report(total: &mut SyncReport, r: SyncReport, src: &crate::con
     total.files_total += r.files_total;
     total.bytes_total += r.bytes_total;
     total.duration += r.duration;
+    total.copied_not_linked += r.copied_not_linked;
     let named = src.name.is_some();
     total.warnings.extend(r.warnings.into_iter().map(|w| {
         if named {
