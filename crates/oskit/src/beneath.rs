@@ -219,9 +219,12 @@ impl Beneath {
         None
     }
 
-    /// What `rel` is, not following it; `None` when it does not exist.
+    /// What `rel` is, not following it; `None` when it (or its folder) does not exist.
     pub fn kind(&self, rel: &Path) -> io::Result<Option<Kind>> {
-        let (dir, name) = self.parent(rel)?;
+        let (dir, name) = match self.parent(rel) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            r => r?,
+        };
         match fstatat(
             Some(dir.as_raw_fd()),
             name.as_os_str(),
@@ -297,6 +300,11 @@ impl Beneath {
         }
         f.write_all(data)?;
         f.sync_data()
+    }
+
+    /// `fsync`s the folder `rel` (its entries survive a power cut).
+    pub fn sync_dir(&self, rel: &Path) -> io::Result<()> {
+        nix::unistd::fsync(self.dir(rel)?.as_raw_fd()).map_err(io)
     }
 
     /// The contents of the regular file `rel`.
