@@ -155,6 +155,7 @@ pub struct Started {
 /// The generations under one drive's mount point.
 #[derive(Clone, Debug)]
 pub struct Generations {
+    root: PathBuf,
     dir: PathBuf,
 }
 
@@ -162,8 +163,41 @@ impl Generations {
     /// The generations of the drive mounted at `mount_point` (`mount_point/generations`).
     pub fn at(mount_point: &Path) -> Self {
         Self {
+            root: mount_point.to_path_buf(),
             dir: mount_point.join(GENERATIONS_DIR),
         }
+    }
+
+    /// Whether `generations` exists, after checking it is a real folder on the drive's own
+    /// filesystem: a drive is untrusted, and a symlinked `generations` would have a new
+    /// generation written into, and retention delete in, a folder off the drive. Checked
+    /// before every read and write of the folder (never followed; an error naming it).
+    fn checked(&self) -> io::Result<bool> {
+        let drive = oskit::beneath::Beneath::open(&self.root)?;
+        match drive.kind(Path::new(GENERATIONS_DIR))? {
+            None => Ok(false),
+            Some(oskit::beneath::Kind::Dir) => drive
+                .real_dir(Path::new(GENERATIONS_DIR))
+                .map(|_| true)
+                .map_err(|e| drive.explain(&self.dir, e)),
+            Some(k) => Err(io::Error::new(
+                io::ErrorKind::Other,
+                format!(
+                    "{} is {}, not a folder: not followed (the drive check moves it aside)",
+                    self.dir.display(),
+                    k.words()
+                ),
+            )),
+        }
+    }
+
+    /// Creates `generations` (a real folder on the drive, see [`checked`](Self::checked)).
+    fn create(&self) -> io::Result<()> {
+        if !self.checked()? {
+            oskit::beneath::Beneath::open(&self.root)?
+                .create_dir_all(Path::new(GENERATIONS_DIR), 0o755)?;
+        }
+        Ok(())
     }
 
     /// The `generations` folder.
@@ -172,6 +206,9 @@ impl Generations {
     }
 
     fn names(&self) -> io::Result<Vec<String>> {
+        if !self.checked()? {
+            return Ok(vec![]);
+        }
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
@@ -231,7 +268,7 @@ impl Generations {
     /// `.incomplete` name. An interrupted generation is resumed: renamed to the new name, so
     /// what it already holds is not copied again; any other interrupted one is removed.
     pub fn start(&self, stamp: Stamp) -> io::Result<Started> {
-        fs::create_dir_all(&self.dir)?;
+        self.create()?;
         let mut stamp = stamp;
         let newest = self.newest()?.map(|g| g.stamp);
         while newest.is_some_and(|n| n >= stamp) || self.dir.join(stamp.name()).exists() {
@@ -288,6 +325,7 @@ impl Generations {
     /// Gives a generation built with [`start`](Self::start) its final name, durably.
     pub fn commit(&self, started: &Started) -> io::Result<Generation> {
         let path = self.dir.join(started.stamp.name());
+        self.checked()?;
         fs::rename(&started.path, &path)?;
         sync_dir(&self.dir)?;
         if is_subvolume(&path) {
@@ -306,10 +344,11 @@ impl Generations {
     /// generation, dated `stamp`, by renaming it: nothing is copied. Does nothing (`None`)
     /// when `legacy` does not exist.
     pub fn migrate(&self, legacy: &Path, stamp: Stamp) -> io::Result<Option<Generation>> {
-        if !legacy.is_dir() {
+        // A real folder only: a symlinked `data` is never taken for the mirror.
+        if !fs::symlink_metadata(legacy).is_ok_and(|m| m.is_dir()) {
             return Ok(None);
         }
-        fs::create_dir_all(&self.dir)?;
+        self.create()?;
         let mut stamp = stamp;
         while self.dir.join(stamp.name()).exists() {
             stamp = Stamp(stamp.0 + 1);
@@ -329,6 +368,13 @@ impl Generations {
         let doomed = self
             .dir
             .join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
+        self.checked()?;
+        if fs::symlink_metadata(&g.path)?.file_type().is_symlink() {
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
+                format!("{} is a symbolic link: not followed", g.path.display()),
+            ));
+        }
         if is_subvolume(&g.path) {
             btrfs(
                 &["property", "set", "-ts"],
@@ -613,6 +659,41 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlinked_generations_folder_or_generation_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (mp, nas) = (d.path().join("drive"), d.path().join("nas"));
+        fs::create_dir_all(nas.join("2020-01-01T000000Z")).unwrap();
+        fs::write(nas.join("2020-01-01T000000Z/precious.txt"), "keep").unwrap();
+        fs::create_dir_all(&mp).unwrap();
+        std::os::unix::fs::symlink(&nas, mp.join(GENERATIONS_DIR)).unwrap();
+        let gens = Generations::at(&mp);
+        for e in [
+            gens.list().unwrap_err(),
+            gens.start(Stamp(2_000_000_000)).unwrap_err(),
+            gens.remove(&Generation {
+                stamp: Stamp(1_577_836_800),
+                path: gens.dir().join("2020-01-01T000000Z"),
+            })
+            .unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        // A symlinked `data` is not migrated either.
+        std::os::unix::fs::symlink(&nas, mp.join("data")).unwrap();
+        fs::remove_file(mp.join(GENERATIONS_DIR)).unwrap();
+        assert!(gens.migrate(&mp.join("data"), Stamp(0)).unwrap().is_none());
+        // A symlinked generation inside a real folder is not one.
+        fs::create_dir(mp.join(GENERATIONS_DIR)).unwrap();
+        std::os::unix::fs::symlink(
+            nas.join("2020-01-01T000000Z"),
+            mp.join("generations/2020-01-01T000000Z"),
+        )
+        .unwrap();
+        assert!(gens.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(nas.join("2020-01-01T000000Z")).unwrap().count(), 1);
+    }
 
     #[test]
     fn stamps_name_and_parse_in_utc() {

@@ -188,6 +188,8 @@ struct Run {
     done: Done,
     /// Failures of the `after` hooks, for the mail.
     hook_warnings: Vec<String>,
+    /// What the drive check moved aside, for the mail (which it makes go out).
+    drive_warnings: Vec<String>,
     /// The drive's retention when it keeps dated generations; `None` for a plain mirror.
     history: Option<syncer::generations::Retention>,
     /// What the run did with the generations, for the log and the mail.
@@ -207,6 +209,7 @@ impl Run {
             report: SyncReport::default(),
             done: Done::default(),
             hook_warnings: vec![],
+            drive_warnings: vec![],
             history: None,
             notes: vec![],
         }

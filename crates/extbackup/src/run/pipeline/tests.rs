@@ -288,6 +288,11 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
         if is(Step::Mount) {
             break 'steps;
         }
+        m.host
+            .expect_check_drive()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(|_, _| Ok(vec![]));
         mounted = true;
         m.host
             .expect_lock_source()
@@ -721,6 +726,9 @@ mod with_fakes {
                 return Ok(0);
             }
             crate::run::host::tree_size(p, ex).map_err(|e| HostError::with("measuring", e))
+        }
+        fn check_drive(&mut self, _: &Path, _: &[String]) -> Result<Vec<String>, HostError> {
+            Ok(vec![])
         }
         fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
             self.records.fetch_add(1, Ordering::SeqCst);
