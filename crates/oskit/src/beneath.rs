@@ -65,6 +65,27 @@ pub struct Beneath {
     root: PathBuf,
     fd: OwnedFd,
     dev: u64,
+    mnt: Option<u64>,
+}
+
+/// The mount ID of the file open as `fd` (`statx` `STATX_MNT_ID`, Linux 5.8), if known.
+fn mount_id(fd: &OwnedFd) -> Option<u64> {
+    use nix::libc;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `fd` is open, the path is an empty C string (AT_EMPTY_PATH: the file itself)
+    // and `stx` is writable memory of the right size.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    // SAFETY: statx succeeded, so it filled the struct in.
+    let stx = unsafe { stx.assume_init() };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
 }
 
 fn io(e: Errno) -> io::Error {
@@ -87,10 +108,12 @@ impl Beneath {
         // SAFETY: `open` just returned this descriptor, owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let dev = fstat(fd.as_raw_fd()).map_err(io)?.st_dev;
+        let mnt = mount_id(&fd);
         Ok(Beneath {
             root: root.to_path_buf(),
             fd,
             dev,
+            mnt,
         })
     }
 
@@ -162,14 +185,19 @@ impl Beneath {
     }
 
     /// `path` (absolute below the folder, or relative) when it is a real folder on the
-    /// folder's own filesystem: no component a symbolic link, no mount crossed, the same
-    /// `st_dev`. What rsync and cp are handed is checked with this just before they start.
+    /// folder's own filesystem: no component a symbolic link, no mount crossed, and the same
+    /// mount (`statx` mount ID; where the kernel lacks it, the same `st_dev`: btrfs gives each
+    /// subvolume, so each generation, an `st_dev` of its own). What rsync and cp are handed
+    /// is checked with this just before they start.
     pub fn real_dir(&self, path: &Path) -> io::Result<PathBuf> {
         let fd = self
             .open_how(path, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
             .map_err(|e| self.explain(path, e))?;
-        let st = fstat(fd.as_raw_fd()).map_err(io)?;
-        if st.st_dev != self.dev {
+        let same = match (self.mnt, mount_id(&fd)) {
+            (Some(a), Some(b)) => a == b,
+            _ => fstat(fd.as_raw_fd()).map_err(io)?.st_dev == self.dev,
+        };
+        if !same {
             return Err(io::Error::new(
                 io::ErrorKind::Other,
                 format!(

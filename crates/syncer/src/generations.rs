@@ -692,7 +692,12 @@ mod tests {
         )
         .unwrap();
         assert!(gens.list().unwrap().is_empty());
-        assert_eq!(fs::read_dir(nas.join("2020-01-01T000000Z")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(nas.join("2020-01-01T000000Z"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[test]

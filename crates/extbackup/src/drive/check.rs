@@ -113,9 +113,13 @@ impl Check<'_> {
             )
         };
         self.n += 1;
-        let stamp = crate::fmt::now();
+        let stamp = syncer::generations::Stamp(crate::fmt::now() as i64).name();
         let flat = rel.to_string_lossy().replace('/', "_");
-        let tmp = PathBuf::from(format!(".extbackup-aside-{}-{}", std::process::id(), self.n));
+        let tmp = PathBuf::from(format!(
+            ".extbackup-aside-{}-{}",
+            std::process::id(),
+            self.n
+        ));
         self.drive.rename(rel, &tmp).map_err(fail)?;
         let q = Path::new(QUARANTINE_DIR);
         let dest = q.join(format!("{stamp}-{}-{flat}", self.n));
@@ -174,7 +178,9 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(q.len(), 3, "{q:?}");
-        assert!(std::fs::symlink_metadata(mp.join(".extbackup")).unwrap().is_dir());
+        assert!(std::fs::symlink_metadata(mp.join(".extbackup"))
+            .unwrap()
+            .is_dir());
         assert!(!mp.join("generations").exists() && !mp.join("data/docs").exists());
         // The NAS folder is as it was.
         assert_eq!(std::fs::read_dir(&nas).unwrap().count(), 2);

@@ -9,6 +9,7 @@ mod ack;
 mod history;
 mod host;
 mod recovery;
+mod safety;
 mod sources;
 mod support;
 mod udev;
