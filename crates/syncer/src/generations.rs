@@ -173,7 +173,10 @@ impl Generations {
     /// generation written into, and retention delete in, a folder off the drive. Checked
     /// before every read and write of the folder (never followed; an error naming it).
     fn checked(&self) -> io::Result<bool> {
-        let drive = oskit::beneath::Beneath::open(&self.root)?;
+        let drive = match oskit::beneath::Beneath::open(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            r => r?,
+        };
         match drive.kind(Path::new(GENERATIONS_DIR))? {
             None => Ok(false),
             Some(oskit::beneath::Kind::Dir) => drive

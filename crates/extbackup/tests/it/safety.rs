@@ -196,3 +196,58 @@ fn safety_btrfs_history_on_symlinked_records_and_header_store_are_moved_aside_ne
 fn safety_btrfs_history_off_symlinked_records_and_header_store_are_moved_aside_never_written() {
     meta_symlinks("btrfs", false);
 }
+
+/// Issue 18 item 2: the copy runs confined by Landlock. A sync command (the user's own, but
+/// what stands here for any future bug in the copy) that writes on the NAS is refused by the
+/// kernel (EACCES) while its copy onto the drive goes through; no mount namespace here, so
+/// nothing but Landlock stops it.
+#[test]
+fn safety_landlock_the_copy_cannot_write_outside_the_drive_and_its_own_folders() {
+    let Some((w, lo)) = World::prepared("sl", 64) else {
+        return;
+    };
+    let nas = nas(&w);
+    // Both refusals go into a file on the drive, then the copy itself.
+    let script = format!(
+        "{{ echo planted > {n}/planted; }} 2> \\\"$EXTBACKUP_TARGET/nas-write-error\\\"; \
+         rm -f {n}/files/f000.txt 2>> \\\"$EXTBACKUP_TARGET/nas-write-error\\\"; \
+         cp -a \\\"$EXTBACKUP_SOURCE\\\"/. \\\"$EXTBACKUP_TARGET\\\"/",
+        n = nas.display()
+    );
+    let cfg = fs::read_to_string(&w.config).unwrap();
+    fs::write(
+        &w.config,
+        cfg.replacen(
+            "[indicator]",
+            &format!(
+                "[syncer]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"{script}\"]\n\n[indicator]"
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    // The source lock is the run's own file (a first run creates it).
+    fs::write(w.path("src.lock"), "").unwrap();
+    let before = w.outside_listing();
+    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let log = stderr(&out);
+    if log.contains("this kernel has no Landlock") {
+        // The documented fallback; this test names the confinement, so it does not pass.
+        testkit::skip_here("this kernel has no Landlock");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(
+        before,
+        w.outside_listing(),
+        "the copy wrote outside the drive"
+    );
+    assert!(!nas.join("planted").exists());
+    assert!(nas.join("files/f000.txt").exists());
+    w.with_drive_rw(&lo.dev, |mp| {
+        let copy = extbackup::drive::history::copy_root(mp, None).unwrap();
+        let err = fs::read_to_string(copy.join("nas-write-error")).unwrap();
+        assert_eq!(err.matches("Permission denied").count(), 2, "{err}");
+        assert_eq!(fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
+    });
+}

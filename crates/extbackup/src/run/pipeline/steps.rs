@@ -79,7 +79,10 @@ impl Pipeline<'_> {
             .iter()
             .filter_map(|s| s.name.as_ref().map(|n| n.as_str().to_string()))
             .collect();
-        run.drive_warnings = self.b.host.check_drive(mp, &names)?;
+        let paths = crate::run::confine::writable(self.cfg, mp);
+        let host = &mut self.b.host;
+        run.drive_warnings =
+            crate::run::confine::confined(&paths, || host.check_drive(mp, &names))?;
         Ok(())
     }
 

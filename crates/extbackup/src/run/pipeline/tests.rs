@@ -38,6 +38,8 @@ fn fixture() -> Fixture {
     // A real source: the syncer's guard runs before every backend, fakes and mocks too.
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
     std::fs::write(dir.path().join("src/file"), "data").unwrap();
+    // The mount point a real mount would cover (the drive's handle opens it).
+    std::fs::create_dir_all(dir.path().join("mnt/offsite-a")).unwrap();
     let text = format!(
         r#"
 source = "{d}/src"
