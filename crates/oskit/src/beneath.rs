@@ -198,14 +198,11 @@ impl Beneath {
             _ => fstat(fd.as_raw_fd()).map_err(io)?.st_dev == self.dev,
         };
         if !same {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                format!(
-                    "{} is on another filesystem than {}",
-                    path.display(),
-                    self.root.display()
-                ),
-            ));
+            return Err(io::Error::other(format!(
+                "{} is on another filesystem than {}",
+                path.display(),
+                self.root.display()
+            )));
         }
         Ok(self.root.join(self.relative(path)?))
     }

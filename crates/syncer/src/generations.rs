@@ -183,14 +183,11 @@ impl Generations {
                 .real_dir(Path::new(GENERATIONS_DIR))
                 .map(|_| true)
                 .map_err(|e| drive.explain(&self.dir, e)),
-            Some(k) => Err(io::Error::new(
-                io::ErrorKind::Other,
-                format!(
-                    "{} is {}, not a folder: not followed (the drive check moves it aside)",
-                    self.dir.display(),
-                    k.words()
-                ),
-            )),
+            Some(k) => Err(io::Error::other(format!(
+                "{} is {}, not a folder: not followed (the drive check moves it aside)",
+                self.dir.display(),
+                k.words()
+            ))),
         }
     }
 
@@ -373,10 +370,10 @@ impl Generations {
             .join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
         self.checked()?;
         if fs::symlink_metadata(&g.path)?.file_type().is_symlink() {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                format!("{} is a symbolic link: not followed", g.path.display()),
-            ));
+            return Err(io::Error::other(format!(
+                "{} is a symbolic link: not followed",
+                g.path.display()
+            )));
         }
         if is_subvolume(&g.path) {
             btrfs(

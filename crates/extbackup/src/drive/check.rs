@@ -160,7 +160,7 @@ mod tests {
         std::fs::write(mp.join(".extbackup/runs.jsonl"), "").unwrap();
         assert!(check(&mp, &["docs".into()]).unwrap().is_empty());
         assert!(!mp.join(QUARANTINE_DIR).exists());
-        assert!(check(&Path::new("/nonexistent-drive").to_path_buf(), &[]).is_err());
+        assert!(check(Path::new("/nonexistent-drive"), &[]).is_err());
     }
 
     #[test]
