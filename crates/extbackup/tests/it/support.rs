@@ -289,7 +289,8 @@ pub fn flip_one_byte_keeping_mtime(file: &Path, at: u64) {
     f.sync_all().unwrap();
 }
 
-/// The shell script [`World::cmd_confined`] runs in a new mount namespace: `/` and every
+/// The shell script [`World::cmd_confined`] runs in a new mount namespace (other tests'
+/// drive mounts, copied into it, detached first): `/` and every
 /// other mount read-only but the test's folder ($1), the loopback-test backend's state
 /// folder (it stands for /dev/mapper, which is outside any filesystem tree) and the kernel's
 /// interfaces (/proc, /sys, /dev: device nodes, not data); it checks that `/` refuses a
@@ -298,6 +299,12 @@ const CONFINE: &str = r#"
 set -e
 T="$1"; shift
 mount --make-rprivate /
+# The new namespace holds a copy of every mount, other tests' drives too: detached here at
+# once, or their unmount in the first namespace would leave them busy (a loop device that
+# cannot be closed).
+for m in $(findmnt -rn -o TARGET,SOURCE | awk '$2 ~ /^\/dev\/(loop|mapper\/)/ {print $1}' | sort -r); do
+  umount -l "$m" 2>/dev/null || true
+done
 mount --bind "$T" "$T"
 mount --bind /run/extbackup-loopback /run/extbackup-loopback
 for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
