@@ -51,7 +51,9 @@ Tasks:
                    and skips what is absent. See docs/hardware-testing.md.
   tidy             Check the architecture's invariants: blinkstick-hid depends on
                    nothing here, hidapi/rusb/libcryptsetup-rs/lettre/nix only in
-                   their crates, no unused dependencies, the docs name every crate.
+                   their crates, no unused dependencies, no module import cycle in
+                   any crate, extbackup's layers import downwards only (every
+                   folder read), the docs name every crate.
   deb [--debug] [--check] [--out DIR]
                    Build the Debian package (target/deb/extbackup_VERSION_ARCH.deb):
                    the binary, man pages and completions generated from the CLI, the

@@ -1,7 +1,7 @@
 //! History on the drive (issue 9), end to end with the real binary as root: loop devices,
 //! the loopback-test crypt backend, real ext4, real rsync with `--link-dest`.
 
-use crate::support::{meta_snapshot, mounted_under, root_or_skip_here, LoopDevice, World};
+use crate::support::{meta_snapshot, mounted_under, World};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -56,24 +56,50 @@ fn generations(mp: &Path) -> (Vec<PathBuf>, Vec<String>) {
     (complete, other)
 }
 
-fn run(w: &World, dev: &Path) -> std::process::Output {
-    w.cmd(&["run", "--device", dev.to_str().unwrap()])
-}
-
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Looks at drive t1 (mounted read-only meanwhile): exactly `want` complete generations
+/// and nothing else, the newest equal to `src`; then `f` on the mount point and the
+/// generations, oldest first.
+fn check_generations<T>(
+    w: &World,
+    dev: &Path,
+    src: &Path,
+    want: usize,
+    f: impl FnOnce(&Path, &[PathBuf]) -> T,
+) -> T {
+    with_drive(w, dev, "t1", |mp| {
+        let (g, other) = generations(mp);
+        assert_eq!((g.len(), other.len()), (want, 0), "{g:?} {other:?}");
+        assert_same_tree(src, g.last().unwrap());
+        f(mp, &g)
+    })
+}
+
+/// `history t1 --device DEV --json` (which must succeed): the generations' entries.
+fn history_json(w: &World, dev: &Path) -> Vec<serde_json::Value> {
+    let out = w.cmd(&["history", "t1", "--device", dev.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    h.as_array().unwrap().clone()
+}
+
+/// A run of `dev` that must succeed and log `needle`.
+fn run_logging(w: &World, dev: &Path, needle: &str) {
+    let out = w.run(dev);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+}
+
 /// The test's configuration with `top` (top-level keys) in front and `tables` at the end.
 fn set_config(w: &World, top: &str, tables: &str) {
-    let text = fs::read_to_string(&w.config).unwrap();
-    let base = text.split("# test top\n").last().unwrap();
-    let base = base.split("\n# test tables\n").next().unwrap();
-    fs::write(
-        &w.config,
-        format!("{top}\n# test top\n{base}\n# test tables\n{tables}\n"),
-    )
-    .unwrap();
+    w.edit_config(|text| {
+        let base = text.split("# test top\n").last().unwrap();
+        let base = base.split("\n# test tables\n").next().unwrap();
+        format!("{top}\n# test top\n{base}\n# test tables\n{tables}\n")
+    });
 }
 
 #[test]
@@ -86,12 +112,9 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
     let src = w.path("src");
 
     // Run 1.
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
-    let snap1 = with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, other) = generations(mp);
-        assert_eq!((g.len(), other.len()), (1, 0), "{g:?} {other:?}");
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    let snap1 = check_generations(&w, &lo.dev, &src, 1, |mp, g| {
         assert!(!mp.join("data").exists(), "no plain mirror beside");
-        assert_same_tree(&src, &g[0]);
         meta_snapshot(&g[0])
     });
 
@@ -102,12 +125,9 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
     fs::remove_file(w.path("src/sub/c.txt")).unwrap();
     fs::remove_file(w.path("src/odd/plain/linked2")).unwrap();
     sync_util::set_xattr(&w.path("src/odd/plain/a.txt"), "user.comment", b"changed");
-    let out = run(&w, &lo.dev);
+    let out = w.run(&lo.dev);
     assert_eq!(out.status.code(), Some(0));
-    let (snap2, name1) = with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, other) = generations(mp);
-        assert_eq!((g.len(), other.len()), (2, 0), "{g:?} {other:?}");
-        assert_same_tree(&src, &g[1]);
+    let (snap2, name1) = check_generations(&w, &lo.dev, &src, 2, |_, g| {
         assert_eq!(meta_snapshot(&g[0]), snap1, "generation 1 is untouched");
         assert_eq!(fs::read(g[0].join("a.txt")).unwrap(), b"alpha\n");
         // Unchanged files are shared, not copied.
@@ -123,16 +143,7 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
     });
 
     // history lists both, the second with far fewer new bytes.
-    let out = w.cmd(&[
-        "history",
-        "t1",
-        "--device",
-        lo.dev.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let h = h.as_array().unwrap();
+    let h = history_json(&w, &lo.dev);
     assert_eq!(h.len(), 2, "{h:?}");
     assert_eq!(h[0]["name"], name1.as_str());
     let (new1, new2) = (
@@ -146,45 +157,23 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
     // restore --at the first generation brings the good file back; without --at, the
     // newest (garbage) one.
     let to = w.path("restored");
-    let out = w.cmd(&[
-        "restore",
-        "t1",
-        "--device",
-        lo.dev.to_str().unwrap(),
-        "a.txt",
-        "--at",
-        &name1,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    let out = w.restore_from("t1", &lo.dev, "a.txt", Some(&name1), &to);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
     let to2 = w.path("restored-newest");
-    let out = w.cmd(&[
-        "restore",
-        "t1",
-        "--device",
-        lo.dev.to_str().unwrap(),
-        "a.txt",
-        "--to",
-        to2.to_str().unwrap(),
-    ]);
+    let out = w.restore_from("t1", &lo.dev, "a.txt", None, &to2);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         fs::read(to2.join("a.txt")).unwrap(),
         fs::read(w.path("src/a.txt")).unwrap()
     );
-    let out = w.cmd(&[
-        "restore",
+    let out = w.restore_from(
         "t1",
-        "--device",
-        lo.dev.to_str().unwrap(),
+        &lo.dev,
         "a.txt",
-        "--at",
-        "1999-01-01",
-        "--to",
-        "/tmp/x",
-    ]);
+        Some("1999-01-01"),
+        Path::new("/tmp/x"),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("no generation at or before"),
@@ -195,11 +184,8 @@ fn history_three_runs_keep_each_generation_as_the_source_was_and_restore_at_brin
     // Run 3: more changes; every generation still equals its own source.
     fs::write(w.path("src/odd/plain/sub/b.bin"), b"replaced").unwrap();
     fs::remove_dir_all(w.path("src/odd/names")).unwrap();
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
-    with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, _) = generations(mp);
-        assert_eq!(g.len(), 3);
-        assert_same_tree(&src, &g[2]);
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    check_generations(&w, &lo.dev, &src, 3, |_, g| {
         assert_eq!(meta_snapshot(&g[0]), snap1);
         assert_eq!(meta_snapshot(&g[1]), snap2);
     });
@@ -213,8 +199,8 @@ fn history_a_plain_mirror_becomes_the_first_generation_without_copying_and_histo
         return;
     };
     set_config(&w, "history = false", "");
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
     let old_ino = with_drive(&w, &lo.dev, "t1", |mp| {
         assert!(
             !mp.join("generations").exists(),
@@ -228,13 +214,7 @@ fn history_a_plain_mirror_becomes_the_first_generation_without_copying_and_histo
     });
     // History on (the default): the mirror becomes the first generation, renamed.
     set_config(&w, "", "");
-    let out = run(&w, &lo.dev);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        stderr(&out).contains("became the first generation"),
-        "{}",
-        stderr(&out)
-    );
+    run_logging(&w, &lo.dev, "became the first generation");
     let st = w.drive_state("t1");
     assert_eq!(
         st["last_success"]["files_copied"], 0,
@@ -253,12 +233,7 @@ fn history_a_plain_mirror_becomes_the_first_generation_without_copying_and_histo
             assert_eq!(crate::support::snapshot(gen), w.source_snapshot());
         }
     });
-    let mail = w
-        .mails()
-        .pop()
-        .unwrap()
-        .replace("=\r\n", "")
-        .replace("=\n", ""); // quoted-printable
+    let mail = w.last_mail();
     assert!(mail.contains("became the first generation"), "{mail}");
 }
 
@@ -267,22 +242,14 @@ fn history_a_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_fini
     let Some((w, lo)) = World::prepared("t1", 96) else {
         return;
     };
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
     // 30 MiB more, copied at 3 MiB/s: the run is killed in the middle.
     for i in 0..30 {
         let data: Vec<u8> = (0..1 << 20).map(|b: u32| (b * 7 + i) as u8).collect();
         fs::write(w.path(&format!("src/big-{i:02}.bin")), data).unwrap();
     }
     set_config(&w, "", "[syncer]\nextra_args = [\"--bwlimit=3m\"]");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-        .arg("--config")
-        .arg(&w.config)
-        .args(["run", "--device", lo.dev.to_str().unwrap()])
-        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = w.spawn_run(&lo.dev);
     let gens = w.path("mnt/t1/generations");
     let t0 = Instant::now();
     let building = loop {
@@ -312,18 +279,8 @@ fn history_a_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_fini
     assert!(building.exists());
     // The next run closes what the killed one left, resumes and finishes.
     set_config(&w, "", "");
-    let out = run(&w, &lo.dev);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        stderr(&out).contains("resuming the generation"),
-        "{}",
-        stderr(&out)
-    );
-    with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, other) = generations(mp);
-        assert_eq!((g.len(), other.len()), (2, 0), "{g:?} {other:?}");
-        assert_same_tree(&w.path("src"), &g[1]);
-    });
+    run_logging(&w, &lo.dev, "resuming the generation");
+    check_generations(&w, &lo.dev, &w.path("src"), 2, |_, _| ());
 }
 
 #[test]
@@ -344,21 +301,16 @@ fn history_space_pressure_prunes_the_oldest_never_the_newest_and_a_source_too_bi
     };
     // Two generations of 18 MiB each fill most of the ~60 MiB drive.
     big(3);
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
     big(5);
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
     let names = with_drive(&w, &lo.dev, "t1", |mp| generations(mp).0);
     assert_eq!(names.len(), 2);
     // A third cannot fit beside both: the oldest goes, the newest stays.
     big(7);
-    let out = run(&w, &lo.dev);
+    let out = w.run(&lo.dev);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mail = w
-        .mails()
-        .pop()
-        .unwrap()
-        .replace("=\r\n", "")
-        .replace("=\n", ""); // quoted-printable
+    let mail = w.last_mail();
     let first = names[0].file_name().unwrap().to_str().unwrap();
     let second = names[1].file_name().unwrap().to_str().unwrap();
     assert!(
@@ -381,15 +333,11 @@ fn history_space_pressure_prunes_the_oldest_never_the_newest_and_a_source_too_bi
         fs::write(w.path(&format!("src/big/{i:02}.bin")), vec![i; 1 << 20]).unwrap();
     }
     let before = w.mails().len();
-    let out = run(&w, &lo.dev);
+    let out = w.run(&lo.dev);
     assert_eq!(out.status.code(), Some(1));
     let mails = w.mails();
     assert_eq!(mails.len(), before + 1);
-    let mail = mails
-        .last()
-        .unwrap()
-        .replace("=\r\n", "")
-        .replace("=\n", "");
+    let mail = w.last_mail();
     assert!(
         mail.contains("cannot hold even one more generation")
             && mail.contains("nothing was deleted"),
@@ -406,8 +354,7 @@ fn history_space_pressure_prunes_the_oldest_never_the_newest_and_a_source_too_bi
 #[test]
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_it_back() {
-    let w = World::new("libcryptsetup");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
+    let (w, lo) = World::on_blank_disk("libcryptsetup", 64);
     w.prepare(&lo.dev, "t1");
     // The guest's /tmp (tmpfs) has no user xattrs: the source lives on ext4.
     let img = testkit::LoopImage::ext4(48);
@@ -416,34 +363,16 @@ fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_
     crate::support::sh(Command::new("cp").arg("-a").arg(src.join(".")).arg(&fs_src));
     crate::support::sh(Command::new("mount").arg("--bind").arg(&fs_src).arg(&src));
     odd_tree(&w.path("src/odd"));
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
-    let snap1 = with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, _) = generations(mp);
-        assert_eq!(g.len(), 1);
-        assert_same_tree(&src, &g[0]);
-        meta_snapshot(&g[0])
-    });
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    let snap1 = check_generations(&w, &lo.dev, &src, 1, |_, g| meta_snapshot(&g[0]));
     fs::write(w.path("src/a.txt"), "GARBA\n").unwrap();
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
-    let name1 = with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, other) = generations(mp);
-        assert_eq!((g.len(), other.len()), (2, 0));
-        assert_same_tree(&src, &g[1]);
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    let name1 = check_generations(&w, &lo.dev, &src, 2, |_, g| {
         assert_eq!(meta_snapshot(&g[0]), snap1, "generation 1 is untouched");
         g[0].file_name().unwrap().to_str().unwrap().to_string()
     });
     let to = w.path("restored");
-    let out = w.cmd(&[
-        "restore",
-        "t1",
-        "--device",
-        lo.dev.to_str().unwrap(),
-        "a.txt",
-        "--at",
-        &name1,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    let out = w.restore_from("t1", &lo.dev, "a.txt", Some(&name1), &to);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
     crate::support::sh(Command::new("umount").arg(&src));
@@ -452,44 +381,25 @@ fn vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_
 
 #[test]
 fn history_on_btrfs_generations_are_read_only_snapshots_and_pruning_deletes_subvolumes() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(200) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 200);
-    let out = w.cmd(&[
-        "prepare",
-        lo.dev.to_str().unwrap(),
-        "--name",
+    };
+    let out = w.try_prepare(
+        &lo.dev,
         "t1",
-        "--fs",
-        "btrfs",
-        "--yes",
-        "--no-recovery-passphrase",
-        "--keys-dir",
-        w.path("keys").to_str().unwrap(),
-    ]);
+        &["--fs", "btrfs", "--no-recovery-passphrase"],
+    );
     assert_eq!(out.status.code(), Some(0), "prepare --fs btrfs");
     odd_tree(&w.path("src/odd"));
     let src = w.path("src");
-    assert_eq!(run(&w, &lo.dev).status.code(), Some(0));
-    let snap1 = with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, _) = generations(mp);
-        assert_eq!(g.len(), 1);
-        assert_same_tree(&src, &g[0]);
-        meta_snapshot(&g[0])
-    });
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    let snap1 = check_generations(&w, &lo.dev, &src, 1, |_, g| meta_snapshot(&g[0]));
     fs::write(w.path("src/a.txt"), "GARBA\n").unwrap();
     fs::remove_file(w.path("src/sub/c.txt")).unwrap();
-    let out = run(&w, &lo.dev);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("btrfs snapshot"), "{}", stderr(&out));
-    with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, other) = generations(mp);
-        assert_eq!((g.len(), other.len()), (2, 0));
-        assert_same_tree(&src, &g[1]);
+    run_logging(&w, &lo.dev, "btrfs snapshot");
+    check_generations(&w, &lo.dev, &src, 2, |_, g| {
         assert_eq!(meta_snapshot(&g[0]), snap1, "generation 1 is untouched");
-        for gen in &g {
+        for gen in g {
             assert_eq!(fs::metadata(gen).unwrap().ino(), 256, "a subvolume");
             let ro = Command::new("btrfs")
                 .args(["property", "get", "-ts"])
@@ -506,15 +416,7 @@ fn history_on_btrfs_generations_are_read_only_snapshots_and_pruning_deletes_subv
         };
         assert_eq!(id(g[0].join("sub/b.bin")), id(g[1].join("sub/b.bin")));
     });
-    let out = w.cmd(&[
-        "history",
-        "t1",
-        "--device",
-        lo.dev.to_str().unwrap(),
-        "--json",
-    ]);
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let h = h.as_array().unwrap();
+    let h = history_json(&w, &lo.dev);
     assert_eq!(h.len(), 2);
     assert!(
         h[1]["bytes_new"].as_u64().unwrap() < h[0]["bytes_new"].as_u64().unwrap() / 4,
@@ -526,12 +428,6 @@ fn history_on_btrfs_generations_are_read_only_snapshots_and_pruning_deletes_subv
         "",
         "[history]\nkeep_within_days = 0\ndaily = 0\nweekly = 0\nmonthly = 0",
     );
-    let out = run(&w, &lo.dev);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("pruned by the retention policy"));
-    with_drive(&w, &lo.dev, "t1", |mp| {
-        let (g, other) = generations(mp);
-        assert_eq!((g.len(), other.len()), (1, 0), "{g:?} {other:?}");
-        assert_same_tree(&src, &g[0]);
-    });
+    run_logging(&w, &lo.dev, "pruned by the retention policy");
+    check_generations(&w, &lo.dev, &src, 1, |_, _| ());
 }

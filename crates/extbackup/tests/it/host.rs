@@ -2,9 +2,10 @@
 //! real rsync, mail as files. As root only (they SKIP otherwise).
 
 use crate::support::{
-    mkfs_ext4, mount_at, mounted_under, read_opened_drive, root_or_skip_here, LoopDevice, World,
+    mkfs_ext4, mount_at, mounted_under, read_opened_drive, root_or_skip_here, LockHolder,
+    LoopDevice, World,
 };
-use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
+use crypt::{Crypt, LockMode};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -18,9 +19,7 @@ pub(crate) fn read_drive(
     dev: &Path,
     name: &str,
 ) -> (Vec<(PathBuf, Vec<u8>, u32)>, String) {
-    std::env::set_var(crypt::ALLOW_ENV, "1");
-    let c =
-        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
+    let c = w.check_crypt();
     let key = w.path(&format!("keys/{name}.key"));
     let mapping = format!("check-{name}");
     let mapped = c.unlock(dev, &key, &mapping).unwrap();
@@ -73,12 +72,9 @@ fn assert_failed_cleanly(
 
 #[test]
 fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
-    w.prepare(&lo.dev, "t1");
+    };
 
     // prepare: key file 0400, header backup, config appended with the comment kept.
     let key = w.path("keys/t1.key");
@@ -95,7 +91,7 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     assert_eq!(check.status.code(), Some(0));
 
     // First run: the drive's data equals the source.
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let out = w.run(&lo.dev);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let working = stdout.find("working").expect("working shown");
@@ -271,29 +267,10 @@ fn a_held_source_lock_fails_at_source_lock_and_cleans_up() {
     let Some((w, lo)) = World::prepared("t1", 32) else {
         return;
     };
-    let mut holder = Command::new("flock")
-        .arg(w.path("src.lock"))
-        .args(["sleep", "60"])
-        .spawn()
-        .expect("flock(1) runs");
-    // Wait until the child holds it.
-    for _ in 0..50 {
-        let free = Command::new("flock")
-            .args(["-n"])
-            .arg(w.path("src.lock"))
-            .arg("true")
-            .status()
-            .unwrap()
-            .success();
-        if !free {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let holder = LockHolder::hold(&w.path("src.lock"), 60);
     let before = w.source_snapshot();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
-    let _ = holder.kill();
-    let _ = holder.wait();
+    let out = w.run(&lo.dev);
+    drop(holder);
     assert_failed_cleanly(&w, &out, "source lock", &before, 0);
 }
 
@@ -313,7 +290,7 @@ fn a_drive_too_small_fails_at_free_space_and_cleans_up() {
     }
     fs::write(w.path("src/big.bin"), &big).unwrap();
     let before = w.source_snapshot();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let out = w.run(&lo.dev);
     assert_failed_cleanly(&w, &out, "free space", &before, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no space on the drive"), "{err}");
@@ -327,15 +304,10 @@ fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
     let wrong = w.path("keys/wrong.key");
     fs::write(&wrong, vec![1u8; 4096]).unwrap();
     fs::set_permissions(&wrong, fs::Permissions::from_mode(0o400)).unwrap();
-    let cfg = fs::read_to_string(&w.config).unwrap();
     let right = w.path("keys/t1.key");
-    fs::write(
-        &w.config,
-        cfg.replace(right.to_str().unwrap(), wrong.to_str().unwrap()),
-    )
-    .unwrap();
+    w.edit_config(|cfg| cfg.replace(right.to_str().unwrap(), wrong.to_str().unwrap()));
     let before = w.source_snapshot();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let out = w.run(&lo.dev);
     assert_failed_cleanly(&w, &out, "identify", &before, 0);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("working"), "never started: {stdout}");
@@ -343,13 +315,11 @@ fn a_wrong_key_file_fails_at_identify_and_touches_nothing() {
 
 #[test]
 fn a_drive_that_is_not_configured_is_skipped_with_75() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(16) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    };
     let before_dev = fs::read(w.path("disk.img")).unwrap();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let out = w.run(&lo.dev);
     assert_eq!(out.status.code(), Some(75));
     let out = w.cmd(&["run", "--uuid", "11111111-2222-4333-8444-555555555555"]);
     assert_eq!(out.status.code(), Some(75));
@@ -366,8 +336,7 @@ fn bad_configuration_and_usage_exit_2() {
     let w = World::new("loopback-test");
     let out = w.cmd(&["run"]);
     assert_eq!(out.status.code(), Some(2), "no --uuid/--device");
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    fs::write(&w.config, format!("{cfg}\nbogus = 1\n")).unwrap();
+    w.edit_config(|cfg| format!("{cfg}\nbogus = 1\n"));
     let out = w.cmd(&["config", "check"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -376,24 +345,14 @@ fn bad_configuration_and_usage_exit_2() {
 
 #[test]
 fn prepare_refuses_a_mounted_device_and_leaves_it_alone() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(16) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    };
     mkfs_ext4(&lo.dev, &[]);
     let mp = w.path("busy");
     let busy = mount_at(&lo.dev, &mp);
     fs::write(mp.join("precious"), "keep").unwrap();
-    let out = w.cmd(&[
-        "prepare",
-        lo.dev.to_str().unwrap(),
-        "--name",
-        "t1",
-        "--yes",
-        "--keys-dir",
-        w.path("keys").to_str().unwrap(),
-    ]);
+    let out = w.try_prepare(&lo.dev, "t1", &[]);
     let still = fs::read_to_string(mp.join("precious"));
     drop(busy);
     assert_eq!(out.status.code(), Some(2));
@@ -414,15 +373,7 @@ fn prepare_refuses_an_active_swap_device_and_leaves_it_alone() {
     crate::support::sh(Command::new("mkswap").arg(&lo.dev));
     crate::support::sh(Command::new("swapon").arg(&lo.dev));
     let before = fs::read(w.path("swap.img")).unwrap();
-    let out = w.cmd(&[
-        "prepare",
-        lo.dev.to_str().unwrap(),
-        "--name",
-        "t1",
-        "--yes",
-        "--keys-dir",
-        w.path("keys").to_str().unwrap(),
-    ]);
+    let out = w.try_prepare(&lo.dev, "t1", &[]);
     let after = fs::read(w.path("swap.img")).unwrap();
     crate::support::sh(Command::new("swapoff").arg(&lo.dev));
     assert_eq!(out.status.code(), Some(2));
@@ -434,18 +385,14 @@ fn prepare_refuses_an_active_swap_device_and_leaves_it_alone() {
 
 #[test]
 fn prepare_with_a_relative_keys_dir_writes_an_absolute_key_file() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(32) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 32);
-    let out = Command::new(env!("CARGO_BIN_EXE_extbackup"))
+    };
+    let out = w
+        .command()
         .current_dir(w.dir.path())
-        .arg("--config")
-        .arg(&w.config)
         .args(["prepare", lo.dev.to_str().unwrap(), "--name", "t1", "--yes"])
         .args(["--keys-dir", "keys", "--no-recovery-passphrase"])
-        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -464,11 +411,9 @@ fn prepare_with_a_relative_keys_dir_writes_an_absolute_key_file() {
 
 #[test]
 fn prepare_without_yes_and_without_a_terminal_refuses() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(16) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    };
     let before = fs::read(w.path("disk.img")).unwrap();
     let out = w.cmd(&["prepare", lo.dev.to_str().unwrap(), "--name", "t1"]);
     assert_eq!(out.status.code(), Some(2));
@@ -489,11 +434,9 @@ fn run_and_sigterm(
 ) -> (String, std::process::Output) {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-        .arg("--config")
-        .arg(&w.config)
+    let mut child = w
+        .command()
         .args(["run", "--device", dev.to_str().unwrap()])
-        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
         .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -538,9 +481,7 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
         return;
     };
     // A sync that would take a minute.
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    fs::write(
-        &w.config,
+    w.edit_config(|cfg| {
         cfg.replacen(
             "[indicator]",
             &format!(
@@ -550,9 +491,8 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
                 w.path("state/sync-started").display()
             ),
             1,
-        ),
-    )
-    .unwrap();
+        )
+    });
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
     let started = w.path("state/sync-started");
@@ -573,35 +513,15 @@ fn sigterm_while_waiting_for_the_source_lock_stops_and_cleans_up() {
         return;
     };
     // The source lock is held by another job for longer than systemd's stop timeout.
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    fs::write(
-        &w.config,
-        cfg.replacen("timeout_secs = 1", "timeout_secs = 600", 1),
-    )
-    .unwrap();
-    let mut holder = Command::new("flock")
-        .arg(w.path("src.lock"))
-        .args(["sleep", "120"])
-        .spawn()
-        .expect("flock(1) runs");
-    while Command::new("flock")
-        .arg("-n")
-        .arg(w.path("src.lock"))
-        .arg("true")
-        .status()
-        .unwrap()
-        .success()
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    w.edit_config(|cfg| cfg.replacen("timeout_secs = 1", "timeout_secs = 600", 1));
+    let holder = LockHolder::hold(&w.path("src.lock"), 120);
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
     // Logged once the first try found the lock held: the wait is going on.
     let (log, out) = run_and_sigterm(&w, &lo.dev, "held by another job: waiting", &|| true);
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("step 6/12: source lock"), "{log}");
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     eprintln!("{log}{rest}");
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(60),
@@ -647,14 +567,11 @@ fn free_space_is_what_root_can_really_write() {
 #[test]
 fn install_print_shows_the_rule_the_units_and_the_stable_binary() {
     let w = World::new("loopback-test");
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    fs::write(
-        &w.config,
+    w.edit_config(|cfg| {
         format!(
             "{cfg}\n[[drive]]\nname = \"a\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/a.key\"\n\n[[drive]]\nname = \"b\"\nuuid = \"1b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/b.key\"\n"
-        ),
-    )
-    .unwrap();
+        )
+    });
     let out = w.cmd(&["install", "--print"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -695,25 +612,14 @@ fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
     };
     // A copy that takes about a minute: 12 MiB at 200 KiB/s.
     fs::write(w.path("src/big.bin"), vec![7u8; 12 << 20]).unwrap();
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    fs::write(
-        &w.config,
+    w.edit_config(|cfg| {
         cfg.replacen(
             "[indicator]",
             "[syncer]\nkind = \"rsync\"\nextra_args = [\"--bwlimit=200\"]\n\n[indicator]",
             1,
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-        .arg("--config")
-        .arg(&w.config)
-        .args(["run", "--device", lo.dev.to_str().unwrap()])
-        .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        )
+    });
+    let mut child = w.spawn_run(&lo.dev);
     // Ready when rsync writes: its receiver has the drive's temp file open.
     let pid = child.id();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -742,14 +648,8 @@ fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // The next run finds the mapping and the mount left behind, says so, and backs up.
-    fs::write(
-        &w.config,
-        fs::read_to_string(&w.config)
-            .unwrap()
-            .replace("extra_args = [\"--bwlimit=200\"]", "extra_args = []"),
-    )
-    .unwrap();
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    w.edit_config(|cfg| cfg.replace("extra_args = [\"--bwlimit=200\"]", "extra_args = []"));
+    let out = w.run(&lo.dev);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("from an interrupted run"), "{log}");
     assert_eq!(out.status.code(), Some(0), "{log}");
@@ -766,17 +666,14 @@ fn kill_9_of_a_run_ends_its_rsync_and_the_next_run_cleans_up() {
 #[test]
 fn check_without_mail_logs_each_stale_drive_and_shows_attention() {
     let w = World::new("loopback-test");
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    let start = cfg.find("[mail]").unwrap();
-    let end = cfg[start..].find("[crypt]").unwrap() + start;
-    let no_mail = format!("{}{}", &cfg[..start], &cfg[end..]);
-    fs::write(
-        &w.config,
+    w.edit_config(|cfg| {
+        let start = cfg.find("[mail]").unwrap();
+        let end = cfg[start..].find("[crypt]").unwrap() + start;
+        let no_mail = format!("{}{}", &cfg[..start], &cfg[end..]);
         format!(
             "{no_mail}\n[[drive]]\nname = \"offsite-a\"\nuuid = \"0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/a.key\"\n\n[[drive]]\nname = \"offsite-b\"\nuuid = \"1b1c2d3e-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/nonexistent/b.key\"\n"
-        ),
-    )
-    .unwrap();
+        )
+    });
     let out = w.cmd(&["check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -801,19 +698,18 @@ fn check_without_mail_logs_each_stale_drive_and_shows_attention() {
 #[test]
 fn notify_failure_reports_a_config_error_and_stays_quiet_after_exit_1() {
     let w = World::new("loopback-test");
-    let cfg = fs::read_to_string(&w.config).unwrap();
-    let broken: String = cfg
-        .lines()
-        .map(|l| {
-            if l.starts_with("source = ") {
-                "source = \"relative/path\"".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    fs::write(&w.config, broken).unwrap();
+    w.edit_config(|cfg| {
+        cfg.lines()
+            .map(|l| {
+                if l.starts_with("source = ") {
+                    "source = \"relative/path\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     assert_eq!(
         w.cmd(&["status"]).status.code(),
         Some(2),

@@ -4,9 +4,9 @@
 
 use crate::support::{
     copy_on, flip_one_byte_keeping_mtime, meta_snapshot, mounted_under, root_or_skip_here,
-    LoopDevice, World,
+    zero_start, World,
 };
-use crypt::{AllowTestBackend, Crypt, LockMode, LoopbackTestCrypt};
+use crypt::{Crypt, LockMode};
 use std::fs;
 use std::process::Command;
 
@@ -17,9 +17,7 @@ fn text(b: &[u8]) -> String {
 /// Opens the drive with its key file outside the binary, mounted read-write at `mp`, runs
 /// `f` on the mount, and closes it again.
 fn with_drive_rw(w: &World, dev: &std::path::Path, f: impl FnOnce(&std::path::Path)) {
-    std::env::set_var(crypt::ALLOW_ENV, "1");
-    let c =
-        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
+    let c = w.check_crypt();
     let mapped = c.unlock(dev, &w.path("keys/t1.key"), "check-rw").unwrap();
     let mp = w.path("rw");
     fs::create_dir_all(&mp).unwrap();
@@ -31,15 +29,13 @@ fn with_drive_rw(w: &World, dev: &std::path::Path, f: impl FnOnce(&std::path::Pa
 
 #[test]
 fn recovery_mount_restore_and_verify_on_loop_devices() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(64) else {
         return;
-    }
-    let w = World::new("loopback-test");
+    };
     std::os::unix::fs::symlink("../a.txt", w.path("src/sub/link")).unwrap();
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
     let dev = lo.dev.to_str().unwrap();
     w.prepare(&lo.dev, "t1");
-    assert_eq!(w.cmd(&["run", "--device", dev]).status.code(), Some(0));
+    assert_eq!(w.run(dev).status.code(), Some(0));
     let mails = w.subjects().len();
 
     // status: a recovery passphrase, so no warning; never verified yet.
@@ -58,10 +54,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
     );
 
     // A wrong passphrase: a clear error, nothing opened or mounted.
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase"],
-        "wrong passphrase!\n",
-    );
+    let out = w.mount_with_passphrase(dev, &[], "wrong passphrase!");
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
     assert!(
@@ -73,10 +66,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
     assert!(!w.path("state/loopback-crypt/extbackup-ro-t1").exists());
 
     // The right one: mounted read-only, equal to the source with metadata.
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase"],
-        &format!("{}\n", World::PASSPHRASE),
-    );
+    let out = w.mount_with_passphrase(dev, &[], World::PASSPHRASE);
     assert_eq!(out.status.code(), Some(0));
     let mp = w.path("mnt/browse-t1");
     assert!(
@@ -97,7 +87,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
     );
 
     // A plug-in run of the drive does not start: 75, no red, no mail.
-    let out = w.cmd(&["run", "--device", dev]);
+    let out = w.run(dev);
     assert_eq!(out.status.code(), Some(75));
     assert!(
         text(&out.stderr).contains("opened read-only for browsing"),
@@ -169,7 +159,7 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
         "{st}"
     );
     // A sync does not notice (same size and time): the point of verify.
-    assert_eq!(w.cmd(&["run", "--device", dev]).status.code(), Some(0));
+    assert_eq!(w.run(dev).status.code(), Some(0));
     assert_eq!(
         w.cmd(&["verify", "t1", "--device", dev, "--full"])
             .status
@@ -180,18 +170,14 @@ fn recovery_mount_restore_and_verify_on_loop_devices() {
 
 #[test]
 fn recovery_passphrase_options_of_prepare_and_recovery_add() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(16) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    };
     let dev = lo.dev.to_str().unwrap();
-    let keys = w.path("keys");
-    let keys = keys.to_str().unwrap();
 
     // No terminal and no passphrase option: refused, naming the options; nothing touched.
     let before = fs::read(w.path("disk.img")).unwrap();
-    let out = w.cmd(&["prepare", dev, "--name", "t1", "--yes", "--keys-dir", keys]);
+    let out = w.try_prepare(&lo.dev, "t1", &[]);
     assert_eq!(out.status.code(), Some(2));
     let e = text(&out.stderr);
     assert!(
@@ -202,32 +188,18 @@ fn recovery_passphrase_options_of_prepare_and_recovery_add() {
     assert!(!w.path("keys/t1.key").exists());
 
     // A passphrase too short is refused before anything is erased.
-    fs::write(w.path("short"), "abc\n").unwrap();
-    let out = w.cmd(&[
-        "prepare",
-        dev,
-        "--name",
+    let short = w.path("short");
+    fs::write(&short, "abc\n").unwrap();
+    let out = w.try_prepare(
+        &lo.dev,
         "t1",
-        "--yes",
-        "--keys-dir",
-        keys,
-        "--recovery-passphrase-file",
-        w.path("short").to_str().unwrap(),
-    ]);
+        &["--recovery-passphrase-file", short.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(fs::read(w.path("disk.img")).unwrap() == before, "untouched");
 
     // --no-recovery-passphrase: done, with a plain warning, in the output and in status.
-    let out = w.cmd(&[
-        "prepare",
-        dev,
-        "--name",
-        "t1",
-        "--yes",
-        "--keys-dir",
-        keys,
-        "--no-recovery-passphrase",
-    ]);
+    let out = w.try_prepare(&lo.dev, "t1", &["--no-recovery-passphrase"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         text(&out.stdout).contains("WARNING: no recovery passphrase"),
@@ -236,10 +208,7 @@ fn recovery_passphrase_options_of_prepare_and_recovery_add() {
     );
     let st = text(&w.cmd(&["status"]).stdout);
     assert!(st.contains("WARNING: no recovery passphrase"), "{st}");
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase"],
-        &format!("{}\n", World::PASSPHRASE),
-    );
+    let out = w.mount_with_passphrase(dev, &[], World::PASSPHRASE);
     assert_eq!(out.status.code(), Some(1), "no passphrase slot yet");
 
     // recovery add: the slot is added (authorised by the key file), status is quiet.
@@ -259,18 +228,12 @@ fn recovery_passphrase_options_of_prepare_and_recovery_add() {
     assert!(!st.contains("WARNING"), "{st}");
     // It opens the drive; without a configuration too (the NAS is gone).
     fs::rename(&w.config, w.path("config.toml.away")).unwrap();
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase"],
-        &format!("{}\n", World::PASSPHRASE),
-    );
+    let out = w.mount_with_passphrase(dev, &[], World::PASSPHRASE);
     // Without the configuration the backend is libcryptsetup, which finds no LUKS header
     // on a loopback-test image: the point here is that it asks nothing of the config.
     assert_ne!(out.status.code(), Some(2), "no configuration needed");
     fs::rename(w.path("config.toml.away"), &w.config).unwrap();
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase"],
-        &format!("{}\n", World::PASSPHRASE),
-    );
+    let out = w.mount_with_passphrase(dev, &[], World::PASSPHRASE);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.cmd(&["unmount", "t1"]).status.code(), Some(0));
     assert_eq!(
@@ -285,15 +248,9 @@ fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_ba
     if !root_or_skip_here() {
         return;
     }
-    use std::io::{Seek, SeekFrom, Write};
     let w = World::new("loopback-test");
-    let l1 = LoopDevice::new(&w.path("disk1.img"), 32);
-    let l2 = LoopDevice::new(&w.path("disk2.img"), 32);
+    let (l1, l2) = w.two_drives_backed_up(32);
     let (d1, d2) = (l1.dev.to_str().unwrap(), l2.dev.to_str().unwrap());
-    w.prepare(&l1.dev, "t1");
-    w.prepare(&l2.dev, "t2");
-    assert_eq!(w.cmd(&["run", "--device", d1]).status.code(), Some(0));
-    assert_eq!(w.cmd(&["run", "--device", d2]).status.code(), Some(0));
 
     // Each run stored the other drive's header backup on its drive.
     let out = w.cmd(&["mount", "t2", "--device", d2]);
@@ -314,15 +271,7 @@ fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_ba
 
     // The kit: header backup and RESTORE.txt with the UUID; the key file only on request.
     let kit = w.path("kit");
-    let out = w.cmd(&[
-        "recovery",
-        "kit",
-        "t1",
-        "--device",
-        d1,
-        "--to",
-        kit.to_str().unwrap(),
-    ]);
+    let out = w.recovery_kit("t1", d1, &kit, &[]);
     assert_eq!(out.status.code(), Some(0));
     let uuid = crypt_info_uuid(&w, &l1.dev);
     let restore = fs::read_to_string(kit.join("RESTORE-t1.txt")).unwrap();
@@ -336,16 +285,7 @@ fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_ba
     );
     assert!(!kit.join("t1.key").exists());
     let kit2 = w.path("kit2");
-    let out = w.cmd(&[
-        "recovery",
-        "kit",
-        "t1",
-        "--device",
-        d1,
-        "--to",
-        kit2.to_str().unwrap(),
-        "--with-key-file",
-    ]);
+    let out = w.recovery_kit("t1", d1, &kit2, &["--with-key-file"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("WARNING: this kit holds the key file"));
     assert_eq!(
@@ -353,28 +293,17 @@ fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_ba
         fs::read(w.path("keys/t1.key")).unwrap()
     );
 
-    let zero_header = || {
-        let mut f = fs::OpenOptions::new().write(true).open(&l1.dev).unwrap();
-        f.seek(SeekFrom::Start(0)).unwrap();
-        f.write_all(&vec![0u8; 1 << 20]).unwrap();
-        f.sync_all().unwrap();
-    };
     let opens = || {
-        let out = w.cmd_input(
-            &["mount", "--device", d1, "--passphrase"],
-            &format!("{}\n", World::PASSPHRASE),
-        );
+        let out = w.mount_with_passphrase(d1, &[], World::PASSPHRASE);
         let ok = out.status.code() == Some(0);
         if ok {
             assert_eq!(w.cmd(&["unmount", "t1"]).status.code(), Some(0));
         }
         ok
     };
-    std::env::set_var(crypt::ALLOW_ENV, "1");
-    let c =
-        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
+    let c = w.check_crypt();
     for backup in [kit.join("t1.luks-header"), from_t2] {
-        zero_header();
+        zero_start(&l1.dev, 1 << 20);
         assert!(!opens(), "a zeroed header opens nothing");
         c.restore_header(&l1.dev, &backup).unwrap();
         assert!(opens(), "opens again after restoring {}", backup.display());
@@ -382,10 +311,7 @@ fn recovery_kit_and_the_other_drives_copy_of_the_header_bring_a_zeroed_header_ba
 }
 
 fn crypt_info_uuid(w: &World, dev: &std::path::Path) -> String {
-    std::env::set_var(crypt::ALLOW_ENV, "1");
-    let c =
-        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, w.path("check-crypt")).unwrap();
-    c.inspect(dev).unwrap().uuid
+    w.check_crypt().inspect(dev).unwrap().uuid
 }
 
 /// Runs `extbackup ARGS` on a pseudo-terminal (`script`), typing `input`; the exit code
@@ -424,11 +350,9 @@ fn on_a_terminal(w: &World, args: &[&str], input: &str) -> (Option<i32>, String)
 
 #[test]
 fn prepare_on_a_terminal_shows_a_generated_passphrase_once_and_it_opens_the_drive() {
-    if !root_or_skip_here() {
+    let Some((w, lo)) = World::blank(16) else {
         return;
-    }
-    let w = World::new("loopback-test");
-    let lo = LoopDevice::new(&w.path("disk.img"), 16);
+    };
     let dev = lo.dev.to_str().unwrap();
     let keys = w.path("keys");
     let args = [
@@ -468,10 +392,7 @@ fn prepare_on_a_terminal_shows_a_generated_passphrase_once_and_it_opens_the_driv
             "{f}"
         );
     }
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase"],
-        &format!("{pass}\n"),
-    );
+    let out = w.mount_with_passphrase(dev, &[], &pass);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.cmd(&["unmount", "t1"]).status.code(), Some(0));
 }

@@ -9,6 +9,14 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+/// One safety test at a time: each creates mount namespaces, and a namespace made while
+/// another test has a drive mounted holds a copy of that mount until it detaches it, which
+/// can leave that drive's loop device busy at its close.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A NAS folder beside the drive: 100 unrelated files, folders named like generations, and
 /// files named like the drive's records.
 fn nas(w: &World) -> std::path::PathBuf {
@@ -86,6 +94,7 @@ fn green_with_quarantine(w: &World, lo: &LoopDevice, out: &std::process::Output,
 }
 
 fn data_symlink(fs_type: &str) {
+    let _serial = serial();
     let Some((w, lo, out)) = hostile(&format!("sd-{fs_type}"), fs_type, false, |mp, nas| {
         fs::remove_dir_all(mp.join("data")).unwrap();
         symlink(nas.join("files"), mp.join("data")).unwrap();
@@ -107,6 +116,7 @@ fn safety_btrfs_history_off_data_symlinked_to_a_nas_folder_is_moved_aside_and_th
 }
 
 fn generations_symlink(fs_type: &str) {
+    let _serial = serial();
     let Some((w, lo, out)) = hostile(&format!("sg-{fs_type}"), fs_type, true, |mp, nas| {
         // The generation the first run made moves to the NAS folder's side: the drive's
         // `generations` is now a link to folders named like generations.
@@ -140,6 +150,7 @@ fn safety_btrfs_history_on_generations_symlinked_to_a_nas_folder_is_moved_aside_
 /// Links at `.extbackup/runs.jsonl` and `.extbackup/headers` (then, on a second confined
 /// run, at `.extbackup` itself): no record written, appended or header stored on the NAS.
 fn meta_symlinks(fs_type: &str, history: bool) {
+    let _serial = serial();
     let Some((w, lo, out)) = hostile(
         &format!("sm-{fs_type}-{history}"),
         fs_type,
@@ -203,6 +214,7 @@ fn safety_btrfs_history_off_symlinked_records_and_header_store_are_moved_aside_n
 /// nothing but Landlock stops it.
 #[test]
 fn safety_landlock_the_copy_cannot_write_outside_the_drive_and_its_own_folders() {
+    let _serial = serial();
     let Some((w, lo)) = World::prepared("sl", 64) else {
         return;
     };

@@ -5,8 +5,9 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
+use crypt::{AllowTestBackend, LoopbackTestCrypt};
 pub use testkit::{mkfs_ext4, mount_at, mounted_under, root_or_skip_here, sh, LoopDevice};
 
 /// One test's world.
@@ -66,64 +67,159 @@ require_source_mount_point = false
     /// name), a world on the loopback-test backend and a `mib` MiB disk image on a loop
     /// device, prepared as drive `name`. `None`: the test was skipped.
     pub fn prepared(name: &str, mib: u64) -> Option<(World, LoopDevice)> {
+        let (w, lo) = World::blank(mib)?;
+        w.prepare(&lo.dev, name);
+        Some((w, lo))
+    }
+
+    /// Like [`prepared`](Self::prepared), with the disk left blank (`disk.img`, not prepared).
+    pub fn blank(mib: u64) -> Option<(World, LoopDevice)> {
         if !root_or_skip_here() {
             return None;
         }
-        let w = World::new("loopback-test");
+        Some(World::on_blank_disk("loopback-test", mib))
+    }
+
+    /// A world on `crypt` and a blank `mib` MiB disk image `disk.img` on a loop device, with
+    /// no root check (the guest's tests, which run as root).
+    pub fn on_blank_disk(crypt: &'static str, mib: u64) -> (World, LoopDevice) {
+        let w = World::new(crypt);
         let lo = LoopDevice::new(&w.path("disk.img"), mib);
-        w.prepare(&lo.dev, name);
-        Some((w, lo))
+        (w, lo)
+    }
+
+    /// Two drives of `mib` MiB, `disk1.img` prepared as `t1` and `disk2.img` as `t2`, each
+    /// backed up once (which must succeed).
+    pub fn two_drives_backed_up(&self, mib: u64) -> (LoopDevice, LoopDevice) {
+        let l1 = LoopDevice::new(&self.path("disk1.img"), mib);
+        let l2 = LoopDevice::new(&self.path("disk2.img"), mib);
+        self.prepare(&l1.dev, "t1");
+        self.prepare(&l2.dev, "t2");
+        assert_eq!(self.run(&l1.dev).status.code(), Some(0));
+        assert_eq!(self.run(&l2.dev).status.code(), Some(0));
+        (l1, l2)
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
-    /// Runs the binary with `--config` and the loopback-test permission in the environment.
-    pub fn cmd(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-            .arg("--config")
+    /// The binary with `--config`, the loopback-test permission and the cheapest recovery
+    /// KDF in its environment: the caller adds the arguments and runs it.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_extbackup"));
+        c.arg("--config")
             .arg(&self.config)
-            .args(args)
             .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-            .env(extbackup::drive::recovery::CHEAP_KDF_ENV, "1")
-            .stdin(std::process::Stdio::null())
+            .env(extbackup::drive::recovery::CHEAP_KDF_ENV, "1");
+        c
+    }
+
+    /// Runs the binary ([`command`](Self::command)) with `args` and no stdin.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
             .output()
             .expect("extbackup runs");
-        eprintln!(
-            "$ extbackup {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        echo(args, "", &out);
         out
     }
 
     /// Like [`cmd`](Self::cmd), with `input` on stdin (a passphrase, as if piped in).
     pub fn cmd_input(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_extbackup"))
-            .arg("--config")
-            .arg(&self.config)
+        let mut child = self
+            .command()
             .args(args)
-            .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-            .env(extbackup::drive::recovery::CHEAP_KDF_ENV, "1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("extbackup runs");
         let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
         let out = child.wait_with_output().unwrap();
-        eprintln!(
-            "$ extbackup {} (with input)\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        echo(args, " (with input)", &out);
         out
+    }
+
+    /// `run --device DEV`.
+    pub fn run(&self, dev: impl AsRef<Path>) -> Output {
+        self.cmd(&["run", "--device", path_str(dev.as_ref())])
+    }
+
+    /// `run --device DEV` started in the background, its output thrown away: a run to kill.
+    pub fn spawn_run(&self, dev: &Path) -> Child {
+        self.command()
+            .args(["run", "--device", path_str(dev)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `mount --device DEV --passphrase` and then `more`, with `passphrase` typed in.
+    pub fn mount_with_passphrase(
+        &self,
+        dev: impl AsRef<Path>,
+        more: &[&str],
+        passphrase: &str,
+    ) -> Output {
+        let mut args = vec!["mount", "--device", path_str(dev.as_ref()), "--passphrase"];
+        args.extend_from_slice(more);
+        self.cmd_input(&args, &format!("{passphrase}\n"))
+    }
+
+    /// `restore DRIVE --device DEV PATH [--at AT] --to TO`.
+    pub fn restore_from(
+        &self,
+        drive: &str,
+        dev: &Path,
+        path: &str,
+        at: Option<&str>,
+        to: &Path,
+    ) -> Output {
+        let mut args = vec!["restore", drive, "--device", path_str(dev), path];
+        if let Some(at) = at {
+            args.extend(["--at", at]);
+        }
+        args.extend(["--to", path_str(to)]);
+        self.cmd(&args)
+    }
+
+    /// `recovery kit DRIVE --device DEV --to TO` and then `more`.
+    pub fn recovery_kit(
+        &self,
+        drive: &str,
+        dev: impl AsRef<Path>,
+        to: &Path,
+        more: &[&str],
+    ) -> Output {
+        let mut args = vec![
+            "recovery",
+            "kit",
+            drive,
+            "--device",
+            path_str(dev.as_ref()),
+            "--to",
+            path_str(to),
+        ];
+        args.extend_from_slice(more);
+        self.cmd(&args)
+    }
+
+    /// Rewrites the configuration file with `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let cfg = fs::read_to_string(&self.config).unwrap();
+        fs::write(&self.config, edit(cfg)).unwrap();
+    }
+
+    /// The loopback-test backend on the world's own state folder (`check-crypt`), to open a
+    /// drive outside the binary.
+    pub fn check_crypt(&self) -> LoopbackTestCrypt {
+        std::env::set_var(crypt::ALLOW_ENV, "1");
+        LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, self.path("check-crypt")).unwrap()
     }
 
     /// The recovery passphrase `prepare` gives the drives.
@@ -134,18 +230,25 @@ require_source_mount_point = false
     pub fn prepare(&self, dev: &Path, name: &str) {
         let pass = self.path("recovery-passphrase");
         fs::write(&pass, format!("{}\n", Self::PASSPHRASE)).unwrap();
-        let out = self.cmd(&[
+        let out = self.try_prepare(dev, name, &["--recovery-passphrase-file", path_str(&pass)]);
+        assert_eq!(out.status.code(), Some(0), "prepare failed");
+    }
+
+    /// `prepare DEVICE --name NAME --yes --keys-dir DIR/keys` and then `more`, for the caller
+    /// to judge (unlike [`prepare`](Self::prepare), which must succeed).
+    pub fn try_prepare(&self, dev: &Path, name: &str, more: &[&str]) -> Output {
+        let keys = self.path("keys");
+        let mut args = vec![
             "prepare",
-            dev.to_str().unwrap(),
+            path_str(dev),
             "--name",
             name,
             "--yes",
             "--keys-dir",
-            self.path("keys").to_str().unwrap(),
-            "--recovery-passphrase-file",
-            pass.to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(0), "prepare failed");
+            path_str(&keys),
+        ];
+        args.extend_from_slice(more);
+        self.cmd(&args)
     }
 
     /// The mails written so far, as text, oldest first.
@@ -163,6 +266,15 @@ require_source_mount_point = false
             .collect();
         v.sort_by_key(|(t, _)| *t);
         v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The newest mail as text, its quoted-printable soft line breaks joined.
+    pub fn last_mail(&self) -> String {
+        self.mails()
+            .pop()
+            .unwrap()
+            .replace("=\r\n", "")
+            .replace("=\n", "")
     }
 
     /// The `Subject:` lines of the mails.
@@ -186,6 +298,69 @@ require_source_mount_point = false
     /// A listing of the source tree with contents, to show it was not touched.
     pub fn source_snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
         snapshot(&self.path("src"))
+    }
+}
+
+/// A path as the `&str` of a command's argument.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Shows a command's outcome in the test's output.
+fn echo(args: &[&str], how: &str, out: &Output) {
+    eprintln!(
+        "$ extbackup {}{how}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes zeros over the first `bytes` of `dev` (a LUKS header gone), synced.
+pub fn zero_start(dev: &Path, bytes: usize) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new().write(true).open(dev).unwrap();
+    f.write_all(&vec![0u8; bytes]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Another job holding the `flock` on a file (at most `secs` seconds), until dropped.
+pub struct LockHolder(Child);
+
+impl LockHolder {
+    /// Starts `flock PATH sleep SECS` and waits until it holds the lock.
+    pub fn hold(path: &Path, secs: u32) -> LockHolder {
+        let child = Command::new("flock")
+            .arg(path)
+            .args(["sleep", &secs.to_string()])
+            .spawn()
+            .expect("flock(1) runs");
+        let holder = LockHolder(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Command::new("flock")
+            .arg("-n")
+            .arg(path)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flock never took {}",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        holder
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -327,33 +502,27 @@ impl World {
     /// the namespace could not be made so.
     pub fn cmd_confined(&self, args: &[&str]) -> Output {
         fs::create_dir_all("/run/extbackup-loopback").unwrap();
-        let out = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                CONFINE,
-                "sh",
-            ])
-            .arg(self.dir.path())
-            .arg(env!("CARGO_BIN_EXE_extbackup"))
-            .arg("--config")
-            .arg(&self.config)
+        let plain = self.command();
+        let mut c = Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            CONFINE,
+            "sh",
+        ])
+        .arg(self.dir.path())
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .envs(plain.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let out = c
             .args(args)
-            .env("EXTBACKUP_ALLOW_LOOPBACK_CRYPT", "1")
-            .env(extbackup::drive::recovery::CHEAP_KDF_ENV, "1")
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             .output()
             .expect("unshare runs");
-        eprintln!(
-            "$ (confined) extbackup {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        echo(args, " (confined)", &out);
         assert_ne!(out.status.code(), Some(99), "the confinement failed");
         out
     }

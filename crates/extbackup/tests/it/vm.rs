@@ -1,6 +1,6 @@
 //! The guest-only end-to-end test: real LUKS2 through libcryptsetup on a loop device.
 
-use crate::support::{copy_on, mounted_under, read_opened_drive, LoopDevice, World};
+use crate::support::{copy_on, mounted_under, read_opened_drive, zero_start, LoopDevice, World};
 use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
 use std::fs;
 use std::process::Command;
@@ -8,13 +8,12 @@ use std::process::Command;
 #[test]
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_prepare_and_run_with_real_luks_copies_the_source() {
-    let w = World::new("libcryptsetup");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
+    let (w, lo) = World::on_blank_disk("libcryptsetup", 64);
     w.prepare(&lo.dev, "t1");
     let info = LibcryptsetupCrypt::new().inspect(&lo.dev).unwrap();
     assert_eq!(info.version, 2, "real LUKS2 header");
 
-    let out = w.cmd(&["run", "--device", lo.dev.to_str().unwrap()]);
+    let out = w.run(&lo.dev);
     assert_eq!(out.status.code(), Some(0));
     let st = w.drive_state("t1");
     assert_eq!(st["last_success"]["result"], "success");
@@ -36,19 +35,8 @@ fn vm_prepare_and_run_with_real_luks_copies_the_source() {
 #[test]
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
-    let w = World::new("libcryptsetup");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
-    let out = w.cmd(&[
-        "prepare",
-        lo.dev.to_str().unwrap(),
-        "--name",
-        "t1",
-        "--partition",
-        "--yes",
-        "--no-recovery-passphrase",
-        "--keys-dir",
-        w.path("keys").to_str().unwrap(),
-    ]);
+    let (w, lo) = World::on_blank_disk("libcryptsetup", 64);
+    let out = w.try_prepare(&lo.dev, "t1", &["--partition", "--no-recovery-passphrase"]);
     assert_eq!(out.status.code(), Some(0));
     let part = format!("{}p1", lo.dev.display());
     let info = LibcryptsetupCrypt::new()
@@ -59,7 +47,7 @@ fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
         cfg.contains(&info.uuid),
         "the partition's UUID is configured: {cfg}"
     );
-    let out = w.cmd(&["run", "--device", &part]);
+    let out = w.run(&part);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.drive_state("t1")["last_success"]["result"], "success");
 }
@@ -69,8 +57,7 @@ fn vm_prepare_with_partition_puts_luks_on_the_partition_and_runs() {
 fn vm_watch_backs_up_a_configured_drive_already_present_at_start() {
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
-    let w = World::new("libcryptsetup");
-    let lo = LoopDevice::new(&w.path("disk.img"), 64);
+    let (w, lo) = World::on_blank_disk("libcryptsetup", 64);
     w.prepare(&lo.dev, "t1");
     // Let udev probe the new LUKS header (ID_FS_TYPE=crypto_LUKS) before watching.
     let _ = Command::new("udevadm")
@@ -124,12 +111,11 @@ fn with_input(cmd: &mut Command, input: &str) -> bool {
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
     use crate::support::meta_snapshot;
-    let w = World::new("libcryptsetup");
+    let (w, lo) = World::on_blank_disk("libcryptsetup", 48);
     std::os::unix::fs::symlink("../a.txt", w.path("src/sub/link")).unwrap();
-    let lo = LoopDevice::new(&w.path("disk.img"), 48);
     let dev = lo.dev.to_str().unwrap();
     w.prepare(&lo.dev, "t1");
-    assert_eq!(w.cmd(&["run", "--device", dev]).status.code(), Some(0));
+    assert_eq!(w.run(dev).status.code(), Some(0));
     let src = meta_snapshot(&w.path("src"));
     let src_sub = meta_snapshot(&w.path("src/sub"));
 
@@ -185,10 +171,7 @@ fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
     let mapper = std::path::Path::new("/dev/mapper/extbackup-ro-t1");
     let at = w.path("browse");
     let at_s = at.to_str().unwrap();
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase", "--at", at_s],
-        "not the passphrase\n",
-    );
+    let out = w.mount_with_passphrase(dev, &["--at", at_s], "not the passphrase");
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
     assert!(
@@ -198,10 +181,7 @@ fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
     assert!(!mapper.exists(), "nothing opened");
     assert!(mounted_under(w.dir.path()).is_empty());
     // The right one: read-only, the same files.
-    let out = w.cmd_input(
-        &["mount", "--device", dev, "--passphrase", "--at", at_s],
-        &pass_line,
-    );
+    let out = w.mount_with_passphrase(dev, &["--at", at_s], World::PASSPHRASE);
     assert_eq!(out.status.code(), Some(0));
     assert!(mapper.exists());
     assert_eq!(
@@ -233,15 +213,9 @@ fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
 #[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_recovery_verify_finds_a_silent_change_and_a_zeroed_header_comes_back() {
     use crate::support::flip_one_byte_keeping_mtime;
-    use std::io::{Seek, SeekFrom, Write};
     let w = World::new("libcryptsetup");
-    let l1 = LoopDevice::new(&w.path("disk1.img"), 40);
-    let l2 = LoopDevice::new(&w.path("disk2.img"), 40);
+    let (l1, l2) = w.two_drives_backed_up(40);
     let (d1, d2) = (l1.dev.to_str().unwrap(), l2.dev.to_str().unwrap());
-    w.prepare(&l1.dev, "t1");
-    w.prepare(&l2.dev, "t2");
-    assert_eq!(w.cmd(&["run", "--device", d1]).status.code(), Some(0));
-    assert_eq!(w.cmd(&["run", "--device", d2]).status.code(), Some(0));
 
     // verify: clean; then one byte changed on the drive, size and mtime kept: exit 1, named.
     let out = w.cmd(&["verify", "t1", "--device", d1, "--full"]);
@@ -265,15 +239,7 @@ fn vm_recovery_verify_finds_a_silent_change_and_a_zeroed_header_comes_back() {
 
     // The kit, and t1's header as the run of t2 stored it on drive t2.
     let kit = w.path("kit");
-    let out = w.cmd(&[
-        "recovery",
-        "kit",
-        "t1",
-        "--device",
-        d1,
-        "--to",
-        kit.to_str().unwrap(),
-    ]);
+    let out = w.recovery_kit("t1", d1, &kit, &[]);
     assert_eq!(out.status.code(), Some(0));
     let b2 = w.path("b2");
     let out = w.cmd(&["mount", "t2", "--device", d2, "--at", b2.to_str().unwrap()]);
@@ -295,11 +261,7 @@ fn vm_recovery_verify_finds_a_silent_change_and_a_zeroed_header_comes_back() {
     assert!(opens());
     for backup in [kit.join("t1.luks-header"), from_t2] {
         // Zero the whole LUKS2 header area (16 MiB: both headers and the keyslots).
-        let mut f = fs::OpenOptions::new().write(true).open(&l1.dev).unwrap();
-        f.seek(SeekFrom::Start(0)).unwrap();
-        f.write_all(&vec![0u8; 16 << 20]).unwrap();
-        f.sync_all().unwrap();
-        drop(f);
+        zero_start(&l1.dev, 16 << 20);
         assert!(!opens(), "a zeroed header opens nothing");
         crate::support::sh(
             Command::new("cryptsetup")

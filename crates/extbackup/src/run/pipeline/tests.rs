@@ -24,6 +24,7 @@ use syncer::MockSyncer;
 const UUID: &str = "0b1c2d3e-aaaa-4bbb-8ccc-0123456789ab";
 const DEV: &str = "/dev/by-uuid-test";
 const MAPPED: &str = "/dev/mapper/extbackup-offsite-a";
+const MAPPING: &str = "extbackup-offsite-a";
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -38,38 +39,51 @@ fn fixture() -> Fixture {
     // A real source: the syncer's guard runs before every backend, fakes and mocks too.
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
     std::fs::write(dir.path().join("src/file"), "data").unwrap();
-    // The mount point a real mount would cover (the drive's handle opens it).
-    std::fs::create_dir_all(dir.path().join("mnt/offsite-a")).unwrap();
-    let text = format!(
+    let own = format!(
         r#"
 source = "{d}/src"
-state_dir = "{d}/state"
-mount_root = "{d}/mnt"
-host = "nas"
 [source_lock]
 path = "{d}/src.lock"
 timeout_secs = 5
-[mail]
-to = ["root@localhost"]
-transport = {{ kind = "file", dir = "{d}/mail" }}
-[policy]
-require_source_mount_point = false
 [[hooks.before]]
 name = "snapshot"
 command = ["/bin/sh", "-c", "test ! -e {d}/fail-hook"]
 [[hooks.after]]
 name = "note"
 command = ["/bin/sh", "-c", "echo \"$EXTBACKUP_DRIVE $EXTBACKUP_OUTCOME $EXTBACKUP_FAILED_STEP\" >> {d}/after.log; test ! -e {d}/fail-after"]
+"#,
+        d = dir.path().display(),
+    );
+    let cfg = config(dir.path(), &key, &own);
+    Fixture { dir, cfg }
+}
+
+/// The fixtures' configuration: `own` (the sources, locks and hooks) with what they all
+/// share: state, mounts and mail as files under `d`, no mount point required of a source,
+/// and drive `offsite-a` whose key file is `key`.
+fn config(d: &Path, key: &Path, own: &str) -> Config {
+    // The mount point a real mount would cover (the drive's handle opens it).
+    std::fs::create_dir_all(d.join("mnt/offsite-a")).unwrap();
+    let text = format!(
+        r#"
+state_dir = "{d}/state"
+mount_root = "{d}/mnt"
+host = "nas"
+{own}
+[mail]
+to = ["root@localhost"]
+transport = {{ kind = "file", dir = "{d}/mail" }}
+[policy]
+require_source_mount_point = false
 [[drive]]
 name = "offsite-a"
 uuid = "{UUID}"
 key_file = "{k}"
 "#,
-        d = dir.path().display(),
+        d = d.display(),
         k = key.display()
     );
-    let cfg = Config::parse(&text).unwrap();
-    Fixture { dir, cfg }
+    Config::parse(&text).unwrap()
 }
 
 fn luks() -> LuksInfo {
@@ -181,6 +195,109 @@ impl Mocks {
             host: Box::new(self.host),
         }
     }
+
+    /// The drive is ours: its header and its key file check out (asked in any order, any
+    /// number of times).
+    fn identified(&mut self) {
+        self.identified_with_key(Ok(0));
+    }
+
+    /// The drive's header is ours; checking its key file answers `key` (a keyslot, or the
+    /// kind of the failure).
+    fn identified_with_key(&mut self, key: Result<u32, crypt::ErrorKind>) {
+        self.crypt.expect_inspect().returning(|_| Ok(luks()));
+        self.crypt
+            .expect_verify_key_file()
+            .returning(move |_, _| key.map_err(cerr));
+    }
+
+    /// Working shown, then one try at the run lock, in sequence, answering `answer()`.
+    fn tries_run_lock(&mut self, answer: impl FnMut() -> Result<bool, HostError> + Send + 'static) {
+        self.show(State::Working { progress: None });
+        self.host
+            .expect_try_lock_run()
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(answer);
+    }
+
+    /// No mapping left open by an earlier run (asked in any order, any number of times).
+    fn no_mapping_left(&mut self) {
+        self.crypt
+            .expect_status()
+            .returning(|_| Ok(MappingStatus::Inactive));
+    }
+
+    /// One unlock of the drive as its mapping, in sequence, answering `answer()`.
+    fn unlocks(
+        &mut self,
+        mut answer: impl FnMut() -> Result<PathBuf, CryptError> + Send + 'static,
+    ) {
+        self.crypt
+            .expect_unlock()
+            .withf(|d, _, n| d == Path::new(DEV) && n == MAPPING)
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(move |_, _, _| answer());
+    }
+
+    /// One unmount of `mp`, in sequence: done at the first attempt, or busy unless `ok`.
+    fn unmounts(&mut self, mp: &Path, ok: bool) {
+        let mp = mp.to_owned();
+        self.mounter
+            .expect_unmount()
+            .withf(move |p| p == mp)
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(move |_| {
+                if ok {
+                    Ok(UnmountReport {
+                        attempts: 1,
+                        lazy: false,
+                    })
+                } else {
+                    Err(merr(mounter::ErrorKind::Busy))
+                }
+            });
+    }
+
+    /// One close of the mapping in `mode`, in sequence: `outcome`, or busy when `None`.
+    fn closes(&mut self, mode: LockMode, outcome: Option<LockOutcome>) {
+        self.crypt
+            .expect_lock()
+            .withf(move |n, m| n == MAPPING && *m == mode)
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .returning(move |_, _| outcome.ok_or_else(|| cerr(crypt::ErrorKind::Busy)));
+    }
+
+    /// The source lock released, in sequence.
+    fn releases_source_lock(&mut self) {
+        self.host
+            .expect_unlock_source()
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .return_const(());
+    }
+
+    /// The run lock released, in sequence.
+    fn releases_run_lock(&mut self) {
+        self.host
+            .expect_unlock_run()
+            .times(1)
+            .in_sequence(&mut self.seq)
+            .return_const(());
+    }
+
+    /// The end of a run that failed at `step`, in sequence: red, one failure mail, and the
+    /// run lock released last when the run had taken it.
+    fn ends_red(&mut self, step: Option<Step>, run_locked: bool) {
+        self.show(State::Failure);
+        self.mail(MailOutcome::Failure, step);
+        if run_locked {
+            self.releases_run_lock();
+        }
+    }
 }
 
 /// Expects the whole pipeline in order; `fail` makes that step fail and then expects the
@@ -213,40 +330,30 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
         if is(Step::Identify) {
             break 'steps;
         }
-        m.show(State::Working { progress: None });
-        m.host
-            .expect_try_lock_run()
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .returning(move || {
-                if is(Step::RunLock) {
-                    Err(HostError::new("injected lock failure"))
-                } else {
-                    Ok(true)
-                }
-            });
+        m.tries_run_lock(move || {
+            if is(Step::RunLock) {
+                Err(HostError::new("injected lock failure"))
+            } else {
+                Ok(true)
+            }
+        });
         if is(Step::RunLock) {
             break 'steps;
         }
         run_locked = true;
         m.crypt
             .expect_status()
-            .withf(|n| n == "extbackup-offsite-a")
+            .withf(|n| n == MAPPING)
             .times(1)
             .in_sequence(&mut m.seq)
             .returning(|_| Ok(MappingStatus::Inactive));
-        m.crypt
-            .expect_unlock()
-            .withf(|d, _, n| d == Path::new(DEV) && n == "extbackup-offsite-a")
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .returning(move |_, _, _| {
-                if is(Step::Unlock) {
-                    Err(cerr(crypt::ErrorKind::Other))
-                } else {
-                    Ok(MAPPED.into())
-                }
-            });
+        m.unlocks(move || {
+            if is(Step::Unlock) {
+                Err(cerr(crypt::ErrorKind::Other))
+            } else {
+                Ok(MAPPED.into())
+            }
+        });
         if is(Step::Unlock) {
             break 'steps;
         }
@@ -346,11 +453,7 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
         if is(Step::Sync) {
             break 'steps;
         }
-        m.host
-            .expect_unlock_source()
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .return_const(());
+        m.releases_source_lock();
         src_locked = false;
         let mp_rec = mp.clone();
         m.mounter
@@ -380,119 +483,43 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
         if is(Step::Record) {
             break 'steps;
         }
-        let mp3 = mp.clone();
-        m.mounter
-            .expect_unmount()
-            .withf(move |p| p == mp3)
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .returning(move |_| {
-                if is(Step::Unmount) {
-                    Err(merr(mounter::ErrorKind::Busy))
-                } else {
-                    Ok(UnmountReport {
-                        attempts: 1,
-                        lazy: false,
-                    })
-                }
-            });
+        m.unmounts(&mp, !is(Step::Unmount));
         if is(Step::Unmount) {
             // Still mounted: the close must not wait for it, it is deferred.
-            m.crypt
-                .expect_lock()
-                .withf(|n, mode| n == "extbackup-offsite-a" && *mode == LockMode::Deferred)
-                .times(1)
-                .in_sequence(&mut m.seq)
-                .returning(|_, _| Ok(LockOutcome::Deferred));
-            m.show(State::Failure);
-            m.mail(MailOutcome::Failure, fail);
-            m.host
-                .expect_unlock_run()
-                .times(1)
-                .in_sequence(&mut m.seq)
-                .return_const(());
+            m.closes(LockMode::Deferred, Some(LockOutcome::Deferred));
+            m.ends_red(fail, true);
             return m;
         }
         mounted = false;
-        m.crypt
-            .expect_lock()
-            .withf(|n, mode| n == "extbackup-offsite-a" && *mode == LockMode::Normal)
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .returning(move |_, _| {
-                if is(Step::Close) {
-                    Err(cerr(crypt::ErrorKind::Busy))
-                } else {
-                    Ok(LockOutcome::Closed)
-                }
-            });
+        m.closes(
+            LockMode::Normal,
+            (!is(Step::Close)).then_some(LockOutcome::Closed),
+        );
         if is(Step::Close) {
             break 'steps;
         }
         m.show(State::Success);
         m.mail(MailOutcome::Success, None);
-        m.host
-            .expect_unlock_run()
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .return_const(());
+        m.releases_run_lock();
         return m;
     }
     // Cleanup after `fail`, in reverse order of what was done.
     if src_locked {
-        m.host
-            .expect_unlock_source()
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .return_const(());
+        m.releases_source_lock();
     }
     if mounted {
-        let mp4 = mp.clone();
-        m.mounter
-            .expect_unmount()
-            .withf(move |p| p == mp4)
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .returning(|_| {
-                Ok(UnmountReport {
-                    attempts: 1,
-                    lazy: false,
-                })
-            });
+        m.unmounts(&mp, true);
     }
     if mapped {
         if is(Step::Close) {
             // The normal close failed as busy: cleanup retries it deferred.
-            m.crypt
-                .expect_lock()
-                .withf(|_, mode| *mode == LockMode::Normal)
-                .times(1)
-                .in_sequence(&mut m.seq)
-                .returning(|_, _| Err(cerr(crypt::ErrorKind::Busy)));
-            m.crypt
-                .expect_lock()
-                .withf(|_, mode| *mode == LockMode::Deferred)
-                .times(1)
-                .in_sequence(&mut m.seq)
-                .returning(|_, _| Ok(LockOutcome::Deferred));
+            m.closes(LockMode::Normal, None);
+            m.closes(LockMode::Deferred, Some(LockOutcome::Deferred));
         } else {
-            m.crypt
-                .expect_lock()
-                .withf(|n, mode| n == "extbackup-offsite-a" && *mode == LockMode::Normal)
-                .times(1)
-                .in_sequence(&mut m.seq)
-                .returning(|_, _| Ok(LockOutcome::Closed));
+            m.closes(LockMode::Normal, Some(LockOutcome::Closed));
         }
     }
-    m.show(State::Failure);
-    m.mail(MailOutcome::Failure, fail);
-    if run_locked {
-        m.host
-            .expect_unlock_run()
-            .times(1)
-            .in_sequence(&mut m.seq)
-            .return_const(());
-    }
+    m.ends_red(fail, run_locked);
     m
 }
 
@@ -509,6 +536,23 @@ fn run_with(f: &Fixture, m: Mocks, target: Target) -> RunOutcome {
     // Dropping the mocks checks that every expected call happened.
     drop(p);
     out
+}
+
+/// Runs the pipeline on `DEV` with backends `b`.
+fn run_on_dev(f: &Fixture, b: Backends) -> RunOutcome {
+    Pipeline::new(&f.cfg, b, LogCapture::default(), opts()).run(&Target::Device(DEV.into()))
+}
+
+/// Like [`run_on_dev`], with the log captured as a run's own is (for its mail): the outcome
+/// and the log.
+fn run_logged(f: &Fixture, b: Backends) -> (RunOutcome, LogCapture) {
+    let log = LogCapture::default();
+    let sub =
+        tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), log.layer());
+    let out = tracing::subscriber::with_default(sub, || {
+        Pipeline::new(&f.cfg, b, log.clone(), opts()).run(&Target::Device(DEV.into()))
+    });
+    (out, log)
 }
 
 /// Asserts that `out` is a failure at `step` whose message contains `needle`.
@@ -620,8 +664,7 @@ fn header_uuid_differing_from_the_udev_uuid_fails_identify() {
                 ..luks()
             })
         });
-    m.show(State::Failure);
-    m.mail(MailOutcome::Failure, Some(Step::Identify));
+    m.ends_red(Some(Step::Identify), false);
     let out = run_with(&f, m, Target::Uuid(UUID.to_uppercase()));
     assert_failed_at(&out, Step::Identify, "not the configured");
 }
@@ -630,14 +673,8 @@ fn header_uuid_differing_from_the_udev_uuid_fails_identify() {
 fn a_second_drive_waits_for_the_run_lock_showing_attention() {
     let f = fixture();
     let mut m = Mocks::new();
-    m.crypt.expect_inspect().returning(|_| Ok(luks()));
-    m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
-    m.show(State::Working { progress: None });
-    m.host
-        .expect_try_lock_run()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .returning(|| Ok(false));
+    m.identified();
+    m.tries_run_lock(|| Ok(false));
     m.show(State::Attention);
     m.host
         .expect_wait_lock_run()
@@ -645,30 +682,12 @@ fn a_second_drive_waits_for_the_run_lock_showing_attention() {
         .in_sequence(&mut m.seq)
         .returning(|| Ok(()));
     m.show(State::Working { progress: None });
-    m.crypt
-        .expect_status()
-        .returning(|_| Ok(MappingStatus::Inactive));
+    m.no_mapping_left();
     // Then stop the run at unlock to keep the test short.
-    m.crypt
-        .expect_unlock()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .returning(|_, _, _| Err(cerr(crypt::ErrorKind::Other)));
-    m.show(State::Failure);
-    m.mail(MailOutcome::Failure, Some(Step::Unlock));
-    m.host
-        .expect_unlock_run()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .return_const(());
+    m.unlocks(|| Err(cerr(crypt::ErrorKind::Other)));
+    m.ends_red(Some(Step::Unlock), true);
     let out = run_with(&f, m, Target::Device(DEV.into()));
-    assert!(matches!(
-        out,
-        RunOutcome::Failed {
-            step: Step::Unlock,
-            ..
-        }
-    ));
+    assert_failed_at(&out, Step::Unlock, "");
 }
 
 /// Real fakes from the backend crates: progress reaches the indicator, and a broken
@@ -823,8 +842,7 @@ mod with_fakes {
         let (b, ind, crypt, mounter, _n, _s) = setup(&f);
         let mp = f.dir.path().join("mnt/offsite-a");
         left_by_a_killed_run(&f, &crypt, Some(&mounter));
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
         let mp = mp.display();
         let calls = mounter.calls();
@@ -860,8 +878,7 @@ mod with_fakes {
         left_by_a_killed_run(&f, &crypt, Some(&mounter));
         // The killed run's rsync still holds the filesystem.
         mounter.set_busy(true);
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(
             &out,
             Step::Unlock,
@@ -874,8 +891,7 @@ mod with_fakes {
         let (b, _ind, crypt, _m, _n, _s) = setup(&f);
         left_by_a_killed_run(&f, &crypt, None);
         crypt.set_busy("extbackup-offsite-a", true);
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(
             &out,
             Step::Unlock,
@@ -916,8 +932,7 @@ mod with_fakes {
             }),
             ..TestHost::default()
         });
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         let RunOutcome::Failed { step, error, .. } = out else {
             panic!("{out:?}")
         };
@@ -944,8 +959,7 @@ mod with_fakes {
         });
         let mp = f.dir.path().join("mnt/offsite-a");
         b.syncer = Box::new(UnmountingSyncer(mounter.clone(), mp));
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(&out, Step::Record, "no longer mounted");
         assert_eq!(records.load(Ordering::SeqCst), 0, "no record written");
         assert_eq!(ind.last(), Some(State::Failure));
@@ -959,8 +973,7 @@ mod with_fakes {
         let (b, ind, crypt, _m, notifier, _s) = setup(&f);
         // drives/NAME.json is a folder: the run's record cannot be written.
         std::fs::create_dir_all(f.dir.path().join("state/drives/offsite-a.json")).unwrap();
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(&out, Step::Record, "state directory");
         assert_eq!(ind.last(), Some(State::Failure));
         assert!(
@@ -986,8 +999,7 @@ mod with_fakes {
         b.host = Box::new(crate::run::host::SystemHost::new(
             StateDir::new(&f.cfg.state_dir).run_lock_path(),
         ));
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(&out, Step::RunLock, "state directory");
         assert_eq!(ind.last(), Some(State::Failure));
         assert!(crypt.active().is_empty() && mounter.calls().is_empty());
@@ -1002,14 +1014,7 @@ mod with_fakes {
         let f = fixture();
         let (b, ind, crypt, _m, notifier, _s) = setup(&f);
         ind.fail_with(Some(indicator::ErrorKind::NotFound));
-        let log = LogCapture::default();
-        let sub = tracing_subscriber::layer::SubscriberExt::with(
-            tracing_subscriber::registry(),
-            log.layer(),
-        );
-        let out = tracing::subscriber::with_default(sub, || {
-            Pipeline::new(&f.cfg, b, log.clone(), opts()).run(&Target::Device(DEV.into()))
-        });
+        let (out, log) = run_logged(&f, b);
         assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
         assert_eq!(ind.last(), Some(State::Success));
         assert!(crypt.active().is_empty());
@@ -1022,14 +1027,7 @@ mod with_fakes {
         let f = fixture();
         let (b, ind, crypt, mounter, notifier, syncer) = setup(&f);
         syncer.fail_with(Some(syncer::ErrorKind::PartialTransfer));
-        let log = LogCapture::default();
-        let sub = tracing_subscriber::layer::SubscriberExt::with(
-            tracing_subscriber::registry(),
-            log.layer(),
-        );
-        let out = tracing::subscriber::with_default(sub, || {
-            Pipeline::new(&f.cfg, b, log.clone(), opts()).run(&Target::Device(DEV.into()))
-        });
+        let (out, _log) = run_logged(&f, b);
         assert!(matches!(
             out,
             RunOutcome::Failed {
@@ -1069,11 +1067,8 @@ mod with_fakes {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, vec![b'x'; len]).unwrap();
         }
-        let text = format!(
+        let own = format!(
             r#"
-state_dir = "{d}/state"
-mount_root = "{d}/mnt"
-host = "nas"
 history = {history}
 [sources.a-docs]
 path = "{d}/docs"
@@ -1082,24 +1077,14 @@ lock = {{ path = "{d}/docs.lock" }}
 path = "{d}/photos"
 exclude = ["*.tmp", "/cache/"]
 lock = {{ path = "{d}/photos.lock", timeout_secs = 5 }}
-[mail]
-to = ["root@localhost"]
-transport = {{ kind = "file", dir = "{d}/mail" }}
-[policy]
-require_source_mount_point = false
 [[hooks.before]]
 name = "env"
 command = ["/bin/sh", "-c", "printf %s \"$EXTBACKUP_SOURCES\" > {d}/sources.env; test -z \"$EXTBACKUP_SOURCE\""]
-[[drive]]
-name = "offsite-a"
-uuid = "{UUID}"
-key_file = "{k}"
 "#,
             d = d.display(),
-            k = f.cfg.drives[0].key_file.display()
         );
         Fixture {
-            cfg: Config::parse(&text).unwrap(),
+            cfg: config(d, &f.cfg.drives[0].key_file, &own),
             ..f
         }
     }
@@ -1118,8 +1103,7 @@ key_file = "{k}"
         let host = host_for(&syncer);
         let events = host.events.clone();
         b.host = Box::new(host);
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
         let data = f.dir.path().join("mnt/offsite-a").join(DATA_DIR);
         assert!(data.join("a-docs/letter.txt").is_file());
@@ -1164,8 +1148,7 @@ key_file = "{k}"
         let host = host_for(&syncer);
         let events = host.events.clone();
         b.host = Box::new(host);
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(&out, Step::Sync, "copying source \"b-photos\"");
         let RunOutcome::Failed { error, .. } = &out else {
             unreachable!()
@@ -1194,8 +1177,7 @@ key_file = "{k}"
             source_lock_error: Some(|| HostError::new("injected: held by another job")),
             ..host_for(&syncer)
         });
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert_failed_at(&out, Step::Sync, "source \"a-docs\": taking its lock");
         assert!(syncer.calls().is_empty(), "nothing copied without the lock");
         assert!(crypt.active().is_empty());
@@ -1229,8 +1211,7 @@ key_file = "{k}"
         for _ in 0..2 {
             let (mut b, _ind, _c, _m, _n, syncer) = setup(&f);
             b.syncer = Box::new(LinkDestSyncer(syncer, seen.clone()));
-            let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-                .run(&Target::Device(DEV.into()));
+            let out = run_on_dev(&f, b);
             assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
         }
         let gens = syncer::generations::Generations::at(&f.dir.path().join("mnt/offsite-a"));
@@ -1260,8 +1241,7 @@ key_file = "{k}"
             std::fs::write(left.join(p), "left by an interrupted run").unwrap();
         }
         let (b, _ind, _c, _m, notifier, _s) = setup(&f);
-        let out = Pipeline::new(&f.cfg, b, LogCapture::default(), opts())
-            .run(&Target::Device(DEV.into()));
+        let out = run_on_dev(&f, b);
         assert!(matches!(out, RunOutcome::Done(_)), "{out:?}");
         let newest = syncer::generations::Generations::at(gens.parent().unwrap())
             .newest()
@@ -1309,7 +1289,7 @@ key_file = "{k}"
                 free: Some(free),
                 ..host_for(&syncer)
             });
-            Pipeline::new(&f.cfg, b, LogCapture::default(), opts()).run(&Target::Device(DEV.into()))
+            run_on_dev(&f, b)
         };
         // The sources hold about 420 KB, of which the excludes leave about 24 KB (with
         // folders): 200 KB free is enough, 8 KB is not.
@@ -1326,40 +1306,17 @@ fn a_cancelled_run_stops_before_the_next_step_and_undoes_what_was_done() {
     static CANCEL: AtomicBool = AtomicBool::new(false);
     let f = fixture();
     let mut m = Mocks::new();
-    m.crypt.expect_inspect().returning(|_| Ok(luks()));
-    m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
-    m.show(State::Working { progress: None });
-    m.host
-        .expect_try_lock_run()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .returning(|| Ok(true));
-    m.crypt
-        .expect_status()
-        .returning(|_| Ok(MappingStatus::Inactive));
-    m.crypt
-        .expect_unlock()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .returning(|_, _, _| {
-            // The signal arrives while unlocking.
-            CANCEL.store(true, std::sync::atomic::Ordering::Relaxed);
-            Ok(MAPPED.into())
-        });
+    m.identified();
+    m.tries_run_lock(|| Ok(true));
+    m.no_mapping_left();
+    m.unlocks(|| {
+        // The signal arrives while unlocking.
+        CANCEL.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(MAPPED.into())
+    });
     // No fsck, no mount: straight to the cleanup.
-    m.crypt
-        .expect_lock()
-        .withf(|_, mode| *mode == LockMode::Normal)
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .returning(|_, _| Ok(LockOutcome::Closed));
-    m.show(State::Failure);
-    m.mail(MailOutcome::Failure, Some(Step::Fsck));
-    m.host
-        .expect_unlock_run()
-        .times(1)
-        .in_sequence(&mut m.seq)
-        .return_const(());
+    m.closes(LockMode::Normal, Some(LockOutcome::Closed));
+    m.ends_red(Some(Step::Fsck), true);
     let mut p = Pipeline::new(
         &f.cfg,
         m.into_backends(),
@@ -1430,12 +1387,8 @@ fn a_run_failing_at_identify_leaves_the_running_backups_status_alone() {
     let f = fixture();
     let other = other_run_is_going_on(&f);
     let mut m = Mocks::new();
-    m.crypt.expect_inspect().returning(|_| Ok(luks()));
-    m.crypt
-        .expect_verify_key_file()
-        .returning(|_, _| Err(cerr(crypt::ErrorKind::WrongKey)));
-    m.show(State::Failure);
-    m.mail(MailOutcome::Failure, Some(Step::Identify));
+    m.identified_with_key(Err(crypt::ErrorKind::WrongKey));
+    m.ends_red(Some(Step::Identify), false);
     let out = run_with(&f, m, Target::Device(DEV.into()));
     assert!(matches!(out, RunOutcome::Failed { .. }), "{out:?}");
     assert_eq!(StateDir::new(&f.cfg.state_dir).current(), Some(other));
@@ -1446,8 +1399,7 @@ fn a_drive_waiting_for_the_run_lock_does_not_claim_to_be_the_current_run() {
     let f = fixture();
     let other = other_run_is_going_on(&f);
     let mut m = Mocks::new();
-    m.crypt.expect_inspect().returning(|_| Ok(luks()));
-    m.crypt.expect_verify_key_file().returning(|_, _| Ok(0));
+    m.identified();
     m.indicator.expect_show().returning(|_| Ok(()));
     m.host.expect_try_lock_run().returning(|| Ok(false));
     let state = StateDir::new(&f.cfg.state_dir);
@@ -1484,12 +1436,8 @@ fn only_a_wrong_key_is_called_a_wrong_key() {
     ] {
         let f = fixture();
         let mut m = Mocks::new();
-        m.crypt.expect_inspect().returning(|_| Ok(luks()));
-        m.crypt
-            .expect_verify_key_file()
-            .returning(move |_, _| Err(cerr(kind)));
-        m.show(State::Failure);
-        m.mail(MailOutcome::Failure, Some(Step::Identify));
+        m.identified_with_key(Err(kind));
+        m.ends_red(Some(Step::Identify), false);
         match run_with(&f, m, Target::Device(DEV.into())) {
             RunOutcome::Failed { step, error, .. } => {
                 assert_eq!(step, Step::Identify);
@@ -1583,18 +1531,7 @@ fn a_run_pings_start_then_fail_with_the_log_tail() {
     ))
     .unwrap()
     .monitor;
-    let log = LogCapture::default();
-    let sub =
-        tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), log.layer());
-    let out = tracing::subscriber::with_default(sub, || {
-        Pipeline::new(
-            &f.cfg,
-            plan(Some(Step::Sync), &f).into_backends(),
-            log.clone(),
-            opts(),
-        )
-        .run(&Target::Device(DEV.into()))
-    });
+    let (out, _log) = run_logged(&f, plan(Some(Step::Sync), &f).into_backends());
     assert_failed_at(&out, Step::Sync, "");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
