@@ -3,7 +3,9 @@
 //! check ([`is_root`]), file locks ([`FileLock`]), free space, `poll(2)`, the process group
 //! and the terminal's echo; sizes and durations as people read them ([`human`]: `1.5 GiB`,
 //! `1 h 2 min`, the one formatter of the workspace); and the one way to start a child
-//! process, tied to this process's life ([`process::tie_to_parent`], `PR_SET_PDEATHSIG`). It
+//! process, tied to this process's life ([`process::tie_to_parent`], `PR_SET_PDEATHSIG`); a
+//! handle that resolves paths beneath a folder only ([`beneath::Beneath`]: no symlink, no
+//! mount crossed), for the untrusted drive. It
 //! depends on nothing in the workspace, so the backend crates, the orchestrator, `testkit`,
 //! `hw-tests` and `xtask` can all use it.
 //!
@@ -15,6 +17,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod beneath;
 pub mod human;
 pub mod mountinfo;
 pub mod process;

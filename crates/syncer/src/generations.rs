@@ -174,6 +174,7 @@ impl Stamp {
 /// restored by default, not counted by the retention.
 #[derive(Clone, Debug)]
 pub struct Generations {
+    root: PathBuf,
     dir: PathBuf,
     now: Stamp,
 }
@@ -224,6 +225,7 @@ impl Generations {
     /// judged at the system clock's time.
     pub fn at(mount_point: &Path) -> Self {
         Self {
+            root: mount_point.to_path_buf(),
             dir: mount_point.join(GENERATIONS_DIR),
             now: Stamp::now(),
         }
@@ -235,6 +237,38 @@ impl Generations {
         self
     }
 
+    /// Whether `generations` exists, after checking it is a real folder on the drive's own
+    /// filesystem: a drive is untrusted, and a symlinked `generations` would have a new
+    /// generation written into, and retention delete in, a folder off the drive. Checked
+    /// before every read and write of the folder (never followed; an error naming it).
+    fn checked(&self) -> io::Result<bool> {
+        let drive = match oskit::beneath::Beneath::open(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            r => r?,
+        };
+        match drive.kind(Path::new(GENERATIONS_DIR))? {
+            None => Ok(false),
+            Some(oskit::beneath::Kind::Dir) => drive
+                .real_dir(Path::new(GENERATIONS_DIR))
+                .map(|_| true)
+                .map_err(|e| drive.explain(&self.dir, e)),
+            Some(k) => Err(io::Error::other(format!(
+                "{} is {}, not a folder: not followed (the drive check moves it aside)",
+                self.dir.display(),
+                k.words()
+            ))),
+        }
+    }
+
+    /// Creates `generations` (a real folder on the drive, see [`checked`](Self::checked)).
+    fn create(&self) -> io::Result<()> {
+        if !self.checked()? {
+            oskit::beneath::Beneath::open(&self.root)?
+                .create_dir_all(Path::new(GENERATIONS_DIR), 0o755)?;
+        }
+        Ok(())
+    }
+
     /// The `generations` folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -243,6 +277,9 @@ impl Generations {
     /// What `generations/` holds, sorted out.
     pub fn listing(&self) -> io::Result<Listing> {
         let mut l = Listing::default();
+        if !self.checked()? {
+            return Ok(l);
+        }
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(l),
@@ -316,7 +353,7 @@ impl Generations {
     /// [`Stamp::MIN`]..=[`Stamp::MAX`]: a future-dated generation is not the newest, so it
     /// never pushes the new one's date on; a clock past 9999 is an error.
     pub fn start(&self, stamp: Stamp) -> io::Result<Started> {
-        fs::create_dir_all(&self.dir)?;
+        self.create()?;
         let newest = self.newest()?.map(|g| g.stamp);
         let mut stamp = stamp
             .max(Stamp::MIN)
@@ -382,6 +419,7 @@ impl Generations {
     /// Gives a generation built with [`start`](Self::start) its final name, durably.
     pub fn commit(&self, started: &Started) -> io::Result<Generation> {
         let path = self.dir.join(started.stamp.name());
+        self.checked()?;
         fs::rename(&started.path, &path)?;
         sync_dir(&self.dir)?;
         if is_subvolume(&path) {
@@ -400,10 +438,11 @@ impl Generations {
     /// generation, dated `stamp`, by renaming it: nothing is copied. Does nothing (`None`)
     /// when `legacy` does not exist.
     pub fn migrate(&self, legacy: &Path, stamp: Stamp) -> io::Result<Option<Generation>> {
-        if !legacy.is_dir() {
+        // A real folder only: a symlinked `data` is never taken for the mirror.
+        if !fs::symlink_metadata(legacy).is_ok_and(|m| m.is_dir()) {
             return Ok(None);
         }
-        fs::create_dir_all(&self.dir)?;
+        self.create()?;
         let mut stamp = stamp;
         while self.dir.join(stamp.name()).exists() {
             stamp = Stamp(stamp.0 + 1);
@@ -423,6 +462,13 @@ impl Generations {
         let doomed = self
             .dir
             .join(format!("{}.removing{INCOMPLETE}", g.stamp.name()));
+        self.checked()?;
+        if fs::symlink_metadata(&g.path)?.file_type().is_symlink() {
+            return Err(io::Error::other(format!(
+                "{} is a symbolic link: not followed",
+                g.path.display()
+            )));
+        }
         if is_subvolume(&g.path) {
             btrfs(
                 &["property", "set", "-ts"],
@@ -807,6 +853,46 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlinked_generations_folder_or_generation_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (mp, nas) = (d.path().join("drive"), d.path().join("nas"));
+        fs::create_dir_all(nas.join("2020-01-01T000000Z")).unwrap();
+        fs::write(nas.join("2020-01-01T000000Z/precious.txt"), "keep").unwrap();
+        fs::create_dir_all(&mp).unwrap();
+        std::os::unix::fs::symlink(&nas, mp.join(GENERATIONS_DIR)).unwrap();
+        let gens = Generations::at(&mp);
+        for e in [
+            gens.list().unwrap_err(),
+            gens.start(Stamp(2_000_000_000)).unwrap_err(),
+            gens.remove(&Generation {
+                stamp: Stamp(1_577_836_800),
+                path: gens.dir().join("2020-01-01T000000Z"),
+            })
+            .unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        // A symlinked `data` is not migrated either.
+        std::os::unix::fs::symlink(&nas, mp.join("data")).unwrap();
+        fs::remove_file(mp.join(GENERATIONS_DIR)).unwrap();
+        assert!(gens.migrate(&mp.join("data"), Stamp(0)).unwrap().is_none());
+        // A symlinked generation inside a real folder is not one.
+        fs::create_dir(mp.join(GENERATIONS_DIR)).unwrap();
+        std::os::unix::fs::symlink(
+            nas.join("2020-01-01T000000Z"),
+            mp.join("generations/2020-01-01T000000Z"),
+        )
+        .unwrap();
+        assert!(gens.list().unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(nas.join("2020-01-01T000000Z"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
 
     #[test]
     fn stamps_name_and_parse_in_utc() {

@@ -89,13 +89,13 @@ pub(crate) fn run(
         ..RunOptions::default()
     };
     let mut p = Pipeline::new(cfg, b, capture.clone(), opts);
-    let json =
-        json.then(|| std::rc::Rc::new(std::cell::RefCell::new(JsonEvents::new(std::io::stdout()))));
+    let json = json
+        .then(|| std::sync::Arc::new(std::sync::Mutex::new(JsonEvents::new(std::io::stdout()))));
     if let Some(j) = &json {
         let (j1, j2) = (j.clone(), j.clone());
         p = p
-            .on_progress(move |pr| j1.borrow_mut().progress(pr))
-            .on_step(move |s| j2.borrow_mut().step(s));
+            .on_progress(move |pr| j1.lock().unwrap().progress(pr))
+            .on_step(move |s| j2.lock().unwrap().step(s));
     } else if std::io::stderr().is_terminal() {
         let mut bar = extbackup::run::progress::TerminalProgress::default();
         p = p.on_progress(move |pr| bar.update(pr));
@@ -112,7 +112,7 @@ pub(crate) fn run(
     drop(p);
     extbackup::run::progress::finish_terminal();
     if let Some(j) = &json {
-        j.borrow_mut().emit(json_result(&outcome));
+        j.lock().unwrap().emit(json_result(&outcome));
     }
     Ok(match outcome {
         RunOutcome::Done(_) => 0,

@@ -207,9 +207,18 @@ pub fn make_room(
     Ok(removed)
 }
 
-/// The folder a reader (restore, verify) works on: the generation at or before `at`, else
-/// the newest generation, else the plain mirror `data/`.
+/// The folder a reader (restore, verify, mount) works on: the generation at or before `at`,
+/// else the newest generation, else the plain mirror `data/`; a real folder on the drive (a
+/// symlink there, or on the way, is refused: what is restored comes from the drive only).
 pub fn copy_root(mount_point: &Path, at: Option<&str>) -> Result<PathBuf, Failure> {
+    let root = copy_root_unchecked(mount_point, at)?;
+    if std::fs::symlink_metadata(&root).is_err() {
+        return Ok(root);
+    }
+    crate::drive::handle::real_dir(mount_point, &root)
+}
+
+fn copy_root_unchecked(mount_point: &Path, at: Option<&str>) -> Result<PathBuf, Failure> {
     let gens = generations_at(mount_point);
     let io = |e: std::io::Error| {
         Failure::with(

@@ -5,6 +5,8 @@
 //! May use [`crate::fmt`], [`crate::error`] and [`crate::config`]; never [`crate::run`].
 
 pub mod browse;
+pub mod check;
+pub mod handle;
 pub mod history;
 pub mod identify;
 pub mod layout;

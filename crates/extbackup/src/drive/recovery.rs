@@ -260,27 +260,25 @@ pub fn header_backups(cfg: &crate::config::Config) -> Vec<(String, PathBuf)> {
 /// keyslots are as strong as the drive's). Missing backups are skipped; errors are only
 /// logged: this never fails a backup.
 pub fn store_headers(mountpoint: &Path, headers: &[(String, PathBuf)], this: &str) {
-    let dir = mountpoint.join(HEADERS_DIR);
     for (name, file) in headers.iter().filter(|(n, _)| n != this) {
         if !file.exists() {
             tracing::debug!("no header backup of {name} at {}", file.display());
             continue;
         }
-        let to = dir.join(format!("{name}.img"));
-        let tmp = dir.join(format!(".{name}.img.tmp"));
-        let r = std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::copy(file, &tmp))
-            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, &to));
+        // Through the drive's handle: a symlink at `.extbackup` or `.extbackup/headers` is
+        // an error, never a header backup stored on the NAS.
+        let dir = Path::new(HEADERS_DIR);
+        let r = oskit::beneath::Beneath::open(mountpoint).and_then(|drive| {
+            let data = std::fs::read(file)?;
+            drive.create_dir_all(dir, 0o755)?;
+            drive.write_atomic(&dir.join(format!("{name}.img")), &data, 0o400)
+        });
         match r {
             Ok(()) => tracing::info!("stored the LUKS header backup of {name} on this drive"),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                tracing::warn!(
-                    "storing the LUKS header backup of {name} ({}) on this drive: {e}",
-                    file.display()
-                )
-            }
+            Err(e) => tracing::warn!(
+                "storing the LUKS header backup of {name} ({}) on this drive: {e}",
+                file.display()
+            ),
         }
     }
 }

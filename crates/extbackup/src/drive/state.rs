@@ -227,15 +227,18 @@ impl StateDir {
 
 /// Writes the run record onto the mounted drive.
 pub fn record_on_drive(mountpoint: &Path, run: &RunRecord) -> std::io::Result<()> {
-    let dir = layout::meta_dir(mountpoint);
-    std::fs::create_dir_all(&dir)?;
-    write_atomic(
-        &dir.join(layout::LAST_RUN),
-        &serde_json::to_vec_pretty(run).map_err(std::io::Error::other)?,
-    )?;
-    append_line(&dir.join(layout::RUNS_LOG), run)?;
+    // Through the drive's handle: a symlink at `.extbackup` or at a record is an error,
+    // never a write on the NAS (the drive check moves such a link aside before this).
+    let drive = oskit::beneath::Beneath::open(mountpoint)?;
+    let meta = Path::new(layout::META_DIR);
+    drive.create_dir_all(meta, 0o755)?;
+    let json = serde_json::to_vec_pretty(run).map_err(std::io::Error::other)?;
+    drive.write_atomic(&meta.join(layout::LAST_RUN), &json, 0o644)?;
+    let mut line = serde_json::to_vec(run).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    drive.append(&meta.join(layout::RUNS_LOG), &line, 0o644)?;
     // The record must survive a pull right after green.
-    std::fs::File::open(&dir)?.sync_all()
+    drive.sync_dir(meta)
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -32,6 +32,14 @@ pub trait Host: Send {
     /// Bytes the files under `path` occupy (allocated blocks; 0 if it does not exist),
     /// without what `exclude` leaves out.
     fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError>;
+    /// The drive check right after mounting ([`crate::drive::check`]): a symlink or an entry
+    /// of the wrong kind at the top of the drive is moved aside (one warning each) or fails
+    /// the run naming it. `sources` are the named sources' folder names.
+    fn check_drive(
+        &mut self,
+        mountpoint: &Path,
+        sources: &[String],
+    ) -> Result<Vec<String>, HostError>;
     /// Writes the run record onto the drive mounted at `mountpoint`.
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError>;
 }
@@ -177,6 +185,14 @@ impl Host for SystemHost {
     fn tree_size(&self, path: &Path, exclude: &syncer::Excludes) -> Result<u64, HostError> {
         tree_size(path, exclude)
             .map_err(|e| HostError::with(format!("measuring {}", path.display()), e))
+    }
+
+    fn check_drive(
+        &mut self,
+        mountpoint: &Path,
+        sources: &[String],
+    ) -> Result<Vec<String>, HostError> {
+        crate::drive::check::check(mountpoint, sources)
     }
 
     fn record_on_drive(&mut self, mountpoint: &Path, run: &RunRecord) -> Result<(), HostError> {

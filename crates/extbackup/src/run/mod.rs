@@ -5,6 +5,7 @@
 //! May use [`crate::fmt`], [`crate::error`], [`crate::config`] and [`crate::drive`].
 
 pub mod backends;
+pub mod confine;
 pub mod hooks;
 pub mod host;
 pub mod logcapture;

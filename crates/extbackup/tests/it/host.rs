@@ -486,14 +486,16 @@ fn sigterm_during_the_sync_stops_it_and_cleans_up() {
             "[indicator]",
             &format!(
                 "[syncer]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}; sleep 60\"]\n\n[indicator]",
-                w.path("sync-started").display()
+                // In the state folder: the sync step may write only there and on the drive
+                // (run::confine).
+                w.path("state/sync-started").display()
             ),
             1,
         )
     });
     let before = w.source_snapshot();
     let t0 = std::time::Instant::now();
-    let started = w.path("sync-started");
+    let started = w.path("state/sync-started");
     let (log, out) = run_and_sigterm(&w, &lo.dev, "syncing ", &|| started.exists());
     let rest = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("step 9/12: sync"), "{log}");

@@ -222,21 +222,6 @@ require_source_mount_point = false
         LoopbackTestCrypt::with_state_dir(AllowTestBackend::Yes, self.path("check-crypt")).unwrap()
     }
 
-    /// Opens drive `t1` on `dev` with its key file outside the binary, mounted read-write at
-    /// `rw`, runs `f` on the mount (to change the drive as its owner could), and closes it.
-    pub fn with_drive_rw<T>(&self, dev: &Path, f: impl FnOnce(&Path) -> T) -> T {
-        use crypt::Crypt as _;
-        let c = self.check_crypt();
-        let mapped = c.unlock(dev, &self.path("keys/t1.key"), "rw-t1").unwrap();
-        let mp = self.path("rw");
-        fs::create_dir_all(&mp).unwrap();
-        sh(Command::new("mount").arg(&mapped).arg(&mp));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mp)));
-        sh(Command::new("umount").arg(&mp));
-        c.lock("rw-t1", crypt::LockMode::Normal).unwrap();
-        r.unwrap_or_else(|p| std::panic::resume_unwind(p))
-    }
-
     /// The recovery passphrase `prepare` gives the drives.
     pub const PASSPHRASE: &'static str = "test recovery passphrase 1";
 
@@ -477,4 +462,163 @@ pub fn flip_one_byte_keeping_mtime(file: &Path, at: u64) {
     f.write_all(&b).unwrap();
     f.set_modified(mtime).unwrap();
     f.sync_all().unwrap();
+}
+
+/// The shell script [`World::cmd_confined`] runs in a new mount namespace (other tests'
+/// drive mounts, copied into it, detached first): `/` and every
+/// other mount read-only but the test's folder ($1), the loopback-test backend's state
+/// folder (it stands for /dev/mapper, which is outside any filesystem tree) and the kernel's
+/// interfaces (/proc, /sys, /dev: device nodes, not data); it checks that `/` refuses a
+/// write, then runs the rest of its arguments.
+const CONFINE: &str = r#"
+set -e
+T="$1"; shift
+mount --make-rprivate /
+# The new namespace holds a copy of every mount, other tests' drives too: detached here at
+# once, or their unmount in the first namespace would leave them busy (a loop device that
+# cannot be closed).
+for m in $(findmnt -rn -o TARGET,SOURCE | awk '$2 ~ /^\/dev\/(loop|mapper\/)/ {print $1}' | sort -r); do
+  umount -l "$m" 2>/dev/null || true
+done
+mount --bind "$T" "$T"
+mount --bind /run/extbackup-loopback /run/extbackup-loopback
+for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
+  case "$m" in
+    "$T"|"$T"/*|/run/extbackup-loopback|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;;
+  esac
+  mount -o remount,bind,ro "$m" || echo "confine: $m stays writable" >&2
+done
+if touch /etc/.extbackup-confine-probe 2>/dev/null; then
+  rm -f /etc/.extbackup-confine-probe
+  echo "confine: / is still writable" >&2
+  exit 99
+fi
+exec "$@"
+"#;
+
+impl World {
+    /// Like [`cmd`](Self::cmd), in a private mount namespace where `/` is read-only apart
+    /// from this world's folder (see [`CONFINE`]). Exit 99 (and a line on stderr) when
+    /// the namespace could not be made so.
+    pub fn cmd_confined(&self, args: &[&str]) -> Output {
+        fs::create_dir_all("/run/extbackup-loopback").unwrap();
+        let plain = self.command();
+        let mut c = Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            CONFINE,
+            "sh",
+        ])
+        .arg(self.dir.path())
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .envs(plain.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let out = c
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("unshare runs");
+        echo(args, " (confined)", &out);
+        assert_ne!(out.status.code(), Some(99), "the confinement failed");
+        out
+    }
+
+    /// A checksum listing (type, mode, owner, size, mtime, content hash or link target) of
+    /// everything in this world's folder that is not the drive's or the run's own: the mount
+    /// root, the state folder, the mail folder and the disk image are left out.
+    pub fn outside_listing(&self) -> Vec<(PathBuf, String)> {
+        let mut v = vec![];
+        for e in fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let n = e.file_name();
+            if ["mnt", "state", "mail", "disk.img"].iter().any(|x| n == *x) {
+                continue;
+            }
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            if md.is_dir() {
+                for (p, s) in meta_snapshot(&e.path()) {
+                    v.push((PathBuf::from(&n).join(p), s));
+                }
+            }
+            let content = if md.is_file() {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                fs::read(e.path()).unwrap().hash(&mut h);
+                format!(" {:x}", h.finish())
+            } else {
+                String::new()
+            };
+            v.push((
+                PathBuf::from(&n),
+                format!("{:o} {}{content}", md.mode_bits(), md.len()),
+            ));
+        }
+        v.sort();
+        v
+    }
+
+    /// A world on the loopback-test backend with a `mib` MiB loop device prepared as drive
+    /// `name` with filesystem `fs` (`ext4` or `btrfs`); `None`: skipped (not root).
+    pub fn prepared_fs(name: &str, mib: u64, fs_type: &str) -> Option<(World, LoopDevice)> {
+        if fs_type == "ext4" {
+            return World::prepared(name, mib);
+        }
+        if !root_or_skip_here() {
+            return None;
+        }
+        let w = World::new("loopback-test");
+        let lo = LoopDevice::new(&w.path("disk.img"), mib);
+        let out = w.cmd(&[
+            "prepare",
+            lo.dev.to_str().unwrap(),
+            "--name",
+            name,
+            "--fs",
+            fs_type,
+            "--yes",
+            "--no-recovery-passphrase",
+            "--keys-dir",
+            w.path("keys").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "prepare --fs {fs_type}");
+        Some((w, lo))
+    }
+
+    /// The drive prepared on `dev` (loopback-test: its filesystem 1 MiB in) mounted
+    /// read-write at `plant/` for `f`, as its owner could; unmounted again after.
+    pub fn with_drive_rw<T>(&self, dev: &Path, f: impl FnOnce(&Path) -> T) -> T {
+        let out = sh(Command::new("losetup")
+            .args(["--find", "--show", "--offset", "1048576"])
+            .arg(dev));
+        let inner = PathBuf::from(out.trim());
+        let mp = self.path("plant");
+        fs::create_dir_all(&mp).unwrap();
+        sh(Command::new("mount").arg(&inner).arg(&mp));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mp)));
+        sh(Command::new("umount").arg(&mp));
+        sh(Command::new("losetup").arg("-d").arg(&inner));
+        match r {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    /// Puts `line` among the configuration's top-level keys.
+    pub fn set_top(&self, line: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        fs::write(&self.config, format!("{line}\n{text}")).unwrap();
+    }
+}
+
+trait ModeBits {
+    fn mode_bits(&self) -> u32;
+}
+impl ModeBits for fs::Metadata {
+    fn mode_bits(&self) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        self.mode()
+    }
 }

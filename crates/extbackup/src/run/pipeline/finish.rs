@@ -77,7 +77,11 @@ impl Pipeline<'_> {
             run.name
         );
         // A failed `after` hook is told even when successes are not mailed.
-        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success) || !run.hook_warnings.is_empty() {
+        // So is what the drive check moved aside.
+        if self.cfg.mail.as_ref().is_some_and(|m| m.on_success)
+            || !run.hook_warnings.is_empty()
+            || !run.drive_warnings.is_empty()
+        {
             let ev = self.event(run, MailOutcome::Success, None, vec![]);
             self.send(&ev);
         }
@@ -170,6 +174,7 @@ impl Pipeline<'_> {
             ));
             details.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
         }
+        details.extend(run.drive_warnings.iter().map(|w| format!("warning: {w}")));
         details.extend(
             run.hook_warnings
                 .iter()

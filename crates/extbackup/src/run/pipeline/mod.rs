@@ -192,8 +192,9 @@ struct Run {
     history: Option<syncer::generations::Retention>,
     /// What the run did with the generations, for the log and the mail.
     notes: Vec<String>,
-    /// What the run found wrong on the drive (future-dated generations, foreign entries
-    /// under `generations/`), for the mail, the record and `status`.
+    /// What the run found wrong on the drive (what the drive check moved aside,
+    /// future-dated generations, foreign entries under `generations/`), for the mail (which
+    /// it makes go out), the record and `status`.
     drive_warnings: Vec<String>,
 }
 
@@ -233,8 +234,8 @@ pub struct Pipeline<'a> {
     state: StateDir,
     log: LogCapture,
     opts: RunOptions,
-    on_progress: Option<Box<dyn FnMut(Progress) + 'a>>,
-    on_step: Option<Box<dyn FnMut(Step) + 'a>>,
+    on_progress: Option<Box<dyn FnMut(Progress) + Send + 'a>>,
+    on_step: Option<Box<dyn FnMut(Step) + Send + 'a>>,
     indicator_failed: bool,
     pinger: Option<crate::run::monitor::Pinger>,
 }
@@ -257,13 +258,13 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Also reports sync progress to `f` (the terminal's progress bar).
-    pub fn on_progress(mut self, f: impl FnMut(Progress) + 'a) -> Self {
+    pub fn on_progress(mut self, f: impl FnMut(Progress) + Send + 'a) -> Self {
         self.on_progress = Some(Box::new(f));
         self
     }
 
     /// Also tells `f` of each step as it begins (`run --json`).
-    pub fn on_step(mut self, f: impl FnMut(Step) + 'a) -> Self {
+    pub fn on_step(mut self, f: impl FnMut(Step) + Send + 'a) -> Self {
         self.on_step = Some(Box::new(f));
         self
     }
@@ -343,9 +344,15 @@ impl<'a> Pipeline<'a> {
             Step::Mount => self.mount(run),
             Step::SourceLock => self.source_lock(run),
             Step::Hooks => self.before_hooks(run),
-            Step::FreeSpace => self.free_space(run),
-            Step::Sync => self.sync(run),
-            Step::Record => self.record_on_drive(run),
+            // The steps that work on the drive run confined by Landlock (run::confine).
+            Step::FreeSpace | Step::Sync | Step::Record => {
+                let paths = crate::run::confine::writable(self.cfg, &run.mount_point);
+                crate::run::confine::confined(&paths, || match step {
+                    Step::FreeSpace => self.free_space(run),
+                    Step::Sync => self.sync(run),
+                    _ => self.record_on_drive(run),
+                })
+            }
             Step::Unmount => self.unmount(run),
             Step::Close => self.close(run),
         }

@@ -72,6 +72,17 @@ impl Pipeline<'_> {
             })?;
         run.done.mounted = Some(mp.clone());
         tracing::info!("mounted at {}", mp.display());
+        // What the drive holds is untrusted: nothing at its top may lead the run out of it.
+        let names: Vec<String> = self
+            .cfg
+            .sources()
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(|n| n.as_str().to_string()))
+            .collect();
+        let paths = crate::run::confine::writable(self.cfg, mp);
+        let host = &mut self.b.host;
+        let moved = crate::run::confine::confined(&paths, || host.check_drive(mp, &names))?;
+        run.drive_warnings.extend(moved);
         Ok(())
     }
 

@@ -59,8 +59,14 @@ impl Pipeline<'_> {
         share: &mut Share,
     ) -> Result<SyncReport, StepError> {
         let target = src.copy_in(base);
-        std::fs::create_dir_all(&target)
-            .map_err(|e| StepError::with(format!("creating {}", target.display()), e))?;
+        let drive = crate::drive::handle::open(&run.mount_point)?;
+        drive
+            .relative(&target)
+            .and_then(|rel| drive.create_dir_all(&rel, 0o755))
+            .map_err(|e| {
+                let e = drive.explain(&target, e);
+                StepError::with(format!("creating {}", target.display()), e)
+            })?;
         let opts = self.sync_options(run, src, link_base);
         if let Some(l) = &src.lock {
             self.b
@@ -69,6 +75,12 @@ impl Pipeline<'_> {
                 .map_err(|e| StepError::with(format!("{}: taking its lock", src.label()), e))?;
             run.done.source_locked = true;
             tracing::info!("holding the lock {} of {}", l.path.display(), src.label());
+        }
+        // What rsync and cp are handed, checked just before they start: real folders on the
+        // drive's filesystem, no symlink on the way (they would follow one off the drive).
+        crate::drive::handle::real_dir(&run.mount_point, &target)?;
+        if let Some(l) = &opts.link_dest {
+            crate::drive::handle::real_dir(&run.mount_point, l)?;
         }
         tracing::info!(
             "syncing {} {} to {} with {}",

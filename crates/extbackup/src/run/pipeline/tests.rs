@@ -62,6 +62,8 @@ command = ["/bin/sh", "-c", "echo \"$EXTBACKUP_DRIVE $EXTBACKUP_OUTCOME $EXTBACK
 /// share: state, mounts and mail as files under `d`, no mount point required of a source,
 /// and drive `offsite-a` whose key file is `key`.
 fn config(d: &Path, key: &Path, own: &str) -> Config {
+    // The mount point a real mount would cover (the drive's handle opens it).
+    std::fs::create_dir_all(d.join("mnt/offsite-a")).unwrap();
     let text = format!(
         r#"
 state_dir = "{d}/state"
@@ -395,6 +397,11 @@ fn plan(fail: Option<Step>, f: &Fixture) -> Mocks {
         if is(Step::Mount) {
             break 'steps;
         }
+        m.host
+            .expect_check_drive()
+            .times(1)
+            .in_sequence(&mut m.seq)
+            .returning(|_, _| Ok(vec![]));
         mounted = true;
         m.host
             .expect_lock_source()
@@ -740,6 +747,9 @@ mod with_fakes {
                 return Ok(0);
             }
             crate::run::host::tree_size(p, ex).map_err(|e| HostError::with("measuring", e))
+        }
+        fn check_drive(&mut self, _: &Path, _: &[String]) -> Result<Vec<String>, HostError> {
+            Ok(vec![])
         }
         fn record_on_drive(&mut self, _: &Path, _: &RunRecord) -> Result<(), HostError> {
             self.records.fetch_add(1, Ordering::SeqCst);
