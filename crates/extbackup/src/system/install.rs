@@ -76,8 +76,6 @@ const SHARED_SYSTEM_DIRS: &[&str] = &[
     "/run/dbus",
     "/var/lib",
     "/var/lib/systemd",
-    "/var/lib/dpkg",
-    "/var/lib/apt",
 ];
 /// Where `install` puts the binary when the running one lies in a build or temporary
 /// folder.
