@@ -83,10 +83,7 @@ impl Arch {
             ),
             (
                 "BINDGEN_EXTRA_CLANG_ARGS".into(),
-                format!(
-                    "--target={0} -I/usr/include/{0}",
-                    self.multiarch
-                ),
+                format!("--target={0} -I/usr/include/{0}", self.multiarch),
             ),
         ]
     }

@@ -203,15 +203,21 @@ pub fn build(root: &Path, arch: Arch, debug: bool, out: &Path) -> Result<PathBuf
     }
     // The BlinkStick rule, exactly what `blinkstick --add-udev-rule` writes (at the same
     // name, so the admin's /etc/udev/rules.d copy replaces it).
-    let rule = output(
-        Command::new(host_dir.join("blinkstick")).args(["--add-udev-rule", "--print"]),
-    )?;
+    let rule =
+        output(Command::new(host_dir.join("blinkstick")).args(["--add-udev-rule", "--print"]))?;
     write(BLINKSTICK_RULE, &rule, 0o644)?;
+    put(
+        "usr/lib/tmpfiles.d/extbackup.conf",
+        &root.join("packaging/tmpfiles.conf"),
+    )?;
 
     // /etc/extbackup; its keys/ (0700) is made by postinst (lintian: a package's folders
     // are 0755).
     fs::create_dir_all(stage.join("etc/extbackup"))?;
-    fs::set_permissions(stage.join("etc/extbackup"), fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(
+        stage.join("etc/extbackup"),
+        fs::Permissions::from_mode(0o755),
+    )?;
     put(
         "usr/share/man/man1/blinkstick.1",
         &root.join("packaging/blinkstick.1"),
@@ -244,7 +250,11 @@ pub fn build(root: &Path, arch: Arch, debug: bool, out: &Path) -> Result<PathBuf
         &changelog(root, &version, &name, &email)?,
         0o644,
     )?;
-    util::run(Command::new("gzip").args(["-9n", "-f"]).arg(stage.join(doc).join("changelog")))?;
+    util::run(
+        Command::new("gzip")
+            .args(["-9n", "-f"])
+            .arg(stage.join(doc).join("changelog")),
+    )?;
 
     let mut depends = shlib_packages(&bin, arch)?;
     depends.extend(RUNS.iter().filter(|p| !essential(p)).map(|s| s.to_string()));
@@ -529,6 +539,7 @@ fn check_in(deb: &Path, arch: Arch, root: &Path) -> Result<()> {
         "/usr/lib/systemd/system/extbackup-check.service",
         "/usr/lib/systemd/system/extbackup-check.timer",
         "/usr/lib/udev/rules.d/85-blinkstick.rules",
+        "/usr/lib/tmpfiles.d/extbackup.conf",
         "/etc/extbackup",
         "/usr/share/man/man1/blinkstick.1.gz",
         "/usr/share/doc/extbackup/configuration.md",
@@ -540,17 +551,24 @@ fn check_in(deb: &Path, arch: Arch, root: &Path) -> Result<()> {
             "the package lacks {f}:\n{listed}"
         );
     }
-    let mode = |p: &str| -> Result<u32> {
-        Ok(fs::metadata(root.join(p))?.permissions().mode() & 0o7777)
-    };
+    let mode =
+        |p: &str| -> Result<u32> { Ok(fs::metadata(root.join(p))?.permissions().mode() & 0o7777) };
     ensure!(mode("etc/extbackup")? == 0o755, "/etc/extbackup is 0755");
-    let header = output(Command::new("readelf").arg("-h").arg(root.join("usr/bin/extbackup")))?;
+    let header = output(
+        Command::new("readelf")
+            .arg("-h")
+            .arg(root.join("usr/bin/extbackup")),
+    )?;
     let machine = header
         .lines()
         .find_map(|l| l.trim().strip_prefix("Machine:"))
         .unwrap_or("")
         .trim();
-    let want = if arch.deb == "arm64" { "AArch64" } else { "X86-64" };
+    let want = if arch.deb == "arm64" {
+        "AArch64"
+    } else {
+        "X86-64"
+    };
     ensure!(
         machine.contains(want),
         "usr/bin/extbackup is an {} ELF, not {machine}",
@@ -571,7 +589,10 @@ fn check_in(deb: &Path, arch: Arch, root: &Path) -> Result<()> {
             }
             if let Some(x) = l.strip_prefix("OnFailure=") {
                 let unit = x.replace("%i", "");
-                ensure!(sd.join(&unit).is_file(), "{u} names {x}, not in the package");
+                ensure!(
+                    sd.join(&unit).is_file(),
+                    "{u} names {x}, not in the package"
+                );
             }
             if let Some(x) = l.strip_prefix("Documentation=") {
                 for page in x.split_whitespace() {

@@ -38,6 +38,7 @@ pub(crate) fn exec(a: &Args) -> Result<u8> {
         binary: extbackup::system::install::PACKAGED_BINARY.into(),
         config: config::DEFAULT_PATH.into(),
         packaged: true,
+        shared: vec![extbackup::system::install::DEFAULT_SLOTS_DIR.into()],
         // The default state folder and mount root; `extbackup install` adds drop-ins for
         // other ones.
         ..extbackup::system::install::InstallPaths::default()

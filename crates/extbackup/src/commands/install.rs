@@ -86,6 +86,15 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         }
     }
     install::write(&staged)?;
+    if a.root.is_none() {
+        // A shared folder that is missing now (the LED's slots before their first use)
+        // would be left out of the sandbox: make it (the package's tmpfiles.d does at boot).
+        for d in &paths.shared {
+            if !d.exists() && std::fs::create_dir_all(d).is_ok() {
+                println!("created {}", d.display());
+            }
+        }
+    }
     for (p, _) in &staged {
         println!("wrote {}", p.display());
     }
@@ -201,7 +210,16 @@ pub(crate) fn writable_dirs(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
         writable.push(m);
     }
     writable.dedup();
-    let mut shared: Vec<PathBuf> = Vec::new();
+    // The LED's slots, shared with other jobs and the `blinkstick` command.
+    let slots = cfg
+        .indicator
+        .slots_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(extbackup::system::install::DEFAULT_SLOTS_DIR));
+    let mut shared: Vec<PathBuf> = vec![];
+    if !writable.iter().any(|w| slots.starts_with(w)) {
+        shared.push(slots);
+    }
     let locks = cfg.sources().into_iter().filter_map(|s| s.lock);
     for l in cfg.source_lock.iter().cloned().chain(locks) {
         if let Some(dir) = l.path.parent() {

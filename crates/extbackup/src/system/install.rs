@@ -77,6 +77,10 @@ const SHARED_SYSTEM_DIRS: &[&str] = &[
     "/var/lib",
     "/var/lib/systemd",
 ];
+/// The LED's slots folder, shared with the `blinkstick` command and other jobs
+/// (`blinkstick::slots::DEFAULT_DIR`), when `[indicator]` names none: the units may write
+/// it, never own it. The package's tmpfiles.d entry creates it at boot.
+pub const DEFAULT_SLOTS_DIR: &str = "/run/blinkstick/slots";
 /// Where `install` puts the binary when the running one lies in a build or temporary
 /// folder.
 pub const STABLE_BINARY: &str = "/usr/local/sbin/extbackup";
