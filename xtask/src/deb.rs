@@ -257,6 +257,7 @@ pub fn build(root: &Path, arch: Arch, debug: bool, out: &Path) -> Result<PathBuf
     )?;
 
     let mut depends = shlib_packages(&bin, arch)?;
+    depends.extend(shlib_packages(&bin_dir.join("blinkstick"), arch)?);
     depends.extend(RUNS.iter().filter(|p| !essential(p)).map(|s| s.to_string()));
     depends.sort();
     depends.dedup();
