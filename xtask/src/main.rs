@@ -3,6 +3,7 @@
 //! Run `cargo xtask help` for the list of tasks. Every task finds the repository root
 //! from this crate's manifest directory, so it works from any folder of the checkout.
 
+mod arch;
 mod bench;
 mod deb;
 mod demo;
@@ -54,13 +55,20 @@ Tasks:
                    their crates, no unused dependencies, no module import cycle in
                    any crate, extbackup's layers import downwards only (every
                    folder read), the docs name every crate.
-  deb [--debug] [--check] [--out DIR]
+  deb [--arch amd64|arm64] [--debug] [--check] [--out DIR]
                    Build the Debian package (target/deb/extbackup_VERSION_ARCH.deb):
-                   the binary, man pages and completions generated from the CLI, the
-                   systemd units, the docs and an example config. --check installs it
-                   with dpkg --root into an empty folder and runs it there; --debug
-                   packages the debug binary (no release build; what `test` does).
-  deps             Only install the system packages the workspace needs.
+                   the binaries, man pages and completions generated from the CLI, the
+                   systemd units, the BlinkStick udev rule, /etc/extbackup, the docs,
+                   an example config and the maintainer scripts. --arch arm64
+                   cross-builds for 64-bit ARM boards (default: this machine's, amd64);
+                   it installs what it needs (deps --arch arm64). --check runs lintian
+                   (no errors, no warnings), installs it with dpkg --root into an empty
+                   folder and runs it there; --debug packages the debug binaries (no
+                   release build; what `test` does).
+  deps [--arch arm64]
+                   Only install the system packages the workspace needs; with --arch
+                   arm64 also the cross build's (dpkg --add-architecture arm64, Debian's
+                   cross gcc, the :arm64 -dev packages, the Rust target).
   help             This text.
 ";
 
@@ -72,7 +80,7 @@ fn main() -> ExitCode {
     };
     let result = match task {
         "test" => test(rest),
-        "deps" => deps::ensure(deps::Set::All),
+        "deps" => deps_task(rest),
         "tidy" => tidy::run(),
         "bench" => bench::run(rest),
         "demo" => demo::run(rest),
@@ -93,6 +101,17 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn deps_task(args: &[String]) -> anyhow::Result<()> {
+    match args {
+        [] => deps::ensure(deps::Set::All),
+        [a, v] if a == "--arch" => match arch::Arch::parse(v)? {
+            a if a.is_host() => deps::ensure(deps::Set::All),
+            _ => deps::ensure(deps::Set::Arm64),
+        },
+        _ => anyhow::bail!("usage: cargo xtask deps [--arch amd64|arm64]"),
     }
 }
 

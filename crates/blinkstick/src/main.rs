@@ -27,8 +27,13 @@ const EMULATE_LOG_ENV: &str = "BLINKSTICK_EMULATE_LOG";
 /// Steps of a morph (and of each half of a pulse), as in the Python tool.
 const STEPS: u32 = 50;
 
-const HIDRAW_RULE: &str = "KERNEL==\"hidraw*\", SUBSYSTEM==\"hidraw\", ATTRS{idVendor}==\"20a0\", ATTRS{idProduct}==\"41e5\", MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\"";
-const USB_RULE: &str = "SUBSYSTEM==\"usb\", ATTR{idVendor}==\"20a0\", ATTR{idProduct}==\"41e5\", MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\"";
+// The rules `--add-udev-rule` writes and the Debian package ships (the same text, as
+// /usr/lib/udev/rules.d/85-blinkstick.rules): group plugdev (services, remote users) and the
+// desktop's active user (uaccess). `RUN{builtin}+="uaccess"` applies the user's ACL here:
+// at 85 the file sorts after 73-seat-late.rules, which does it only for devices tagged
+// before it. Never 0666 (the Python tool's): any local user could drive the LED.
+const HIDRAW_RULE: &str = "KERNEL==\"hidraw*\", SUBSYSTEM==\"hidraw\", ATTRS{idVendor}==\"20a0\", ATTRS{idProduct}==\"41e5\", MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\", RUN{builtin}+=\"uaccess\"";
+const USB_RULE: &str = "SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", ATTR{idVendor}==\"20a0\", ATTR{idProduct}==\"41e5\", MODE=\"0660\", GROUP=\"plugdev\", TAG+=\"uaccess\", RUN{builtin}+=\"uaccess\"";
 
 /// Control BlinkStick USB LEDs (compatible with the Python `blinkstick` tool).
 ///
@@ -560,7 +565,9 @@ fn spawn_watcher(name: &str, owner: slots::Owner) {
 
 fn add_udev_rule(cli: &Cli) -> Result<()> {
     let text = format!(
-        "# BlinkStick: hidraw (hidapi) and raw USB (libusb) access for group plugdev\n\
+        "# BlinkStick: hidraw (hidapi) and raw USB (libusb) access for group plugdev and the\n\
+         # desktop's active user (uaccess); written by `blinkstick --add-udev-rule`, shipped\n\
+         # by the extbackup package as /usr/lib/udev/rules.d/85-blinkstick.rules.\n\
          {HIDRAW_RULE}\n{USB_RULE}\n"
     );
     if cli.print {

@@ -152,7 +152,11 @@ extern "C" fn log_to_tracing(
     // SAFETY: libcryptsetup passes a NUL-terminated string valid for this call.
     let msg = unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy();
     let msg = msg.trim();
-    if level == 1 {
+    // libcryptsetup retries a deactivation while udev still holds the device and logs each
+    // busy attempt as an error, although the removal then succeeds (a real failure comes
+    // back as the call's error): those attempts are details.
+    let retried = msg.starts_with("device-mapper: remove ioctl") && msg.contains("busy");
+    if level == 1 && !retried {
         tracing::info!(target: "libcryptsetup", "{msg}");
     } else {
         tracing::debug!(target: "libcryptsetup", "{msg}");

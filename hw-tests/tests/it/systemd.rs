@@ -48,6 +48,7 @@ struct Rig {
     stick: EmulatedDevice,
     _uhid: UhidDevice,
     smtp: Child,
+    smtp_port: u16,
     mail: PathBuf,
     units: Vec<String>,
 }
@@ -121,6 +122,7 @@ require_source_mount_point = false
             stick,
             _uhid: uhid,
             smtp,
+            smtp_port: port,
             units: Vec::new(),
         }
     }
@@ -699,4 +701,349 @@ fn vm_systemd_config_error_is_reported_through_on_failure() {
         mails[0]
     );
     assert!(!mapping_exists("offsite-g"));
+}
+
+/// The Debian package vm-test built from the debug binaries (`target/deb`).
+fn packaged_deb() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/deb");
+    std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("_amd64.deb"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no extbackup_*_amd64.deb in {}: cargo xtask vm-test builds it for \
+                 vm_systemd_packaged_* (or run cargo xtask deb --debug)",
+                dir.display()
+            )
+        })
+}
+
+/// README.md's "Install on your NAS" commands: the block after the comment that names
+/// this test, one command per line, its comment cut off.
+fn readme_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- vm_systemd_packaged_*")
+        .expect("README.md marks the block vm_systemd_packaged_* runs");
+    let block = &readme[start..];
+    let body = &block[block.find("```sh\n").expect("a sh block follows") + 6..];
+    let body = &body[..body.find("```").unwrap()];
+    body.lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Runs `line` with `sh -c` in `dir` (a person's shell), with the answers typed on a
+/// terminal (`script`) when `answers` are given: each one once its prompt is shown.
+fn shell(line: &str, dir: &Path, answers: &[(&str, &str)]) -> String {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    eprintln!("$ {line}");
+    let t0 = Instant::now();
+    let mut cmd = if answers.is_empty() {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", line]);
+        c
+    } else {
+        let mut c = Command::new("script");
+        c.args(["-qefc", line, "/dev/null"]);
+        c
+    };
+    let mut child = cmd
+        .current_dir(dir)
+        // The recovery passphrase's argon2id at its normal cost takes minutes under TCG.
+        .env("EXTBACKUP_TEST_CHEAP_PASSPHRASE_KDF", "1")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|mut r| {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    })
+    .collect();
+    let mut stdin = child.stdin.take().unwrap();
+    for (prompt, answer) in answers {
+        let t0 = Instant::now();
+        while !seen.lock().unwrap().contains(prompt) {
+            assert!(
+                t0.elapsed() < PATIENCE,
+                "`{line}` never asked {prompt:?}:\n{}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    for r in readers {
+        let _ = r.join();
+    }
+    let out = seen.lock().unwrap().clone();
+    eprintln!("{out}(`{line}`: {:.1} s)", t0.elapsed().as_secs_f64());
+    assert!(status.success(), "`{line}` failed ({status}):\n{out}");
+    out
+}
+
+/// What a person does in `sudoedit /etc/extbackup/config.toml`: the source, the source
+/// lock their NAS job takes, and [mail] (the example's lines uncommented and filled in).
+fn edit_config_as_a_person(path: &Path, source: &Path, smtp_port: u16) {
+    let example = std::fs::read_to_string(path).unwrap();
+    let mut out = String::new();
+    let mut edits = 0;
+    for line in example.lines() {
+        let new = match line {
+            l if l.starts_with("source = ") => format!("source = \"{}\"", source.display()),
+            "# [source_lock]" => "[source_lock]".into(),
+            "# path = \"/run/lock/backup.lock\"" => "path = \"/run/lock/backup.lock\"".into(),
+            "# [mail]" => "[mail]".into(),
+            l if l.starts_with("# to = ") => "to = [\"root@localhost\"]".into(),
+            l if l.starts_with("# transport = { kind = \"smtp\"") => format!(
+                "transport = {{ kind = \"smtp\", host = \"127.0.0.1\", port = {smtp_port}, \
+                 security = \"none\" }}"
+            ),
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+        };
+        edits += 1;
+        out.push_str(&new);
+        out.push('\n');
+    }
+    assert_eq!(
+        edits, 6,
+        "the example has the lines a person edits:\n{example}"
+    );
+    // A quiet NAS while the copy runs (docs/configuration.md): the unit must be able to
+    // put the priority back afterwards.
+    out.push_str("\n[quiet]\nnice = 10\nio_class = \"idle\"\n");
+    std::fs::write(path, out).unwrap();
+}
+
+fn mode(p: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Files below /etc/systemd/system and /etc/udev/rules.d whose name starts with
+/// `extbackup` or `90-extbackup` (units, drop-in folders, wants links, the rule).
+fn installed_leftovers() -> Vec<String> {
+    let mut left = Vec::new();
+    for dir in [
+        "/etc/systemd/system",
+        "/etc/systemd/system/timers.target.wants",
+        "/etc/udev/rules.d",
+    ] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("extbackup") || name.starts_with("90-extbackup") {
+                left.push(e.path().display().to_string());
+            }
+        }
+    }
+    left
+}
+
+/// The README's "Install on your NAS" path under PID 1, literally: the package installed
+/// with apt, the example config copied and edited, `prepare` on a hot-plugged USB drive,
+/// `config check`, `install`; the drive unplugged and plugged in again starts the
+/// **packaged** unit: green, mail. Then `apt remove` (config, keys and state kept, nothing
+/// of `install` left) and `apt purge` (state gone, config and keys still kept).
+#[test]
+#[ignore = "needs systemd as PID 1, dm-crypt, uhid and a USB gadget: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_systemd_packaged_readme_path_from_apt_install_to_green_then_remove_and_purge() {
+    let mut rig = Rig::new("packaged", "");
+    let deb = packaged_deb();
+    // The NAS's backup: a mounted file system (require_source_mount_point, the default).
+    let source = rig.path("nas-backup");
+    std::fs::create_dir_all(&source).unwrap();
+    sh(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "nasbackup"])
+        .arg(&source));
+    std::fs::write(source.join("a.txt"), "alpha\n").unwrap();
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("sub/b.bin"), vec![7u8; 200_000]).unwrap();
+    let img = rig.path("drive.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .unwrap();
+    let disk = rig.plug("pkg", &img);
+    let dev = disk.disk().display().to_string();
+    let lock_mode = mode("/run/lock");
+
+    let commands = readme_commands();
+    let mut ran = Vec::new();
+    for line in &commands {
+        let line = line.strip_prefix("sudo ").unwrap_or(line);
+        if line.starts_with("sudoedit ") {
+            let file = line.split_whitespace().nth(1).unwrap();
+            edit_config_as_a_person(Path::new(file), &source, rig.smtp_port);
+        } else if line.starts_with("apt install ") {
+            // "Copy the package to the NAS": the folder that holds it.
+            shell(
+                &line.replacen("apt install", "apt-get install -y", 1),
+                deb.parent().unwrap(),
+                &[],
+            );
+        } else if line.contains("/dev/sdX") {
+            let out = shell(
+                &line.replace("/dev/sdX", &dev),
+                Path::new("/"),
+                &[("Type `yes`", "yes"), ("Type `stored`", "stored")],
+            );
+            assert!(out.contains("prepared"), "{out}");
+            assert!(
+                !out.contains("remove ioctl"),
+                "no device-mapper noise: {out}"
+            );
+        } else {
+            let out = shell(line, Path::new("/"), &[]);
+            if line.contains("config check") {
+                assert!(out.contains(": valid"), "{out}");
+            }
+        }
+        ran.push(
+            line.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    assert_eq!(
+        ran,
+        [
+            "apt install",
+            "cp /usr/share/doc/extbackup/examples/config.toml",
+            "sudoedit /etc/extbackup/config.toml",
+            "extbackup prepare",
+            "extbackup config",
+            "extbackup install"
+        ],
+        "README's steps: {commands:?}"
+    );
+    assert_eq!(mode("/etc/extbackup"), 0o755);
+    assert_eq!(mode("/etc/extbackup/keys"), 0o700);
+    // install added a rule and drop-ins; the packaged units stay the ones that run.
+    assert!(!Path::new("/etc/systemd/system/extbackup@.service").exists());
+    assert!(Path::new("/etc/udev/rules.d/90-extbackup.rules").is_file());
+    let enabled = Command::new("systemctl")
+        .args(["is-enabled", "extbackup-check.timer"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "enabled");
+
+    let cfg = std::fs::read_to_string("/etc/extbackup/config.toml").unwrap();
+    let uuid = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("uuid = \""))
+        .expect("prepare added the drive")
+        .trim_end_matches('"')
+        .to_string();
+    let unit = format!("extbackup@{uuid}.service");
+    let show =
+        sh(Command::new("systemctl").args(["show", &unit, "-p", "FragmentPath,DropInPaths"]));
+    // The packaged unit (/lib is /usr/lib on a merged-/usr system), not one in /etc.
+    assert!(
+        show.lines().any(|l| l.starts_with("FragmentPath=")
+            && l.ends_with("/lib/systemd/system/extbackup@.service")
+            && !l.contains("/etc/")),
+        "{show}"
+    );
+    assert!(show.contains("50-extbackup-install.conf"), "{show}");
+
+    // Unplug, plug in again: a real `add`, PID 1 starts the packaged unit.
+    drop(disk);
+    sh(Command::new("udevadm").arg("settle"));
+    let disk = rig.plug("pkg2", &img);
+    let (end, seen) = rig.wait_unit_done(&unit);
+    let log = journal(&unit);
+    assert_eq!(end.result, "success", "{end:?}\n{log}");
+    // The example leaves [indicator] index at its default, 1 (the seed's `--index 1`); a
+    // Square has 8 LEDs, so LED 1 shows it, dimmed by the default limit (10 %).
+    let led = rig.stick.leds(0)[1];
+    assert!(
+        led.g > 0 && led.r == 0 && led.b == 0,
+        "green at the end: {led:?} (LED 0 seen: {seen:?})\n{log}"
+    );
+    let mails = rig.wait_mails(1);
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(
+        subject(&mails[0]),
+        "extbackup: offsite-a done, safe to remove"
+    );
+    assert!(log.contains("closed extbackup-offsite-a"), "{log}");
+    assert!(log.contains("copy priority: nice 10"), "[quiet] applied: {log}");
+    assert!(
+        !log.contains("putting the priority back") && !log.contains("remove ioctl"),
+        "the priority came back without an error, no device-mapper noise: {log}"
+    );
+    assert_eq!(
+        mode("/run/lock"),
+        lock_mode,
+        "/run/lock keeps its mode (1777)"
+    );
+    let st = std::fs::read_to_string("/var/lib/extbackup/drives/offsite-a.json").unwrap();
+    assert!(st.contains("\"success\""), "{st}");
+    drop(disk);
+
+    // apt remove: nothing of install's left pointing at the gone binary; config, keys and
+    // state kept.
+    shell("apt-get remove -y extbackup", Path::new("/"), &[]);
+    assert!(!Path::new("/usr/bin/extbackup").exists());
+    assert!(!Path::new("/usr/lib/systemd/system/extbackup@.service").exists());
+    assert_eq!(installed_leftovers(), Vec::<String>::new());
+    // (systemctl exits 1 when it lists nothing)
+    let units = Command::new("systemctl")
+        .args(["list-unit-files", "extbackup*"])
+        .output()
+        .unwrap();
+    let units = String::from_utf8_lossy(&units.stdout);
+    assert!(units.contains("0 unit files"), "{units}");
+    assert!(Path::new("/etc/extbackup/config.toml").is_file());
+    assert!(Path::new("/etc/extbackup/keys/offsite-a.key").is_file());
+    assert!(Path::new("/var/lib/extbackup/drives/offsite-a.json").is_file());
+
+    // apt purge: the state goes; the configuration and the keys (they open the drives) stay.
+    shell("apt-get purge -y extbackup", Path::new("/"), &[]);
+    assert!(!Path::new("/var/lib/extbackup").exists());
+    assert!(Path::new("/etc/extbackup/config.toml").is_file());
+    assert!(Path::new("/etc/extbackup/keys/offsite-a.key").is_file());
+    let status = Command::new("dpkg")
+        .args(["-s", "extbackup"])
+        .output()
+        .unwrap();
+    assert!(!status.status.success(), "purged");
+    let _ = Command::new("umount").arg(&source).status();
 }

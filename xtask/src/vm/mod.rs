@@ -202,6 +202,8 @@ const MASKED_UNITS: &[&str] = &[
     "fstrim.timer",
     "man-db.timer",
     "remote-fs.target",
+    // apt's hook asks PackageKit (D-Bus activated, slow under TCG) and waits for a timeout.
+    "packagekit.service",
 ];
 
 /// The job as a systemd unit (systemd mode): output to the journal and the console, the
@@ -285,14 +287,18 @@ poweroff -f
     }
     let unit = job_unit().replace('\'', "'\\''");
     format!(
-        r#"# systemd as PID 1: /var and /usr/local writable in memory too (journal, units' state,
-# `extbackup install` putting its binary in /usr/local/sbin), no fstab, the job a unit.
-for d in var usr/local; do
+        r#"# systemd as PID 1: /var and /usr writable in memory too (journal, units' state,
+# `extbackup install` putting its binary in /usr/local/sbin, dpkg installing the .deb), no
+# fstab, the job a unit.
+for d in var usr; do
   n=$(echo $d | tr / _)
   mkdir -p /ovl/$n-up /ovl/$n-work
   mount -t overlay overlay -o lowerdir=$R/$d,upperdir=/ovl/$n-up,workdir=/ovl/$n-work $R/$d || fatal "no overlay on /$d"
 done
 mount -t tmpfs -o mode=1777 tmpfs $R/var/tmp
+# dpkg in the guest (vm_systemd_packaged_*): man-db's trigger would re-index every page
+# over 9p under TCG (minutes); without this file it skips that.
+rm -f $R/var/lib/man-db/auto-update
 echo > $R/etc/fstab
 S=$R/etc/systemd/system
 echo '{unit}' > $S/xtask-job.service
@@ -674,6 +680,15 @@ pub fn vm_test(args: &[String]) -> Result<()> {
             .filter(|b| !b.tests.is_empty())
             .collect()
     };
+    // `vm_systemd_packaged_*` install the package: build it (from the debug binaries the
+    // tests just built) where they find it.
+    if bins
+        .iter()
+        .any(|b| b.tests.iter().any(|t| t.contains("vm_systemd_packaged")))
+    {
+        let out = util::root().join("target/deb");
+        crate::deb::build(&util::root(), crate::arch::AMD64, true, &out)?;
+    }
     let cache = cache::ensure()?;
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut failures = String::new();
@@ -700,12 +715,16 @@ pub fn vm_test(args: &[String]) -> Result<()> {
             DEFAULT_TEST_TIMEOUT
         });
         let share = new_share()?;
-        let job = guest_job(&bins, per_test)?;
+        // The packaged journey installs and removes a package with apt (apt and dpkg read
+        // their lists and database over 9p: ~2 minutes under TCG on a busy host) besides
+        // a run: a longer hang guard.
+        let packaged = a.test_timeout.unwrap_or(PACKAGED_TEST_TIMEOUT);
+        let job = guest_job(&bins, per_test, packaged)?;
         let opts = GuestOpts {
             // A backstop only: each test has its own limit, so the default grows with them.
             timeout: Duration::from_secs(
                 a.timeout
-                    .unwrap_or(GUEST_OVERHEAD + per_test * total as u64),
+                    .unwrap_or(GUEST_OVERHEAD + packaged.max(per_test) * total as u64),
             ),
             verbose: a.verbose,
             systemd,
@@ -775,10 +794,12 @@ const GUEST_OVERHEAD: u64 = 120;
 const SYSTEMD_TEST_TIMEOUT: u64 = 300;
 /// Per-test limit (seconds) unless `--test-timeout`.
 const DEFAULT_TEST_TIMEOUT: u64 = 90;
+/// Per-test limit (seconds) of `vm_systemd_packaged_*` unless `--test-timeout`.
+const PACKAGED_TEST_TIMEOUT: u64 = 600;
 
 /// The shell job: one invocation per test (so a hang or crash costs one test), each
 /// under `timeout`, with its log, exit code and duration written to the share.
-fn guest_job(bins: &[TestBin], per_test: u64) -> Result<String> {
+fn guest_job(bins: &[TestBin], per_test: u64, packaged: u64) -> Result<String> {
     let mut job = String::new();
     writeln!(job, "mkdir -p {GUEST_SHARE}/out")?;
     for (i, b) in bins.iter().enumerate() {
@@ -786,6 +807,11 @@ fn guest_job(bins: &[TestBin], per_test: u64) -> Result<String> {
         let exe = sh_quote(&b.exe.display().to_string());
         for (j, t) in b.tests.iter().enumerate() {
             let out = format!("{GUEST_SHARE}/out/{i}-{j}");
+            let per_test = if t.contains("vm_systemd_packaged") {
+                packaged
+            } else {
+                per_test
+            };
             writeln!(job, "echo {}", sh_quote(&format!("xtask-vm: {t}")))?;
             writeln!(job, "s=$(date +%s%N)")?;
             writeln!(

@@ -170,6 +170,13 @@ fn udev_rules_print_and_write() {
     assert_eq!(code, 0);
     assert!(out.contains("SUBSYSTEM==\"hidraw\""), "{out}");
     assert!(out.contains("SUBSYSTEM==\"usb\""), "{out}");
+    // Group plugdev and the desktop user, never world-writable (the Python tool's 0666).
+    for line in out.lines().filter(|l| !l.starts_with('#')) {
+        for must in ["MODE=\"0660\"", "GROUP=\"plugdev\"", "TAG+=\"uaccess\""] {
+            assert!(line.contains(must), "{must} in {line}");
+        }
+    }
+    assert!(!out.contains("0666"), "{out}");
     let dir = std::env::temp_dir().join(format!("blinkstick-udev-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("85-blinkstick.rules");

@@ -35,9 +35,11 @@ pub(crate) fn exec(a: &Args) -> Result<u8> {
     let paths = extbackup::system::install::InstallPaths {
         udev_dir: dir.join("unused"),
         systemd_dir: sd.clone(),
-        binary: "/usr/bin/extbackup".into(),
+        binary: extbackup::system::install::PACKAGED_BINARY.into(),
         config: config::DEFAULT_PATH.into(),
-        // The default state folder and mount root; `extbackup install` writes units for
+        packaged: true,
+        shared: vec![extbackup::system::install::DEFAULT_SLOTS_DIR.into()],
+        // The default state folder and mount root; `extbackup install` adds drop-ins for
         // other ones.
         ..extbackup::system::install::InstallPaths::default()
     };

@@ -45,13 +45,18 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         return uninstall(a, &paths);
     }
     let cfg = load(cli)?;
-    paths.writable = writable_dirs(&cfg);
+    (paths.writable, paths.shared) = writable_dirs(&cfg);
     let drives: Vec<(&str, &str)> = cfg
         .drives
         .iter()
         .map(|d| (d.name.as_str(), d.uuid.as_str()))
         .collect();
-    let files = install::render(&drives, &paths).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let packaged = packaged_units(&paths, &stage);
+    let files = match &packaged {
+        Some(defaults) => install::render_dropins(&drives, &paths, defaults),
+        None => install::render(&drives, &paths),
+    }
+    .map_err(|e| UsageError(extbackup::chain(&e)))?;
     if a.print {
         for (p, text) in &files {
             println!("# {}\n{text}", p.display());
@@ -69,7 +74,27 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         );
     }
     let staged: Vec<(PathBuf, String)> = files.iter().map(|(p, t)| (stage(p), t.clone())).collect();
+    if packaged.is_some() {
+        // Units an earlier `install` wrote would hide the packaged ones.
+        for p in &paths.files()[1..] {
+            let p = stage(p);
+            let ours = std::fs::read_to_string(&p)
+                .is_ok_and(|t| t.starts_with("# Written by `extbackup install`"));
+            if ours && std::fs::remove_file(&p).is_ok() {
+                println!("removed {} (the packaged unit runs instead)", p.display());
+            }
+        }
+    }
     install::write(&staged)?;
+    if a.root.is_none() {
+        // A shared folder that is missing now (the LED's slots before their first use)
+        // would be left out of the sandbox: make it (the package's tmpfiles.d does at boot).
+        for d in &paths.shared {
+            if !d.exists() && std::fs::create_dir_all(d).is_ok() {
+                println!("created {}", d.display());
+            }
+        }
+    }
     for (p, _) in &staged {
         println!("wrote {}", p.display());
     }
@@ -87,6 +112,36 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     }
     print_next_steps(cli, &cfg);
     Ok(0)
+}
+
+/// When the Debian package's units are in place and run the same binary with the same
+/// configuration as `paths`: the folders they already allow (so `install` adds drop-ins
+/// instead of writing units of its own).
+fn packaged_units(
+    paths: &extbackup::system::install::InstallPaths,
+    stage: &dyn Fn(&std::path::Path) -> PathBuf,
+) -> Option<Vec<PathBuf>> {
+    use extbackup::system::install;
+    let unit = std::path::Path::new(install::PACKAGED_UNIT_DIR).join(install::SERVICE_TEMPLATE);
+    let text = std::fs::read_to_string(stage(&unit)).ok()?;
+    let exec = format!(
+        "ExecStart={} --config {} run --uuid %i",
+        paths.binary.display(),
+        paths.config.display()
+    );
+    text.lines().any(|l| l == exec).then(|| {
+        text.lines()
+            .filter_map(|l| {
+                let (key, rel) = l.split_once('=')?;
+                let root = match key {
+                    "StateDirectory" => "/var/lib",
+                    "RuntimeDirectory" => "/run",
+                    _ => return None,
+                };
+                Some(std::path::Path::new(root).join(rel))
+            })
+            .collect()
+    })
 }
 
 /// The binary the units run, and where to copy it from when it must be copied first: a
@@ -141,8 +196,9 @@ pub(crate) fn uninstall(a: &Args, paths: &extbackup::system::install::InstallPat
     Ok(0)
 }
 
-/// The folders a run writes to, which the unit's sandbox must leave writable.
-pub(crate) fn writable_dirs(cfg: &Config) -> Vec<PathBuf> {
+/// The folders a run writes to, which the unit's sandbox must leave writable: extbackup's
+/// own, and the shared folders of source locks (made writable, never managed).
+pub(crate) fn writable_dirs(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut writable = vec![cfg.state_dir.clone(), cfg.mount_root.clone()];
     for d in &cfg.drives {
         let mp = cfg.mount_point(d);
@@ -153,16 +209,26 @@ pub(crate) fn writable_dirs(cfg: &Config) -> Vec<PathBuf> {
     if let Some(m) = cfg.mail.as_ref().and_then(|m| m.spool_dir.clone()) {
         writable.push(m);
     }
+    writable.dedup();
+    // The LED's slots, shared with other jobs and the `blinkstick` command.
+    let slots = cfg
+        .indicator
+        .slots_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(extbackup::system::install::DEFAULT_SLOTS_DIR));
+    let mut shared: Vec<PathBuf> = vec![];
+    if !writable.iter().any(|w| slots.starts_with(w)) {
+        shared.push(slots);
+    }
     let locks = cfg.sources().into_iter().filter_map(|s| s.lock);
     for l in cfg.source_lock.iter().cloned().chain(locks) {
         if let Some(dir) = l.path.parent() {
-            if !writable.iter().any(|w| w == dir) {
-                writable.push(dir.to_path_buf());
+            if !writable.iter().chain(&shared).any(|w| w == dir) {
+                shared.push(dir.to_path_buf());
             }
         }
     }
-    writable.dedup();
-    writable
+    (writable, shared)
 }
 
 pub(crate) fn print_next_steps(cli: &Cli, cfg: &Config) {

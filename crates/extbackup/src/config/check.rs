@@ -396,3 +396,91 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
+
+/// A program the configuration names: a regular file with an execute bit.
+fn executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `name` on `PATH` (a name with a `/` as it is).
+fn on_path(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return executable(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| executable(p))
+}
+
+impl Config {
+    /// What the file names that must exist on this machine, besides the key files
+    /// ([`check_key_files`](Self::check_key_files)): the sources (folders), the folders of
+    /// the source locks, the SMTP password file, the sendmail program, the hook programs
+    /// and the syncer's command (executable). One line per problem; empty when all exist.
+    /// `extbackup config check` refuses a file with any.
+    pub fn missing_named_paths(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for s in self.sources() {
+            if !s.path.is_dir() {
+                missing.push(format!(
+                    "{}: {} is not a folder on this machine",
+                    s.label(),
+                    s.path.display()
+                ));
+            }
+        }
+        let locks = self.sources().into_iter().filter_map(|s| s.lock);
+        for l in self.source_lock.iter().cloned().chain(locks) {
+            if let Some(dir) = l.path.parent().filter(|d| !d.is_dir()) {
+                missing.push(format!(
+                    "source lock {}: its folder {} does not exist",
+                    l.path.display(),
+                    dir.display()
+                ));
+            }
+        }
+        if let Some(m) = &self.mail {
+            match &m.transport {
+                notifier::TransportTable::Smtp {
+                    password_file: Some(p),
+                    ..
+                } if !p.is_file() => missing.push(format!(
+                    "[mail] password_file {} does not exist: write the SMTP password \
+                     into it (mode 0400), or remove password_file and username",
+                    p.display()
+                )),
+                notifier::TransportTable::Sendmail { program } => {
+                    let name = program.clone().unwrap_or_else(|| "sendmail".into());
+                    if on_path(&name).is_none() {
+                        missing.push(format!(
+                            "[mail] the sendmail program {} is not there (install an MTA \
+                             such as exim4 or postfix, or use an SMTP transport)",
+                            name.display()
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let hooks = self.hooks.before.iter().chain(&self.hooks.after);
+        for h in hooks {
+            let program = Path::new(&h.command.argv()[0]);
+            if !executable(program) {
+                missing.push(format!(
+                    "hook {:?}: its program {} is not an executable file",
+                    h.name.as_str(),
+                    program.display()
+                ));
+            }
+        }
+        if let SyncerConfig::Command { command } = &self.syncer {
+            if let Some(p) = command.first().filter(|p| on_path(Path::new(p)).is_none()) {
+                missing.push(format!(
+                    "[syncer] command: the program {p} is not an executable file"
+                ));
+            }
+        }
+        missing
+    }
+}

@@ -11,6 +11,17 @@
 //! (stale-backup alerts). [`render`] only builds the file contents, [`write()`] puts them
 //! in place, [`reload`] tells udevd and systemd, and [`uninstall`] removes them again.
 //!
+//! The Debian package ships the four units in `/usr/lib/systemd/system` (rendered with
+//! [`InstallPaths::packaged`] set). `install` then writes only the udev rule and, for each
+//! unit, a drop-in ([`DROPIN`]) with the folders this configuration writes beyond the
+//! packaged defaults ([`render_dropins`]): the packaged units stay the ones that run.
+//!
+//! Folders a unit writes are of two kinds: its own (the state folder, the mount root),
+//! which systemd creates as `StateDirectory=`/`RuntimeDirectory=`, and shared ones (the
+//! folder of a source lock such as `/run/lock`), which are only made writable
+//! (`ReadWritePaths=`): systemd sets the mode and owner of a folder it manages, and a shared
+//! system folder must keep its own (`/run/lock` is `1777`).
+//!
 //! The instance in the unit name is the **raw** UUID (`0b1c-aaaa`), read with `%i`. A UUID
 //! holds only hex digits and `-`, both valid in a unit name, so it needs no escaping; and
 //! an escaped instance (`0b1c\x2daaaa`) would carry backslashes through `SYSTEMD_WANTS`,
@@ -40,10 +51,36 @@ pub const RULE_FILE: &str = "90-extbackup.rules";
 pub const SERVICE_TEMPLATE: &str = "extbackup@.service";
 /// The template unit `OnFailure=` starts when a run unit fails (crash, kill, exit 2).
 pub const FAILURE_TEMPLATE: &str = "extbackup-failed@.service";
+/// The name of the drop-in `install` writes next to packaged units
+/// (`/etc/systemd/system/UNIT.d/50-extbackup-install.conf`).
+pub const DROPIN: &str = "50-extbackup-install.conf";
 /// The unit behind the daily check.
 pub const CHECK_SERVICE: &str = "extbackup-check.service";
 /// The timer of the daily check.
 pub const CHECK_TIMER: &str = "extbackup-check.timer";
+/// The packaged binary (the Debian package's `/usr/bin/extbackup`).
+pub const PACKAGED_BINARY: &str = "/usr/bin/extbackup";
+/// Where the Debian package puts the units.
+pub const PACKAGED_UNIT_DIR: &str = "/usr/lib/systemd/system";
+/// Folders of the system that others use too: never managed by a unit (systemd would
+/// chmod and chown them), only made writable.
+const SHARED_SYSTEM_DIRS: &[&str] = &[
+    "/run",
+    "/run/lock",
+    "/run/user",
+    "/run/media",
+    "/run/mount",
+    "/run/shm",
+    "/run/systemd",
+    "/run/udev",
+    "/run/dbus",
+    "/var/lib",
+    "/var/lib/systemd",
+];
+/// The LED's slots folder, shared with the `blinkstick` command and other jobs
+/// (`blinkstick::slots::DEFAULT_DIR`), when `[indicator]` names none: the units may write
+/// it, never own it. The package's tmpfiles.d entry creates it at boot.
+pub const DEFAULT_SLOTS_DIR: &str = "/run/blinkstick/slots";
 /// Where `install` puts the binary when the running one lies in a build or temporary
 /// folder.
 pub const STABLE_BINARY: &str = "/usr/local/sbin/extbackup";
@@ -59,9 +96,16 @@ pub struct InstallPaths {
     pub binary: PathBuf,
     /// The configuration file passed with `--config` (absolute).
     pub config: PathBuf,
-    /// Folders the run unit may write (`ReadWritePaths=`): the state folder, the mount
-    /// root and any drive's own mount point. Everything else is read-only to it.
+    /// extbackup's own folders the units write: the state folder, the mount root, any
+    /// drive's own mount point, the mail spool. Below `/run` or `/var/lib` systemd creates
+    /// them (`RuntimeDirectory=`/`StateDirectory=`), elsewhere `ReadWritePaths=`.
+    /// Everything else is read-only to the units.
     pub writable: Vec<PathBuf>,
+    /// Folders the units write but do not own (the folder of a source lock, e.g.
+    /// `/run/lock`): only `ReadWritePaths=`, never managed, so their mode stays.
+    pub shared: Vec<PathBuf>,
+    /// Render the units as the Debian package ships them (their comments say so).
+    pub packaged: bool,
 }
 
 impl Default for InstallPaths {
@@ -73,12 +117,14 @@ impl Default for InstallPaths {
             config: "/etc/extbackup/config.toml".into(),
             // The configuration's defaults: state_dir and mount_root.
             writable: vec!["/var/lib/extbackup".into(), "/run/extbackup".into()],
+            shared: Vec::new(),
+            packaged: false,
         }
     }
 }
 
 impl InstallPaths {
-    /// The five files `render` writes and `uninstall` removes.
+    /// The five files `render` writes.
     pub fn files(&self) -> [PathBuf; 5] {
         [
             self.udev_dir.join(RULE_FILE),
@@ -89,10 +135,22 @@ impl InstallPaths {
         ]
     }
 
+    /// The drop-ins `render_dropins` writes beside the packaged run, failure and check
+    /// units.
+    pub fn dropins(&self) -> [PathBuf; 3] {
+        [SERVICE_TEMPLATE, FAILURE_TEMPLATE, CHECK_SERVICE]
+            .map(|u| self.systemd_dir.join(format!("{u}.d")).join(DROPIN))
+    }
+
+    /// Everything either form of `install` writes, which `uninstall` removes.
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        self.files().into_iter().chain(self.dropins()).collect()
+    }
+
     /// The same paths below a staging root `root` (`--root DIR`, for packagers and tests):
     /// where the files are written, while their contents keep naming the final paths.
-    pub fn files_under(&self, root: &Path) -> [PathBuf; 5] {
-        self.files().map(|p| under(root, &p))
+    pub fn files_under(&self, root: &Path) -> Vec<PathBuf> {
+        self.all_files().iter().map(|p| under(root, p)).collect()
     }
 }
 
@@ -267,21 +325,27 @@ fn render_rule(drives: &[(&str, &str)]) -> String {
     r
 }
 
-/// The writable folders of the units: below `/run` or `/var/lib` as
+/// The writable folders of the units: extbackup's own below `/run` or `/var/lib` as
 /// `RuntimeDirectory=`/`StateDirectory=` (systemd creates them before it sets up the
-/// read-only view, so a first run on a fresh boot finds them), elsewhere as
-/// `ReadWritePaths=` (the `-` prefix: a folder that does not exist yet is no error).
-fn rw_paths(paths: &[PathBuf]) -> Result<String, InstallError> {
+/// read-only view, so a first run on a fresh boot finds them), the rest, and every shared
+/// folder, as `ReadWritePaths=` (the `-` prefix: a folder that does not exist yet is no
+/// error). A shared system folder ([`SHARED_SYSTEM_DIRS`]) is never managed, even when
+/// configured as one of extbackup's own.
+fn rw_paths(own: &[PathBuf], shared: &[PathBuf]) -> Result<String, InstallError> {
     let mut out = String::new();
-    for p in paths {
+    let own = own.iter().map(|p| (p, true));
+    for (p, owned) in own.chain(shared.iter().map(|p| (p, false))) {
         let q = exec_arg(p)?;
+        let system = SHARED_SYSTEM_DIRS
+            .iter()
+            .any(|d| Path::new(d) == p.components().collect::<PathBuf>());
         let managed = [
             ("/run/", "RuntimeDirectory"),
             ("/var/lib/", "StateDirectory"),
         ]
         .into_iter()
         .find_map(|(root, key)| Some((key, q.strip_prefix(root)?)))
-        .filter(|(_, rel)| !rel.is_empty() && !rel.starts_with('"'));
+        .filter(|(_, rel)| owned && !system && !rel.is_empty() && !rel.starts_with('"'));
         match managed {
             Some((key, rel)) => {
                 let _ = writeln!(out, "{key}={rel}");
@@ -291,7 +355,10 @@ fn rw_paths(paths: &[PathBuf]) -> Result<String, InstallError> {
                 }
             }
             None => {
-                let _ = writeln!(out, "ReadWritePaths=-{q}");
+                let line = format!("ReadWritePaths=-{q}");
+                if !out.lines().any(|l| l == line) {
+                    let _ = writeln!(out, "{line}");
+                }
             }
         }
     }
@@ -302,8 +369,9 @@ fn rw_paths(paths: &[PathBuf]) -> Result<String, InstallError> {
 const RUN_SANDBOX: &str = "\
 # Sandboxing (checked: `systemd-analyze security extbackup@UUID.service`), keeping what a
 # backup needs: root's files to read, the drive to unlock, fsck and mount, the LED, mail.
-# - The file system is read-only but for the state folder and the mount root
-#   (ReadWritePaths above); /home is read (backed up), never written.
+# - The file system is read-only but for the folders named above (StateDirectory=,
+#   RuntimeDirectory=, ReadWritePaths=: the state folder, the mount root, a source lock's
+#   folder); /home is read (backed up), never written.
 ProtectSystem=strict
 ProtectHome=read-only
 PrivateTmp=yes
@@ -323,8 +391,9 @@ DeviceAllow=char-hidraw rw
 DeviceAllow=char-usb_device rw
 # - Capabilities: mount (SYS_ADMIN), read everything (DAC_*), keep owners, modes and
 #   capabilities of copied files (CHOWN, FOWNER, FSETID, SETFCAP, MKNOD), lock the key in
-#   memory (IPC_LOCK), fsck on a full disk (SYS_RESOURCE).
-CapabilityBoundingSet=CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_SETFCAP CAP_MKNOD CAP_IPC_LOCK CAP_SYS_RESOURCE
+#   memory (IPC_LOCK), fsck on a full disk (SYS_RESOURCE), put the priority back after a
+#   copy run with the [quiet] table's nice value (SYS_NICE: lowering it needs it).
+CapabilityBoundingSet=CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER CAP_FSETID CAP_SETFCAP CAP_MKNOD CAP_IPC_LOCK CAP_SYS_RESOURCE CAP_SYS_NICE
 NoNewPrivileges=yes
 ProtectKernelLogs=yes
 ProtectKernelTunables=yes
@@ -350,15 +419,25 @@ UMask=0077
 # - PrivateNetwork: the mail goes out over the network.
 ";
 
-fn render_service(bin: &str, config: &str, rw: &str) -> String {
+/// The first comment line of a unit: who wrote it and how it goes away.
+fn header(packaged: bool) -> &'static str {
+    if packaged {
+        "# Shipped by the extbackup package (`dpkg -L extbackup`); removing the package removes it.\n\
+         # `extbackup install` adds a drop-in (/etc/systemd/system/UNIT.d/50-extbackup-install.conf)\n\
+         # with the folders your configuration writes. Change it with `systemctl edit`, not here.\n"
+    } else {
+        "# Written by `extbackup install`; `extbackup uninstall` removes it.\n"
+    }
+}
+
+fn render_service(head: &str, bin: &str, config: &str, rw: &str) -> String {
     format!(
         "\
-# Written by `extbackup install`; `extbackup uninstall` removes it.
-# One instance per plugged-in LUKS drive, started by 90-extbackup.rules. The instance is
+{head}# One instance per plugged-in LUKS drive, started by 90-extbackup.rules. The instance is
 # the raw LUKS UUID (hex digits and '-', nothing to escape), read with %i.
 [Unit]
 Description=extbackup: back up onto the drive with LUKS UUID %i
-Documentation=man:extbackup(8)
+Documentation=man:extbackup-run(1) man:extbackup(1)
 # After the network where it is up anyway (mail); not Wants=, a backup never waits for it.
 After=local-fs.target network-online.target
 # A crash, a kill or a configuration error (exit 2) left no red LED and no mail: this
@@ -383,16 +462,15 @@ TimeoutStopSec=5min
     )
 }
 
-fn render_failure_service(bin: &str, config: &str, rw: &str) -> String {
+fn render_failure_service(head: &str, bin: &str, config: &str, rw: &str) -> String {
     format!(
         "\
-# Written by `extbackup install`; `extbackup uninstall` removes it.
-# Started by OnFailure= of extbackup@UUID.service when that unit failed: red LED and a
+{head}# Started by OnFailure= of extbackup@UUID.service when that unit failed: red LED and a
 # mail naming the unit's result (killed, crashed, exit 2...), unless the run reported the
 # failure itself (exit 1). It also closes a mapping the dead run left open.
 [Unit]
 Description=extbackup: report the failed backup unit of the drive with LUKS UUID %i
-Documentation=man:extbackup(8)
+Documentation=man:extbackup(1)
 
 [Service]
 Type=oneshot
@@ -402,14 +480,13 @@ TimeoutStartSec=2min
     )
 }
 
-fn render_check_service(bin: &str, config: &str, rw: &str) -> String {
+fn render_check_service(head: &str, bin: &str, config: &str, rw: &str) -> String {
     format!(
         "\
-# Written by `extbackup install`; `extbackup uninstall` removes it.
-# Run daily by extbackup-check.timer: mails when a drive's last good backup is too old.
+{head}# Run daily by extbackup-check.timer: mails when a drive's last good backup is too old.
 [Unit]
 Description=extbackup: check the age of each drive's last backup
-Documentation=man:extbackup(8)
+Documentation=man:extbackup-check(1) man:extbackup(1)
 After=network-online.target
 Wants=network-online.target
 
@@ -453,10 +530,10 @@ UMask=0077
     )
 }
 
-fn render_check_timer() -> String {
-    "\
-# Written by `extbackup install`; `extbackup uninstall` removes it.
-[Unit]
+fn render_check_timer(head: &str) -> String {
+    format!(
+        "\
+{head}[Unit]
 Description=extbackup: daily check of the age of each drive's last backup
 
 [Timer]
@@ -468,7 +545,7 @@ RandomizedDelaySec=1h
 [Install]
 WantedBy=timers.target
 "
-    .to_string()
+    )
 }
 
 /// Renders the udev rule, the template unit, the failure unit, the check service and its
@@ -482,15 +559,48 @@ pub fn render(
     }
     let bin = exec_arg(&paths.binary)?;
     let config = exec_arg(&paths.config)?;
-    let rw = rw_paths(&paths.writable)?;
+    let rw = rw_paths(&paths.writable, &paths.shared)?;
+    let head = header(paths.packaged);
     let [rule, service, failed, check, timer] = paths.files();
     Ok(vec![
         (rule, render_rule(drives)),
-        (service, render_service(&bin, &config, &rw)),
-        (failed, render_failure_service(&bin, &config, &rw)),
-        (check, render_check_service(&bin, &config, &rw)),
-        (timer, render_check_timer()),
+        (service, render_service(head, &bin, &config, &rw)),
+        (failed, render_failure_service(head, &bin, &config, &rw)),
+        (check, render_check_service(head, &bin, &config, &rw)),
+        (timer, render_check_timer(head)),
     ])
+}
+
+/// For a system with the packaged units: the udev rule and one drop-in per service (in
+/// the order of [`InstallPaths::dropins`]) with the folders this configuration writes
+/// beyond what the packaged units already allow (`packaged_writable`, their defaults).
+/// The packaged units run `paths.binary` with `paths.config`; [`render`] is for anything
+/// else.
+pub fn render_dropins(
+    drives: &[(&str, &str)],
+    paths: &InstallPaths,
+    packaged_writable: &[PathBuf],
+) -> Result<Vec<(PathBuf, String)>, InstallError> {
+    for (name, uuid) in drives {
+        check_uuid(name, uuid)?;
+    }
+    let own: Vec<PathBuf> = paths
+        .writable
+        .iter()
+        .filter(|p| !packaged_writable.contains(p))
+        .cloned()
+        .collect();
+    let rw = rw_paths(&own, &paths.shared)?;
+    let none = if rw.is_empty() { ": none" } else { "" };
+    let text = format!(
+        "# Written by `extbackup install`; `extbackup uninstall` removes it.\n\
+         # The folders {} has the units write beyond the packaged unit's own{none}.\n\
+         [Service]\n{rw}",
+        paths.config.display()
+    );
+    let mut files = vec![(paths.files()[0].clone(), render_rule(drives))];
+    files.extend(paths.dropins().into_iter().map(|p| (p, text.clone())));
+    Ok(files)
 }
 
 /// Writes each file atomically ([`oskit::write_atomic`]), mode 0644, creating missing
@@ -516,9 +626,15 @@ pub fn uninstall(paths: &InstallPaths) -> Result<(Vec<PathBuf>, Notes), InstallE
         notes.push(run_tool(&["systemctl", "disable", "--now", CHECK_TIMER]));
     }
     let mut removed = Vec::new();
-    for path in paths.files() {
+    for path in paths.all_files() {
         match std::fs::remove_file(&path) {
-            Ok(()) => removed.push(path),
+            Ok(()) => {
+                if path.ends_with(DROPIN) {
+                    // The UNIT.d folder, when nothing else (the admin's own drop-ins) is left.
+                    let _ = std::fs::remove_dir(path.parent().unwrap_or(Path::new("/")));
+                }
+                removed.push(path)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(InstallError::with(
@@ -646,6 +762,70 @@ mod tests {
         assert!(files[2].1.contains(" notify-failure --uuid %i "));
         assert!(files[4].1.contains("OnCalendar=daily"));
         assert!(files[3].1.contains(" check\n"));
+    }
+
+    #[test]
+    fn a_shared_folder_is_made_writable_never_managed() {
+        let paths = InstallPaths {
+            writable: vec!["/var/lib/extbackup".into(), "/run/lock".into()],
+            shared: vec!["/run/lock".into(), "/srv/locks".into()],
+            ..InstallPaths::default()
+        };
+        let svc = &render(&[], &paths).unwrap()[1].1;
+        assert!(svc.contains("StateDirectory=extbackup\n"), "{svc}");
+        assert!(
+            !svc.lines().any(|l| l.starts_with("RuntimeDirectory")),
+            "/run/lock is not the unit's: {svc}"
+        );
+        assert_eq!(
+            svc.matches("ReadWritePaths=-/run/lock\n").count(),
+            1,
+            "{svc}"
+        );
+        assert!(svc.contains("ReadWritePaths=-/srv/locks\n"), "{svc}");
+        assert!(
+            svc.contains("CAP_SYS_NICE"),
+            "the priority comes back: {svc}"
+        );
+    }
+
+    #[test]
+    fn packaged_units_say_so_and_drop_ins_add_only_the_extra_folders() {
+        let packaged = InstallPaths {
+            binary: PACKAGED_BINARY.into(),
+            packaged: true,
+            ..InstallPaths::default()
+        };
+        for (path, text) in &render(&[], &packaged).unwrap()[1..] {
+            assert!(
+                text.starts_with("# Shipped by the extbackup package"),
+                "{path:?}"
+            );
+            assert!(!text.contains("extbackup uninstall"), "{text}");
+            assert!(!text.contains("man:extbackup(8)"), "{text}");
+        }
+        let mine = InstallPaths {
+            writable: vec![
+                "/var/lib/extbackup".into(),
+                "/run/extbackup".into(),
+                "/mnt/b".into(),
+            ],
+            shared: vec!["/run/lock".into()],
+            ..packaged.clone()
+        };
+        let files = render_dropins(&[("a", A)], &mine, &packaged.writable).unwrap();
+        assert_eq!(files.len(), 4);
+        assert!(files[0].0.ends_with(RULE_FILE));
+        for (path, text) in &files[1..] {
+            assert!(path.ends_with(DROPIN), "{path:?}");
+            assert!(
+                text.contains("[Service]\nReadWritePaths=-/mnt/b\nReadWritePaths=-/run/lock\n"),
+                "{text}"
+            );
+            assert!(!text.lines().any(|l| l.contains("Directory=")), "{text}");
+        }
+        let plain = render_dropins(&[], &packaged, &packaged.writable).unwrap();
+        assert!(plain[1].1.contains(": none."), "{}", plain[1].1);
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn installed(dir: &Path) -> InstallPaths {
         binary: bin,
         config: dir.join("etc/config.toml"),
         writable: vec![dir.join("state"), dir.join("mnt")],
+        ..InstallPaths::default()
     };
     let files = install::render(&[("offsite-a", UUID_A), ("offsite-b", UUID_B)], &paths).unwrap();
     install::write(&files).unwrap();
