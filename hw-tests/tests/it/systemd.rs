@@ -1004,7 +1004,10 @@ fn vm_systemd_packaged_readme_path_from_apt_install_to_green_then_remove_and_pur
         "extbackup: offsite-a done, safe to remove"
     );
     assert!(log.contains("closed extbackup-offsite-a"), "{log}");
-    assert!(log.contains("copy priority: nice 10"), "[quiet] applied: {log}");
+    assert!(
+        log.contains("copy priority: nice 10"),
+        "[quiet] applied: {log}"
+    );
     assert!(
         !log.contains("putting the priority back") && !log.contains("remove ioctl"),
         "the priority came back without an error, no device-mapper noise: {log}"
