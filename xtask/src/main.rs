@@ -24,8 +24,8 @@ Tasks:
   test [--quick]   Install missing system packages (apt, as root), then run
                    cargo fmt --check, clippy -D warnings, the docs build and every
                    test (unit, host integration on loop devices, the blinkstick
-                   parity table against the Python tool, the Debian package installed
-                   with dpkg (deb --debug --check), and the QEMU guest suite unless
+                   parity table against the Python tool, the Debian package (deb --debug
+                   --check: lintian, installed with dpkg), and the QEMU guest suite unless
                    --quick).
   bench [AREA...]  Benchmarks, each against a baseline measured in the same run
                    (areas: blinkstick crypt extbackup first-copy indicator sync

@@ -703,6 +703,20 @@ fn vm_systemd_config_error_is_reported_through_on_failure() {
     assert!(!mapping_exists("offsite-g"));
 }
 
+/// Purges the package when the test ends, also when it failed half-way (the journeys that
+/// run after it in the same boot must not find it).
+struct PurgeOnDrop;
+
+impl Drop for PurgeOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg")
+            .args(["--purge", "extbackup"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// The Debian package vm-test built from the debug binaries (`target/deb`).
 fn packaged_deb() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/deb");
@@ -886,6 +900,15 @@ fn installed_leftovers() -> Vec<String> {
 fn vm_systemd_packaged_readme_path_from_apt_install_to_green_then_remove_and_purge() {
     let mut rig = Rig::new("packaged", "");
     let deb = packaged_deb();
+    // A NAS without extbackup: undo what the other journeys in this boot installed (their
+    // units in /etc would hide the packaged ones, their /usr/local/sbin copy would come
+    // first on PATH).
+    let local = Path::new("/usr/local/sbin/extbackup"); // where `install` copies itself
+    if local.exists() {
+        let _ = Command::new(local).arg("uninstall").status();
+        let _ = std::fs::remove_file(local);
+    }
+    let _purge = PurgeOnDrop;
     // The NAS's backup: a mounted file system (require_source_mount_point, the default).
     let source = rig.path("nas-backup");
     std::fs::create_dir_all(&source).unwrap();
