@@ -407,6 +407,8 @@ LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service @mount
+# The run confines its own writes with Landlock and touches the drive through openat2.
+SystemCallFilter=openat2 landlock_create_ruleset landlock_add_rule landlock_restrict_self
 SystemCallFilter=~@clock @cpu-emulation @debug @module @obsolete @raw-io @reboot @swap
 # - Sockets: UNIX (journal, sendmail), INET/INET6 (SMTP), NETLINK (udev, device-mapper
 #   events), ALG (libcryptsetup's keyslot crypto goes through the kernel crypto API).
