@@ -45,3 +45,26 @@ fn safety_a_state_dir_that_is_a_file_gives_red_and_a_mail() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("FAILED at identify"), "{err}");
 }
+
+#[test]
+fn safety_a_run_log_ending_in_garbage_keeps_the_next_record_and_the_last_success() {
+    let Some((w, lo)) = World::prepared("t1", 32) else {
+        return;
+    };
+    let log = w.path("state/runs.jsonl");
+    fs::write(&log, "{\"drive\":\"t1\",\"res").unwrap(); // garbage, no newline
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let rec: serde_json::Value = serde_json::from_str(lines[1]).expect("the record whole");
+    assert_eq!(rec["result"], "success");
+    // status, with drives/t1.json gone, reads the last success from the log.
+    fs::remove_file(w.path("state/drives/t1.json")).unwrap();
+    let out = w.cmd(&["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("last success: 20") && !shown.contains("last success: never"),
+        "the last success is found: {shown}"
+    );
+}
