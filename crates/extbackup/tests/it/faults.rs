@@ -68,3 +68,60 @@ fn safety_a_run_log_ending_in_garbage_keeps_the_next_record_and_the_last_success
         "the last success is found: {shown}"
     );
 }
+
+#[test]
+fn safety_unknown_drive_names_and_bad_restore_paths_are_usage_errors() {
+    let Some((w, lo)) = World::prepared("t1", 32) else {
+        return;
+    };
+    assert_eq!(w.run(&lo.dev).status.code(), Some(0));
+    for args in [
+        &["history", "NOSUCH"][..],
+        &["mount", "NOSUCH"],
+        &["unmount", "NOSUCH"],
+        &["restore", "NOSUCH", "/", "--to", "/tmp/nowhere-extbackup"],
+    ] {
+        let out = w.cmd(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let to = w.path("restored");
+    let to = path_str(&to);
+    // `..`, a path not in the copy, a destination inside the source or under the mount root.
+    let src_dest = w.path("src/inside");
+    let mnt_dest = w.path("mnt/t2");
+    for args in [
+        &["restore", "t1", "../etc", "--to", to][..],
+        &["restore", "t1", "no-such-file", "--to", to],
+        &["restore", "t1", "a.txt", "--to", path_str(&src_dest)],
+        &["restore", "t1", "a.txt", "--to", path_str(&mnt_dest)],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--device", path_str(&lo.dev)]);
+        let out = w.cmd(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    assert!(
+        !w.path("mnt/t2").exists(),
+        "nothing made under the mount root"
+    );
+    assert!(!w.path("src/inside").exists());
+    assert!(
+        crate::support::mounted_under(w.dir.path()).is_empty(),
+        "the drive is closed again"
+    );
+    // A good restore still works.
+    let out = w.cmd(&[
+        "restore",
+        "t1",
+        "a.txt",
+        "--to",
+        to,
+        "--device",
+        path_str(&lo.dev),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        fs::read_to_string(w.path("restored/a.txt")).unwrap(),
+        "alpha\n"
+    );
+}
