@@ -125,3 +125,20 @@ fn safety_unknown_drive_names_and_bad_restore_paths_are_usage_errors() {
         "alpha\n"
     );
 }
+
+#[test]
+fn safety_config_dev_zero_fails_at_once_as_a_usage_error() {
+    for args in [&["config", "check"][..], &["status"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_extbackup"))
+            .args(["--config", "/dev/zero"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/dev/zero") && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+}
