@@ -314,6 +314,44 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn extra_args_that_change_deletions_or_destinations_are_refused() {
+        let with = |arg: &str| {
+            Config::parse(&format!(
+                "source = \"/srv\"\n[syncer]\nextra_args = [{arg:?}]\n"
+            ))
+        };
+        for bad in [
+            "--remove-source-files",
+            "--delete-before",
+            "--delete-excluded",
+            "--delete-missing-args",
+            "--del",
+            "--link-dest=/srv/other",
+            "--compare-dest=/x",
+            "--backup-dir=/srv/old",
+            "--temp-dir=/srv",
+            "--files-from=/etc/list",
+            "--rsync-path=evil",
+            "--ignore-errors",
+            "-b",
+            "-aT",
+            "/srv/another-source",
+            "--",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.to_string().contains("extra_args"), "{bad}: {e}");
+        }
+        for good in [
+            "--bwlimit=1M",
+            "--exclude=/tmp",
+            "--one-file-system",
+            "--info=progress2",
+        ] {
+            with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
     fn only_a_regular_file_of_sane_size_is_read_as_the_configuration() {
         let dir = tempfile::tempdir().unwrap();
         // A device that never ends, a FIFO nobody writes (would block an ordinary open),

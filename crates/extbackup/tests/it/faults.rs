@@ -142,3 +142,22 @@ fn safety_config_dev_zero_fails_at_once_as_a_usage_error() {
         );
     }
 }
+
+#[test]
+fn safety_config_check_refuses_extra_args_that_delete_or_write_elsewhere() {
+    let w = World::new("loopback-test");
+    for arg in [
+        "--remove-source-files",
+        "--delete-excluded",
+        "--link-dest=/srv",
+    ] {
+        w.edit_config(|cfg| {
+            let base = cfg.split("\n[syncer]").next().unwrap().to_string();
+            format!("{base}\n[syncer]\nextra_args = [{arg:?}]\n")
+        });
+        let out = w.cmd(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(arg), "{err}");
+    }
+}
