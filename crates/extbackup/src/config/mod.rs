@@ -352,6 +352,19 @@ mod tests {
     }
 
     #[test]
+    fn absurd_timeouts_are_refused_with_their_line() {
+        let huge = "source = \"/srv\"\n[source_lock]\npath = \"/run/l\"\ntimeout_secs = 9223372036854775807\n";
+        let e = Config::parse(huge).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("more than a day"), "{e}");
+        let day = "source = \"/srv\"\n[source_lock]\npath = \"/run/l\"\ntimeout_secs = 86400\n";
+        Config::parse(day).unwrap();
+        let e = Config::parse("source = \"/srv\"\n[monitor]\ntimeout_secs = 86401\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than a day"), "{e}");
+    }
+
+    #[test]
     fn only_a_regular_file_of_sane_size_is_read_as_the_configuration() {
         let dir = tempfile::tempdir().unwrap();
         // A device that never ends, a FIFO nobody writes (would block an ordinary open),

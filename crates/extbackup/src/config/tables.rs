@@ -78,9 +78,20 @@ impl Source {
 pub struct SourceLockConfig {
     /// The file to `flock` (compatible with `flock(1)`).
     pub path: PathBuf,
-    /// How long to wait for it, in seconds.
-    #[serde(default = "default_lock_timeout")]
+    /// How long to wait for it, in seconds (at most a day: [`super::values::MAX_WAIT_SECS`]).
+    #[serde(default = "default_lock_timeout", deserialize_with = "at_most_a_day")]
     pub timeout_secs: u64,
+}
+
+fn at_most_a_day<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use super::values::MAX_WAIT_SECS;
+    let v = u64::deserialize(d)?;
+    if v > MAX_WAIT_SECS {
+        return Err(serde::de::Error::custom(format!(
+            "{v} seconds is more than a day ({MAX_WAIT_SECS}): give at most {MAX_WAIT_SECS}"
+        )));
+    }
+    Ok(v)
 }
 
 fn default_lock_timeout() -> u64 {
