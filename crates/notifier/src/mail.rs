@@ -275,14 +275,7 @@ impl Courier {
                 }
                 match builder.build().send_raw(&envelope, raw) {
                     Ok(_) => Delivery::Sent,
-                    // 55x (mailbox unavailable, message refused by policy...) is about
-                    // this message; a 53x (authentication) or 50x is about our settings,
-                    // which the owner can fix: those stay spooled.
-                    Err(e)
-                        if e.is_permanent()
-                            && e.status()
-                                .is_some_and(|c| c.category == Category::MailSystem) =>
-                    {
+                    Err(e) if e.is_permanent() && refuses_this_message(e.status()) => {
                         Delivery::Refused(fail(Box::new(e)))
                     }
                     Err(e) => Delivery::Failed(fail(Box::new(e))),
@@ -481,6 +474,16 @@ impl MailNotifier {
     }
 }
 
+/// Whether a permanent (5xx) SMTP answer is about the message rather than about our
+/// settings or the server as a whole. 53x (authentication) is about the settings the owner
+/// can fix and 52x ("this server takes no mail") about the server: sending again later may
+/// work, so those stay spooled. Every other 5xx (55x mailbox or policy, 50x syntax such as
+/// `500 Line too long`, 54x) is about this message: sending it again cannot help, so it is
+/// set aside and the mails behind it still go.
+fn refuses_this_message(code: Option<lettre::transport::smtp::response::Code>) -> bool {
+    code.is_some_and(|c| !matches!(c.category, Category::Unspecified3 | Category::Connections))
+}
+
 fn read_password(file: &Path) -> Result<String, NotifyError> {
     let text = fs::read_to_string(file).map_err(|e| {
         NotifyError::new(
@@ -654,6 +657,46 @@ mod tests {
             username: None,
             password_file: None,
         }
+    }
+
+    #[test]
+    fn which_permanent_answers_set_a_mail_aside() {
+        use lettre::transport::smtp::response::{Code, Detail, Severity};
+        let code = |category, detail| {
+            Some(Code::new(
+                Severity::PermanentNegativeCompletion,
+                category,
+                detail,
+            ))
+        };
+        // 500 Line too long, 554 refused by policy, 550 no such mailbox, 541: this message.
+        assert!(refuses_this_message(code(Category::Syntax, Detail::Zero)));
+        assert!(refuses_this_message(code(
+            Category::MailSystem,
+            Detail::Four
+        )));
+        assert!(refuses_this_message(code(
+            Category::MailSystem,
+            Detail::Zero
+        )));
+        assert!(refuses_this_message(code(
+            Category::Unspecified4,
+            Detail::One
+        )));
+        // 535 authentication failed, 530 authentication required, 521 no mail here: settings.
+        assert!(!refuses_this_message(code(
+            Category::Unspecified3,
+            Detail::Five
+        )));
+        assert!(!refuses_this_message(code(
+            Category::Unspecified3,
+            Detail::Zero
+        )));
+        assert!(!refuses_this_message(code(
+            Category::Connections,
+            Detail::One
+        )));
+        assert!(!refuses_this_message(None));
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use extbackup::drive::browse;
 use extbackup::run::backends;
 
-use crate::commands::util::{ask_passphrase, failure, load_or_default, opener, UsageError};
+use crate::commands::util::{
+    ask_passphrase, failure, known_drive, load_or_default, opener, UsageError,
+};
 use crate::commands::Cli;
 
 #[derive(ClapArgs, Debug)]
@@ -39,6 +41,9 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     let d = &a.drive;
     if d.name.is_none() && d.device.is_none() {
         bail!(UsageError("name a drive or give --device DEV".into()));
+    }
+    if let Some(name) = d.name.as_deref() {
+        known_drive(&cfg, name, d.device.as_deref())?;
     }
     let drive = browse::resolve(&cfg, crypt.as_ref(), d.name.as_deref(), d.device.as_deref())
         .map_err(failure)?;

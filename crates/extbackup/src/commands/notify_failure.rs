@@ -123,7 +123,7 @@ pub(crate) fn journal_tail(unit: &str) -> String {
 /// minimal one with only its `host`, `state_dir`, `[indicator]` and `[mail]`, when those
 /// parse and validate on their own.
 pub(crate) fn salvage_config(path: &std::path::Path) -> Option<Config> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = extbackup::config::read_file(path).ok()?;
     let full: toml::Table = toml::from_str(&text).ok()?;
     let mut t = toml::Table::new();
     t.insert("source".into(), toml::Value::String("/".into()));

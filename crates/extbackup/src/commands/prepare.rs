@@ -46,7 +46,7 @@ pub(crate) struct Args {
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     // The crypt backend and the state folder come from the configuration when it exists.
-    let cfg_text = std::fs::read_to_string(&cli.config).ok();
+    let cfg_text = extbackup::config::read_file(&cli.config).ok();
     let cfg = match &cfg_text {
         Some(t) => Config::parse(t).map_err(|e| {
             UsageError(format!(

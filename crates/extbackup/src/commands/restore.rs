@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use extbackup::drive::restore;
 
-use crate::commands::util::{failure, load_or_default, with_drive_view};
+use crate::commands::util::{failure, load_or_default, usage, with_drive_view};
 use crate::commands::Cli;
 
 #[derive(ClapArgs, Debug)]
@@ -36,20 +36,18 @@ pub(crate) struct Args {
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     let (cfg, has_config) = load_or_default(cli)?;
+    let sources = if has_config { cfg.sources() } else { vec![] };
+    let req = restore::RestoreRequest {
+        paths: a.paths.clone(),
+        to: a.to.clone(),
+        overwrite: a.overwrite,
+    };
+    // Path errors are usage errors (exit 2), found before the drive is opened when they can be.
+    restore::check_request(&req, &sources, &cfg.mount_root).map_err(usage)?;
     with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
-        let sources = if has_config { cfg.sources() } else { vec![] };
         let from = view.data_at(a.at.as_deref()).map_err(failure)?;
-        let r = restore::restore(
-            &from,
-            view.mount_point(),
-            &sources,
-            &restore::RestoreRequest {
-                paths: a.paths.clone(),
-                to: a.to.clone(),
-                overwrite: a.overwrite,
-            },
-        )
-        .map_err(failure)?;
+        restore::check_paths_in_copy(&from, &sources, &req).map_err(usage)?;
+        let r = restore::restore(&from, view.mount_point(), &sources, &req).map_err(failure)?;
         for (rel, dest) in &r.items {
             println!("restored {} to {}", rel.display(), dest.display());
         }

@@ -71,8 +71,21 @@ pub(crate) fn run(
     let job = uuid
         .and_then(|u| cfg.drive_by_uuid(u))
         .map_or_else(|| "extbackup".to_owned(), |d| d.name.to_string());
-    let mut b = backends::build_for_job(cfg, &job, Some(&STOP))
-        .map_err(|e| UsageError(extbackup::chain(&e)))?;
+    let mut b = match backends::build_for_job(cfg, &job, Some(&STOP)) {
+        Ok(b) => b,
+        Err(e) => {
+            // The configuration is valid; what it names is not usable (a state_dir that
+            // is a file...): a failed run, told like any other (LED, mail, ping).
+            let drive = match target {
+                Target::Uuid(u) => cfg
+                    .drive_by_uuid(u)
+                    .map_or_else(|| u.clone(), |d| d.name.to_string()),
+                Target::Device(d) => d.display().to_string(),
+            };
+            let outcome = backends::report_unbuilt(cfg, &job, &drive, e, capture);
+            return Ok(exit_code(&outcome, json));
+        }
+    };
     if json {
         if let Some(i) = backends::console_on_stderr(cfg) {
             b.indicator = i;
@@ -114,7 +127,16 @@ pub(crate) fn run(
     if let Some(j) = &json {
         j.lock().unwrap().emit(json_result(&outcome));
     }
-    Ok(match outcome {
+    Ok(exit_code(&outcome, false))
+}
+
+/// The exit code of a run's outcome (its error line on stderr), after the `--json`
+/// result when `json`.
+fn exit_code(outcome: &RunOutcome, json: bool) -> u8 {
+    if json {
+        JsonEvents::new(std::io::stdout()).emit(json_result(outcome));
+    }
+    match outcome {
         RunOutcome::Done(_) => 0,
         RunOutcome::NotOurs(_) => EXIT_NOT_OURS,
         RunOutcome::Failed { drive, step, error } => {
@@ -124,7 +146,7 @@ pub(crate) fn run(
             ));
             1
         }
-    })
+    }
 }
 
 /// The `--json` event that ends a run.

@@ -1,6 +1,6 @@
 //! `extbackup unmount`: unmount and close a drive opened by `extbackup mount`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 
 use extbackup::drive::browse;
@@ -23,6 +23,11 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     if browse::unmount(crypt.as_ref(), mounter.as_ref(), name).map_err(failure)? {
         println!("drive {name}: unmounted and closed");
         Ok(0)
+    } else if cfg.drive_by_name(name).is_none() {
+        // Neither open nor configured: a mistyped name.
+        bail!(UsageError(format!(
+            "no drive named {name} is open for browsing, and none is configured"
+        )))
     } else {
         eprintln!("extbackup: drive {name} is not open for browsing");
         Ok(1)

@@ -2,7 +2,7 @@
 //! command line, the log's set-up, confirmations, opening a drive for reading, and the stop
 //! flag that SIGTERM and SIGINT set.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -70,6 +70,27 @@ pub(crate) fn failure(e: extbackup::Failure) -> anyhow::Error {
     anyhow::anyhow!(e.chain().join(": "))
 }
 
+/// A library failure that is the caller's mistake (a bad path, an unknown name): exit 2.
+pub(crate) fn usage(e: extbackup::Failure) -> anyhow::Error {
+    UsageError(e.chain().join(": ")).into()
+}
+
+/// Refuses a drive name the configuration does not know when no `--device` names the
+/// drive instead (a usage error, exit 2).
+pub(crate) fn known_drive(
+    cfg: &Config,
+    name: &str,
+    device: Option<&std::path::Path>,
+) -> Result<()> {
+    if device.is_none() && cfg.drive_by_name(name).is_none() {
+        bail!(UsageError(format!(
+            "no drive named {name} in the configuration: name its device with --device \
+             (e.g. --device /dev/sdb1)"
+        )));
+    }
+    Ok(())
+}
+
 /// The configuration, or (when the file does not exist: the NAS is gone) the defaults;
 /// the flag says whether it was read.
 pub(crate) fn load_or_default(cli: &Cli) -> Result<(Config, bool)> {
@@ -121,6 +142,7 @@ pub(crate) fn with_drive_view<T>(
     passphrase: bool,
     f: impl FnOnce(&browse::DriveView<'_>) -> Result<T>,
 ) -> Result<T> {
+    known_drive(cfg, name, device)?;
     let crypt = backends::crypt(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let mounter = backends::mounter(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let resolve = || browse::resolve(cfg, crypt.as_ref(), Some(name), device);

@@ -116,6 +116,39 @@ pub struct Config {
     pub drives: Vec<DriveConfig>,
 }
 
+/// The most a configuration file may hold (a real one is a few KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a configuration file's text: a regular file only (not a device such as
+/// `/dev/zero`, a FIFO or a folder; opened without blocking) of at most
+/// [`MAX_FILE_BYTES`], in UTF-8. Every reader of the file goes through here.
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = vec![];
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB: not a configuration",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 fn default_state_dir() -> PathBuf {
     "/var/lib/extbackup".into()
 }
@@ -130,7 +163,7 @@ impl Config {
     /// drive at hand, when a run identifies it: one drive's missing key file does not stop
     /// another drive's backup.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = read_file(path).map_err(|e| ConfigError {
             kind: ConfigErrorKind::Io,
             message: format!(
                 "reading the configuration {}: create it (see docs/configuration.md) or pass --config",
@@ -279,6 +312,85 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
+
+    #[test]
+    fn extra_args_that_change_deletions_or_destinations_are_refused() {
+        let with = |arg: &str| {
+            Config::parse(&format!(
+                "source = \"/srv\"\n[syncer]\nextra_args = [{arg:?}]\n"
+            ))
+        };
+        for bad in [
+            "--remove-source-files",
+            "--delete-before",
+            "--delete-excluded",
+            "--delete-missing-args",
+            "--del",
+            "--link-dest=/srv/other",
+            "--compare-dest=/x",
+            "--backup-dir=/srv/old",
+            "--temp-dir=/srv",
+            "--files-from=/etc/list",
+            "--rsync-path=evil",
+            "--ignore-errors",
+            "-b",
+            "-aT",
+            "/srv/another-source",
+            "--",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.to_string().contains("extra_args"), "{bad}: {e}");
+        }
+        for good in [
+            "--bwlimit=1M",
+            "--exclude=/tmp",
+            "--one-file-system",
+            "--info=progress2",
+        ] {
+            with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn absurd_timeouts_are_refused_with_their_line() {
+        let huge = "source = \"/srv\"\n[source_lock]\npath = \"/run/l\"\ntimeout_secs = 9223372036854775807\n";
+        let e = Config::parse(huge).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("more than a day"), "{e}");
+        let day = "source = \"/srv\"\n[source_lock]\npath = \"/run/l\"\ntimeout_secs = 86400\n";
+        Config::parse(day).unwrap();
+        let e = Config::parse("source = \"/srv\"\n[monitor]\ntimeout_secs = 86401\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than a day"), "{e}");
+    }
+
+    #[test]
+    fn only_a_regular_file_of_sane_size_is_read_as_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        // A device that never ends, a FIFO nobody writes (would block an ordinary open),
+        // a folder: refused at once, as not regular files.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for p in [Path::new("/dev/zero"), fifo.as_path(), dir.path()] {
+            let e = read_file(p).unwrap_err();
+            assert!(
+                e.to_string().contains("not a regular file"),
+                "{}: {e}",
+                p.display()
+            );
+            let e = Config::load(p).unwrap_err();
+            assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        }
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        assert!(read_file(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("larger than"));
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "source = \"/srv\"\n").unwrap();
+        assert_eq!(read_file(&ok).unwrap(), "source = \"/srv\"\n");
+    }
 
     const MIN: &str = r#"
 source = "/srv/backup"

@@ -78,9 +78,20 @@ impl Source {
 pub struct SourceLockConfig {
     /// The file to `flock` (compatible with `flock(1)`).
     pub path: PathBuf,
-    /// How long to wait for it, in seconds.
-    #[serde(default = "default_lock_timeout")]
+    /// How long to wait for it, in seconds (at most a day: [`super::values::MAX_WAIT_SECS`]).
+    #[serde(default = "default_lock_timeout", deserialize_with = "at_most_a_day")]
     pub timeout_secs: u64,
+}
+
+fn at_most_a_day<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use super::values::MAX_WAIT_SECS;
+    let v = u64::deserialize(d)?;
+    if v > MAX_WAIT_SECS {
+        return Err(serde::de::Error::custom(format!(
+            "{v} seconds is more than a day ({MAX_WAIT_SECS}): give at most {MAX_WAIT_SECS}"
+        )));
+    }
+    Ok(v)
 }
 
 fn default_lock_timeout() -> u64 {
@@ -118,6 +129,64 @@ pub enum SyncerConfig {
     },
 }
 
+/// rsync options `extra_args` may not hold: they change what rsync deletes (on the drive
+/// or on the NAS), where it writes or reads, or which program it runs. The rest (excludes,
+/// filters, `--bwlimit`, `--info`, `--one-file-system`...) is allowed.
+pub const REFUSED_RSYNC_OPTIONS: &[&str] = &[
+    "--remove-source-files",
+    "--del",
+    "--delete",
+    "--ignore-errors",
+    "--force",
+    "--max-delete",
+    "--link-dest",
+    "--copy-dest",
+    "--compare-dest",
+    "--backup",
+    "--backup-dir",
+    "--suffix",
+    "--temp-dir",
+    "--partial-dir",
+    "--files-from",
+    "--write-batch",
+    "--only-write-batch",
+    "--read-batch",
+    "--log-file",
+    "--rsh",
+    "--rsync-path",
+    "--daemon",
+    "--server",
+    "--sender",
+    "--config",
+    "--password-file",
+];
+
+/// One `extra_args` element: a long option (`--name` or `--name=value`, the value in the
+/// same element) that is not in [`REFUSED_RSYNC_OPTIONS`]. Short options and bare words
+/// are refused: `-b`/`-T DIR`/`-e CMD` hide in clusters, and a bare word would be one more
+/// source or the destination.
+pub fn check_extra_arg(arg: &str) -> Result<(), String> {
+    let Some(long) = arg.strip_prefix("--").filter(|l| !l.is_empty()) else {
+        return Err(format!(
+            "syncer: extra_args element {arg:?}: write rsync options in their long form, \
+             each with its value in the same element (e.g. \"--exclude=/tmp\")"
+        ));
+    };
+    let name = format!("--{}", long.split('=').next().unwrap_or(long));
+    // The --delete-* and --del* variants are all the same kind of change.
+    let refused = REFUSED_RSYNC_OPTIONS
+        .iter()
+        .any(|r| name == *r || ((*r == "--delete" || *r == "--del") && name.starts_with("--del")));
+    if refused {
+        return Err(format!(
+            "syncer: extra_args {arg:?} is refused: it changes what rsync deletes or where \
+             it writes (extbackup itself runs rsync with --delete-delay into the drive's \
+             data folder and keeps generations with its own --link-dest)"
+        ));
+    }
+    Ok(())
+}
+
 /// The `[syncer]` table as written: `kind` may be left out (rsync).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,9 +205,11 @@ impl TryFrom<RawSyncer> for SyncerConfig {
         match r.kind.as_deref().unwrap_or("rsync") {
             "rsync" => match r.command {
                 Some(_) => Err("syncer: `command` goes with kind = \"command\", not rsync".into()),
-                None => Ok(Self::Rsync {
-                    extra_args: r.extra_args.unwrap_or_default(),
-                }),
+                None => {
+                    let extra_args = r.extra_args.unwrap_or_default();
+                    extra_args.iter().try_for_each(|a| check_extra_arg(a))?;
+                    Ok(Self::Rsync { extra_args })
+                }
             },
             "command" => match (r.command, r.extra_args) {
                 (_, Some(_)) => {

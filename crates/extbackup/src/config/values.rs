@@ -236,7 +236,11 @@ checked!(plain HookCommand from Vec<String>, |v| {
     }
 });
 
-/// A whole number of seconds, at least 1.
+/// The longest wait or timeout a setting may give: one day. More is a typo (or 2^63), and
+/// would keep a drive plugged in and a run waiting forever.
+pub const MAX_WAIT_SECS: u64 = 86_400;
+
+/// A whole number of seconds, at least 1 and at most a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "u64")]
 pub struct Seconds(pub(super) u64);
@@ -251,6 +255,11 @@ impl Seconds {
 checked!(plain Seconds from u64, |v| {
     if v == 0 {
         Err("0 seconds: give at least 1".to_string())
+    } else if v > MAX_WAIT_SECS {
+        Err(format!(
+            "{v} seconds is more than a day: give at most {}",
+            MAX_WAIT_SECS
+        ))
     } else {
         Ok(v)
     }

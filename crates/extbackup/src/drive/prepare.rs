@@ -114,7 +114,7 @@ fn new_key_file(path: &Path) -> Result<(), PrepareError> {
 /// Reads the configuration file's text (empty when it does not exist yet) and checks that
 /// `name` is free in it.
 fn config_text(path: &Path, name: &DriveName) -> Result<String, PrepareError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::config::read_file(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
         Err(e) => return Err(PrepareError::with(format!("reading {}", path.display()), e)),
@@ -385,7 +385,7 @@ fn make_filesystem(
 fn append_drive(path: &Path, text: &str, drive: &DriveConfig) -> Result<(), PrepareError> {
     // Formatting takes a while: another `prepare` may have added its drive since `text` was
     // read. Append to what the file holds now, so that its drive is not lost.
-    let now = match std::fs::read_to_string(path) {
+    let now = match crate::config::read_file(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(PrepareError::with(format!("reading {}", path.display()), e)),

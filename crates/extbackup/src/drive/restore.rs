@@ -152,6 +152,35 @@ pub struct Restored {
     pub items: Vec<(PathBuf, PathBuf)>,
 }
 
+/// What can be refused before the drive is opened (a usage error): no path, a path with
+/// `..`, a destination inside a source or under `mount_root` (where runs and `mount` put
+/// drives: restoring there would write onto another drive or be hidden by its mount).
+pub fn check_request(
+    req: &RestoreRequest,
+    sources: &[Source],
+    mount_root: &Path,
+) -> Result<(), Failure> {
+    if req.paths.is_empty() {
+        return Err(Failure::new(
+            "name at least one path to restore (`/` for everything)",
+        ));
+    }
+    for p in &req.paths {
+        relative_in_copy(p, sources)?;
+    }
+    check_destination(&req.to, sources, mount_root)
+}
+
+/// Refuses, naming the first, requested paths that the copy at `copy` does not hold (a
+/// usage error: nothing was copied).
+pub fn check_paths_in_copy(
+    copy: &Path,
+    sources: &[Source],
+    req: &RestoreRequest,
+) -> Result<(), Failure> {
+    items(copy, sources, req).map(|_| ())
+}
+
 /// Restores `req.paths` from the copy at `copy` (the drive's `data/`) into `req.to`.
 /// `sources` are the configured sources (to accept absolute paths and refuse `to` inside
 /// them); `mount_point` is the drive's mount.

@@ -132,9 +132,11 @@ impl StateDir {
     }
 
     /// The state of `drive`, and what was wrong with its file if it had to be rebuilt from
-    /// `runs.jsonl` (the log every run appends to).
+    /// `runs.jsonl` (the log every run appends to). A drive with no state file (lost, or
+    /// never written) is shown from the log too.
     pub fn drive_or_log(&self, drive: &str) -> (DriveState, Option<String>) {
         match self.drive(drive) {
+            Ok(st) if st == DriveState::default() => (self.rebuild_from_log(drive), None),
             Ok(st) => (st, None),
             Err(e) => (self.rebuild_from_log(drive), Some(e.to_string())),
         }
@@ -149,7 +151,7 @@ impl StateDir {
         };
         for rec in text
             .lines()
-            .filter_map(|l| serde_json::from_str::<RunRecord>(l).ok())
+            .filter_map(parse_log_line)
             .filter(|r| r.drive == drive)
         {
             let slot = match rec.result {
@@ -225,6 +227,15 @@ impl StateDir {
     }
 }
 
+/// The record on one line of `runs.jsonl`; a record that an older version appended onto a
+/// damaged line (garbage, then the record) is still found, from the last `{` it parses at.
+fn parse_log_line(line: &str) -> Option<RunRecord> {
+    serde_json::from_str(line).ok().or_else(|| {
+        line.match_indices('{')
+            .find_map(|(i, _)| serde_json::from_str(&line[i..]).ok())
+    })
+}
+
 /// Writes the run record onto the mounted drive.
 pub fn record_on_drive(mountpoint: &Path, run: &RunRecord) -> std::io::Result<()> {
     // Through the drive's handle: a symlink at `.extbackup` or at a record is an error,
@@ -245,12 +256,26 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     oskit::write_atomic(path, data, None)
 }
 
+/// Appends `run` as one line. A log whose last line was cut short (a crash, a full disk,
+/// a hand edit: no newline at the end) gets its newline first, so the damaged line stays
+/// alone, skipped by readers, and never swallows the new record.
 fn append_line(path: &Path, run: &RunRecord) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)?;
-    let mut line = serde_json::to_vec(run).map_err(std::io::Error::other)?;
+    let mut line = vec![];
+    let len = f.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8];
+        f.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            line.push(b'\n');
+        }
+    }
+    line.extend(serde_json::to_vec(run).map_err(std::io::Error::other)?);
     line.push(b'\n');
     f.write_all(&line)?;
     f.sync_all()
@@ -291,6 +316,42 @@ mod tests {
         assert_eq!(st.last_failure.unwrap().finished, 200);
         let lines = std::fs::read_to_string(dir.path().join("runs.jsonl")).unwrap();
         assert_eq!(lines.lines().count(), 2);
+    }
+
+    #[test]
+    fn a_run_log_ending_in_a_cut_line_keeps_the_next_record_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        s.record(&rec(RunResult::Success, 100)).unwrap();
+        let log = dir.path().join("runs.jsonl");
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str("{\"drive\":\"a\",\"garb"); // cut short, no newline
+        std::fs::write(&log, &text).unwrap();
+        s.record(&rec(RunResult::Success, 300)).unwrap();
+        let after = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = after.lines().collect();
+        assert_eq!(lines.len(), 3, "{after}");
+        assert_eq!(
+            lines[1], "{\"drive\":\"a\",\"garb",
+            "the damaged line alone"
+        );
+        let last: RunRecord = serde_json::from_str(lines[2]).expect("the new record whole");
+        assert_eq!(last.finished, 300);
+        assert_eq!(
+            s.rebuild_from_log("a").last_success.unwrap().finished,
+            300,
+            "found as the last success"
+        );
+    }
+
+    #[test]
+    fn a_record_glued_onto_a_damaged_line_is_still_read() {
+        let glued = format!(
+            "garbage{{not json{}",
+            serde_json::to_string(&rec(RunResult::Success, 400)).unwrap()
+        );
+        assert_eq!(parse_log_line(&glued).unwrap().finished, 400);
+        assert!(parse_log_line("garbage").is_none());
     }
 
     #[test]

@@ -166,3 +166,59 @@ pub fn build(cfg: &Config) -> Result<Backends, BackendError> {
         host: Box::new(host(cfg)),
     })
 }
+
+/// A run whose backends could not be built (the loopback-test store under a `state_dir`
+/// that is a file, a crypt library that does not load...) still reaches the owner: red on
+/// the LED (the slot `job`), one failure mail for `drive` and a `/fail` ping, like any
+/// failed run; it is reported as failed at `identify`, the step that needs them first.
+/// The state directory cannot record it when it is the cause, so the textfile is left as
+/// it was.
+pub fn report_unbuilt(
+    cfg: &Config,
+    job: &str,
+    drive: &str,
+    error: BackendError,
+    log: &crate::run::logcapture::LogCapture,
+) -> crate::run::pipeline::RunOutcome {
+    use crate::run::monitor::{failure_body, PingKind, Pinger};
+    use crate::run::pipeline::Step;
+    let step = Step::Identify;
+    let chain = error.chain();
+    tracing::error!("step {step} failed: {}", chain.join(": "));
+    let mut ind = indicator_for(cfg, job);
+    if let Err(e) = ind.show(indicator::State::Failure) {
+        tracing::warn!("indicator {}: {}", ind.describe(), crate::chain(&e));
+    }
+    let tail = log.tail(60);
+    match notifier(cfg) {
+        Ok(Some(n)) => {
+            let ev = notifier::Event {
+                drive: drive.to_string(),
+                host: cfg.host_name(),
+                outcome: notifier::Outcome::Failure,
+                failed_step: Some(step.name().to_string()),
+                error_chain: chain,
+                log_tail: tail.clone(),
+                duration: std::time::Duration::ZERO,
+                files: 0,
+                bytes: 0,
+                details: vec![],
+            };
+            if let Err(e) = n.notify(&ev) {
+                tracing::error!("mail {:?}: {}", ev.subject(), crate::chain(&e));
+            }
+        }
+        Ok(None) => tracing::info!("no mail configured: the red LED is the only report"),
+        Err(e) => tracing::error!("no failure mail: {}", crate::chain(&e)),
+    }
+    if cfg.drive_by_name(drive).is_some() {
+        if let Some(p) = Pinger::new(&cfg.monitor, drive) {
+            p.finish(PingKind::Failure, failure_body(&tail));
+        }
+    }
+    crate::run::pipeline::RunOutcome::Failed {
+        drive: drive.to_string(),
+        step,
+        error,
+    }
+}

@@ -36,12 +36,22 @@ fn ack_acknowledges_a_failed_slot_once() {
         "offsite-a: failure acknowledged\n"
     );
     assert!(!slots.join("offsite-a.slot").exists(), "the slot is gone");
-    let out = w.cmd(&["ack", "offsite-a"]);
+    // Nothing left in the shared slot: known, nothing to do.
+    let out = w.cmd(&["ack", "extbackup"]);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "offsite-a: no failure to acknowledge\n"
+        "extbackup: no failure to acknowledge\n"
     );
+    // offsite-a is no configured drive and its slot is gone: a name nothing knows.
+    let out = w.cmd(&["ack", "offsite-a"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown name is a usage error"
+    );
+    let out = w.cmd(&["ack", "NOSUCH"]);
+    assert_eq!(out.status.code(), Some(2), "ack NOSUCH does not exit 0");
     let out = w.cmd(&["ack", "../etc"]);
     assert!(!out.status.success(), "a bad slot name is refused");
 }

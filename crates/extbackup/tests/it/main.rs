@@ -6,6 +6,7 @@
 //! in the QEMU guest (`cargo xtask vm-test`) with real LUKS through libcryptsetup.
 
 mod ack;
+mod faults;
 mod history;
 mod host;
 mod recovery;

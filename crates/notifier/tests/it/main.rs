@@ -272,6 +272,73 @@ fn a_spooled_mail_refused_for_good_is_set_aside_and_the_rest_still_go() {
 }
 
 #[test]
+fn a_spooled_mail_answered_500_line_too_long_is_set_aside_and_the_rest_still_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let server = SmtpServer::start(free_port(), None);
+    let offline = MailNotifier::new(smtp_config(free_port(), &spool, None)).unwrap();
+    assert_eq!(
+        offline
+            .notify(&event("first", Outcome::Failure))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Spooled
+    );
+    // A spooled message with a line longer than SMTP allows (998 octets; aiosmtpd's limit
+    // is 1001): the real server answers its DATA with "500 Line too long".
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let long = spool.join(format!("{nanos:024}-1-000000.eml"));
+    fs::write(
+        &long,
+        format!(
+            "From: root@phobos.example\r\nTo: owner@example.org\r\nSubject: long\r\n\r\n{}\r\n",
+            "x".repeat(5000)
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        offline
+            .notify(&event("third", Outcome::Failure))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Spooled
+    );
+    assert_eq!(spool_count(&spool), 3);
+
+    let n = MailNotifier::new(smtp_config(server.port, &spool, None)).unwrap();
+    assert_eq!(n.flush_spool().expect("the 500 does not block the rest"), 2);
+    let got: Vec<String> = server
+        .wait_for(2)
+        .iter()
+        .map(|m| parse_eml(&m.raw).header("Subject"))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "extbackup: first FAILED at mount".to_string(),
+            "extbackup: third FAILED at mount".to_string()
+        ]
+    );
+    assert_eq!(
+        spool_count(&spool),
+        0,
+        "nothing left to block the next runs"
+    );
+    let aside = spool.join("rejected").join(long.file_name().unwrap());
+    assert!(aside.exists(), "kept aside as {}", aside.display());
+    let reason = fs::read_to_string(aside.with_extension("reason")).unwrap();
+    assert!(
+        reason.contains("500") && reason.contains("Line too long"),
+        "{reason}"
+    );
+    // A second flush has nothing to send.
+    assert_eq!(n.flush_spool().unwrap(), 0);
+}
+
+#[test]
 fn unwritable_spool_reports_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let not_a_dir = tmp.path().join("file");
