@@ -115,9 +115,12 @@ off."
     #[command(
         long_about = "Unlocks a backup drive read-only, with its key file or (--passphrase) \
 the recovery passphrase, and mounts it read-only (at MOUNT_ROOT/browse-NAME unless --at). \
-The copy of the source is under data/. Works without a configuration when given --device \
-and --passphrase (the NAS is gone: see docs/restore.md). While a drive is mounted this way \
-a plug-in run of it does not start. `extbackup unmount NAME` closes it."
+The copy of the source is under generations/DATE/, one full copy per run (a drive with \
+history = false: under data/). Works without a configuration when given --device and \
+--passphrase (the NAS is gone: see docs/restore.md). A filesystem whose journal needs \
+replaying (the drive was unplugged while mounted) is mounted with noload, which writes \
+nothing, and said so. While a drive is mounted this way a plug-in run of it does not start. \
+`extbackup unmount NAME` closes it."
     )]
     Mount(mount::Args),
     /// Unmount and close a drive opened by `extbackup mount`.
@@ -125,8 +128,10 @@ a plug-in run of it does not start. `extbackup unmount NAME` closes it."
     /// Copy files or folders from a drive back, with full metadata.
     #[command(
         long_about = "Copies PATHs (as in the source: relative, or absolute under it; `/` for \
-everything) from the drive's copy into DIR with rsync -aHAX --numeric-ids (owners, modes, \
-times, hard links, ACLs, xattrs). Nothing in DIR is replaced without --overwrite: without it \
+everything) from the drive's copy (the newest generation, or the one --at names) into DIR \
+with rsync -aHAXS --numeric-ids (owners, modes, times, hard links, ACLs, xattrs, sparse \
+files). Each PATH lands in DIR/BASENAME; `/` puts the whole copy's contents into DIR itself. \
+Prints where each PATH went. Nothing in DIR is replaced without --overwrite: without it \
 a restore that would replace a file copies nothing and lists the files. DIR may not be inside \
 the source or the drive. Uses the drive's `extbackup mount` when there is one, else opens it \
 read-only for the copy."
@@ -137,7 +142,8 @@ read-only for the copy."
         long_about = "Compares every entry's metadata (type, mode, owner, size, mtime, symlink \
 target) and the content of regular files by SHA-256: all files with --full, a random share \
 with --sample PERCENT (10% by default). Lists what differs, what is missing on the drive and \
-what is extra on it. Exit 0 when clean, 1 on differences. The result is recorded and shown \
+what is extra on it. It needs the NAS's source and configuration. Exit 0 when clean, 1 on \
+differences. The result is recorded and shown \
 by `status`. Run it right after a backup: what changed in the source since shows as a \
 difference."
     )]

@@ -52,7 +52,7 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
             .unwrap_or_else(|| browse::default_mount_point(&cfg, &drive.name));
     let at = std::path::absolute(&at).with_context(|| format!("resolving {}", at.display()))?;
     let name = drive.name.clone();
-    browse::mount(
+    let mounted = browse::mount(
         crypt.as_ref(),
         mounter.as_ref(),
         &drive,
@@ -70,6 +70,9 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
             .unwrap_or_else(|_| at.join(extbackup::drive::layout::DATA_DIR))
             .display()
     );
+    if mounted.journal_not_replayed {
+        println!("NOTE: {}", browse::NOLOAD_NOTE);
+    }
     let gens = extbackup::drive::history::generations_at(&at);
     if let Ok(list) = gens.list() {
         if list.len() > 1 {

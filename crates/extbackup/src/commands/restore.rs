@@ -48,8 +48,20 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         let from = view.data_at(a.at.as_deref()).map_err(failure)?;
         restore::check_paths_in_copy(&from, &sources, &req).map_err(usage)?;
         let r = restore::restore(&from, view.mount_point(), &sources, &req).map_err(failure)?;
+        let generation = from.file_name().unwrap_or_default().to_string_lossy();
         for (rel, dest) in &r.items {
-            println!("restored {} to {}", rel.display(), dest.display());
+            if rel.as_os_str().is_empty() {
+                println!(
+                    "restored everything (the whole copy, {generation}) into {}",
+                    dest.display()
+                );
+            } else {
+                println!(
+                    "restored {} ({generation}) to {}",
+                    rel.display(),
+                    dest.display()
+                );
+            }
         }
         Ok(0)
     })

@@ -85,7 +85,8 @@ pub(crate) fn known_drive(
     if device.is_none() && cfg.drive_by_name(name).is_none() {
         bail!(UsageError(format!(
             "no drive named {name} in the configuration: name its device with --device \
-             (e.g. --device /dev/sdb1)"
+             (e.g. --device /dev/sdb, or /dev/sdb1 for a drive \
+             prepared with --partition)"
         )));
     }
     Ok(())

@@ -86,7 +86,8 @@ pub fn resolve(
             // Not configured (the NAS is gone?): a browse mount by that name may exist.
             return Err(Failure::new(format!(
                 "no drive named {} in the configuration: name its device with --device \
-                 (e.g. --device /dev/sdb1)",
+                 (e.g. --device /dev/sdb, or /dev/sdb1 for a drive \
+                 prepared with --partition)",
                 name.unwrap_or_default()
             )));
         }
@@ -213,18 +214,45 @@ pub fn unlock(
     }
 }
 
-/// Read-only mount options.
-fn ro_options() -> MountOptions {
+/// Read-only mount options; with `noload`, ext4's journal is not replayed.
+fn ro_options(noload: bool) -> MountOptions {
+    let mut options: Vec<String> = ["ro", "nodev", "nosuid", "noexec", "noatime"]
+        .map(String::from)
+        .to_vec();
+    if noload {
+        options.push("noload".into());
+    }
     MountOptions {
         fstype: None,
-        options: ["ro", "nodev", "nosuid", "noexec", "noatime"]
-            .map(String::from)
-            .to_vec(),
+        options,
     }
 }
 
-/// Opens `drive` read-only and mounts it at `at` (the browse mount). Undoes the unlock
-/// when the mount fails.
+/// What the note of a mount without the journal replayed says (printed by `mount`, logged
+/// by the others).
+pub const NOLOAD_NOTE: &str = "the drive's ext4 journal needs replaying (it was unplugged or     lost power while mounted?), which a read-only device cannot do, so it is mounted with     `noload`: nothing was written to it, and the journal's last changes are not applied     (files the interrupted run was writing may be missing or half-written: take them from an     older generation)";
+
+/// Whether a mount failed with EROFS: ext4 refuses a read-only device whose journal needs
+/// replaying ("write access unavailable, cannot proceed (try mounting with noload)").
+fn is_read_only_refusal(e: &mounter::MountError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error)
+        == Some(libc::EROFS)
+}
+
+/// A drive opened read-only and mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mounted {
+    /// The read-only mapping.
+    pub mapped: PathBuf,
+    /// Mounted with `noload`: the journal needed replaying and was not (see [`NOLOAD_NOTE`]).
+    pub journal_not_replayed: bool,
+}
+
+/// Opens `drive` read-only and mounts it at `at` (the browse mount). A filesystem whose
+/// journal needs replaying (EROFS on the read-only device) is mounted with `noload`,
+/// which writes nothing, and said so. Undoes the unlock when the mount fails.
 pub fn mount(
     crypt: &dyn Crypt,
     mounter: &dyn Mounter,
@@ -232,7 +260,7 @@ pub fn mount(
     at: &Path,
     opener: &Opener,
     ask: &mut dyn FnMut() -> Result<Secret, Failure>,
-) -> Result<PathBuf, Failure> {
+) -> Result<Mounted, Failure> {
     let mapping = browse_mapping(&drive.name);
     if let Ok(MappingStatus::Active { .. }) = crypt.status(&mapping) {
         return Err(Failure::new(format!(
@@ -249,18 +277,40 @@ pub fn mount(
         )));
     }
     let mapped = unlock(crypt, drive, &mapping, opener, ask)?;
-    if let Err(e) = mounter.mount(&mapped, at, &ro_options()) {
-        let _ = crypt.lock(&mapping, LockMode::Normal);
-        return Err(Failure::with(
-            format!(
-                "mounting {} read-only at {}",
-                mapped.display(),
-                at.display()
-            ),
-            e,
-        ));
-    }
-    Ok(mapped)
+    let what = || {
+        format!(
+            "mounting {} read-only at {}",
+            mapped.display(),
+            at.display()
+        )
+    };
+    let journal_not_replayed = match mounter.mount(&mapped, at, &ro_options(false)) {
+        Ok(_) => false,
+        Err(e) if is_read_only_refusal(&e) => {
+            tracing::debug!("{}: {}", what(), backend_error::chain(&e));
+            if let Err(e2) = mounter.mount(&mapped, at, &ro_options(true)) {
+                let _ = crypt.lock(&mapping, LockMode::Normal);
+                return Err(Failure::with(
+                    format!(
+                        "{}: the filesystem refused a read-only device (a journal that needs \
+                         replaying?), and `-o ro,noload` failed too; see dmesg, and \
+                         docs/restore.md (fsck.ext4 on a read-write mapping)",
+                        what()
+                    ),
+                    e2,
+                ));
+            }
+            true
+        }
+        Err(e) => {
+            let _ = crypt.lock(&mapping, LockMode::Normal);
+            return Err(Failure::with(what(), e));
+        }
+    };
+    Ok(Mounted {
+        mapped,
+        journal_not_replayed,
+    })
 }
 
 /// The mount points of the block device `dev`.
@@ -345,7 +395,9 @@ impl<'a> DriveView<'a> {
         let drive = drive()?;
         let mp =
             std::env::temp_dir().join(format!("extbackup-{}-{}", drive.name, std::process::id()));
-        mount(crypt, mounter, &drive, &mp, opener, ask)?;
+        if mount(crypt, mounter, &drive, &mp, opener, ask)?.journal_not_replayed {
+            tracing::warn!("drive {}: {NOLOAD_NOTE}", drive.name);
+        }
         Ok(Self {
             mount_point: mp,
             owned: Some((crypt, mounter, drive.name)),

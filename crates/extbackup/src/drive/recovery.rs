@@ -349,26 +349,35 @@ fn restore_text(name: &str, info: &crypt::LuksInfo, hdr: &str, key: Option<&str>
          Filesystem label: {fs_label} (ext4)\n\
          Header backup:    {hdr}\n\
          Written:          {when}\n\n\
-         The backup is under data/ on the drive's filesystem. You need: a Linux machine with\n\
-         cryptsetup (Debian: sudo apt-get install cryptsetup-bin), this drive, and its\n\
-         recovery passphrase{kf}.\n\n\
+         The backup is on the drive's filesystem under generations/DATE/, one full copy per\n\
+         run, the newest last (a drive kept as a plain mirror, history = false, has a single\n\
+         copy under data/ instead). A folder ending in .incomplete is an interrupted run: do\n\
+         not restore from it. You need: a Linux machine with cryptsetup and rsync (Debian:\n\
+         sudo apt-get install cryptsetup-bin rsync), this drive, and its recovery\n\
+         passphrase{kf}.\n\n\
          1. Plug the drive in and find it (its LUKS UUID is above):\n\
          \x20   lsblk -o NAME,SIZE,FSTYPE,UUID,LABEL\n\
          2. Open it read-only:\n\
          {open_with}\
-         3. Mount it read-only and look:\n\
+         3. Mount it read-only and look (noload: a journal left by an unplugged run is not\n\
+         \x20  replayed, so nothing at all is written to the drive):\n\
          \x20   sudo mkdir -p /mnt/{name}\n\
-         \x20   sudo mount -o ro /dev/mapper/{name} /mnt/{name}\n\
-         \x20   ls /mnt/{name}/data\n\
-         4. Copy back what you need, keeping owners, modes and times:\n\
-         \x20   sudo rsync -aHAX --numeric-ids /mnt/{name}/data/SOME/FOLDER/ /srv/restored/FOLDER/\n\
+         \x20   sudo mount -o ro,noload /dev/mapper/{name} /mnt/{name}\n\
+         \x20   ls /mnt/{name}/generations\n\
+         4. Copy back what you need, keeping owners, modes, times, hard links, ACLs, xattrs,\n\
+         \x20  and sparse files sparse (DATE: a name the ls showed; or G=/mnt/{name}/data):\n\
+         \x20   G=/mnt/{name}/generations/DATE\n\
+         \x20   sudo mkdir -p /srv/restored\n\
+         \x20   sudo rsync -aHAXS --numeric-ids $G/SOME/FOLDER/ /srv/restored/FOLDER/\n\
          5. Close it:\n\
          \x20   sudo umount /mnt/{name} && sudo cryptsetup close {name}\n\n\
          If cryptsetup says the device is not a LUKS device (a damaged header), write the\n\
          header backup back first, then start again at step 2:\n\
          \x20   sudo cryptsetup luksHeaderRestore /dev/sdX --header-backup-file {hdr}\n\
-         (/dev/sdX: the drive's partition that held LUKS; lsblk shows it by size). The other\n\
-         backup drive carries this header too, in .extbackup/headers/{name}.img.\n\n\
+         (/dev/sdX: the drive, e.g. /dev/sdb, which lsblk shows by its size; /dev/sdX1 if\n\
+         it was prepared with --partition. The header file is this kit's; if the kit has\n\
+         moved, give its path where it is now.) The other backup drive carries this header\n\
+         too, in .extbackup/headers/{name}.img.\n\n\
          With extbackup installed: sudo extbackup mount --device /dev/sdX --passphrase\n\
          See docs/restore.md of extbackup for the whole story.\n",
         ver = info.version,
@@ -427,17 +436,18 @@ pub fn write_kit(
             Some(to)
         }
     };
-    let file_name = |p: &Path| {
-        p.file_name()
-            .unwrap_or_default()
+    // The kit's files by absolute paths: a relative one depends on where the reader stands.
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
             .to_string_lossy()
             .into_owned()
     };
     let text = restore_text(
         name,
         &info,
-        &file_name(&header),
-        key_copy.as_deref().map(file_name).as_deref(),
+        &absolute(&header),
+        key_copy.as_deref().map(absolute).as_deref(),
     );
     std::fs::write(&restore_txt, text)
         .map_err(|e| Failure::with(format!("writing {}", restore_txt.display()), e))?;

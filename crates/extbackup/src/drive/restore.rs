@@ -1,6 +1,7 @@
 //! `extbackup restore NAME PATH... --to DIR`: copies files or folders from a drive's copy
-//! back, with the backup's fidelity (`rsync -aHAX --numeric-ids`: owners, modes, times,
-//! hard links, ACLs, xattrs). Nothing in DIR is overwritten without `--overwrite`: without
+//! back, with the backup's fidelity (`rsync -aHAXS --numeric-ids`: owners, modes, times,
+//! hard links, ACLs, xattrs, and sparse files kept sparse). Each PATH lands in
+//! `DIR/basename`; `/` (everything) puts the copy's contents into DIR itself. Nothing in DIR is overwritten without `--overwrite`: without
 //! it, any file that would be replaced is listed and nothing is copied. DIR may not lie
 //! inside the source, the drive's mount or on the drive's filesystem.
 
@@ -181,7 +182,7 @@ pub fn check_paths_in_copy(
     items(copy, sources, req).map(|_| ())
 }
 
-/// Restores `req.paths` from the copy at `copy` (the drive's `data/`) into `req.to`.
+/// Restores `req.paths` from the copy at `copy` (a generation, or the plain mirror `data/`) into `req.to`.
 /// `sources` are the configured sources (to accept absolute paths and refuse `to` inside
 /// them); `mount_point` is the drive's mount.
 pub fn restore(
@@ -272,7 +273,9 @@ fn copy_item(copy: &Path, it: &Item, overwrite: bool) -> Result<(), Failure> {
     // A killed restore must not leave rsync writing into the destination.
     oskit::process::tie_to_parent(&mut cmd)
         .env("LC_ALL", "C")
-        .args(["-aHAX", "--numeric-ids", "--no-inc-recursive"])
+        // -S: runs of zeros become holes, so a sparse file (a VM image) comes back sparse
+        // instead of as its full size of zeros.
+        .args(["-aHAXS", "--numeric-ids", "--no-inc-recursive"])
         // Exact times: with rsync's whole-second default, an item made in the same
         // second as its original keeps the time of its making (symlinks showed it).
         .arg("--modify-window=-1");
