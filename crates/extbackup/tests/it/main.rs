@@ -10,6 +10,7 @@ mod faults;
 mod history;
 mod host;
 mod recovery;
+mod restores;
 mod safety;
 mod sources;
 mod support;
