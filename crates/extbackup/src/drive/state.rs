@@ -28,9 +28,12 @@ pub struct RunRecord {
     pub uuid: String,
     /// The host that ran it.
     pub host: String,
-    /// Start, seconds since the Unix epoch.
+    /// Start, seconds since the Unix epoch (written as `2026-12-03T12:00:00Z`; records
+    /// with seconds, as written before, are read too).
+    #[serde(with = "crate::fmt::iso_time")]
     pub started: u64,
-    /// End, seconds since the Unix epoch.
+    /// End, seconds since the Unix epoch (written like `started`).
+    #[serde(with = "crate::fmt::iso_time")]
     pub finished: u64,
     /// How it ended.
     pub result: RunResult,
@@ -316,6 +319,43 @@ mod tests {
         assert_eq!(st.last_failure.unwrap().finished, 200);
         let lines = std::fs::read_to_string(dir.path().join("runs.jsonl")).unwrap();
         assert_eq!(lines.lines().count(), 2);
+    }
+
+    #[test]
+    fn records_write_iso_times_and_old_records_with_seconds_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mp = dir.path().join("mnt");
+        std::fs::create_dir_all(&mp).unwrap();
+        let r = rec(RunResult::Success, 1_796_299_200);
+        record_on_drive(&mp, &r).unwrap();
+        let last = std::fs::read_to_string(mp.join(".extbackup/last-run.json")).unwrap();
+        assert!(
+            last.contains(r#""started": "2026-12-03T11:59:55Z""#)
+                && last.contains(r#""finished": "2026-12-03T12:00:00Z""#),
+            "{last}"
+        );
+        let line = std::fs::read_to_string(mp.join(".extbackup/runs.jsonl")).unwrap();
+        assert!(
+            line.contains(r#""finished":"2026-12-03T12:00:00Z""#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<RunRecord>(&last).unwrap(), r);
+        // A record as written before (seconds since 1970), as an older drive or state
+        // directory holds it.
+        let old = serde_json::to_string(&r)
+            .unwrap()
+            .replace(r#""2026-12-03T11:59:55Z""#, "1796299195")
+            .replace(r#""2026-12-03T12:00:00Z""#, "1796299200");
+        assert!(old.contains(r#""finished":1796299200"#), "{old}");
+        assert_eq!(serde_json::from_str::<RunRecord>(&old).unwrap(), r);
+        let s = StateDir::new(dir.path().join("state"));
+        std::fs::create_dir_all(s.path().join("drives")).unwrap();
+        std::fs::write(
+            s.path().join("drives/a.json"),
+            format!(r#"{{"last_success":{old},"last_failure":null}}"#),
+        )
+        .unwrap();
+        assert_eq!(s.drive("a").unwrap().last_success, Some(r));
     }
 
     #[test]

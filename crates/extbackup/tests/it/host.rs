@@ -251,7 +251,9 @@ fn prepare_then_run_mirrors_the_source_and_a_second_run_copies_only_the_change()
     assert_eq!(w.subjects().len(), 3, "no reminder for a fresh backup");
     let state_file = w.path("state/drives/t1.json");
     let mut st = w.drive_state("t1");
-    let finished = st["last_success"]["finished"].as_u64().unwrap();
+    // Written as ISO 8601; put back as seconds, the form records had before (still read).
+    let finished =
+        extbackup::fmt::parse_iso(st["last_success"]["finished"].as_str().unwrap()).unwrap();
     st["last_success"]["finished"] = (finished - 10 * 86_400).into();
     fs::write(&state_file, serde_json::to_vec(&st).unwrap()).unwrap();
     let out = w.cmd(&["check", "--max-age", "7"]);
