@@ -628,12 +628,12 @@ impl Crypt for LibcryptsetupCrypt {
                 if errno_of(&e) == Some(libc::ENOTSUP) || !device_mapper_available() {
                     no_device_mapper(&what).with_source(e)
                 } else {
-                    let err = lc_error(Op::Activate, e, what.clone());
                     match key {
-                        Key::Passphrase(_) if err.kind() == ErrorKind::WrongKey => {
-                            wrong_passphrase(device).with_source(err)
+                        // Not lc_error's words: they are about a key file.
+                        Key::Passphrase(_) if errno_of(&e) == Some(libc::EPERM) => {
+                            wrong_passphrase(device).with_source(e)
                         }
-                        _ => err,
+                        _ => lc_error(Op::Activate, e, what.clone()),
                     }
                 }
             })?;

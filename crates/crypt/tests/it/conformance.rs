@@ -37,6 +37,18 @@ fn opts(key: &Path) -> FormatOptions {
     }
 }
 
+/// The error's message and every cause's, joined by `: `.
+fn chain(e: &crypt::CryptError) -> String {
+    let mut out = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 fn kind<T: std::fmt::Debug>(r: Result<T, crypt::CryptError>) -> ErrorKind {
     r.expect_err("an error").kind()
 }
@@ -136,6 +148,32 @@ fn keeps_the_crypt_promises(r: Rig<'_>) {
             kind(c.unlock(&r.device, &b.with_extension("x"), map)),
             ErrorKind::NotFound
         );
+        // A wrong key says which kind of key was wrong, in every cause.
+        let pass = crypt::Secret::new("not the recovery passphrase");
+        let e = c
+            .unlock_read_only(&r.device, crypt::Key::Passphrase(&pass), map)
+            .unwrap_err();
+        let said = chain(&e);
+        assert_eq!(e.kind(), ErrorKind::WrongKey, "{name}: {said}");
+        assert!(
+            said.contains("the passphrase opens no keyslot") && !said.contains("key file"),
+            "{name}: {said}"
+        );
+        let e = c
+            .unlock_read_only(&r.device, crypt::Key::File(&b.with_extension("wrong")), map)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{name}: {}", chain(&e));
+        std::fs::write(r.dir.join("wrong.key"), [7u8; 64]).unwrap();
+        let e = c
+            .unlock_read_only(&r.device, crypt::Key::File(&r.dir.join("wrong.key")), map)
+            .unwrap_err();
+        let said = chain(&e);
+        assert_eq!(e.kind(), ErrorKind::WrongKey, "{name}: {said}");
+        assert!(
+            said.contains("key file") && !said.contains("passphrase"),
+            "{name}: {said}"
+        );
+        assert_eq!(c.status(map).unwrap(), MappingStatus::Inactive, "{name}");
         let mapped = c.unlock(&r.device, &a, map).expect("unlock");
         assert!(mapped.exists(), "{name}: {}", mapped.display());
         assert!(

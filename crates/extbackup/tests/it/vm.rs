@@ -175,7 +175,10 @@ fn vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore() {
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
     assert!(
-        e.contains("wrong passphrase") && e.contains("nothing was opened"),
+        e.contains("wrong passphrase")
+            && e.contains("nothing was opened")
+            && e.contains("the passphrase opens no keyslot")
+            && !e.contains("key file"),
         "{e}"
     );
     assert!(!mapper.exists(), "nothing opened");
