@@ -1,5 +1,6 @@
 //! What is on a drive, and what can be done with one outside a run: its layout, how it is
-//! recognised, the records runs leave, its generations, the recovery kit, `verify`,
+//! recognised, the records runs leave, its generations (and the link-dest alarm), the
+//! recovery kit, `verify`,
 //! `restore`, browsing, `prepare` and `status`.
 //!
 //! May use [`crate::fmt`], [`crate::error`] and [`crate::config`]; never [`crate::run`].
@@ -10,6 +11,7 @@ pub mod handle;
 pub mod history;
 pub mod identify;
 pub mod layout;
+pub mod linkcheck;
 pub mod prepare;
 pub mod recovery;
 pub mod restore;

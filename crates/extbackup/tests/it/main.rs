@@ -9,6 +9,7 @@ mod ack;
 mod faults;
 mod history;
 mod host;
+mod linkdest;
 mod recovery;
 mod restores;
 mod safety;

@@ -49,6 +49,7 @@ impl Pipeline<'_> {
             need.bytes += c.bytes;
             need.inodes += c.inodes;
         }
+        run.expected_new = Some(need.bytes);
         let free = self.room(&run.mount_point)?;
         let reusable = Self::reusable(run, newest);
         tracing::info!(
@@ -210,6 +211,82 @@ impl Pipeline<'_> {
         Ok((g.path.clone(), Some(g), link_dest))
     }
 
+    /// The link-dest alarm's start, for a generation built with hard links to `previous`:
+    /// the drive's free bytes now and what the generation is expected to take (measured by
+    /// the free-space step, else here). `None` when either cannot be had (logged).
+    pub(super) fn link_watch(&self, run: &Run, previous: &Path) -> Option<LinkWatch> {
+        let expected = match run.expected_new {
+            Some(e) => e,
+            None => {
+                let mut sum = 0;
+                for s in self.cfg.sources() {
+                    match syncer::generations::new_cost(&s.path, &s.copy_in(previous), &s.exclude) {
+                        Ok(c) => sum += c.bytes,
+                        Err(e) => {
+                            tracing::debug!("link-dest alarm off for this run: {e}");
+                            return None;
+                        }
+                    }
+                }
+                sum
+            }
+        };
+        match self.b.host.free_space(&run.mount_point) {
+            Ok(free_before) => Some(LinkWatch {
+                free_before,
+                expected,
+                previous: previous.to_path_buf(),
+            }),
+            Err(e) => {
+                tracing::debug!("link-dest alarm off for this run: {}", crate::chain(&e));
+                None
+            }
+        }
+    }
+
+    /// The link-dest alarm's end, after the copy into `new` (generation `name`): what it
+    /// took on the drive against what was expected; far more ([`linkcheck::alarming`]) is
+    /// a warning naming the likely cause, in the mail and the run's record.
+    ///
+    /// [`linkcheck::alarming`]: crate::drive::linkcheck::alarming
+    pub(super) fn link_alarm(&mut self, run: &mut Run, w: &LinkWatch, new: &Path, name: &str) {
+        use crate::drive::linkcheck;
+        let Ok(free_after) = self.b.host.free_space(&run.mount_point) else {
+            return;
+        };
+        let allocated = w.free_before.saturating_sub(free_after);
+        tracing::info!(
+            "history: generation {name} took {} on the drive (new and changed files: about {})",
+            oskit::human::bytes(allocated),
+            oskit::human::bytes(w.expected)
+        );
+        if !linkcheck::alarming(allocated, w.expected) {
+            return;
+        }
+        let found = match linkcheck::unlinked(new, &w.previous) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(
+                    "comparing {} with {}: {e}",
+                    new.display(),
+                    w.previous.display()
+                );
+                None
+            }
+        };
+        let line = linkcheck::alarm_message(
+            name,
+            allocated,
+            w.expected,
+            new,
+            &w.previous,
+            found.as_ref(),
+            run.report.copied_not_linked,
+        );
+        tracing::warn!("{line}");
+        run.drive_warnings.push(line);
+    }
+
     /// History: the copy succeeded: the generation gets its final name, then the retention
     /// policy prunes (a failed removal is a warning).
     pub(super) fn end_generation(
@@ -244,4 +321,11 @@ impl Pipeline<'_> {
         }
         Ok(())
     }
+}
+
+/// What the link-dest alarm measured before the copy ([`Pipeline::link_watch`]).
+pub(super) struct LinkWatch {
+    free_before: u64,
+    expected: u64,
+    previous: PathBuf,
 }

@@ -196,6 +196,9 @@ struct Run {
     /// future-dated generations, foreign entries under `generations/`), for the mail (which
     /// it makes go out), the record and `status`.
     drive_warnings: Vec<String>,
+    /// What the new generation is expected to take on the drive (new and changed files,
+    /// folders), when the free-space step measured it: the link-dest alarm's yardstick.
+    expected_new: Option<u64>,
 }
 
 impl Run {
@@ -214,6 +217,7 @@ impl Run {
             history: None,
             notes: vec![],
             drive_warnings: vec![],
+            expected_new: None,
         }
     }
 

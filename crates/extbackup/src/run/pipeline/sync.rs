@@ -25,6 +25,11 @@ impl Pipeline<'_> {
         } else {
             warn_strays(&base, &sources);
         }
+        // The link-dest alarm: a generation built with hard links (not a btrfs snapshot).
+        let watch = match (&generation, &link_base) {
+            (Some(_), Some(prev)) => self.link_watch(run, prev),
+            _ => None,
+        };
         let _quiet = crate::run::quiet::apply(&self.cfg.quiet);
         let mut report = SyncReport::default();
         let mut share = Share {
@@ -43,6 +48,9 @@ impl Pipeline<'_> {
             run.done.source_locked = false;
         }
         if let Some(g) = generation {
+            if let Some(w) = &watch {
+                self.link_alarm(run, w, &base, &g.stamp.name());
+            }
             self.end_generation(run, &g)?;
         }
         Ok(())
