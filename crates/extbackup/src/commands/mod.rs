@@ -143,9 +143,8 @@ read-only for the copy."
 target) and the content of regular files by SHA-256: all files with --full, a random share \
 with --sample PERCENT (10% by default). Lists what differs, what is missing on the drive and \
 what is extra on it. It needs the NAS's source and configuration. Exit 0 when clean, 1 on \
-differences. The result is recorded and shown \
-by `status`. Run it right after a backup: what changed in the source since shows as a \
-difference."
+differences. The result is recorded and shown by `status`. Run it right after a backup: what \
+changed in the source since shows as a difference."
     )]
     Verify(verify::Args),
     /// List a drive's generations (date, files, size, bytes new in each).

@@ -230,7 +230,11 @@ fn ro_options(noload: bool) -> MountOptions {
 
 /// What the note of a mount without the journal replayed says (printed by `mount`, logged
 /// by the others).
-pub const NOLOAD_NOTE: &str = "the drive's ext4 journal needs replaying (it was unplugged or     lost power while mounted?), which a read-only device cannot do, so it is mounted with     `noload`: nothing was written to it, and the journal's last changes are not applied     (files the interrupted run was writing may be missing or half-written: take them from an     older generation)";
+pub const NOLOAD_NOTE: &str = "the drive's ext4 journal needs replaying (it was unplugged or \
+    lost power while mounted?), which a read-only device cannot do, so it is mounted with \
+    `noload`: nothing was written to it, and the journal's last changes are not applied \
+    (files the interrupted run was writing may be missing or half-written: take them from an \
+    older generation)";
 
 /// Whether a mount failed with EROFS: ext4 refuses a read-only device whose journal needs
 /// replaying ("write access unavailable, cannot proceed (try mounting with noload)").

@@ -61,7 +61,11 @@ fn linkdest_alarm_is_quiet_for_a_no_change_generation_and_names_failed_links_and
         "the generation was measured: {log}"
     );
     assert!(!log.contains("link-dest alarm"), "{log}");
-    assert!(!w.last_mail().contains("link-dest alarm"), "{}", w.last_mail());
+    assert!(
+        !w.last_mail().contains("link-dest alarm"),
+        "{}",
+        w.last_mail()
+    );
     assert!(recorded_warnings(&w, dev).is_empty());
 
     // The previous generation's files become immutable (as a tool or a hand could make

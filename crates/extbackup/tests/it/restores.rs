@@ -223,14 +223,18 @@ fn recovery_mount_of_a_journal_that_needs_replaying_uses_noload_and_writes_nothi
     sh(Command::new("umount").arg(&plain));
     c.lock("plain-ro", crypt::LockMode::Normal).unwrap();
 
-    // extbackup mount: mounted (with noload), and says so.
+    // The configuration no longer names the drive (as on a machine that is not the NAS):
+    // extbackup mount by device and passphrase: mounted (with noload), and says so.
+    w.edit_config(|text| text.split("[[drive]]").next().unwrap().to_string());
+    assert!(!fs::read_to_string(&w.config).unwrap().contains("[[drive]]"));
     let out = w.mount_with_passphrase(dev, &[], World::PASSPHRASE);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
         said.contains("NOTE: the drive's ext4 journal needs replaying")
             && said.contains("noload")
-            && said.contains("nothing was written"),
+            && said.contains("nothing was written")
+            && said.contains("(it was unplugged or lost power while mounted?)"),
         "{said}"
     );
     let mp = w.path("mnt/browse-t1");
@@ -240,7 +244,7 @@ fn recovery_mount_of_a_journal_that_needs_replaying_uses_noload_and_writes_nothi
         .find(|m| m.target == mp)
         .expect("mounted at mnt/browse-t1");
     assert!(entry.has_option("ro"), "{entry:?}");
-    // restore through it works.
+    // restore through it works, by the drive's name alone.
     let to = w.path("restored");
     let out = w.cmd(&["restore", "t1", "sub", "--to", path_str(&to)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
