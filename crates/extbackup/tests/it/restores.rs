@@ -130,6 +130,9 @@ fn restore_keeps_a_64_mib_sparse_file_sparse_and_slash_lands_in_dir_itself() {
     let out = w.mount_with_passphrase(dev, &["--at", path_str(&mp)], World::PASSPHRASE);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let g = copy_on(&mp);
+    // Each text makes the destination's folder first (rsync makes only the last one).
+    let mkdir = "sudo mkdir -p /srv/restored\n";
+    assert!(doc.contains(mkdir) && kit_text.contains(mkdir));
     for (i, c) in doc_cmds.iter().chain(&kit_cmds).enumerate() {
         let dest = w.path(&format!("doc-{i}"));
         // The commands' placeholders: the folder, the destination, the kit's DATE.
@@ -139,10 +142,16 @@ fn restore_keeps_a_64_mib_sparse_file_sparse_and_slash_lands_in_dir_itself() {
             .replace("/srv/restored/photos/", &format!("{}/sub/", dest.display()))
             .replace("/srv/restored/FOLDER/", &format!("{}/sub/", dest.display()))
             .replace("/srv/restored", path_str(&dest));
-        fs::create_dir_all(&dest).unwrap();
+        let script = format!(
+            "{}\n{c}",
+            mkdir
+                .trim()
+                .trim_start_matches("sudo ")
+                .replace("/srv/restored", path_str(&dest))
+        );
         let out = Command::new("sh")
             .arg("-c")
-            .arg(&c)
+            .arg(&script)
             .env("G", &g)
             .output()
             .unwrap();
