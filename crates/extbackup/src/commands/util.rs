@@ -102,7 +102,7 @@ pub(crate) fn load_or_default(cli: &Cli) -> Result<(Config, bool)> {
         cli.config.display()
     );
     Ok((
-        Config::parse("source = \"/\"").expect("minimal config parses"),
+        Config::without_source(),
         false,
     ))
 }
