@@ -238,6 +238,8 @@ pub struct Pipeline<'a> {
     on_step: Option<Box<dyn FnMut(Step) + Send + 'a>>,
     indicator_failed: bool,
     pinger: Option<crate::run::monitor::Pinger>,
+    /// The record of this run once made, for the textfile.
+    recorded: Option<crate::drive::state::RunRecord>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -254,6 +256,7 @@ impl<'a> Pipeline<'a> {
             on_step: None,
             indicator_failed: false,
             pinger: None,
+            recorded: None,
         }
     }
 

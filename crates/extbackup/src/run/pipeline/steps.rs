@@ -21,6 +21,7 @@ impl Pipeline<'_> {
             self.show(State::Working { progress: None });
         }
         run.done.run_locked = true;
+        self.report_interrupted();
         Ok(())
     }
 

@@ -5,3 +5,4 @@
 mod config;
 mod drive;
 mod generations;
+mod outcomes;
