@@ -258,6 +258,7 @@ impl Pipeline<'_> {
         }
         let mut still_mounted = done.still_mounted;
         if let Some(mp) = done.mounted.take() {
+            oskit::beneath::unpin(&mp);
             match self.b.mounter.unmount(&mp) {
                 Ok(_) => tracing::info!("undo: unmounted {}", mp.display()),
                 Err(e) => {

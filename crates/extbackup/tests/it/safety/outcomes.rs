@@ -185,3 +185,68 @@ fn safety_a_run_killed_with_sigkill_is_told_by_the_next_status_or_run_through_ev
     let text = fs::read_to_string(&t).unwrap();
     assert_eq!(metric(&text, "extbackup_last_run_success", "mk"), Some(1), "{text}");
 }
+
+/// Issue 18 D: the drive lazily unmounted (`umount -l`) under a run, during the copy (the
+/// copy goes on into the detached filesystem) or between steps: the run fails naming the
+/// cause, and nothing is written into the bare folder left at the mount point (no
+/// generation renamed there, no record, no `.extbackup`). History on and off.
+#[test]
+fn safety_a_drive_lazily_unmounted_under_a_run_fails_naming_it_and_nothing_is_written_elsewhere() {
+    for history in [true, false] {
+        let Some((w, lo)) = World::prepared(&format!("lz{}", u8::from(history)), 64) else {
+            return;
+        };
+        w.set_top(&format!("history = {history}"));
+        let name = format!("lz{}", u8::from(history));
+        assert_eq!(w.run(&lo.dev).status.code(), Some(0), "the first, normal run");
+        fs::write(w.path("src/big.bin"), vec![7u8; 4 << 20]).unwrap();
+        w.edit_config(|cfg| {
+            cfg.replacen(
+                "[indicator]",
+                "[syncer]\nkind = \"rsync\"\nextra_args = [\"--bwlimit=1m\"]\n\n[indicator]",
+                1,
+            )
+        });
+        let child = w
+            .command()
+            .args(["run", "--device", lo.dev.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let current = w.path("state/current.json");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !fs::read_to_string(&current).is_ok_and(|c| c.contains("\"step\":\"sync\"")) {
+            assert!(std::time::Instant::now() < deadline, "the run never reached the sync");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mp = w.path(&format!("mnt/{name}"));
+        testkit::sh(std::process::Command::new("umount").arg("-l").arg(&mp));
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "history {history}: {log}");
+        assert!(
+            log.contains("is no longer the drive's mount")
+                || log.contains("no longer mounted at"),
+            "history {history}: the cause is named: {log}"
+        );
+        assert!(!log.contains("No such file or directory"), "{log}");
+        // The bare folder at the mount point holds nothing the run wrote.
+        let left: Vec<_> = fs::read_dir(&mp)
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "history {history}: written on the NAS: {left:?}");
+        let st = w.drive_state(&name);
+        // History on: naming the generation complete; off: the copy itself ends (into the
+        // detached filesystem) and the record step finds the mount gone.
+        let step = st["last_failure"]["failed_step"].as_str().unwrap().to_string();
+        assert!(["sync", "record"].contains(&step.as_str()), "history {history}: {step}");
+        assert!(log.contains(&format!("FAILED at {step}")), "{log}");
+        // The next run heals: it closes what is left and completes.
+        w.edit_config(|cfg| cfg.replace("extra_args = [\"--bwlimit=1m\"]", "extra_args = []"));
+        let out = w.run(&lo.dev);
+        assert_eq!(out.status.code(), Some(0), "history {history}: the next run");
+    }
+}
