@@ -263,3 +263,85 @@ fn safety_landlock_the_copy_cannot_write_outside_the_drive_and_its_own_folders()
         assert_eq!(fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
     });
 }
+
+/// Every kind that is not what belongs, at every place the run touches: a FIFO at
+/// `runs.jsonl` (an open for appending would block the run forever), a device node at
+/// `last-run.json`, a socket among the header backups, a folder where the record file goes
+/// (`last-run.json`), a file where `headers` goes, a generation that is a symlink into the
+/// NAS and one that is a file, a named source's folder in a generation that is a FIFO; then
+/// `.extbackup` itself a regular file. Each is moved aside, named in the mail, never
+/// followed, written or read; the run completes green; nothing outside the drive changes.
+fn wrong_kinds(fs_type: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let _serial = serial();
+    let mkfifo = |p: &Path| testkit::sh(std::process::Command::new("mkfifo").arg(p));
+    let Some((w, lo, out)) = hostile(&format!("sk-{fs_type}"), fs_type, true, |mp, nas| {
+        let meta = mp.join(".extbackup");
+        fs::remove_file(meta.join("runs.jsonl")).unwrap();
+        mkfifo(&meta.join("runs.jsonl"));
+        fs::remove_file(meta.join("last-run.json")).unwrap();
+        testkit::sh(
+            std::process::Command::new("mknod")
+                .arg(meta.join("last-run.json"))
+                .args(["c", "1", "3"]),
+        );
+        let _ = fs::remove_dir_all(meta.join("headers"));
+        fs::write(meta.join("headers"), "not a folder\n").unwrap();
+        let gens = mp.join("generations");
+        symlink(nas.join("gens/2020-01-01T000000Z"), gens.join("2020-01-01T000000Z")).unwrap();
+        fs::write(gens.join("2019-01-01T000000Z"), "a file\n").unwrap();
+        std::os::unix::net::UnixListener::bind(gens.join("2018-01-01T000000Z")).unwrap();
+    }) else {
+        return;
+    };
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "the run ends green: {log}");
+    assert_eq!(log.matches("moved aside to").count(), 6, "{log}");
+    for kind in ["a device, fifo or socket", "a symbolic link", "a file where a folder"] {
+        assert!(log.contains(kind), "{kind}: {log}");
+    }
+    let mail = w.last_mail();
+    assert_eq!(mail.matches("warning: the drive held").count(), 6, "{mail}");
+    assert_eq!(
+        fs::read(w.path("nas/gens/2020-01-01T000000Z/precious.txt")).unwrap(),
+        b"precious\n"
+    );
+    w.with_drive_rw(&lo.dev, |mp| {
+        let q: Vec<_> = fs::read_dir(mp.join(".extbackup/quarantine"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_type().unwrap())
+            .collect();
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.iter().filter(|t| t.is_fifo()).count(), 1);
+        assert_eq!(q.iter().filter(|t| t.is_char_device()).count(), 1);
+        assert_eq!(q.iter().filter(|t| t.is_socket()).count(), 1);
+        assert_eq!(q.iter().filter(|t| t.is_symlink()).count(), 1);
+        let meta = mp.join(".extbackup");
+        assert!(fs::symlink_metadata(meta.join("runs.jsonl")).unwrap().is_file());
+        assert!(fs::symlink_metadata(meta.join("last-run.json")).unwrap().is_file());
+        // `.extbackup` a regular file, for the next run.
+        fs::remove_dir_all(&meta).unwrap();
+        fs::write(&meta, "not a folder\n").unwrap();
+    });
+    let before = w.outside_listing();
+    let out = w.cmd_confined(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_eq!(before, w.outside_listing(), "the run changed something outside the drive");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains(".extbackup as a file where a folder belongs"), "{log}");
+    w.with_drive_rw(&lo.dev, |mp| {
+        assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl")).unwrap().is_file());
+        assert_eq!(fs::read_dir(mp.join(".extbackup/quarantine")).unwrap().count(), 1);
+    });
+}
+
+#[test]
+fn safety_ext4_fifos_devices_sockets_files_and_folders_of_the_wrong_kind_are_moved_aside() {
+    wrong_kinds("ext4");
+}
+
+#[test]
+fn safety_btrfs_fifos_devices_sockets_files_and_folders_of_the_wrong_kind_are_moved_aside() {
+    wrong_kinds("btrfs");
+}
