@@ -501,8 +501,17 @@ impl World {
     /// from this world's folder (see [`CONFINE`]). Exit 99 (and a line on stderr) when
     /// the namespace could not be made so.
     pub fn cmd_confined(&self, args: &[&str]) -> Output {
+        self.cmd_confined_env(args, &[])
+    }
+
+    /// Like [`cmd_confined`](Self::cmd_confined), with `env` added to the binary's
+    /// environment (`TMPDIR` for the drive commands' temporary mount points).
+    pub fn cmd_confined_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
         fs::create_dir_all("/run/extbackup-loopback").unwrap();
-        let plain = self.command();
+        let mut plain = self.command();
+        for (k, v) in env {
+            plain.env(k, v);
+        }
         let mut c = Command::new("unshare");
         c.args([
             "--mount",

@@ -345,3 +345,61 @@ fn safety_ext4_fifos_devices_sockets_files_and_folders_of_the_wrong_kind_are_mov
 fn safety_btrfs_fifos_devices_sockets_files_and_folders_of_the_wrong_kind_are_moved_aside() {
     wrong_kinds("btrfs");
 }
+
+/// The drive commands read a hostile drive without following what it holds: `data` (history
+/// off) or `generations` (history on) symlinked to a NAS folder makes `restore`, `verify`
+/// and `history` refuse naming the link (or list nothing of the NAS), never copy, hash or
+/// list the NAS folder; nothing outside the drive changes.
+#[test]
+fn safety_restore_verify_and_history_on_a_hostile_drive_never_follow_its_links() {
+    let _serial = serial();
+    for history in [false, true] {
+        let name = format!("sc{}", u8::from(history));
+        let Some((w, lo)) = World::prepared_fs(&name, 200, "ext4") else {
+            return;
+        };
+        w.set_top(&format!("history = {history}"));
+        let nas = nas(&w);
+        let dev = lo.dev.to_str().unwrap().to_string();
+        assert_eq!(w.cmd(&["run", "--device", &dev]).status.code(), Some(0));
+        w.with_drive_rw(&lo.dev, |mp| {
+            if history {
+                fs::remove_dir_all(mp.join("generations")).unwrap();
+                symlink(nas.join("gens"), mp.join("generations")).unwrap();
+            } else {
+                fs::remove_dir_all(mp.join("data")).unwrap();
+                symlink(nas.join("files"), mp.join("data")).unwrap();
+            }
+        });
+        // The drive commands mount the drive read-only under TMPDIR.
+        let tmp = w.path("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let confined = |args: &[&str]| w.cmd_confined_env(args, &[("TMPDIR", &tmp)]);
+        let before = w.outside_listing();
+        let to = w.path("restored");
+        let out = confined(&["restore", &name, "--device", &dev, "/", "--to", to.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "restore from a link: {err}");
+        assert!(err.contains("symbolic link") || err.contains("Too many levels"), "{err}");
+        let restored: Vec<_> = fs::read_dir(&to)
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(restored.is_empty(), "restored from the NAS: {restored:?}");
+        let out = confined(&["verify", &name, "--device", &dev, "--full"]);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "verify of a link: {err}");
+        let out = confined(&["history", &name, "--device", &dev, "--json"]);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !listed.contains("2020-01-01") && !listed.contains("2021-01-01"),
+            "history listed the NAS folder: {listed}"
+        );
+        let after: Vec<_> = w
+            .outside_listing()
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with("restored"))
+            .collect();
+        assert_eq!(before, after, "a command changed something outside the drive");
+        assert_eq!(fs::read_dir(nas.join("files")).unwrap().count(), 100);
+    }
+}
