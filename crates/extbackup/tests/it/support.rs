@@ -482,9 +482,12 @@ for m in $(findmnt -rn -o TARGET,SOURCE | awk '$2 ~ /^\/dev\/(loop|mapper\/)/ {p
 done
 mount --bind "$T" "$T"
 mount --bind /run/extbackup-loopback /run/extbackup-loopback
+# libcryptsetup's own lock folder (the real LUKS backend, in the guest)
+mkdir -p /run/cryptsetup
+mount --bind /run/cryptsetup /run/cryptsetup
 for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
   case "$m" in
-    "$T"|"$T"/*|/run/extbackup-loopback|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;;
+    "$T"|"$T"/*|/run/extbackup-loopback|/run/cryptsetup|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;;
   esac
   mount -o remount,bind,ro "$m" || echo "confine: $m stays writable" >&2
 done

@@ -403,3 +403,84 @@ fn safety_restore_verify_and_history_on_a_hostile_drive_never_follow_its_links()
         assert_eq!(fs::read_dir(nas.join("files")).unwrap().count(), 100);
     }
 }
+
+/// The symlink cases on real LUKS (dm-crypt, libcryptsetup) in the guest: `data` linked to a
+/// NAS folder with history off, `generations` linked to NAS folders named like generations
+/// with history on, and in both `.extbackup/runs.jsonl` and `.extbackup/headers` linked to
+/// the NAS. The run (confined: `/` read-only but for the test's folder) ends green, moves
+/// the three links aside, and nothing outside the drive changes.
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_safety_symlinks_on_a_real_luks_drive_are_moved_aside_and_nothing_outside_changes() {
+    use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
+    let _serial = serial();
+    for history in [false, true] {
+        let (w, lo) = World::on_blank_disk("libcryptsetup", 64);
+        w.set_top(&format!("history = {history}"));
+        w.prepare(&lo.dev, "vs");
+        let nas = nas(&w);
+        assert_eq!(w.run(&lo.dev).status.code(), Some(0), "the first, normal run");
+        // Opened read-write as its owner could, and the links planted.
+        let c = LibcryptsetupCrypt::new();
+        let mapped = c
+            .unlock(&lo.dev, &w.path("keys/vs.key"), "extbackup-vs-plant")
+            .unwrap();
+        let mp = w.path("plant");
+        fs::create_dir_all(&mp).unwrap();
+        testkit::sh(std::process::Command::new("mount").arg(&mapped).arg(&mp));
+        if history {
+            fs::rename(mp.join("generations"), mp.join("old-generations")).unwrap();
+            symlink(nas.join("gens"), mp.join("generations")).unwrap();
+        } else {
+            fs::remove_dir_all(mp.join("data")).unwrap();
+            symlink(nas.join("files"), mp.join("data")).unwrap();
+        }
+        fs::remove_file(mp.join(".extbackup/runs.jsonl")).unwrap();
+        symlink(nas.join("runs.jsonl"), mp.join(".extbackup/runs.jsonl")).unwrap();
+        let _ = fs::remove_dir_all(mp.join(".extbackup/headers"));
+        symlink(nas.join("meta/headers"), mp.join(".extbackup/headers")).unwrap();
+        testkit::sh(std::process::Command::new("umount").arg(&mp));
+        c.lock("extbackup-vs-plant", LockMode::Normal).unwrap();
+
+        let before = w.outside_listing();
+        let out = w.cmd_confined(&["run", "--device", lo.dev.to_str().unwrap()]);
+        assert_eq!(
+            before,
+            w.outside_listing(),
+            "history {history}: the run changed something outside the drive"
+        );
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "history {history}: {log}");
+        assert_eq!(log.matches("moved aside to").count(), 3, "{log}");
+        assert_eq!(fs::read_dir(nas.join("files")).unwrap().count(), 100);
+        for g in ["2020-01-01T000000Z", "2021-01-01T000000Z"] {
+            assert_eq!(
+                fs::read(nas.join("gens").join(g).join("precious.txt")).unwrap(),
+                b"precious\n"
+            );
+        }
+        assert_eq!(fs::read(nas.join("runs.jsonl")).unwrap(), b"nas log\n");
+        assert_eq!(fs::read_dir(nas.join("meta/headers")).unwrap().count(), 0);
+        // On the drive: the links in the quarantine, the records real files, the copy there.
+        let mapped = c
+            .unlock(&lo.dev, &w.path("keys/vs.key"), "extbackup-vs-plant")
+            .unwrap();
+        testkit::sh(std::process::Command::new("mount").args(["-o", "ro"]).arg(&mapped).arg(&mp));
+        let r = std::panic::catch_unwind(|| {
+            let q: Vec<_> = fs::read_dir(mp.join(".extbackup/quarantine"))
+                .unwrap()
+                .flatten()
+                .collect();
+            assert_eq!(q.len(), 3, "{q:?}");
+            assert!(q.iter().all(|e| e.file_type().unwrap().is_symlink()));
+            assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl")).unwrap().is_file());
+            let copy = extbackup::drive::history::copy_root(&mp, None).unwrap();
+            assert_eq!(fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
+        });
+        testkit::sh(std::process::Command::new("umount").arg(&mp));
+        c.lock("extbackup-vs-plant", LockMode::Normal).unwrap();
+        if let Err(p) = r {
+            std::panic::resume_unwind(p);
+        }
+    }
+}
