@@ -78,7 +78,10 @@ pub fn failed_outside(
                 tracing::error!("mail {:?}: {}", ev.subject(), crate::chain(&e));
             }
         }
-        None => tracing::info!("no mail configured: not mailing the failure of {}", rec.drive),
+        None => tracing::info!(
+            "no mail configured: not mailing the failure of {}",
+            rec.drive
+        ),
     }
     let pinger = cfg
         .drive_by_name(&rec.drive)

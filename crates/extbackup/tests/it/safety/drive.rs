@@ -288,7 +288,11 @@ fn wrong_kinds(fs_type: &str) {
         let _ = fs::remove_dir_all(meta.join("headers"));
         fs::write(meta.join("headers"), "not a folder\n").unwrap();
         let gens = mp.join("generations");
-        symlink(nas.join("gens/2020-01-01T000000Z"), gens.join("2020-01-01T000000Z")).unwrap();
+        symlink(
+            nas.join("gens/2020-01-01T000000Z"),
+            gens.join("2020-01-01T000000Z"),
+        )
+        .unwrap();
         fs::write(gens.join("2019-01-01T000000Z"), "a file\n").unwrap();
         std::os::unix::net::UnixListener::bind(gens.join("2018-01-01T000000Z")).unwrap();
     }) else {
@@ -297,7 +301,11 @@ fn wrong_kinds(fs_type: &str) {
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "the run ends green: {log}");
     assert_eq!(log.matches("moved aside to").count(), 6, "{log}");
-    for kind in ["a device, fifo or socket", "a symbolic link", "a file where a folder"] {
+    for kind in [
+        "a device, fifo or socket",
+        "a symbolic link",
+        "a file where a folder",
+    ] {
         assert!(log.contains(kind), "{kind}: {log}");
     }
     let mail = w.last_mail();
@@ -318,21 +326,39 @@ fn wrong_kinds(fs_type: &str) {
         assert_eq!(q.iter().filter(|t| t.is_socket()).count(), 1);
         assert_eq!(q.iter().filter(|t| t.is_symlink()).count(), 1);
         let meta = mp.join(".extbackup");
-        assert!(fs::symlink_metadata(meta.join("runs.jsonl")).unwrap().is_file());
-        assert!(fs::symlink_metadata(meta.join("last-run.json")).unwrap().is_file());
+        assert!(fs::symlink_metadata(meta.join("runs.jsonl"))
+            .unwrap()
+            .is_file());
+        assert!(fs::symlink_metadata(meta.join("last-run.json"))
+            .unwrap()
+            .is_file());
         // `.extbackup` a regular file, for the next run.
         fs::remove_dir_all(&meta).unwrap();
         fs::write(&meta, "not a folder\n").unwrap();
     });
     let before = w.outside_listing();
     let out = w.cmd_confined(&["run", "--device", lo.dev.to_str().unwrap()]);
-    assert_eq!(before, w.outside_listing(), "the run changed something outside the drive");
+    assert_eq!(
+        before,
+        w.outside_listing(),
+        "the run changed something outside the drive"
+    );
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains(".extbackup as a file where a folder belongs"), "{log}");
+    assert!(
+        log.contains(".extbackup as a file where a folder belongs"),
+        "{log}"
+    );
     w.with_drive_rw(&lo.dev, |mp| {
-        assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl")).unwrap().is_file());
-        assert_eq!(fs::read_dir(mp.join(".extbackup/quarantine")).unwrap().count(), 1);
+        assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl"))
+            .unwrap()
+            .is_file());
+        assert_eq!(
+            fs::read_dir(mp.join(".extbackup/quarantine"))
+                .unwrap()
+                .count(),
+            1
+        );
     });
 }
 
@@ -377,10 +403,21 @@ fn safety_restore_verify_and_history_on_a_hostile_drive_never_follow_its_links()
         let confined = |args: &[&str]| w.cmd_confined_env(args, &[("TMPDIR", &tmp)]);
         let before = w.outside_listing();
         let to = w.path("restored");
-        let out = confined(&["restore", &name, "--device", &dev, "/", "--to", to.to_str().unwrap()]);
+        let out = confined(&[
+            "restore",
+            &name,
+            "--device",
+            &dev,
+            "/",
+            "--to",
+            to.to_str().unwrap(),
+        ]);
         let err = stderr(&out);
         assert_ne!(out.status.code(), Some(0), "restore from a link: {err}");
-        assert!(err.contains("symbolic link") || err.contains("Too many levels"), "{err}");
+        assert!(
+            err.contains("symbolic link") || err.contains("Too many levels"),
+            "{err}"
+        );
         let restored: Vec<_> = fs::read_dir(&to)
             .map(|r| r.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
@@ -399,7 +436,10 @@ fn safety_restore_verify_and_history_on_a_hostile_drive_never_follow_its_links()
             .into_iter()
             .filter(|(p, _)| !p.starts_with("restored"))
             .collect();
-        assert_eq!(before, after, "a command changed something outside the drive");
+        assert_eq!(
+            before, after,
+            "a command changed something outside the drive"
+        );
         assert_eq!(fs::read_dir(nas.join("files")).unwrap().count(), 100);
     }
 }
@@ -419,7 +459,11 @@ fn vm_safety_symlinks_on_a_real_luks_drive_are_moved_aside_and_nothing_outside_c
         w.set_top(&format!("history = {history}"));
         w.prepare(&lo.dev, "vs");
         let nas = nas(&w);
-        assert_eq!(w.run(&lo.dev).status.code(), Some(0), "the first, normal run");
+        assert_eq!(
+            w.run(&lo.dev).status.code(),
+            Some(0),
+            "the first, normal run"
+        );
         // Opened read-write as its owner could, and the links planted.
         let c = LibcryptsetupCrypt::new();
         let mapped = c
@@ -465,7 +509,12 @@ fn vm_safety_symlinks_on_a_real_luks_drive_are_moved_aside_and_nothing_outside_c
         let mapped = c
             .unlock(&lo.dev, &w.path("keys/vs.key"), "extbackup-vs-plant")
             .unwrap();
-        testkit::sh(std::process::Command::new("mount").args(["-o", "ro"]).arg(&mapped).arg(&mp));
+        testkit::sh(
+            std::process::Command::new("mount")
+                .args(["-o", "ro"])
+                .arg(&mapped)
+                .arg(&mp),
+        );
         let r = std::panic::catch_unwind(|| {
             let q: Vec<_> = fs::read_dir(mp.join(".extbackup/quarantine"))
                 .unwrap()
@@ -473,7 +522,9 @@ fn vm_safety_symlinks_on_a_real_luks_drive_are_moved_aside_and_nothing_outside_c
                 .collect();
             assert_eq!(q.len(), 3, "{q:?}");
             assert!(q.iter().all(|e| e.file_type().unwrap().is_symlink()));
-            assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl")).unwrap().is_file());
+            assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl"))
+                .unwrap()
+                .is_file());
             let copy = extbackup::drive::history::copy_root(&mp, None).unwrap();
             assert_eq!(fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
         });

@@ -44,7 +44,10 @@ fn textfile_says_failed_since(t: &std::path::Path, drive: &str, since: u64) {
         "{text}"
     );
     let ts = metric(&text, "extbackup_last_run_timestamp_seconds", drive).unwrap();
-    assert!(ts >= since, "the run's timestamp {ts} is older than {since}: {text}");
+    assert!(
+        ts >= since,
+        "the run's timestamp {ts} is older than {since}: {text}"
+    );
 }
 
 #[test]
@@ -54,9 +57,17 @@ fn safety_a_run_failing_at_identify_or_the_source_lock_reaches_the_textfile_stat
     };
     let t = with_textfile(&w);
     let dev = lo.dev.to_str().unwrap();
-    assert_eq!(w.run(&lo.dev).status.code(), Some(0), "the first, normal run");
+    assert_eq!(
+        w.run(&lo.dev).status.code(),
+        Some(0),
+        "the first, normal run"
+    );
     let text = fs::read_to_string(&t).unwrap();
-    assert_eq!(metric(&text, "extbackup_last_run_success", "mo"), Some(1), "{text}");
+    assert_eq!(
+        metric(&text, "extbackup_last_run_success", "mo"),
+        Some(1),
+        "{text}"
+    );
 
     // identify: a key file others may read
     let key = w.path("keys/mo.key");
@@ -69,11 +80,18 @@ fn safety_a_run_failing_at_identify_or_the_source_lock_reaches_the_textfile_stat
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED at identify"));
     textfile_says_failed_since(&t, "mo", t0);
     assert_eq!(w.mails().len(), mails + 1, "one failure mail");
-    assert_eq!(w.drive_state("mo")["last_failure"]["failed_step"], "identify");
+    assert_eq!(
+        w.drive_state("mo")["last_failure"]["failed_step"],
+        "identify"
+    );
     fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
     assert_eq!(w.run(&lo.dev).status.code(), Some(0), "healed");
     let text = fs::read_to_string(&t).unwrap();
-    assert_eq!(metric(&text, "extbackup_last_run_success", "mo"), Some(1), "{text}");
+    assert_eq!(
+        metric(&text, "extbackup_last_run_success", "mo"),
+        Some(1),
+        "{text}"
+    );
 
     // source lock: held by another job past the timeout
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -83,7 +101,10 @@ fn safety_a_run_failing_at_identify_or_the_source_lock_reaches_the_textfile_stat
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED at source lock"));
     textfile_says_failed_since(&t, "mo", t0);
-    assert_eq!(w.drive_state("mo")["last_failure"]["failed_step"], "source lock");
+    assert_eq!(
+        w.drive_state("mo")["last_failure"]["failed_step"],
+        "source lock"
+    );
     drop(_held);
 
     // the state directory is a file: nothing can be recorded there, the textfile still says
@@ -110,7 +131,10 @@ fn killed_during_the_sync(w: &World, dev: &std::path::Path) {
     let current = w.path("state/current.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !fs::read_to_string(&current).is_ok_and(|c| c.contains("\"step\":\"sync\"")) {
-        assert!(std::time::Instant::now() < deadline, "the run never reached the sync");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached the sync"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -125,7 +149,11 @@ fn safety_a_run_killed_with_sigkill_is_told_by_the_next_status_or_run_through_ev
         return;
     };
     let t = with_textfile(&w);
-    assert_eq!(w.run(&lo.dev).status.code(), Some(0), "the first, normal run");
+    assert_eq!(
+        w.run(&lo.dev).status.code(),
+        Some(0),
+        "the first, normal run"
+    );
     fs::write(w.path("src/big.bin"), vec![7u8; 12 << 20]).unwrap();
     w.edit_config(|cfg| {
         cfg.replacen(
@@ -148,8 +176,14 @@ fn safety_a_run_killed_with_sigkill_is_told_by_the_next_status_or_run_through_ev
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(so.contains("last failure:") && so.contains("at step sync: interrupted"), "{so}");
-    assert!(se.contains("extbackup: failure"), "the LED shows the failure: {se}");
+    assert!(
+        so.contains("last failure:") && so.contains("at step sync: interrupted"),
+        "{so}"
+    );
+    assert!(
+        se.contains("extbackup: failure"),
+        "the LED shows the failure: {se}"
+    );
     assert_eq!(w.mails().len(), mails + 1, "one mail for the killed run");
     assert!(w.subjects().last().unwrap().ends_with("FAILED at sync"));
     let mail = w.last_mail();
@@ -183,7 +217,11 @@ fn safety_a_run_killed_with_sigkill_is_told_by_the_next_status_or_run_through_ev
     assert!(st["last_success"]["finished"].as_u64().unwrap() >= t0);
     // The run's own success is the textfile's last word.
     let text = fs::read_to_string(&t).unwrap();
-    assert_eq!(metric(&text, "extbackup_last_run_success", "mk"), Some(1), "{text}");
+    assert_eq!(
+        metric(&text, "extbackup_last_run_success", "mk"),
+        Some(1),
+        "{text}"
+    );
 }
 
 /// Issue 18 D: the drive lazily unmounted (`umount -l`) under a run, during the copy (the
@@ -198,7 +236,11 @@ fn safety_a_drive_lazily_unmounted_under_a_run_fails_naming_it_and_nothing_is_wr
         };
         w.set_top(&format!("history = {history}"));
         let name = format!("lz{}", u8::from(history));
-        assert_eq!(w.run(&lo.dev).status.code(), Some(0), "the first, normal run");
+        assert_eq!(
+            w.run(&lo.dev).status.code(),
+            Some(0),
+            "the first, normal run"
+        );
         fs::write(w.path("src/big.bin"), vec![7u8; 4 << 20]).unwrap();
         w.edit_config(|cfg| {
             cfg.replacen(
@@ -218,7 +260,10 @@ fn safety_a_drive_lazily_unmounted_under_a_run_fails_naming_it_and_nothing_is_wr
         let current = w.path("state/current.json");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !fs::read_to_string(&current).is_ok_and(|c| c.contains("\"step\":\"sync\"")) {
-            assert!(std::time::Instant::now() < deadline, "the run never reached the sync");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run never reached the sync"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -228,8 +273,7 @@ fn safety_a_drive_lazily_unmounted_under_a_run_fails_naming_it_and_nothing_is_wr
         let log = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "history {history}: {log}");
         assert!(
-            log.contains("is no longer the drive's mount")
-                || log.contains("no longer mounted at"),
+            log.contains("is no longer the drive's mount") || log.contains("no longer mounted at"),
             "history {history}: the cause is named: {log}"
         );
         assert!(!log.contains("No such file or directory"), "{log}");
@@ -237,16 +281,29 @@ fn safety_a_drive_lazily_unmounted_under_a_run_fails_naming_it_and_nothing_is_wr
         let left: Vec<_> = fs::read_dir(&mp)
             .map(|r| r.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
-        assert!(left.is_empty(), "history {history}: written on the NAS: {left:?}");
+        assert!(
+            left.is_empty(),
+            "history {history}: written on the NAS: {left:?}"
+        );
         let st = w.drive_state(&name);
         // History on: naming the generation complete; off: the copy itself ends (into the
         // detached filesystem) and the record step finds the mount gone.
-        let step = st["last_failure"]["failed_step"].as_str().unwrap().to_string();
-        assert!(["sync", "record"].contains(&step.as_str()), "history {history}: {step}");
+        let step = st["last_failure"]["failed_step"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            ["sync", "record"].contains(&step.as_str()),
+            "history {history}: {step}"
+        );
         assert!(log.contains(&format!("FAILED at {step}")), "{log}");
         // The next run heals: it closes what is left and completes.
         w.edit_config(|cfg| cfg.replace("extra_args = [\"--bwlimit=1m\"]", "extra_args = []"));
         let out = w.run(&lo.dev);
-        assert_eq!(out.status.code(), Some(0), "history {history}: the next run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "history {history}: the next run"
+        );
     }
 }
