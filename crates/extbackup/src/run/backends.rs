@@ -224,7 +224,7 @@ pub fn report_unbuilt(
     }
 }
 
-/// For `status` and `watch`: when no run holds the run lock and `current.json` still notes
+/// For `status`, `check` and `watch`: when no run holds the run lock and `current.json` still notes
 /// one, that run was killed before it could tell its end; tells it now like any failed run
 /// (record, red on its drive's LED slot, mail, textfile, `/fail` ping). Nothing to do, or
 /// the lock not available (a run going on, or no right to take it), does nothing.
