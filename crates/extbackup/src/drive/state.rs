@@ -219,7 +219,7 @@ impl StateDir {
 
     /// The run `current.json` notes, alive or not. A noted run whose process is gone while
     /// the run lock is free was killed (SIGKILL, a crash, the power): see
-    /// [`crate::run::ending::report_interrupted`].
+    /// `run::ending::take_interrupted`.
     pub fn noted_current(&self) -> Option<CurrentRun> {
         let b = std::fs::read(self.root.join("current.json")).ok()?;
         serde_json::from_slice(&b).ok()
