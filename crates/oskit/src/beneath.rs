@@ -92,6 +92,84 @@ fn io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
+/// The mount points [`pin`]ned in this process: each path with the device and mount ID
+/// found there when it was pinned.
+static PINNED: std::sync::Mutex<Vec<(PathBuf, u64, Option<u64>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Notes that the filesystem mounted at `root` now is the drive: from now on every
+/// [`Beneath::open`] of `root` in this process checks that this same mount is still there.
+/// A drive unmounted under a run (`umount -l`, a pulled disk) leaves `root` a plain folder of
+/// the filesystem beneath (the NAS's); opening it then is an error that says so, never a
+/// write there. [`unpin`] when the drive is unmounted by the run itself.
+pub fn pin(root: &Path) -> io::Result<()> {
+    let fd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    // SAFETY: `open` just returned this descriptor, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let dev = fstat(fd.as_raw_fd()).map_err(io)?.st_dev;
+    let mnt = mount_id(&fd);
+    let mut p = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    p.retain(|(r, _, _)| r != root);
+    p.push((root.to_path_buf(), dev, mnt));
+    Ok(())
+}
+
+/// Forgets what [`pin`] noted for `root`.
+pub fn unpin(root: &Path) {
+    let mut p = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    p.retain(|(r, _, _)| r != root);
+}
+
+/// An error when `root` is [`pin`]ned and is no longer the pinned mount (or is gone); `Ok`
+/// when it is, or when it is not pinned.
+pub fn check_pin(root: &Path) -> io::Result<()> {
+    if !PINNED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(r, _, _)| r == root)
+    {
+        return Ok(());
+    }
+    Beneath::open(root).map(drop).map_err(|e| {
+        if e.kind() == io::ErrorKind::Other {
+            e
+        } else {
+            io::Error::other(format!(
+                "{} is no longer the drive's mount: {e} (unmounted under this run and removed?)",
+                root.display()
+            ))
+        }
+    })
+}
+
+/// An error when `root` is pinned and what is there now (device `dev`, mount `mnt`) is not
+/// the pinned mount.
+fn check_pinned(root: &Path, dev: u64, mnt: Option<u64>) -> io::Result<()> {
+    let p = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((_, pdev, pmnt)) = p.iter().find(|(r, _, _)| r == root) else {
+        return Ok(());
+    };
+    let same = match (pmnt, mnt) {
+        (Some(a), Some(b)) => *a == b,
+        _ => *pdev == dev,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{} is no longer the drive's mount: the drive was unmounted under this run (lazily, \
+         `umount -l`, or pulled) and the path is now a folder of another filesystem; nothing \
+         is read or written there",
+        root.display()
+    )))
+}
+
 const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_BENEATH
     .union(ResolveFlag::RESOLVE_NO_SYMLINKS)
     .union(ResolveFlag::RESOLVE_NO_XDEV);
@@ -109,6 +187,7 @@ impl Beneath {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let dev = fstat(fd.as_raw_fd()).map_err(io)?.st_dev;
         let mnt = mount_id(&fd);
+        check_pinned(root, dev, mnt)?;
         Ok(Beneath {
             root: root.to_path_buf(),
             fd,

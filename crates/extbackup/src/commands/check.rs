@@ -19,6 +19,8 @@ pub(crate) struct Args {
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     let cfg = load(cli)?;
     let days = a.max_age.unwrap_or(cfg.policy.reminder_age_days);
+    // The daily timer also tells a run killed before it could (when no run holds the lock).
+    backends::report_interrupted_if_idle(&cfg);
     let s = status::status(&cfg, extbackup::fmt::now())
         .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
     match s.reminder(&cfg, u64::from(days) * 86_400) {

@@ -84,7 +84,8 @@ A mounted device, or one with mounted partitions, is refused."
     Install(install::Args),
     /// Remove what `install` wrote (the same as `install --uninstall`).
     Uninstall,
-    /// Show the last success, its age and the last failure of every drive.
+    /// Show the last success, its age and the last failure of every drive (a run killed
+    /// before it could tell its end is recorded and told first).
     Status(status::Args),
     /// Mail a reminder when any drive's last good backup is too old (run by a timer).
     Check(check::Args),

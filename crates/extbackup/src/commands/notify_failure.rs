@@ -126,7 +126,10 @@ pub(crate) fn salvage_config(path: &std::path::Path) -> Option<Config> {
     let text = extbackup::config::read_file(path).ok()?;
     let full: toml::Table = toml::from_str(&text).ok()?;
     let mut t = toml::Table::new();
-    t.insert("source".into(), toml::Value::String("/".into()));
+    t.insert(
+        "source".into(),
+        toml::Value::String(extbackup::config::NO_SOURCE.into()),
+    );
     for key in ["host", "state_dir", "indicator", "mail"] {
         if let Some(v) = full.get(key) {
             t.insert(key.into(), v.clone());

@@ -55,7 +55,7 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
                 extbackup::chain(&e)
             ))
         })?,
-        None => Config::parse("source = \"/\"").expect("minimal config parses"),
+        None => Config::without_source(),
     };
     let given = given_recovery(a)?;
     let disks = backends::disks();

@@ -17,6 +17,8 @@ pub(crate) struct Args {
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     let cfg = load(cli)?;
+    // A run killed before it could tell its end is told now (when no run holds the lock).
+    extbackup::run::backends::report_interrupted_if_idle(&cfg);
     let s = status::status(&cfg, extbackup::fmt::now())
         .with_context(|| format!("reading {}", cfg.state_dir.display()))?;
     if a.json {

@@ -102,10 +102,7 @@ pub(crate) fn load_or_default(cli: &Cli) -> Result<(Config, bool)> {
         "{} does not exist: using the defaults",
         cli.config.display()
     );
-    Ok((
-        Config::parse("source = \"/\"").expect("minimal config parses"),
-        false,
-    ))
+    Ok((Config::without_source(), false))
 }
 
 pub(crate) fn confirm(question: &str) -> Result<bool> {

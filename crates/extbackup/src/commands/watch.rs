@@ -17,6 +17,8 @@ pub(crate) fn exec(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         ));
     }
     install_stop_handler()?;
+    // A run killed before it could tell its end is told now (when no run holds the lock).
+    extbackup::run::backends::report_interrupted_if_idle(&cfg);
     let uuids: Vec<String> = cfg.drives.iter().map(|d| d.uuid.to_string()).collect();
     tracing::info!(
         "watching for {} configured drive(s); SIGTERM or Ctrl-C stops",

@@ -13,7 +13,9 @@ impl Config {
     pub(super) fn validate(&self) -> Result<(), (At, String)> {
         self.check_paths()?;
         self.check_sources()?;
+        self.check_no_source_is_root()?;
         self.check_drives()?;
+        self.check_sources_apart()?;
         self.check_tables()
     }
 
@@ -113,6 +115,68 @@ impl Config {
                  each source its own `lock = { path = \"...\" }` (taken just before its copy)"
                     .into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// No source is the whole system (`/`): it holds what a run writes (see
+    /// [`check_sources_apart`](Self::check_sources_apart)) and what no backup wants.
+    pub(super) fn check_no_source_is_root(&self) -> Result<(), (At, String)> {
+        for s in self.sources() {
+            if resolve(&s.path) == Path::new("/") {
+                return Err((
+                    at_source(&s),
+                    format!(
+                        "{} is / (the whole system): it holds the state directory, the mail \
+                         spool, the drives' mount root and /proc, /sys and /dev; name the \
+                         folders to back up (e.g. /srv, /home), one [sources.NAME] table each",
+                        s.label()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// No source contains or lies inside the folders a run writes: the state directory
+    /// (records, the run lock, the loopback store), the mail spool and the mount root (where
+    /// the drives are mounted; a drive's own mount point is [`check_drives`](Self::check_drives)'s).
+    /// A run would copy its own records and spool while writing them, or the drive onto itself.
+    pub(super) fn check_sources_apart(&self) -> Result<(), (At, String)> {
+        let spool = self
+            .mail
+            .as_ref()
+            .and_then(|m| m.spool_dir.clone())
+            .unwrap_or_else(|| self.state_dir.join("spool"));
+        let spool_at = if self.mail.as_ref().is_some_and(|m| m.spool_dir.is_some()) {
+            Some(At::Table("mail"))
+        } else {
+            None
+        };
+        let state_at = (self.state_dir != default_state_dir()).then_some(At::Key("state_dir"));
+        let root_at = (self.mount_root != default_mount_root()).then_some(At::MountRoot);
+        let own: [(Option<At>, &str, &Path); 3] = [
+            (state_at, "state_dir", &self.state_dir),
+            (spool_at, "the mail spool", &spool),
+            (root_at, "mount_root", &self.mount_root),
+        ];
+        for s in self.sources() {
+            for (at, what, p) in &own {
+                if overlaps(p, &s.path) {
+                    let inside = resolve(p).starts_with(resolve(&s.path));
+                    return Err((
+                        at.clone().unwrap_or_else(|| at_source(&s)),
+                        format!(
+                            "{what} {} is {} {} {}: a run writes there while it copies; keep \
+                             them apart",
+                            p.display(),
+                            if inside { "inside" } else { "around" },
+                            s.label(),
+                            s.path.display()
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -271,6 +335,14 @@ impl Config {
     }
 }
 
+/// Where a problem with source `s`'s path points.
+fn at_source(s: &Source) -> At {
+    match &s.name {
+        Some(n) => At::NamedSource(n.as_str().to_string(), "path"),
+        None => At::Source,
+    }
+}
+
 /// `path` as the kernel will reach it: symbolic links resolved as far as the path exists,
 /// `.` and `..` folded in the part that does not exist yet.
 fn resolve(path: &Path) -> PathBuf {
@@ -328,6 +400,7 @@ pub fn check_key_file(path: &Path) -> Result<(), ConfigError> {
 }
 
 /// Where a check across keys points: the key's place in the file.
+#[derive(Clone)]
 pub(super) enum At {
     /// `source`.
     Source,

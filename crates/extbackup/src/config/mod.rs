@@ -116,6 +116,10 @@ pub struct Config {
     pub drives: Vec<DriveConfig>,
 }
 
+/// The source of a configuration made up for commands that copy nothing
+/// ([`Config::without_source`]): a path that does not exist.
+pub const NO_SOURCE: &str = "/nonexistent/extbackup-no-source";
+
 /// The most a configuration file may hold (a real one is a few KiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -200,6 +204,14 @@ impl Config {
             ConfigError::new(ConfigErrorKind::Invalid, msg)
         })?;
         Ok(cfg)
+    }
+
+    /// The configuration of a command that copies nothing when there is no file to read
+    /// (a NAS that is gone, `prepare` before the first drive) or only parts of one to
+    /// salvage: every default, and as its source [`NO_SOURCE`], a path that does not exist
+    /// (never `/`, which the checks refuse).
+    pub fn without_source() -> Config {
+        Config::parse(&format!("source = {NO_SOURCE:?}")).expect("the defaults parse")
     }
 
     /// The sources, in either form: the single `source` (with `[source_lock]` taken by the
@@ -671,6 +683,54 @@ key_file = "/k/a.key"
         // Beside the source is fine (`/srv/backup-drives` is not inside `/srv/backup`).
         let text = format!("{MIN}mount_point = \"/srv/backup-drives/a\"\n");
         Config::parse(&text).unwrap();
+    }
+
+    /// Issue 18 D: `source = "/"`, and as a class, a source that contains (or lies inside)
+    /// a folder the run writes: the state directory, the mail spool, the mount root.
+    #[test]
+    fn a_source_holding_the_state_dir_the_spool_or_the_mount_root_is_refused() {
+        let drive = "\n[[drive]]\nname = \"a\"\nuuid = \"0B1C2D3E-aaaa-4bbb-8ccc-0123456789ab\"\nkey_file = \"/k/a.key\"\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("source = \"/\"\n".into(), "line 1, column 10", "is / (the whole system)"),
+            ("source = \"/srv/../\"\n".into(), "line 1, column 10", "is / (the whole system)"),
+            ("[sources.all]\npath = \"/\"\n".into(), "line 2, column 8", "source \"all\" is / (the whole system)"),
+            // the default state_dir /var/lib/extbackup: the source's place
+            ("source = \"/var\"\n".into(), "line 1, column 10", "state_dir /var/lib/extbackup is inside the source /var"),
+            ("source = \"/var/lib/extbackup/x\"\n".into(), "line 1, column 10", "is around the source"),
+            ("state_dir = \"/srv/data/.state\"\nsource = \"/srv/data\"\n".into(), "line 1, column 13", "state_dir /srv/data/.state is inside the source"),
+            ("source = \"/srv/data\"\n[mail]\nto = [\"a@b.c\"]\nspool_dir = \"/srv/data/spool\"\ntransport = { kind = \"sendmail\" }\n".into(), "line 2, column 1", "the mail spool /srv/data/spool is inside the source"),
+            // the mount root, with no drive yet (prepare adds them later) and with one
+            ("mount_root = \"/srv/data/mnt\"\nsource = \"/srv/data\"\n".into(), "line 1, column 14", "mount_root /srv/data/mnt is inside the source"),
+            ("source = \"/run\"\n".into(), "line 1, column 10", "mount_root /run/extbackup is inside the source"),
+            ("[sources.a]\npath = \"/srv/a\"\n[sources.b]\npath = \"/var/lib\"\n".into(), "line 4, column 8", "inside source \"b\""),
+        ];
+        let mut wrong = vec![];
+        for (text, place, needle) in &cases {
+            for (t, with_drive) in [(text.clone(), false), (format!("{text}{drive}"), true)] {
+                match Config::parse(&t) {
+                    Ok(_) => wrong.push(format!("accepted: {t}")),
+                    Err(e) => {
+                        let e = e.to_string();
+                        // With a drive, its mount point inside the source is named first
+                        // (at mount_root's line, when the file sets it).
+                        let by_drive = with_drive
+                            && needle.starts_with("mount_root")
+                            && e.contains("its mount point")
+                            && e.contains("overlaps");
+                        if !by_drive && (!e.contains(place) || !e.contains(needle)) {
+                            wrong.push(format!("{needle} (want {place}): {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // Beside them is fine; so is the configuration of commands that copy nothing.
+        Config::parse("source = \"/srv/data\"\nstate_dir = \"/srv/data-state\"\n").unwrap();
+        assert_eq!(
+            Config::without_source().source.as_deref(),
+            Some(Path::new(NO_SOURCE))
+        );
     }
 
     #[test]

@@ -220,6 +220,20 @@ impl StateDir {
         let _ = std::fs::remove_file(self.root.join("current.json"));
     }
 
+    /// The run `current.json` notes, alive or not. A noted run whose process is gone while
+    /// the run lock is free was killed (SIGKILL, a crash, the power): see
+    /// `run::ending::take_interrupted`.
+    pub fn noted_current(&self) -> Option<CurrentRun> {
+        let b = std::fs::read(self.root.join("current.json")).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    /// Forgets the noted run whatever its process (the caller holds the run lock, so it is
+    /// no run going on).
+    pub fn forget_current(&self) {
+        let _ = std::fs::remove_file(self.root.join("current.json"));
+    }
+
     /// The current run, if one is noted and its process is alive.
     pub fn current(&self) -> Option<CurrentRun> {
         let b = std::fs::read(self.root.join("current.json")).ok()?;

@@ -168,11 +168,11 @@ pub fn build(cfg: &Config) -> Result<Backends, BackendError> {
 }
 
 /// A run whose backends could not be built (the loopback-test store under a `state_dir`
-/// that is a file, a crypt library that does not load...) still reaches the owner: red on
-/// the LED (the slot `job`), one failure mail for `drive` and a `/fail` ping, like any
-/// failed run; it is reported as failed at `identify`, the step that needs them first.
-/// The state directory cannot record it when it is the cause, so the textfile is left as
-/// it was.
+/// that is a file, a crypt library that does not load...) still reaches the owner like any
+/// failed run ([`crate::run::ending::failed_outside`]): red on the LED (the slot `job`), one
+/// failure mail for `drive`, its record where the state directory can take it, the textfile
+/// and a `/fail` ping; it is reported as failed at `identify`, the step that needs them
+/// first.
 pub fn report_unbuilt(
     cfg: &Config,
     job: &str,
@@ -180,45 +180,76 @@ pub fn report_unbuilt(
     error: BackendError,
     log: &crate::run::logcapture::LogCapture,
 ) -> crate::run::pipeline::RunOutcome {
-    use crate::run::monitor::{failure_body, PingKind, Pinger};
     use crate::run::pipeline::Step;
     let step = Step::Identify;
     let chain = error.chain();
     tracing::error!("step {step} failed: {}", chain.join(": "));
+    let now = crate::fmt::now();
+    let rec = crate::drive::state::RunRecord {
+        drive: drive.to_string(),
+        uuid: cfg
+            .drive_by_name(drive)
+            .map(|d| d.uuid.to_string())
+            .unwrap_or_default(),
+        host: cfg.host_name(),
+        started: now,
+        finished: now,
+        result: crate::drive::state::RunResult::Failure,
+        failed_step: Some(step.name().to_string()),
+        error: chain,
+        files_copied: 0,
+        bytes_copied: 0,
+        files_deleted: 0,
+        files_total: 0,
+        bytes_total: 0,
+        warnings: vec![],
+    };
+    let notifier = notifier(cfg).unwrap_or_else(|e| {
+        tracing::error!("no failure mail: {}", crate::chain(&e));
+        None
+    });
     let mut ind = indicator_for(cfg, job);
-    if let Err(e) = ind.show(indicator::State::Failure) {
-        tracing::warn!("indicator {}: {}", ind.describe(), crate::chain(&e));
-    }
-    let tail = log.tail(60);
-    match notifier(cfg) {
-        Ok(Some(n)) => {
-            let ev = notifier::Event {
-                drive: drive.to_string(),
-                host: cfg.host_name(),
-                outcome: notifier::Outcome::Failure,
-                failed_step: Some(step.name().to_string()),
-                error_chain: chain,
-                log_tail: tail.clone(),
-                duration: std::time::Duration::ZERO,
-                files: 0,
-                bytes: 0,
-                details: vec![],
-            };
-            if let Err(e) = n.notify(&ev) {
-                tracing::error!("mail {:?}: {}", ev.subject(), crate::chain(&e));
-            }
-        }
-        Ok(None) => tracing::info!("no mail configured: the red LED is the only report"),
-        Err(e) => tracing::error!("no failure mail: {}", crate::chain(&e)),
-    }
-    if cfg.drive_by_name(drive).is_some() {
-        if let Some(p) = Pinger::new(&cfg.monitor, drive) {
-            p.finish(PingKind::Failure, failure_body(&tail));
-        }
-    }
+    crate::run::ending::failed_outside(
+        cfg,
+        &rec,
+        Some(ind.as_mut()),
+        notifier.as_deref(),
+        vec![],
+        &log.tail(60),
+    );
     crate::run::pipeline::RunOutcome::Failed {
         drive: drive.to_string(),
         step,
         error,
+    }
+}
+
+/// For `status`, `check` and `watch`: when no run holds the run lock and `current.json` still notes
+/// one, that run was killed before it could tell its end; tells it now like any failed run
+/// (record, red on its drive's LED slot, mail, textfile, `/fail` ping). Nothing to do, or
+/// the lock not available (a run going on, or no right to take it), does nothing.
+pub fn report_interrupted_if_idle(cfg: &Config) {
+    let state = StateDir::new(&cfg.state_dir);
+    if state.noted_current().is_none() {
+        return;
+    }
+    let Ok(Some(_lock)) = oskit::FileLock::try_lock(&state.run_lock_path()) else {
+        return;
+    };
+    if let Some(rec) = crate::run::ending::take_interrupted(cfg, &state) {
+        let notifier = notifier(cfg).unwrap_or_else(|e| {
+            tracing::error!("no failure mail: {}", crate::chain(&e));
+            None
+        });
+        // A console indicator writes on stderr: `status --json`'s stdout is JSON only.
+        let mut ind = console_on_stderr(cfg).unwrap_or_else(|| indicator_for(cfg, &rec.drive));
+        crate::run::ending::failed_outside(
+            cfg,
+            &rec,
+            Some(ind.as_mut()),
+            notifier.as_deref(),
+            vec![],
+            "",
+        );
     }
 }

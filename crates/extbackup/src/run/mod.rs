@@ -6,6 +6,7 @@
 
 pub mod backends;
 pub mod confine;
+pub mod ending;
 pub mod hooks;
 pub mod host;
 pub mod logcapture;

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, MonitorConfig};
-use crate::drive::state::{RunResult, StateDir};
+use crate::drive::state::{RunRecord, RunResult, StateDir};
 
 /// Most bytes of log sent with a failure ping (healthchecks.io keeps 100 kB).
 const MAX_BODY: usize = 90_000;
@@ -129,8 +129,10 @@ pub fn failure_body(log_tail: &str) -> String {
     log_tail[start..].to_string()
 }
 
-/// The node-exporter textfile for every configured drive, from the state directory.
-pub fn textfile(cfg: &Config, state: &StateDir) -> String {
+/// The node-exporter textfile for every configured drive, from the state directory, with
+/// `this_run` (the run that just ended) taken as its drive's newest record even when the
+/// state directory could not keep it: no outcome is missing from the textfile.
+pub fn textfile(cfg: &Config, state: &StateDir, this_run: Option<&RunRecord>) -> String {
     let metrics: [(&str, &str); 5] = [
         (
             "extbackup_last_success_timestamp_seconds",
@@ -156,7 +158,18 @@ pub fn textfile(cfg: &Config, state: &StateDir) -> String {
     let mut rows: Vec<Vec<String>> = vec![vec![]; metrics.len()];
     for d in &cfg.drives {
         let name = d.name.as_str();
-        let Ok(st) = state.drive(name) else { continue };
+        let mut st = state.drive(name).ok();
+        if let Some(r) = this_run.filter(|r| r.drive == name) {
+            let st = st.get_or_insert_with(Default::default);
+            let slot = match r.result {
+                RunResult::Success => &mut st.last_success,
+                RunResult::Failure => &mut st.last_failure,
+            };
+            if slot.as_ref().is_none_or(|old| old.finished <= r.finished) {
+                *slot = Some(r.clone());
+            }
+        }
+        let Some(st) = st else { continue };
         let last = match (&st.last_success, &st.last_failure) {
             (Some(s), Some(f)) if f.finished > s.finished => Some(f),
             (Some(s), _) => Some(s),
@@ -189,12 +202,13 @@ pub fn textfile(cfg: &Config, state: &StateDir) -> String {
     out
 }
 
-/// Rewrites the textfile (when configured); a failure is a warning, never the run's.
-pub fn write_textfile(cfg: &Config, state: &StateDir) {
+/// Rewrites the textfile (when configured), with `this_run` as in [`textfile`]; a failure is
+/// a warning, never the run's.
+pub fn write_textfile(cfg: &Config, state: &StateDir, this_run: Option<&RunRecord>) {
     let Some(path) = &cfg.monitor.textfile else {
         return;
     };
-    if let Err(e) = write_to(path, &textfile(cfg, state)) {
+    if let Err(e) = write_to(path, &textfile(cfg, state, this_run)) {
         tracing::warn!(
             "monitoring: writing the textfile {}: {e} (the backup is not affected)",
             path.display()

@@ -482,9 +482,12 @@ for m in $(findmnt -rn -o TARGET,SOURCE | awk '$2 ~ /^\/dev\/(loop|mapper\/)/ {p
 done
 mount --bind "$T" "$T"
 mount --bind /run/extbackup-loopback /run/extbackup-loopback
+# libcryptsetup's own lock folder (the real LUKS backend, in the guest)
+mkdir -p /run/cryptsetup
+mount --bind /run/cryptsetup /run/cryptsetup
 for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
   case "$m" in
-    "$T"|"$T"/*|/run/extbackup-loopback|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;;
+    "$T"|"$T"/*|/run/extbackup-loopback|/run/cryptsetup|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;;
   esac
   mount -o remount,bind,ro "$m" || echo "confine: $m stays writable" >&2
 done
@@ -501,8 +504,17 @@ impl World {
     /// from this world's folder (see [`CONFINE`]). Exit 99 (and a line on stderr) when
     /// the namespace could not be made so.
     pub fn cmd_confined(&self, args: &[&str]) -> Output {
+        self.cmd_confined_env(args, &[])
+    }
+
+    /// Like [`cmd_confined`](Self::cmd_confined), with `env` added to the binary's
+    /// environment (`TMPDIR` for the drive commands' temporary mount points).
+    pub fn cmd_confined_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
         fs::create_dir_all("/run/extbackup-loopback").unwrap();
-        let plain = self.command();
+        let mut plain = self.command();
+        for (k, v) in env {
+            plain.env(k, v);
+        }
         let mut c = Command::new("unshare");
         c.args([
             "--mount",

@@ -21,6 +21,7 @@ impl Pipeline<'_> {
     ) -> RunOutcome {
         let result = result.and_then(|()| {
             let rec = self.record(run, RunResult::Success, None, &[]);
+            self.recorded = Some(rec.clone());
             self.state.record(&rec).map_err(|e| {
                 (
                     Step::Record,
@@ -49,18 +50,39 @@ impl Pipeline<'_> {
         outcome
     }
 
-    /// The textfile and the last ping, after the outcome is shown, recorded and mailed;
-    /// bounded by the monitor's deadline, never changing the outcome.
+    /// The textfile (with this run's record, whether or not the state directory took it)
+    /// and the last ping, after the outcome is shown, recorded and mailed; bounded by the
+    /// monitor's deadline, never changing the outcome (see [`crate::run::ending`]).
     pub(super) fn monitor_end(&mut self, outcome: &RunOutcome) {
-        crate::run::monitor::write_textfile(self.cfg, &self.state);
-        if let Some(p) = self.pinger.take() {
-            match outcome {
-                RunOutcome::Failed { .. } => p.finish(
-                    crate::run::monitor::PingKind::Failure,
-                    crate::run::monitor::failure_body(&self.log.tail(self.opts.mail_log_lines)),
-                ),
-                _ => p.finish(crate::run::monitor::PingKind::Success, String::new()),
-            }
+        let failed = matches!(outcome, RunOutcome::Failed { .. });
+        let tail = if failed && self.pinger.is_some() {
+            self.log.tail(self.opts.mail_log_lines)
+        } else {
+            String::new()
+        };
+        crate::run::ending::monitors(
+            self.cfg,
+            &self.state,
+            self.recorded.take().as_ref(),
+            self.pinger.take(),
+            failed,
+            &tail,
+        );
+    }
+
+    /// With the run lock held: a run `current.json` still notes was killed before it could
+    /// tell its end (no run goes on without the lock); tells it now like any failed run:
+    /// its record, a mail, the textfile and a `/fail` ping. The LED shows this run.
+    pub(super) fn report_interrupted(&mut self) {
+        if let Some(rec) = crate::run::ending::take_interrupted(self.cfg, &self.state) {
+            crate::run::ending::failed_outside(
+                self.cfg,
+                &rec,
+                None,
+                self.b.notifier.as_deref(),
+                vec![],
+                "",
+            );
         }
     }
 
@@ -95,6 +117,7 @@ impl Pipeline<'_> {
         run.hook_warnings = self.after_hooks(run, Some(step));
         let chain = e.chain();
         let rec = self.record(run, RunResult::Failure, Some(step), &chain);
+        self.recorded = Some(rec.clone());
         if let Err(e) = self.state.record(&rec) {
             tracing::error!(
                 "recording the failure in the state directory {}: {e}",
@@ -235,6 +258,7 @@ impl Pipeline<'_> {
         }
         let mut still_mounted = done.still_mounted;
         if let Some(mp) = done.mounted.take() {
+            oskit::beneath::unpin(&mp);
             match self.b.mounter.unmount(&mp) {
                 Ok(_) => tracing::info!("undo: unmounted {}", mp.display()),
                 Err(e) => {

@@ -242,6 +242,8 @@ pub struct Pipeline<'a> {
     on_step: Option<Box<dyn FnMut(Step) + Send + 'a>>,
     indicator_failed: bool,
     pinger: Option<crate::run::monitor::Pinger>,
+    /// The record of this run once made, for the textfile.
+    recorded: Option<crate::drive::state::RunRecord>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -258,6 +260,7 @@ impl<'a> Pipeline<'a> {
             on_step: None,
             indicator_failed: false,
             pinger: None,
+            recorded: None,
         }
     }
 
@@ -375,6 +378,24 @@ impl<'a> Pipeline<'a> {
         tracing::info!("step {n}/{}: {step}", Step::ALL.len());
         if let Some(f) = self.on_step.as_mut() {
             f(step);
+        }
+        if let Some(mp) = run.done.mounted.as_ref().filter(|_| step <= Step::Record) {
+            // The drive must still be mounted where the run mounted it (not lazily
+            // unmounted, `umount -l`, leaving a bare folder of the NAS there).
+            oskit::beneath::check_pin(mp).map_err(|e| {
+                (
+                    step,
+                    StepError::with(
+                        format!(
+                            "the drive's filesystem is gone from {} before this step: it was \
+                             unmounted under the run (umount -l?) or pulled; nothing is \
+                             written there, plug the drive in again",
+                            mp.display()
+                        ),
+                        e,
+                    ),
+                )
+            })?;
         }
         if step <= Step::RunLock {
             // Not the current run yet: another one may hold the lock (and `current.json`).

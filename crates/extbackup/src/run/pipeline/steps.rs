@@ -21,6 +21,7 @@ impl Pipeline<'_> {
             self.show(State::Working { progress: None });
         }
         run.done.run_locked = true;
+        self.report_interrupted();
         Ok(())
     }
 
@@ -72,6 +73,11 @@ impl Pipeline<'_> {
             })?;
         run.done.mounted = Some(mp.clone());
         tracing::info!("mounted at {}", mp.display());
+        // From now on every handle on the drive checks that this mount is still there: a
+        // drive unmounted under the run (`umount -l`) leaves a bare folder of the NAS here.
+        if let Err(e) = oskit::beneath::pin(mp) {
+            tracing::warn!("noting the drive's mount at {}: {e}", mp.display());
+        }
         // What the drive holds is untrusted: nothing at its top may lead the run out of it.
         let names: Vec<String> = self
             .cfg
@@ -225,6 +231,7 @@ impl Pipeline<'_> {
     pub(super) fn unmount(&mut self, run: &mut Run) -> Result<(), StepError> {
         let mp = &run.mount_point;
         let u = self.b.mounter.unmount(mp);
+        oskit::beneath::unpin(mp);
         run.done.mounted = None;
         let u = u.map_err(|e| {
             run.done.still_mounted = true;

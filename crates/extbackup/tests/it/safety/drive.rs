@@ -263,3 +263,298 @@ fn safety_landlock_the_copy_cannot_write_outside_the_drive_and_its_own_folders()
         assert_eq!(fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
     });
 }
+
+/// Every kind that is not what belongs, at every place the run touches: a FIFO at
+/// `runs.jsonl` (an open for appending would block the run forever), a device node at
+/// `last-run.json`, a socket among the header backups, a folder where the record file goes
+/// (`last-run.json`), a file where `headers` goes, a generation that is a symlink into the
+/// NAS and one that is a file, a named source's folder in a generation that is a FIFO; then
+/// `.extbackup` itself a regular file. Each is moved aside, named in the mail, never
+/// followed, written or read; the run completes green; nothing outside the drive changes.
+fn wrong_kinds(fs_type: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let _serial = serial();
+    let mkfifo = |p: &Path| testkit::sh(std::process::Command::new("mkfifo").arg(p));
+    let Some((w, lo, out)) = hostile(&format!("sk-{fs_type}"), fs_type, true, |mp, nas| {
+        let meta = mp.join(".extbackup");
+        fs::remove_file(meta.join("runs.jsonl")).unwrap();
+        mkfifo(&meta.join("runs.jsonl"));
+        fs::remove_file(meta.join("last-run.json")).unwrap();
+        testkit::sh(
+            std::process::Command::new("mknod")
+                .arg(meta.join("last-run.json"))
+                .args(["c", "1", "3"]),
+        );
+        let _ = fs::remove_dir_all(meta.join("headers"));
+        fs::write(meta.join("headers"), "not a folder\n").unwrap();
+        let gens = mp.join("generations");
+        symlink(
+            nas.join("gens/2020-01-01T000000Z"),
+            gens.join("2020-01-01T000000Z"),
+        )
+        .unwrap();
+        fs::write(gens.join("2019-01-01T000000Z"), "a file\n").unwrap();
+        std::os::unix::net::UnixListener::bind(gens.join("2018-01-01T000000Z")).unwrap();
+    }) else {
+        return;
+    };
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "the run ends green: {log}");
+    assert_eq!(log.matches("moved aside to").count(), 6, "{log}");
+    for kind in [
+        "a device, fifo or socket",
+        "a symbolic link",
+        "a file where a folder",
+    ] {
+        assert!(log.contains(kind), "{kind}: {log}");
+    }
+    let mail = w.last_mail();
+    assert_eq!(mail.matches("warning: the drive held").count(), 6, "{mail}");
+    assert_eq!(
+        fs::read(w.path("nas/gens/2020-01-01T000000Z/precious.txt")).unwrap(),
+        b"precious\n"
+    );
+    w.with_drive_rw(&lo.dev, |mp| {
+        let q: Vec<_> = fs::read_dir(mp.join(".extbackup/quarantine"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_type().unwrap())
+            .collect();
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.iter().filter(|t| t.is_fifo()).count(), 1);
+        assert_eq!(q.iter().filter(|t| t.is_char_device()).count(), 1);
+        assert_eq!(q.iter().filter(|t| t.is_socket()).count(), 1);
+        assert_eq!(q.iter().filter(|t| t.is_symlink()).count(), 1);
+        let meta = mp.join(".extbackup");
+        assert!(fs::symlink_metadata(meta.join("runs.jsonl"))
+            .unwrap()
+            .is_file());
+        assert!(fs::symlink_metadata(meta.join("last-run.json"))
+            .unwrap()
+            .is_file());
+        // `.extbackup` a regular file, for the next run.
+        fs::remove_dir_all(&meta).unwrap();
+        fs::write(&meta, "not a folder\n").unwrap();
+    });
+    let before = w.outside_listing();
+    let out = w.cmd_confined(&["run", "--device", lo.dev.to_str().unwrap()]);
+    assert_eq!(
+        before,
+        w.outside_listing(),
+        "the run changed something outside the drive"
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(".extbackup as a file where a folder belongs"),
+        "{log}"
+    );
+    w.with_drive_rw(&lo.dev, |mp| {
+        assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl"))
+            .unwrap()
+            .is_file());
+        assert_eq!(
+            fs::read_dir(mp.join(".extbackup/quarantine"))
+                .unwrap()
+                .count(),
+            1
+        );
+    });
+}
+
+#[test]
+fn safety_ext4_fifos_devices_sockets_files_and_folders_of_the_wrong_kind_are_moved_aside() {
+    wrong_kinds("ext4");
+}
+
+#[test]
+fn safety_btrfs_fifos_devices_sockets_files_and_folders_of_the_wrong_kind_are_moved_aside() {
+    wrong_kinds("btrfs");
+}
+
+/// The drive commands read a hostile drive without following what it holds: `data` (history
+/// off) or `generations` (history on) symlinked to a NAS folder makes `restore`, `verify`
+/// and `history` refuse naming the link (or list nothing of the NAS), never copy, hash or
+/// list the NAS folder; nothing outside the drive changes.
+#[test]
+fn safety_restore_verify_and_history_on_a_hostile_drive_never_follow_its_links() {
+    let _serial = serial();
+    for history in [false, true] {
+        let name = format!("sc{}", u8::from(history));
+        let Some((w, lo)) = World::prepared_fs(&name, 200, "ext4") else {
+            return;
+        };
+        w.set_top(&format!("history = {history}"));
+        let nas = nas(&w);
+        let dev = lo.dev.to_str().unwrap().to_string();
+        assert_eq!(w.cmd(&["run", "--device", &dev]).status.code(), Some(0));
+        w.with_drive_rw(&lo.dev, |mp| {
+            if history {
+                fs::remove_dir_all(mp.join("generations")).unwrap();
+                symlink(nas.join("gens"), mp.join("generations")).unwrap();
+            } else {
+                fs::remove_dir_all(mp.join("data")).unwrap();
+                symlink(nas.join("files"), mp.join("data")).unwrap();
+            }
+        });
+        // The drive commands mount the drive read-only under TMPDIR.
+        let tmp = w.path("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let confined = |args: &[&str]| w.cmd_confined_env(args, &[("TMPDIR", &tmp)]);
+        let before = w.outside_listing();
+        let to = w.path("restored");
+        let out = confined(&[
+            "restore",
+            &name,
+            "--device",
+            &dev,
+            "/",
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "restore from a link: {err}");
+        assert!(
+            err.contains("symbolic link") || err.contains("Too many levels"),
+            "{err}"
+        );
+        let restored: Vec<_> = fs::read_dir(&to)
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(restored.is_empty(), "restored from the NAS: {restored:?}");
+        let out = confined(&["verify", &name, "--device", &dev, "--full"]);
+        let err = stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "verify of a link: {err}");
+        let out = confined(&["history", &name, "--device", &dev, "--json"]);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !listed.contains("2020-01-01") && !listed.contains("2021-01-01"),
+            "history listed the NAS folder: {listed}"
+        );
+        let after: Vec<_> = w
+            .outside_listing()
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with("restored"))
+            .collect();
+        assert_eq!(
+            before, after,
+            "a command changed something outside the drive"
+        );
+        assert_eq!(fs::read_dir(nas.join("files")).unwrap().count(), 100);
+    }
+}
+
+/// The symlink cases on real LUKS (dm-crypt, libcryptsetup) in the guest: `data` linked to a
+/// NAS folder with history off, `generations` linked to NAS folders named like generations
+/// with history on, and in both `.extbackup/runs.jsonl` and `.extbackup/headers` linked to
+/// the NAS. The run (confined: `/` read-only but for the test's folder) ends green, moves
+/// the three links aside, and nothing outside the drive changes. One test per setting: each
+/// takes ~50 s under TCG, within the guest's per-test hang guard.
+fn luks_symlinks(history: bool) {
+    use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
+    let _serial = serial();
+    // Progress past libtest's capture: the guest's hang guard keeps only what was written.
+    let step = |what: &str| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "vm_safety: {what}");
+    };
+    {
+        step(&format!("history {history}: prepare"));
+        let (w, lo) = World::on_blank_disk("libcryptsetup", 64);
+        w.set_top(&format!("history = {history}"));
+        w.prepare(&lo.dev, "vs");
+        let nas = nas(&w);
+        step("first run");
+        assert_eq!(
+            w.run(&lo.dev).status.code(),
+            Some(0),
+            "the first, normal run"
+        );
+        step("planting");
+        // Opened read-write as its owner could, and the links planted.
+        let c = LibcryptsetupCrypt::new();
+        let mapped = c
+            .unlock(&lo.dev, &w.path("keys/vs.key"), "extbackup-vs-plant")
+            .unwrap();
+        let mp = w.path("plant");
+        fs::create_dir_all(&mp).unwrap();
+        testkit::sh(std::process::Command::new("mount").arg(&mapped).arg(&mp));
+        if history {
+            fs::rename(mp.join("generations"), mp.join("old-generations")).unwrap();
+            symlink(nas.join("gens"), mp.join("generations")).unwrap();
+        } else {
+            fs::remove_dir_all(mp.join("data")).unwrap();
+            symlink(nas.join("files"), mp.join("data")).unwrap();
+        }
+        fs::remove_file(mp.join(".extbackup/runs.jsonl")).unwrap();
+        symlink(nas.join("runs.jsonl"), mp.join(".extbackup/runs.jsonl")).unwrap();
+        let _ = fs::remove_dir_all(mp.join(".extbackup/headers"));
+        symlink(nas.join("meta/headers"), mp.join(".extbackup/headers")).unwrap();
+        testkit::sh(std::process::Command::new("umount").arg(&mp));
+        c.lock("extbackup-vs-plant", LockMode::Normal).unwrap();
+
+        step("confined run");
+        let before = w.outside_listing();
+        let out = w.cmd_confined(&["run", "--device", lo.dev.to_str().unwrap()]);
+        step("checking");
+        assert_eq!(
+            before,
+            w.outside_listing(),
+            "history {history}: the run changed something outside the drive"
+        );
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "history {history}: {log}");
+        assert_eq!(log.matches("moved aside to").count(), 3, "{log}");
+        assert_eq!(fs::read_dir(nas.join("files")).unwrap().count(), 100);
+        for g in ["2020-01-01T000000Z", "2021-01-01T000000Z"] {
+            assert_eq!(
+                fs::read(nas.join("gens").join(g).join("precious.txt")).unwrap(),
+                b"precious\n"
+            );
+        }
+        assert_eq!(fs::read(nas.join("runs.jsonl")).unwrap(), b"nas log\n");
+        assert_eq!(fs::read_dir(nas.join("meta/headers")).unwrap().count(), 0);
+        // On the drive: the links in the quarantine, the records real files, the copy there.
+        let mapped = c
+            .unlock(&lo.dev, &w.path("keys/vs.key"), "extbackup-vs-plant")
+            .unwrap();
+        testkit::sh(
+            std::process::Command::new("mount")
+                .args(["-o", "ro"])
+                .arg(&mapped)
+                .arg(&mp),
+        );
+        let r = std::panic::catch_unwind(|| {
+            let q: Vec<_> = fs::read_dir(mp.join(".extbackup/quarantine"))
+                .unwrap()
+                .flatten()
+                .collect();
+            assert_eq!(q.len(), 3, "{q:?}");
+            assert!(q.iter().all(|e| e.file_type().unwrap().is_symlink()));
+            assert!(fs::symlink_metadata(mp.join(".extbackup/runs.jsonl"))
+                .unwrap()
+                .is_file());
+            let copy = extbackup::drive::history::copy_root(&mp, None).unwrap();
+            assert_eq!(fs::read(copy.join("a.txt")).unwrap(), b"alpha\n");
+        });
+        testkit::sh(std::process::Command::new("umount").arg(&mp));
+        c.lock("extbackup-vs-plant", LockMode::Normal).unwrap();
+        if let Err(p) = r {
+            std::panic::resume_unwind(p);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_safety_history_off_symlinks_on_a_real_luks_drive_are_moved_aside_and_nothing_outside_changes()
+{
+    luks_symlinks(false);
+}
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_safety_history_on_symlinks_on_a_real_luks_drive_are_moved_aside_and_nothing_outside_changes()
+{
+    luks_symlinks(true);
+}
