@@ -344,6 +344,17 @@ impl Beneath {
         Ok(v)
     }
 
+    /// The regular file `rel` opened for reading (no symbolic link followed anywhere on the
+    /// way; a fifo or device is refused without blocking).
+    pub fn open_file(&self, rel: &Path) -> io::Result<std::fs::File> {
+        let fd = self.open_how(rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;
+        let f = std::fs::File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(invalid(format!("{}: not a regular file", rel.display())));
+        }
+        Ok(f)
+    }
+
     /// The entries of the folder `rel` with their kinds (not followed), sorted by name.
     pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<(OsString, Kind)>> {
         let fd = self.dir(rel)?;
