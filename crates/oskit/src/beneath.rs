@@ -355,6 +355,12 @@ impl Beneath {
         Ok(f)
     }
 
+    /// Removes the file (or symbolic link, not followed) `rel`.
+    pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        unlinkat(Some(dir.as_raw_fd()), name.as_os_str(), UnlinkatFlags::NoRemoveDir).map_err(io)
+    }
+
     /// The entries of the folder `rel` with their kinds (not followed), sorted by name.
     pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<(OsString, Kind)>> {
         let fd = self.dir(rel)?;
