@@ -42,9 +42,11 @@ impl Pipeline<'_> {
             self.b.host.unlock_source();
             run.done.source_locked = false;
         }
+        let name = generation.as_ref().map(|g| g.stamp.name());
         if let Some(g) = generation {
             self.end_generation(run, &g)?;
         }
+        self.manifest(run, name);
         Ok(())
     }
 
