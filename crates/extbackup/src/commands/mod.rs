@@ -20,11 +20,13 @@ pub(crate) mod prepare;
 pub(crate) mod recovery;
 pub(crate) mod restore;
 pub(crate) mod run;
+pub(crate) mod scrub;
 pub(crate) mod status;
 pub(crate) mod uninstall;
 pub(crate) mod unmount;
 pub(crate) mod util;
 pub(crate) mod verify;
+pub(crate) mod versions;
 pub(crate) mod watch;
 
 #[derive(Parser, Debug)]
@@ -142,6 +144,27 @@ by `status`. Run it right after a backup: what changed in the source since shows
 difference."
     )]
     Verify(verify::Args),
+    /// Re-read a drive and check every file against the drive's own manifests (no NAS, no
+    /// configuration needed).
+    #[command(
+        long_about = "Opens the drive read-only (key file, or --passphrase; on a bare machine \
+--device DEV without any configuration, as `extbackup mount`), re-reads its files and \
+compares each with the SHA-256 that the drive's manifest (.extbackup/manifests/, written by \
+every run) recorded for it. Names every file that is missing, changed or unreadable, and for a \
+file shared by several generations (hard-linked) every generation that holds it. A shared \
+file is read once. --sample PERCENT reads a random share. Exit 0 when clean, 1 on \
+differences. `verify` compares the drive with the NAS's source; `scrub` needs neither the \
+source nor the NAS. `[policy] scrub_share = N` scrubs a rotating 1/N of the drive at every run."
+    )]
+    Scrub(scrub::Args),
+    /// List every version of a file across a drive's generations (from the manifests).
+    #[command(
+        long_about = "Reads the drive's manifests (no tree is walked) and lists every \
+generation holding PATH: its size, modification time, SHA-256, and which generations share \
+that very file (hard-linked: unchanged between them). `extbackup restore NAME PATH --at \
+GENERATION --to DIR` fetches one. Works on a bare machine with --device like `mount`."
+    )]
+    Versions(versions::Args),
     /// List a drive's generations (date, files, size, bytes new in each).
     #[command(
         long_about = "Opens the drive read-only (or uses its `extbackup mount`) and lists its \

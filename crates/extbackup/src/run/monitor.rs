@@ -131,7 +131,7 @@ pub fn failure_body(log_tail: &str) -> String {
 
 /// The node-exporter textfile for every configured drive, from the state directory.
 pub fn textfile(cfg: &Config, state: &StateDir) -> String {
-    let metrics: [(&str, &str); 5] = [
+    let metrics: [(&str, &str); 7] = [
         (
             "extbackup_last_success_timestamp_seconds",
             "When the drive's last successful backup finished (Unix time).",
@@ -151,6 +151,14 @@ pub fn textfile(cfg: &Config, state: &StateDir) -> String {
         (
             "extbackup_last_run_bytes_copied",
             "Bytes the drive's last run copied (0 for a failed run).",
+        ),
+        (
+            "extbackup_last_scrub_timestamp_seconds",
+            "When the drive's last scrub (against its manifests) finished (Unix time).",
+        ),
+        (
+            "extbackup_last_scrub_faults",
+            "Files the drive's last scrub found missing, changed or unreadable.",
         ),
     ];
     let mut rows: Vec<Vec<String>> = vec![vec![]; metrics.len()];
@@ -176,6 +184,10 @@ pub fn textfile(cfg: &Config, state: &StateDir) -> String {
                 l.finished.saturating_sub(l.started)
             ));
             rows[4].push(format!("{}{label} {}", metrics[4].0, l.bytes_copied));
+        }
+        if let Some(sc) = crate::drive::scrub::last(&cfg.state_dir, name) {
+            rows[5].push(format!("{}{label} {}", metrics[5].0, sc.finished));
+            rows[6].push(format!("{}{label} {}", metrics[6].0, sc.faults.len()));
         }
     }
     let mut out = String::new();
