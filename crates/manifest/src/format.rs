@@ -182,9 +182,12 @@ impl Manifest {
             let ino = num(next()?, "inode")?;
             let nlink = num(next()?, "link count")?;
             let path = unescape(next()?).ok_or_else(|| err(n, "bad escape in the path"))?;
-            if path.is_empty() || path.starts_with(b"/") || path.split(|&b| b == b'/').any(|c| {
-                c.is_empty() || c == b"." || c == b".."
-            }) {
+            if path.is_empty()
+                || path.starts_with(b"/")
+                || path
+                    .split(|&b| b == b'/')
+                    .any(|c| c.is_empty() || c == b"." || c == b"..")
+            {
                 return Err(err(n, "not a relative path"));
             }
             entries.push(Entry {
@@ -249,13 +252,7 @@ mod tests {
         let good = m.to_sidecar();
         assert!(Manifest::parse_sidecar(b"something else\n").is_err());
         assert!(Manifest::parse_sidecar(&good[..good.len() - 1]).is_err());
-        for bad in [
-            "zz",
-            "../x",
-            "/etc/passwd",
-            "a//b",
-            "a\\q",
-        ] {
+        for bad in ["zz", "../x", "/etc/passwd", "a//b", "a\\q"] {
             let text = String::from_utf8(good.clone())
                 .unwrap()
                 .replace(" b\n", &format!(" {bad}\n"));
@@ -267,6 +264,9 @@ mod tests {
             }
         }
         let text = String::from_utf8(good).unwrap().replacen("ab", "xy", 1);
-        assert_eq!(Manifest::parse_sidecar(text.as_bytes()).unwrap_err().line, 2);
+        assert_eq!(
+            Manifest::parse_sidecar(text.as_bytes()).unwrap_err().line,
+            2
+        );
     }
 }

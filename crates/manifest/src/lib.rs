@@ -377,7 +377,10 @@ mod tests {
     #[test]
     fn parallel_keeps_the_order() {
         let v: Vec<u32> = (0..1000).collect();
-        assert_eq!(parallel(&v, 3, |x| x * 2), v.iter().map(|x| x * 2).collect::<Vec<_>>());
+        assert_eq!(
+            parallel(&v, 3, |x| x * 2),
+            v.iter().map(|x| x * 2).collect::<Vec<_>>()
+        );
         assert!(parallel(&Vec::<u32>::new(), 3, |x| *x).is_empty());
     }
 }

@@ -358,7 +358,12 @@ impl Beneath {
     /// Removes the file (or symbolic link, not followed) `rel`.
     pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
-        unlinkat(Some(dir.as_raw_fd()), name.as_os_str(), UnlinkatFlags::NoRemoveDir).map_err(io)
+        unlinkat(
+            Some(dir.as_raw_fd()),
+            name.as_os_str(),
+            UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(io)
     }
 
     /// The entries of the folder `rel` with their kinds (not followed), sorted by name.

@@ -51,7 +51,8 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         for (rel, dest) in &r.items {
             println!("restored {} to {}", rel.display(), dest.display());
         }
-        let check = extbackup::drive::manifests::check_restored(view.mount_point(), &from, &r.items);
+        let check =
+            extbackup::drive::manifests::check_restored(view.mount_point(), &from, &r.items);
         Ok(report_check(&check))
     })
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use extbackup::drive::scrub;
 
-use crate::commands::util::{failure, load_or_default, with_drive_view};
+use crate::commands::util::{failure, load_or_default, opener_with_key, with_drive_view_by};
 use crate::commands::verify::parse_percent;
 use crate::commands::Cli;
 
@@ -24,8 +24,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DEV")]
     device: Option<PathBuf>,
     /// Open with the recovery passphrase instead of the key file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key_file")]
     passphrase: bool,
+    /// Open with this key file (a drive the configuration does not know, or no
+    /// configuration at all: a bare machine; default: the configured key file).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
@@ -34,9 +38,13 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         Some(p) => scrub::Selection::Sample(p),
         None => scrub::Selection::All,
     };
-    let r = with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
-        scrub::scrub(view.mount_point(), &a.name, sel).map_err(failure)
-    })?;
+    let r = with_drive_view_by(
+        &cfg,
+        &a.name,
+        a.device.as_deref(),
+        &opener_with_key(a.passphrase, a.key_file.as_deref()),
+        |view| scrub::scrub(view.mount_point(), &a.name, sel).map_err(failure),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use extbackup::drive::{manifests, restore};
 
-use crate::commands::util::{failure, load_or_default, with_drive_view, UsageError};
+use crate::commands::util::{
+    failure, load_or_default, opener_with_key, with_drive_view_by, UsageError,
+};
 use crate::commands::Cli;
 
 #[derive(ClapArgs, Debug)]
@@ -24,22 +26,29 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DEV")]
     device: Option<PathBuf>,
     /// Open with the recovery passphrase instead of the key file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key_file")]
     passphrase: bool,
+    /// Open with this key file (a drive the configuration does not know, or no
+    /// configuration at all: a bare machine; default: the configured key file).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     let (cfg, has_config) = load_or_default(cli)?;
     let sources = if has_config { cfg.sources() } else { vec![] };
-    let rel = restore::relative_in_copy(&a.path, &sources).map_err(|e| {
-        UsageError(extbackup::chain(&e))
-    })?;
+    let rel = restore::relative_in_copy(&a.path, &sources)
+        .map_err(|e| UsageError(extbackup::chain(&e)))?;
     if rel.as_os_str().is_empty() {
         bail!(UsageError("name a file, not the whole copy".into()));
     }
-    let (list, without) = with_drive_view(&cfg, &a.name, a.device.as_deref(), a.passphrase, |view| {
-        manifests::versions(view.mount_point(), &rel).map_err(failure)
-    })?;
+    let (list, without) = with_drive_view_by(
+        &cfg,
+        &a.name,
+        a.device.as_deref(),
+        &opener_with_key(a.passphrase, a.key_file.as_deref()),
+        |view| manifests::versions(view.mount_point(), &rel).map_err(failure),
+    )?;
     if !without.is_empty() {
         tracing::warn!(
             "{} tree(s) have no manifest and are not searched: {}",

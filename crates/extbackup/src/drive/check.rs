@@ -224,7 +224,11 @@ mod tests {
         assert_eq!(moved.len(), 2, "{moved:#?}");
         std::fs::create_dir_all(mp.join(MANIFESTS_DIR)).unwrap();
         std::fs::write(mp.join(MANIFESTS_DIR).join("a.sha256"), "").unwrap();
-        symlink(nas.join("runs.jsonl"), mp.join(MANIFESTS_DIR).join("b.files")).unwrap();
+        symlink(
+            nas.join("runs.jsonl"),
+            mp.join(MANIFESTS_DIR).join("b.files"),
+        )
+        .unwrap();
         std::fs::create_dir(mp.join(MANIFESTS_DIR).join("c.files")).unwrap();
         let moved = check(&mp, &[]).unwrap();
         assert_eq!(moved.len(), 2, "{moved:#?}");

@@ -51,7 +51,10 @@ pub fn trees(mount_point: &Path) -> Result<Vec<Tree>, Failure> {
 
 /// The tree whose folder is `copy` (a generation's or `data/`), if it is one.
 pub fn tree_of(mount_point: &Path, copy: &Path) -> Option<Tree> {
-    trees(mount_point).ok()?.into_iter().find(|t| t.path == copy)
+    trees(mount_point)
+        .ok()?
+        .into_iter()
+        .find(|t| t.path == copy)
 }
 
 /// The manifest of the tree `name` from its sidecar; `None` when it has none (made before
@@ -100,9 +103,7 @@ pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<
         )
     };
     let dir = Path::new(layout::MANIFESTS_DIR);
-    drive
-        .create_dir_all(dir, 0o755)
-        .map_err(|e| io(dir, e))?;
+    drive.create_dir_all(dir, 0o755).map_err(|e| io(dir, e))?;
     let sidecar = layout::manifest_sidecar(&tree.name);
     drive
         .write_atomic(&sidecar, &m.to_sidecar(), 0o644)
@@ -160,7 +161,11 @@ pub struct RestoreCheck {
 
 /// Reads back every regular file a restore wrote (`items`: each path in the copy and where
 /// it went) and compares it with the manifest of the tree `copy`.
-pub fn check_restored(mount_point: &Path, copy: &Path, items: &[(PathBuf, PathBuf)]) -> RestoreCheck {
+pub fn check_restored(
+    mount_point: &Path,
+    copy: &Path,
+    items: &[(PathBuf, PathBuf)],
+) -> RestoreCheck {
     let mut out = RestoreCheck::default();
     let m = match tree_of(mount_point, copy).map(|t| load(mount_point, &t.name)) {
         Some(Ok(Some(m))) => m,

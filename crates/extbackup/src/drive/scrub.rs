@@ -139,9 +139,11 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
                 continue;
             }
             Err(e) => {
-                report
-                    .faults
-                    .push(format!("{}: the manifest: {}", t.name, e.chain().join(": ")));
+                report.faults.push(format!(
+                    "{}: the manifest: {}",
+                    t.name,
+                    e.chain().join(": ")
+                ));
                 roots.push(None);
                 continue;
             }
@@ -211,11 +213,7 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
                 .map(|&i| trees[items[i].tree].name.as_str())
                 .collect();
             if names.len() > 1 {
-                format!(
-                    "; the same file (inode {}) is in {}",
-                    k.1,
-                    names.join(", ")
-                )
+                format!("; the same file (inode {}) is in {}", k.1, names.join(", "))
             } else {
                 String::new()
             }
@@ -237,11 +235,9 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
             }
             Err(e) => {
                 let f = manifest::Fault::Unreadable(e.to_string());
-                report.faults.push(format!(
-                    "{}: {f}{}",
-                    shown(&items[members[0]]),
-                    sharing()
-                ));
+                report
+                    .faults
+                    .push(format!("{}: {f}{}", shown(&items[members[0]]), sharing()));
             }
         }
     }

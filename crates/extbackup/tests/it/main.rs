@@ -9,6 +9,7 @@ mod ack;
 mod faults;
 mod history;
 mod host;
+mod manifest;
 mod recovery;
 mod safety;
 mod sources;

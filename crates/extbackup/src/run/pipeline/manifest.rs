@@ -90,7 +90,10 @@ fn previous_with_manifest(mp: &std::path::Path, name: &str) -> Option<String> {
         .filter(|t| t.name != layout::DATA_DIR)
         .rev()
         .find(|t| {
-            drive.kind(&layout::manifest_sidecar(&t.name)).ok().flatten()
+            drive
+                .kind(&layout::manifest_sidecar(&t.name))
+                .ok()
+                .flatten()
                 == Some(handle::Kind::File)
         })
         .map(|t| t.name.clone())
