@@ -445,3 +445,77 @@ fn manifest_unchanged_files_carry_their_hash_over_unread_in_a_generation() {
 fn manifest_unchanged_files_carry_their_hash_over_unread_in_a_mirror() {
     carry_over(false);
 }
+
+#[test]
+#[ignore = "needs dm-crypt: run in the QEMU guest by cargo xtask vm-test"]
+fn vm_manifest_scrub_on_real_luks_with_the_key_file_and_no_configuration_names_a_flipped_byte() {
+    use crypt::{Crypt, LibcryptsetupCrypt, LockMode};
+    let (w, lo) = World::on_blank_disk("libcryptsetup", 48);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+    fs::write(w.path("src/victim.bin"), &data).unwrap();
+    w.prepare(&lo.dev, "t1");
+    for _ in 0..2 {
+        let out = w.run(&lo.dev);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    // The NAS is gone: no configuration, no source, no state; the key file kept aside.
+    fs::remove_file(&w.config).unwrap();
+    fs::remove_dir_all(w.path("src")).unwrap();
+    fs::remove_dir_all(w.path("state")).unwrap();
+    let dev = lo.dev.to_str().unwrap();
+    let key = w.path("keys/t1.key");
+    let scrub = || {
+        w.cmd(&[
+            "scrub",
+            "t1",
+            "--device",
+            dev,
+            "--key-file",
+            key.to_str().unwrap(),
+        ])
+    };
+    let out = scrub();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(text(&out.stdout).contains("clean"), "{}", text(&out.stdout));
+
+    // One byte of the file's first block changed through the dm-crypt mapping, under the
+    // filesystem (unmounted), caches dropped.
+    let c = LibcryptsetupCrypt::new();
+    let mapped = c.unlock(&lo.dev, &key, "vm-manifest-rw").unwrap();
+    let rw = w.path("rw");
+    fs::create_dir_all(&rw).unwrap();
+    sh(Command::new("mount").arg(&mapped).arg(&rw));
+    let (g, _) = generations(&rw);
+    assert_eq!(g.len(), 2);
+    let at = image_offset_of(&g[1].join("victim.bin"), 0);
+    let names: Vec<String> = g.iter().map(|p| name_of(p)).collect();
+    sh(Command::new("umount").arg(&rw));
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&mapped)
+            .unwrap();
+        let mut b = [0u8; 16];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(&b, &data[..16], "the block found is the file's");
+        f.seek(SeekFrom::Start(at + 9)).unwrap();
+        f.write_all(&[b[9] ^ 0x01]).unwrap();
+        f.sync_all().unwrap();
+    }
+    c.lock("vm-manifest-rw", LockMode::Normal).unwrap();
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+
+    let out = scrub();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = text(&out.stdout);
+    let lines: Vec<&str> = said.lines().filter(|l| l.contains("victim.bin")).collect();
+    assert_eq!(lines.len(), 2, "{said}");
+    for n in &names {
+        assert!(lines[0].contains(n.as_str()), "names {n}: {said}");
+    }
+    assert!(lines[0].contains("content changed"), "{said}");
+    assert!(said.contains("DIFFERENCES"), "{said}");
+}
