@@ -1,7 +1,7 @@
 //! Manifests on the drive (issue 19), end to end with the real binary as root: loop
 //! devices, the loopback-test crypt backend, real ext4, real rsync, the real `sha256sum`.
 
-use crate::history::{generations, set_config, stderr};
+use crate::history::{generations, set_config, stderr, sync_util};
 use crate::support::{sh, World};
 use std::ffi::OsStr;
 use std::fs;
@@ -9,10 +9,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-#[allow(dead_code, unused_imports)]
-#[path = "../../../syncer/tests/it/util.rs"]
-mod sync_util;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -444,6 +440,67 @@ fn manifest_unchanged_files_carry_their_hash_over_unread_in_a_generation() {
 #[test]
 fn manifest_unchanged_files_carry_their_hash_over_unread_in_a_mirror() {
     carry_over(false);
+}
+
+#[test]
+fn manifest_scrub_share_rotates_over_runs_and_a_rotted_file_is_a_warning_in_the_mail() {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
+        return;
+    };
+    let prom = w.path("node.prom");
+    w.edit_config(|t| {
+        t.replace(
+            "require_source_mount_point = false",
+            "require_source_mount_point = false\nscrub_share = 2",
+        )
+    });
+    set_config(
+        &w,
+        "",
+        &format!("[monitor]\ntextfile = \"{}\"", prom.display()),
+    );
+    let mut said = vec![];
+    for _ in 0..3 {
+        let out = w.run(&lo.dev);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        said.push(stderr(&out));
+    }
+    for (s, share) in said
+        .iter()
+        .zip(["share 1 of 2", "share 2 of 2", "share 1 of 2"])
+    {
+        assert!(s.contains(&format!("scrub: clean ({share})")), "{s}");
+    }
+    // A file rots in place on the drive (every generation shares it): within the next two
+    // runs the rotation reaches it, and that run's mail names it (a warning, still green).
+    w.with_drive_rw(&lo.dev, |mp| {
+        let (g, _) = generations(mp);
+        crate::support::flip_one_byte_keeping_mtime(&g.last().unwrap().join("sub/b.bin"), 77);
+    });
+    let mut found = 0;
+    for _ in 0..2 {
+        let before = w.mails().len();
+        let out = w.run(&lo.dev);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        if stderr(&out).contains("sub/b.bin: content changed") {
+            found += 1;
+            assert!(
+                w.mails().len() > before,
+                "the warning makes the mail go out"
+            );
+            let mail = w.last_mail();
+            assert!(mail.contains("sub/b.bin: content changed"), "{mail}");
+            let textfile = fs::read_to_string(&prom).unwrap();
+            assert!(
+                textfile.contains("extbackup_last_scrub_faults{drive=\"t1\"} 4"),
+                "the file in each of the 4 generations: {textfile}"
+            );
+        }
+    }
+    assert_eq!(
+        found, 1,
+        "exactly one of two consecutive runs reads the file"
+    );
 }
 
 #[test]
