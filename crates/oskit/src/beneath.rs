@@ -485,6 +485,31 @@ mod tests {
     }
 
     #[test]
+    fn open_file_and_remove_file_never_follow_a_link() {
+        let (_d, b, nas) = setup();
+        b.create_dir_all(Path::new("m"), 0o755).unwrap();
+        b.write_atomic(Path::new("m/f"), b"mine", 0o644).unwrap();
+        let mut s = String::new();
+        b.open_file(Path::new("m/f"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "mine");
+        symlink(nas.join("f"), b.root().join("m/l")).unwrap();
+        symlink(&nas, b.root().join("d")).unwrap();
+        assert!(b.open_file(Path::new("m/l")).is_err());
+        assert!(b.open_file(Path::new("d/f")).is_err());
+        assert!(b.open_file(Path::new("m")).is_err(), "a folder is no file");
+        nix::unistd::mkfifo(&b.root().join("m/fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(b.open_file(Path::new("m/fifo")).is_err(), "refused, without blocking");
+        assert!(b.remove_file(Path::new("d/f")).is_err());
+        b.remove_file(Path::new("m/l")).unwrap();
+        assert!(nas.join("f").exists(), "the link went, not its target");
+        b.remove_file(Path::new("m/f")).unwrap();
+        assert_eq!(b.kind(Path::new("m/f")).unwrap(), None);
+    }
+
+    #[test]
     fn symlinks_and_dotdot_are_never_followed() {
         let (_d, b, nas) = setup();
         symlink(&nas, b.root().join("data")).unwrap();
