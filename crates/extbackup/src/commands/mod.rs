@@ -131,7 +131,10 @@ everything) from the drive's copy into DIR with rsync -aHAX --numeric-ids (owner
 times, hard links, ACLs, xattrs). Nothing in DIR is replaced without --overwrite: without it \
 a restore that would replace a file copies nothing and lists the files. DIR may not be inside \
 the source or the drive. Uses the drive's `extbackup mount` when there is one, else opens it \
-read-only for the copy."
+read-only for the copy.\n\n\
+Then every restored file is read back and compared with the SHA-256 in the drive's manifest \
+of that generation: it says how many were verified and how many mismatched; a mismatch is an \
+error (exit 1)."
     )]
     Restore(restore::Args),
     /// Compare a drive's copy with the source (metadata, and content by SHA-256).
@@ -147,8 +150,9 @@ difference."
     /// Re-read a drive and check every file against the drive's own manifests (no NAS, no
     /// configuration needed).
     #[command(
-        long_about = "Opens the drive read-only (key file, or --passphrase; on a bare machine \
---device DEV without any configuration, as `extbackup mount`), re-reads its files and \
+        long_about = "Opens the drive read-only (or uses its `extbackup mount`) with the configured \
+key file, --key-file FILE or --passphrase; on a bare machine, with no configuration at all, \
+name its device with --device DEV. It re-reads its files and \
 compares each with the SHA-256 that the drive's manifest (.extbackup/manifests/, written by \
 every run) recorded for it. Names every file that is missing, changed or unreadable, and for a \
 file shared by several generations (hard-linked) every generation that holds it. A shared \
@@ -162,7 +166,8 @@ source nor the NAS. `[policy] scrub_share = N` scrubs a rotating 1/N of the driv
         long_about = "Reads the drive's manifests (no tree is walked) and lists every \
 generation holding PATH: its size, modification time, SHA-256, and which generations share \
 that very file (hard-linked: unchanged between them). `extbackup restore NAME PATH --at \
-GENERATION --to DIR` fetches one. Works on a bare machine with --device like `mount`."
+GENERATION --to DIR` fetches one. On a bare machine, with no configuration: --device DEV \
+and --key-file FILE or --passphrase."
     )]
     Versions(versions::Args),
     /// List a drive's generations (date, files, size, bytes new in each).
