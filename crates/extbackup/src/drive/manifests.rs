@@ -1,6 +1,6 @@
 //! The manifests on a drive (`.extbackup/manifests/`, docs/manifests.md): one per
 //! generation (`GENERATION.sha256` + `GENERATION.files`) and one for the plain mirror
-//! (`data.sha256` + `data.files`), made by [`write`] when a tree is complete, read by
+//! (`data.sha256` + `data.files`), made by [`write()`] when a tree is complete, read by
 //! `scrub` ([`crate::drive::scrub`]), `versions` ([`versions`]) and `restore`
 //! ([`check_restored`]). Everything is read and written through the drive handle: no
 //! symbolic link is followed.
