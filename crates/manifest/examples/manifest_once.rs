@@ -1,7 +1,9 @@
-//! Makes the manifest of TREE as a run does after the copy (hashes carried over from the
-//! sidecar PREVIOUS where inode, size and mtime match, the rest read on the hashing
-//! threads) and writes the sidecar to OUT and the `sha256sum` listing beside it, each
-//! atomically (temporary file, fsync, rename). Prints what it did. Used by
+//! Makes the manifest of the new generation TREE as a run does after the copy (entries
+//! carried over from the sidecar PREVIOUS for the inodes it lists, the rest read on the
+//! hashing threads; `MANIFEST_MIRROR=1`: inode, size and mtime must match, as for a
+//! mirror) and writes the sidecar to OUT and the `sha256sum` listing beside it as the run
+//! does (`Beneath::write_atomic_all`: temporary files fsynced, renamed, the folder fsynced
+//! once). Prints what it did. Used by
 //! `cargo xtask bench manifest`.
 //!
 //! usage: manifest_once TREE OUT [PREVIOUS]
@@ -29,12 +31,28 @@ fn main() -> ExitCode {
             ),
             None => None,
         };
-        let (m, stats) = manifest::build(tree, previous.as_ref()).map_err(|e| e.to_string())?;
-        oskit::write_atomic(out, &m.to_sidecar(), Some(0o644)).map_err(|e| e.to_string())?;
-        oskit::write_atomic(
-            &out.with_extension("sha256"),
-            &m.to_sha256sum(),
-            Some(0o644),
+        let (m, stats) = manifest::build(
+            tree,
+            previous.as_ref(),
+            if std::env::var_os("MANIFEST_MIRROR").is_some() {
+                manifest::Carry::SameInodeSizeMtime
+            } else {
+                manifest::Carry::SameInode
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        // As the run writes them: both through the drive handle, fsynced, renamed, the
+        // folder fsynced once.
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let h = oskit::beneath::Beneath::open(dir).map_err(|e| e.to_string())?;
+        let side = std::path::Path::new(out.file_name().ok_or("OUT has no name")?);
+        let list = side.with_extension("sha256");
+        h.write_atomic_all(
+            &[(side, &m.to_sidecar()), (&list, &m.to_sha256sum())],
+            0o644,
         )
         .map_err(|e| e.to_string())?;
         Ok(stats)

@@ -1,8 +1,6 @@
 //! The two files of a manifest: the GNU `sha256sum` listing and the sidecar, both written
 //! and read here. See docs/manifests.md.
 
-use std::fmt::Write as _;
-
 use crate::{Digest, Entry, Manifest};
 
 /// The first line of a sidecar.
@@ -67,11 +65,18 @@ pub fn unescape(s: &[u8]) -> Option<Vec<u8>> {
 
 /// The digest in lower-case hex.
 pub fn hex(d: &Digest) -> String {
-    let mut s = String::with_capacity(64);
+    let mut v = Vec::with_capacity(64);
+    push_hex(&mut v, d);
+    String::from_utf8(v).expect("hex digits")
+}
+
+/// Appends the digest in lower-case hex to `out`.
+fn push_hex(out: &mut Vec<u8>, d: &Digest) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in d {
-        let _ = write!(s, "{b:02x}");
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
     }
-    s
 }
 
 /// A digest from 64 hex digits.
@@ -98,7 +103,7 @@ impl Manifest {
             if needs_escape(&e.path) {
                 out.push(b'\\');
             }
-            out.extend_from_slice(hex(&e.sha256).as_bytes());
+            push_hex(&mut out, &e.sha256);
             out.extend_from_slice(b"  ");
             out.extend_from_slice(&escape(&e.path));
             out.push(b'\n');
@@ -107,25 +112,18 @@ impl Manifest {
     }
 
     /// The sidecar: a header line, then one line a file, fields apart by one space:
-    /// `SHA256 SIZE MTIME_SEC MTIME_NSEC MODE UID GID INODE NLINK PATH` (mode in octal, the
+    /// `SHA256 SIZE MTIME_SEC MTIME_NSEC MODE UID GID INODE PATH` (mode in octal, the
     /// path last and escaped as in the listing).
     pub fn to_sidecar(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.entries.len() * 140);
         out.extend_from_slice(SIDECAR_HEADER.as_bytes());
         out.push(b'\n');
         for e in &self.entries {
+            push_hex(&mut out, &e.sha256);
             out.extend_from_slice(
                 format!(
-                    "{} {} {} {} {:o} {} {} {} {} ",
-                    hex(&e.sha256),
-                    e.size,
-                    e.mtime,
-                    e.mtime_nsec,
-                    e.mode,
-                    e.uid,
-                    e.gid,
-                    e.ino,
-                    e.nlink
+                    " {} {} {} {:o} {} {} {} ",
+                    e.size, e.mtime, e.mtime_nsec, e.mode, e.uid, e.gid, e.ino
                 )
                 .as_bytes(),
             );
@@ -155,7 +153,7 @@ impl Manifest {
             if line.is_empty() {
                 continue;
             }
-            let mut f = line.splitn(10, |&b| b == b' ');
+            let mut f = line.splitn(9, |&b| b == b' ');
             let mut next = || f.next().ok_or_else(|| err(n, "too few fields"));
             let sha256 = parse_hex(next()?).ok_or_else(|| err(n, "bad SHA-256"))?;
             let num = |b: &[u8], what: &str| -> Result<u64, ParseError> {
@@ -180,7 +178,6 @@ impl Manifest {
             let uid = u32::try_from(num(next()?, "uid")?).map_err(|_| err(n, "bad uid"))?;
             let gid = u32::try_from(num(next()?, "gid")?).map_err(|_| err(n, "bad gid"))?;
             let ino = num(next()?, "inode")?;
-            let nlink = num(next()?, "link count")?;
             let path = unescape(next()?).ok_or_else(|| err(n, "bad escape in the path"))?;
             if path.is_empty()
                 || path.starts_with(b"/")
@@ -200,7 +197,6 @@ impl Manifest {
                 uid,
                 gid,
                 ino,
-                nlink,
             });
         }
         Ok(Manifest { entries })
@@ -222,7 +218,6 @@ mod tests {
             uid: 1000,
             gid: 4294967294,
             ino: 12,
-            nlink: 3,
         }
     }
 

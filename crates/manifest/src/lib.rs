@@ -4,10 +4,11 @@
 //! A manifest is two files (see docs/manifests.md): a GNU `sha256sum` listing
 //! ([`Manifest::to_sha256sum`], so `cd TREE && sha256sum -c --quiet LISTING` checks the
 //! tree on a bare machine) and a sidecar with each file's size, mtime, mode, owner, inode
-//! and link count ([`Manifest::to_sidecar`]), which is what the next manifest carries
-//! hashes over from: a file whose inode, size and mtime are those of the previous tree's
-//! sidecar (hard-linked by rsync's `--link-dest`, left alone in a mirror or a btrfs
-//! snapshot) keeps its hash without being read ([`build`]).
+//! ([`Manifest::to_sidecar`]), which is what the next manifest carries hashes over from
+//! ([`build`], [`Carry`]): in a new generation a file whose inode the previous
+//! generation's sidecar lists is that very file (hard-linked by rsync's `--link-dest`, kept
+//! by a btrfs snapshot) and keeps its entry without being read or even stat'ed; in a mirror
+//! a file keeps its hash when inode, size and mtime all match.
 //!
 //! Every file is opened through [`oskit::beneath::Beneath`] on the tree's root: no
 //! symbolic link is followed, no mount crossed. The walk does not follow links either.
@@ -52,8 +53,6 @@ pub struct Entry {
     /// Its inode number: files with the same number on one filesystem are one file (the
     /// hard-link group; across generations, a file `--link-dest` shared).
     pub ino: u64,
-    /// Its link count when the manifest was made.
-    pub nlink: u64,
 }
 
 impl Entry {
@@ -77,7 +76,6 @@ impl Entry {
             uid: m.uid(),
             gid: m.gid(),
             ino: m.ino(),
-            nlink: m.nlink(),
         }
     }
 }
@@ -97,6 +95,19 @@ impl Manifest {
             .ok()
             .map(|i| &self.entries[i])
     }
+}
+
+/// How [`build`] decides that a file is unchanged since the previous manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// A new generation built from the previous one (rsync's `--link-dest`, a btrfs
+    /// snapshot): a file whose inode number the previous sidecar lists *is* that file,
+    /// which rsync never changes in place; its entry is taken whole, without a `stat`. (On
+    /// ext4 the previous generation still holds its inodes, so their numbers cannot have
+    /// been reused.)
+    SameInode,
+    /// A tree updated in place (the plain mirror): inode, size and mtime must all match.
+    SameInodeSizeMtime,
 }
 
 /// What building a manifest did.
@@ -178,17 +189,26 @@ pub fn parallel<T: Sync, R: Send>(
 }
 
 /// The manifest of the tree at `root` (a real folder: the caller checked it), the hashes of
-/// files unchanged since `previous` (same inode, size and mtime) carried over, every other
+/// files unchanged since `previous` (as `how` tells them) carried over, every other
 /// file read on [`threads`] threads (a hard-link group once). Symbolic links are not
 /// followed (nor listed: only regular files are), mounts not crossed. A file that cannot
 /// be read is left out and named in [`Stats::problems`]; only a root that cannot be opened
 /// is an error.
-pub fn build(root: &Path, previous: Option<&Manifest>) -> io::Result<(Manifest, Stats)> {
+pub fn build(
+    root: &Path,
+    previous: Option<&Manifest>,
+    how: Carry,
+) -> io::Result<(Manifest, Stats)> {
+    use walkdir::DirEntryExt;
     let handle = Beneath::open(root)?;
     let mut stats = Stats::default();
     let carry: HashMap<(u64, u64, i64, u32), Digest> = previous
         .map(|p| p.entries.iter().map(|e| (e.key(), e.sha256)).collect())
         .unwrap_or_default();
+    let by_inode: HashMap<u64, &Entry> = match (how, previous) {
+        (Carry::SameInode, Some(p)) => p.entries.iter().map(|e| (e.ino, e)).collect(),
+        _ => HashMap::new(),
+    };
     let mut entries: Vec<Entry> = vec![];
     // Files to read: the index of the first entry of each inode not carried.
     let mut to_read: Vec<usize> = vec![];
@@ -216,6 +236,15 @@ pub fn build(root: &Path, previous: Option<&Manifest>) -> io::Result<(Manifest, 
             .as_os_str()
             .as_bytes()
             .to_vec();
+        // The previous generation's file itself: its entry as it was, no stat needed.
+        if let Some(prev) = by_inode.get(&item.ino()) {
+            let mut e = (*prev).clone();
+            e.path = rel;
+            stats.carried += 1;
+            carried.push(true);
+            entries.push(e);
+            continue;
+        }
         let m = match item.metadata() {
             Ok(m) => m,
             Err(e) => {
@@ -327,7 +356,7 @@ mod tests {
         fs::write(a.join("sub/two"), b"two").unwrap();
         fs::hard_link(a.join("one"), a.join("sub/one-again")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", a.join("link")).unwrap();
-        let (m, s) = build(&a, None).unwrap();
+        let (m, s) = build(&a, None, Carry::SameInode).unwrap();
         let names: Vec<&[u8]> = m.entries.iter().map(|e| e.path.as_slice()).collect();
         assert_eq!(names, [&b"one"[..], b"sub/one-again", b"sub/two"]);
         assert_eq!(m.get(b"sub/one-again").unwrap().sha256, sha(b"one"));
@@ -339,7 +368,7 @@ mod tests {
         fs::create_dir_all(b.join("sub")).unwrap();
         fs::hard_link(a.join("one"), b.join("one")).unwrap();
         fs::write(b.join("sub/two"), b"TWO").unwrap();
-        let (m2, s2) = build(&b, Some(&m)).unwrap();
+        let (m2, s2) = build(&b, Some(&m), Carry::SameInode).unwrap();
         assert_eq!((s2.files, s2.read, s2.carried), (2, 1, 1));
         assert_eq!(m2.get(b"sub/two").unwrap().sha256, sha(b"TWO"));
 
@@ -350,9 +379,22 @@ mod tests {
         for e in fake.entries.iter_mut().filter(|e| e.ino == ino) {
             e.sha256 = [7; 32];
         }
-        let (m3, s3) = build(&b, Some(&fake)).unwrap();
+        let (m3, s3) = build(&b, Some(&fake), Carry::SameInode).unwrap();
         assert_eq!(m3.get(b"one").unwrap().sha256, [7; 32]);
         assert_eq!(s3.carried, 1);
+
+        // A mirror: a file changed in place (same inode, new size and mtime) is read again;
+        // unchanged ones are carried over.
+        let (m4, s4) = build(&a, None, Carry::SameInodeSizeMtime).unwrap();
+        assert_eq!(s4.read, 2);
+        fs::write(a.join("sub/two"), b"two, longer").unwrap();
+        let (m5, s5) = build(&a, Some(&m4), Carry::SameInodeSizeMtime).unwrap();
+        assert_eq!((s5.read, s5.carried), (1, 2));
+        assert_eq!(m5.get(b"sub/two").unwrap().sha256, sha(b"two, longer"));
+        // Trusting the inode alone would have kept the old hash: that mode is for new
+        // generations only, where rsync never writes into an existing inode.
+        let (m6, _) = build(&a, Some(&m4), Carry::SameInode).unwrap();
+        assert_eq!(m6.get(b"sub/two").unwrap().sha256, sha(b"two"));
     }
 
     #[test]

@@ -93,7 +93,14 @@ pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<
         None => None,
     };
     let root = handle::real_dir(mount_point, &tree.path)?;
-    let (m, stats) = manifest::build(&root, prev.as_ref())
+    // A generation is new: what it shares with the previous one is the same inode. The
+    // mirror is updated in place: size and mtime must match too.
+    let how = if tree.name == layout::DATA_DIR {
+        manifest::Carry::SameInodeSizeMtime
+    } else {
+        manifest::Carry::SameInode
+    };
+    let (m, stats) = manifest::build(&root, prev.as_ref(), how)
         .map_err(|e| Failure::with(format!("listing {}", root.display()), e))?;
     let drive = handle::open(mount_point)?;
     let io = |rel: &Path, e: std::io::Error| {
@@ -105,13 +112,11 @@ pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<
     let dir = Path::new(layout::MANIFESTS_DIR);
     drive.create_dir_all(dir, 0o755).map_err(|e| io(dir, e))?;
     let sidecar = layout::manifest_sidecar(&tree.name);
-    drive
-        .write_atomic(&sidecar, &m.to_sidecar(), 0o644)
-        .map_err(|e| io(&sidecar, e))?;
     let listing = layout::manifest_listing(&tree.name);
+    let (side, list) = (m.to_sidecar(), m.to_sha256sum());
     drive
-        .write_atomic(&listing, &m.to_sha256sum(), 0o644)
-        .map_err(|e| io(&listing, e))?;
+        .write_atomic_all(&[(&sidecar, &side), (&listing, &list)], 0o644)
+        .map_err(|e| io(&sidecar, e))?;
     remove_orphans(mount_point);
     Ok(stats)
 }
