@@ -6,11 +6,7 @@
 //! once). Prints what it did. Used by
 //! `cargo xtask bench manifest`.
 //!
-//! With `--copy-with PROGRAM SOURCE TREE OUT` it first runs `PROGRAM SOURCE TREE` (the
-//! first copy: the syncer's `sync_once`) and hashes TREE's finished files while it runs
-//! (`manifest::follow`), as the run's sync step does, then reads what is left.
-//!
-//! usage: manifest_once TREE OUT [PREVIOUS] | manifest_once --copy-with PROGRAM SOURCE TREE OUT
+//! usage: manifest_once TREE OUT [PREVIOUS]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,58 +14,27 @@ use std::time::Instant;
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let (tree, out, prev, copy) = match args.as_slice() {
-        [t, o] => (t, o, None, None),
-        [t, o, p] => (t, o, Some(p), None),
-        [flag, prog, src, t, o] if flag.as_os_str() == "--copy-with" => {
-            (t, o, None, Some((prog, src)))
-        }
+    let (tree, out, prev) = match args.as_slice() {
+        [t, o] => (t, o, None),
+        [t, o, p] => (t, o, Some(p)),
         _ => {
-            eprintln!(
-                "usage: manifest_once TREE OUT [PREVIOUS] | manifest_once --copy-with PROGRAM SOURCE TREE OUT"
-            );
+            eprintln!("usage: manifest_once TREE OUT [PREVIOUS]");
             return ExitCode::from(2);
         }
     };
     let t0 = Instant::now();
     let result = (|| -> Result<manifest::Stats, String> {
-        let mut previous = match prev {
+        let previous = match prev {
             Some(p) => Some(
                 manifest::Manifest::parse_sidecar(&std::fs::read(p).map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?,
             ),
             None => None,
         };
-        // A first copy: `PROGRAM SOURCE TREE` runs while the hashing follows it, as the
-        // run's sync step does (manifest::follow), then the rest is read.
-        if let Some((prog, src)) = copy {
-            let stop = std::sync::atomic::AtomicBool::new(false);
-            let started = std::time::SystemTime::now();
-            let mut child = std::process::Command::new(prog)
-                .arg(src)
-                .arg(tree)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            let (status, during) = std::thread::scope(|s| {
-                let h = s.spawn(|| {
-                    manifest::follow(tree, started, &stop, std::time::Duration::from_millis(250))
-                });
-                let status = child.wait();
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                (status, h.join().expect("the follower does not panic"))
-            });
-            let status = status.map_err(|e| e.to_string())?;
-            if !status.success() {
-                return Err(format!("{} failed: {status}", prog.display()));
-            }
-            eprintln!("{} file(s) hashed during the copy", during.entries.len());
-            previous = Some(during);
-        }
         let (m, stats) = manifest::build(
             tree,
             previous.as_ref(),
-            if copy.is_some() || std::env::var_os("MANIFEST_MIRROR").is_some() {
+            if std::env::var_os("MANIFEST_MIRROR").is_some() {
                 manifest::Carry::SameInodeSizeMtime
             } else {
                 manifest::Carry::SameInode

@@ -303,86 +303,6 @@ pub fn build(
     Ok((Manifest { entries }, stats))
 }
 
-/// Hashes the files of a first copy into `root` while the copy runs, on one thread (the
-/// copy keeps the other cores), so the data is read while it is still in the page cache
-/// and the hashing overlaps the copy's writing. A file counts as finished once its
-/// modification time lies before `started` (the copy sets each file's time from the
-/// source after writing it; while being written its time is now): it is hashed and its
-/// entry kept, with the inode, size and mtime seen when it was opened, checked again
-/// after reading. Passes over the tree every `pause` until `stop` is set, then returns
-/// what it hashed: give it to [`build`] as the previous manifest with
-/// [`Carry::SameInodeSizeMtime`], which reads only what was not finished in time (a file
-/// with a recent mtime, one replaced since).
-pub fn follow(
-    root: &Path,
-    started: std::time::SystemTime,
-    stop: &std::sync::atomic::AtomicBool,
-    pause: std::time::Duration,
-) -> Manifest {
-    let mut handle = None;
-    let cutoff = started
-        .checked_sub(std::time::Duration::from_secs(1))
-        .unwrap_or(started);
-    let mut done: HashMap<Vec<u8>, Entry> = HashMap::new();
-    let mut tried: std::collections::HashSet<Vec<u8>> = Default::default();
-    let stopped = || stop.load(Ordering::Relaxed);
-    while !stopped() {
-        // The copy may not have made the folder yet.
-        if handle.is_none() {
-            handle = Beneath::open(root).ok();
-        }
-        let Some(handle) = &handle else {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            continue;
-        };
-        let walk = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .same_file_system(true);
-        for item in walk.into_iter().filter_map(Result::ok) {
-            if stopped() {
-                break;
-            }
-            if !item.file_type().is_file() {
-                continue;
-            }
-            let rel = item
-                .path()
-                .strip_prefix(root)
-                .expect("below the root")
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            if tried.contains(&rel) {
-                continue;
-            }
-            let Ok(m) = item.metadata() else { continue };
-            if m.modified().map_or(true, |t| t >= cutoff) {
-                continue;
-            }
-            tried.insert(rel.clone());
-            let Ok(f) = handle.open_file(Path::new(std::ffi::OsStr::from_bytes(&rel))) else {
-                continue;
-            };
-            let Ok(before) = f.metadata() else { continue };
-            let Ok((d, _)) = hash_reader(&f) else {
-                continue;
-            };
-            let Ok(after) = f.metadata() else { continue };
-            let key = |a: &std::fs::Metadata| (a.ino(), a.size(), a.mtime(), a.mtime_nsec());
-            if key(&before) == key(&after) {
-                done.insert(rel.clone(), Entry::from_meta(rel, &before, d));
-            }
-        }
-        let t = std::time::Instant::now();
-        while t.elapsed() < pause && !stopped() {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-    let mut entries: Vec<Entry> = done.into_values().collect();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Manifest { entries }
-}
-
 /// What a check found wrong with one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -494,41 +414,6 @@ mod tests {
         );
         // A symlink in place of the file is not followed.
         assert!(check_file(&h, Path::new("l"), &sha(b"x")).is_some());
-    }
-
-    #[test]
-    fn follow_hashes_finished_files_and_build_reads_only_the_rest() {
-        use std::sync::atomic::AtomicBool;
-        use std::time::{Duration, SystemTime};
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("copy");
-        fs::create_dir_all(root.join("d")).unwrap();
-        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
-        for (n, data) in [("d/a", &b"aaa"[..]), ("b", b"bb")] {
-            let f = fs::File::create(root.join(n)).unwrap();
-            std::io::Write::write_all(&mut &f, data).unwrap();
-            f.set_modified(old).unwrap();
-        }
-        // Still being written: its time is now.
-        fs::write(root.join("busy"), b"partial").unwrap();
-        let stop = AtomicBool::new(false);
-        let started = SystemTime::now() - Duration::from_secs(5);
-        let partial = std::thread::scope(|s| {
-            let h = s.spawn(|| follow(&root, started, &stop, Duration::from_millis(10)));
-            std::thread::sleep(Duration::from_millis(300));
-            stop.store(true, Ordering::Relaxed);
-            h.join().unwrap()
-        });
-        let names: Vec<&[u8]> = partial.entries.iter().map(|e| e.path.as_slice()).collect();
-        assert_eq!(names, [&b"b"[..], b"d/a"], "the busy file is left");
-        assert_eq!(partial.get(b"d/a").unwrap().sha256, sha(b"aaa"));
-        // One finished file replaced after it was hashed (a new inode): read again.
-        fs::remove_file(root.join("b")).unwrap();
-        fs::write(root.join("b"), b"BB").unwrap();
-        let (m, s) = build(&root, Some(&partial), Carry::SameInodeSizeMtime).unwrap();
-        assert_eq!((s.files, s.carried, s.read), (3, 1, 2));
-        assert_eq!(m.get(b"b").unwrap().sha256, sha(b"BB"));
-        assert_eq!(m.get(b"busy").unwrap().sha256, sha(b"partial"));
     }
 
     #[test]

@@ -77,19 +77,12 @@ pub fn load(mount_point: &Path, name: &str) -> Result<Option<Manifest>, Failure>
         .map_err(|e| Failure::with(format!("reading {}", mount_point.join(&rel).display()), e))
 }
 
-/// Makes the manifest of the tree `tree` (complete now): hashes carried over from what
-/// was hashed `during` a first copy ([`manifest::follow`]; inode, size and mtime must
-/// match), else from the manifest of the tree `previous` (a generation: the same inode; the
-/// mirror: inode, size and mtime), the rest read; both files written atomically; manifests
-/// of trees no longer on the drive removed. A failure is the caller's warning, never a
-/// failed run.
-pub fn write(
-    mount_point: &Path,
-    tree: &Tree,
-    previous: Option<&str>,
-    during: Option<Manifest>,
-) -> Result<Stats, Failure> {
-    let prev = match previous.filter(|_| during.is_none()) {
+/// Makes the manifest of the tree `tree` (complete now): hashes carried over from the
+/// manifest of `previous` where the inode, size and mtime match, the rest read; both files
+/// written atomically; manifests of trees no longer on the drive removed. A failure is
+/// the caller's warning, never a failed run.
+pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<Stats, Failure> {
+    let prev = match previous {
         Some(p) => load(mount_point, p).unwrap_or_else(|e| {
             tracing::warn!(
                 "manifest: the previous manifest cannot be used ({}); every file is read",
@@ -102,12 +95,11 @@ pub fn write(
     let root = handle::real_dir(mount_point, &tree.path)?;
     // A generation is new: what it shares with the previous one is the same inode. The
     // mirror is updated in place: size and mtime must match too.
-    let how = if tree.name == layout::DATA_DIR || during.is_some() {
+    let how = if tree.name == layout::DATA_DIR {
         manifest::Carry::SameInodeSizeMtime
     } else {
         manifest::Carry::SameInode
     };
-    let prev = during.or(prev);
     let (m, stats) = manifest::build(&root, prev.as_ref(), how)
         .map_err(|e| Failure::with(format!("listing {}", root.display()), e))?;
     let drive = handle::open(mount_point)?;

@@ -11,14 +11,8 @@ use crate::drive::{handle, layout};
 use super::{Pipeline, Run};
 
 impl Pipeline<'_> {
-    /// The manifest of the generation `generation` (its name), or of `data/` when `None`;
-    /// `during`: what was hashed while a first copy ran ([`manifest::follow`]).
-    pub(super) fn manifest(
-        &self,
-        run: &mut Run,
-        generation: Option<String>,
-        during: Option<manifest::Manifest>,
-    ) {
+    /// The manifest of the generation `generation` (its name), or of `data/` when `None`.
+    pub(super) fn manifest(&self, run: &mut Run, generation: Option<String>) {
         let mp = run.mount_point.clone();
         let (tree, previous) = match generation {
             Some(name) => {
@@ -35,8 +29,7 @@ impl Pipeline<'_> {
             ),
         };
         let t0 = Instant::now();
-        let hashed_during = during.as_ref().map_or(0, |m| m.entries.len());
-        match manifests::write(&mp, &tree, previous.as_deref(), during) {
+        match manifests::write(&mp, &tree, previous.as_deref()) {
             Ok(s) => {
                 Self::note(
                     run,
@@ -47,11 +40,7 @@ impl Pipeline<'_> {
                         s.read,
                         oskit::human::bytes(s.bytes_read),
                         s.carried,
-                        if hashed_during > 0 {
-                            format!(" ({hashed_during} hashed during the copy)")
-                        } else {
-                            previous.map(|p| format!(" from {p}")).unwrap_or_default()
-                        },
+                        previous.map(|p| format!(" from {p}")).unwrap_or_default(),
                         oskit::human::duration(t0.elapsed()),
                     ),
                 );

@@ -31,32 +31,11 @@ impl Pipeline<'_> {
             count: sources.len(),
             ..Share::default()
         };
-        // A first copy (nothing to link to, an empty folder): the manifest's hashing follows
-        // the copy, reading each file as soon as it is finished (page cache warm).
-        let first_copy = link_base.is_none() && empty_on_drive(&run.mount_point, &base);
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let started = std::time::SystemTime::now();
-        let (copied, during) = std::thread::scope(|scope| {
-            let follower = first_copy.then(|| {
-                scope.spawn(|| {
-                    manifest::follow(&base, started, &stop, std::time::Duration::from_millis(250))
-                })
-            });
-            let mut copied = Ok(());
-            for (i, src) in sources.iter().enumerate() {
-                share.index = i;
-                match self.sync_source(run, src, &base, link_base.as_deref(), &mut share) {
-                    Ok(r) => add_report(&mut report, r, src),
-                    Err(e) => {
-                        copied = Err(e);
-                        break;
-                    }
-                }
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            (copied, follower.and_then(|h| h.join().ok()))
-        });
-        copied?;
+        for (i, src) in sources.iter().enumerate() {
+            share.index = i;
+            let r = self.sync_source(run, src, &base, link_base.as_deref(), &mut share)?;
+            add_report(&mut report, r, src);
+        }
         crate::drive::verify::after_sync(self.cfg, &run.name, &base, &mut report);
         run.report = report;
         if run.done.source_locked {
@@ -67,7 +46,7 @@ impl Pipeline<'_> {
         if let Some(g) = generation {
             self.end_generation(run, &g)?;
         }
-        self.manifest(run, name, during);
+        self.manifest(run, name);
         Ok(())
     }
 
@@ -181,17 +160,6 @@ impl Pipeline<'_> {
     pub(super) fn note(run: &mut Run, line: String) {
         tracing::info!("{line}");
         run.notes.push(line);
-    }
-}
-
-/// Whether `dir` on the drive at `mount_point` is missing or empty (`lost+found` aside).
-fn empty_on_drive(mount_point: &Path, dir: &Path) -> bool {
-    let Ok(drive) = crate::drive::handle::open(mount_point) else {
-        return false;
-    };
-    match drive.relative(dir).and_then(|rel| drive.read_dir(&rel)) {
-        Ok(entries) => entries.iter().all(|(n, _)| n == "lost+found"),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
