@@ -77,10 +77,11 @@ pub fn load(mount_point: &Path, name: &str) -> Result<Option<Manifest>, Failure>
         .map_err(|e| Failure::with(format!("reading {}", mount_point.join(&rel).display()), e))
 }
 
-/// Makes the manifest of the tree `tree` (complete now): hashes carried over from the
-/// manifest of `previous` where the inode, size and mtime match, the rest read; both files
-/// written atomically; manifests of trees no longer on the drive removed. A failure is
-/// the caller's warning, never a failed run.
+/// Makes the manifest of the tree `tree` (complete now): entries carried over from the
+/// manifest of the tree `previous` (for a generation, a file whose inode it lists; for the
+/// mirror, inode, size and mtime must match: [`manifest::Carry`]), the rest read; both
+/// files written atomically; manifests of trees no longer on the drive removed. A failure
+/// is the caller's warning, never a failed run.
 pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<Stats, Failure> {
     let prev = match previous {
         Some(p) => load(mount_point, p).unwrap_or_else(|e| {
