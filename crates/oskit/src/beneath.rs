@@ -401,15 +401,16 @@ impl Beneath {
         Ok(v)
     }
 
-    /// The regular file `rel` opened for reading (no symbolic link followed anywhere on the
-    /// way; a fifo or device is refused without blocking).
-    pub fn open_file(&self, rel: &Path) -> io::Result<std::fs::File> {
+    /// The regular file `rel` opened for reading, with its metadata as opened (no symbolic
+    /// link followed anywhere on the way; a fifo or device is refused without blocking).
+    pub fn open_file(&self, rel: &Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
         let fd = self.open_how(rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;
         let f = std::fs::File::from(fd);
-        if !f.metadata()?.is_file() {
+        let m = f.metadata()?;
+        if !m.is_file() {
             return Err(invalid(format!("{}: not a regular file", rel.display())));
         }
-        Ok(f)
+        Ok((f, m))
     }
 
     /// Removes the file (or symbolic link, not followed) `rel`.
@@ -576,6 +577,7 @@ mod tests {
         let mut s = String::new();
         b.open_file(Path::new("m/f"))
             .unwrap()
+            .0
             .read_to_string(&mut s)
             .unwrap();
         assert_eq!(s, "mine");

@@ -174,9 +174,7 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
     let threads = manifest::threads();
     let stats = manifest::parallel(&items, threads, |it| {
         let root = roots[it.tree].as_ref().expect("only trees with a root");
-        root.open_file(&it.rel)
-            .and_then(|f| f.metadata())
-            .map(|m| (m.dev(), m.ino()))
+        root.open_file(&it.rel).map(|(_, m)| (m.dev(), m.ino()))
     });
     let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
     let mut order = vec![];
