@@ -154,7 +154,7 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
             Err(e) => {
                 report
                     .faults
-                    .push(format!("{}: {}", t.path.display(), e.chain().join(": ")));
+                    .push(format!("{}: {}", t.name, e.chain().join(": ")));
                 roots.push(None);
                 continue;
             }
@@ -169,7 +169,16 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
         }
     }
     report.files = items.len() as u64;
-    let shown = |it: &Item| trees[it.tree].path.join(&it.rel).display().to_string();
+    // Named from the drive's root (`generations/DATE/PATH`): the mount point of a scrub is
+    // often a temporary one.
+    let shown = |it: &Item| {
+        let t = &trees[it.tree].path;
+        t.strip_prefix(mount_point)
+            .unwrap_or(t)
+            .join(&it.rel)
+            .display()
+            .to_string()
+    };
     // Which file each path is now (opened, not read: cheap), so each is read once.
     let threads = manifest::threads();
     let stats = manifest::parallel(&items, threads, |it| {
