@@ -230,7 +230,10 @@ fn manifest_scrub_names_a_byte_flipped_under_the_filesystem_in_every_generation_
         .find(|l| l.contains("victim.bin"))
         .unwrap_or_else(|| panic!("scrub names the file: {said}"));
     assert!(line.contains("content changed"), "{line}");
-    assert!(line.starts_with("generations/"), "named from the drive's root: {line}");
+    assert!(
+        line.starts_with("generations/"),
+        "named from the drive's root: {line}"
+    );
     for g in &gens {
         assert!(line.contains(g.as_str()), "names generation {g}: {line}");
     }
