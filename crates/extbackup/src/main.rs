@@ -53,6 +53,8 @@ fn dispatch(cli: &Cli, capture: &LogCapture) -> Result<u8> {
         Command::Restore(a) => restore::exec(cli, a),
         Command::Verify(a) => verify::exec(cli, a),
         Command::History(a) => history::exec(cli, a),
+        Command::Scrub(a) => scrub::exec(cli, a),
+        Command::Versions(a) => versions::exec(cli, a),
         Command::GenerateAssets(a) => generate_assets::exec(a),
     }
 }

@@ -155,7 +155,7 @@ fn product_index(tools: &[(&str, Tool)]) -> usize {
 }
 
 /// The median of `b[i] / a[i]`: each round's ratio, against the baseline of that round.
-fn paired_ratio(a: &[Duration], b: &[Duration]) -> f64 {
+pub(super) fn paired_ratio(a: &[Duration], b: &[Duration]) -> f64 {
     let mut r: Vec<f64> = a
         .iter()
         .zip(b)

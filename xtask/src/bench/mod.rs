@@ -9,6 +9,7 @@ pub mod extbackup;
 pub mod first_copy;
 pub mod history;
 pub mod indicator;
+pub mod manifest;
 pub mod sync;
 pub mod verify;
 
@@ -28,6 +29,7 @@ const AREAS: &[(&str, Bench)] = &[
     ("first-copy", first_copy::run),
     ("history", history::run),
     ("indicator", indicator::run),
+    ("manifest", manifest::run),
     ("sync", sync::run),
     ("verify", verify::run),
 ];

@@ -20,11 +20,13 @@ pub(crate) mod prepare;
 pub(crate) mod recovery;
 pub(crate) mod restore;
 pub(crate) mod run;
+pub(crate) mod scrub;
 pub(crate) mod status;
 pub(crate) mod uninstall;
 pub(crate) mod unmount;
 pub(crate) mod util;
 pub(crate) mod verify;
+pub(crate) mod versions;
 pub(crate) mod watch;
 
 #[derive(Parser, Debug)]
@@ -135,7 +137,10 @@ files). Each PATH lands in DIR/BASENAME; `/` puts the whole copy's contents into
 Prints where each PATH went. Nothing in DIR is replaced without --overwrite: without it \
 a restore that would replace a file copies nothing and lists the files. DIR may not be inside \
 the source or the drive. Uses the drive's `extbackup mount` when there is one, else opens it \
-read-only for the copy."
+read-only for the copy.\n\n\
+Then every restored file is read back and compared with the SHA-256 in the drive's manifest \
+of that generation: it says how many were verified and how many mismatched; a mismatch is an \
+error (exit 1)."
     )]
     Restore(restore::Args),
     /// Compare a drive's copy with the source (metadata, and content by SHA-256).
@@ -148,6 +153,29 @@ differences. The result is recorded and shown by `status`. Run it right after a 
 changed in the source since shows as a difference."
     )]
     Verify(verify::Args),
+    /// Re-read a drive and check every file against the drive's own manifests (no NAS, no
+    /// configuration needed).
+    #[command(
+        long_about = "Opens the drive read-only (or uses its `extbackup mount`) with the configured \
+key file, --key-file FILE or --passphrase; on a bare machine, with no configuration at all, \
+name its device with --device DEV. It re-reads its files and \
+compares each with the SHA-256 that the drive's manifest (.extbackup/manifests/, written by \
+every run) recorded for it. Names every file that is missing, changed or unreadable, and for a \
+file shared by several generations (hard-linked) every generation that holds it. A shared \
+file is read once. --sample PERCENT reads a random share. Exit 0 when clean, 1 on \
+differences. `verify` compares the drive with the NAS's source; `scrub` needs neither the \
+source nor the NAS. `[policy] scrub_share = N` scrubs a rotating 1/N of the drive at every run."
+    )]
+    Scrub(scrub::Args),
+    /// List every version of a file across a drive's generations (from the manifests).
+    #[command(
+        long_about = "Reads the drive's manifests (no tree is walked) and lists every \
+generation holding PATH: its size, modification time, SHA-256, and which generations share \
+that very file (hard-linked: unchanged between them). `extbackup restore NAME PATH --at \
+GENERATION --to DIR` fetches one. On a bare machine, with no configuration: --device DEV \
+and --key-file FILE or --passphrase."
+    )]
+    Versions(versions::Args),
     /// List a drive's generations (date, files, size, bytes new in each).
     #[command(
         long_about = "Opens the drive read-only (or uses its `extbackup mount`) and lists its \

@@ -63,6 +63,36 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
                 );
             }
         }
-        Ok(0)
+        let check =
+            extbackup::drive::manifests::check_restored(view.mount_point(), &from, &r.items);
+        Ok(report_check(&check))
     })
+}
+
+/// Says how the restored files compare with the drive's manifest; exit 1 when any differs.
+fn report_check(c: &extbackup::drive::manifests::RestoreCheck) -> u8 {
+    for m in &c.mismatched {
+        eprintln!("extbackup: error: restored file {m}");
+    }
+    if !c.has_manifest && c.mismatched.is_empty() {
+        println!(
+            "not checked: the generation restored from has no manifest (made before manifests)"
+        );
+        return 0;
+    }
+    println!(
+        "checked against the drive's manifest: {} file(s) verified, {} mismatched{}",
+        c.verified,
+        c.mismatched.len(),
+        if c.unlisted > 0 {
+            format!(", {} not in the manifest", c.unlisted)
+        } else {
+            String::new()
+        }
+    );
+    if c.mismatched.is_empty() {
+        0
+    } else {
+        1
+    }
 }

@@ -140,6 +140,28 @@ pub(crate) fn with_drive_view<T>(
     passphrase: bool,
     f: impl FnOnce(&browse::DriveView<'_>) -> Result<T>,
 ) -> Result<T> {
+    with_drive_view_by(cfg, name, device, &opener(passphrase), f)
+}
+
+/// The opener of `--passphrase` / `--key-file FILE` (the configured key file otherwise).
+pub(crate) fn opener_with_key(
+    passphrase: bool,
+    key_file: Option<&std::path::Path>,
+) -> browse::Opener {
+    match key_file {
+        Some(k) if !passphrase => browse::Opener::KeyFileAt(k.to_path_buf()),
+        _ => opener(passphrase),
+    }
+}
+
+/// Like [`with_drive_view`], opening the drive with `opener`.
+pub(crate) fn with_drive_view_by<T>(
+    cfg: &Config,
+    name: &str,
+    device: Option<&std::path::Path>,
+    opener: &browse::Opener,
+    f: impl FnOnce(&browse::DriveView<'_>) -> Result<T>,
+) -> Result<T> {
     let crypt = backends::crypt(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     // A drive open for browsing (`extbackup mount --device ... --passphrase` on a machine
     // without the NAS's configuration) is known by its name alone.
@@ -157,7 +179,7 @@ pub(crate) fn with_drive_view<T>(
         mounter.as_ref(),
         &resolve,
         name,
-        &opener(passphrase),
+        opener,
         &mut ask_passphrase(name),
     )
     .map_err(failure)?;

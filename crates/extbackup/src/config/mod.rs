@@ -364,6 +364,22 @@ mod tests {
     }
 
     #[test]
+    fn scrub_share_is_off_by_default_and_refused_past_its_limit_with_its_line() {
+        let c = Config::parse("source = \"/srv\"\n").unwrap();
+        assert_eq!(c.policy.scrub_share, 0);
+        let c = Config::parse("source = \"/srv\"\n[policy]\nscrub_share = 1000\n").unwrap();
+        assert_eq!(c.policy.scrub_share, 1000);
+        let e = Config::parse("source = \"/srv\"\n[policy]\nscrub_share = 1001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("scrub_share = 1001"),
+            "{e}"
+        );
+        assert!(Config::parse("source = \"/srv\"\n[policy]\nscrub_share = -1\n").is_err());
+    }
+
+    #[test]
     fn absurd_timeouts_are_refused_with_their_line() {
         let huge = "source = \"/srv\"\n[source_lock]\npath = \"/run/l\"\ntimeout_secs = 9223372036854775807\n";
         let e = Config::parse(huge).unwrap_err().to_string();

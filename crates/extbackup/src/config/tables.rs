@@ -370,6 +370,25 @@ pub struct Policy {
     /// sync (`extbackup verify --sample 10`); 0 = never.
     #[serde(default)]
     pub verify_every: u32,
+    /// Every plug-in of a drive, after the sync, re-read a rotating 1/N of the drive's files
+    /// and check them against the drive's manifests (`extbackup scrub`), so every file is
+    /// re-read every N plug-ins; 0 = never, at most [`MAX_SCRUB_SHARE`].
+    #[serde(default, deserialize_with = "scrub_share")]
+    pub scrub_share: u32,
+}
+
+/// The largest `scrub_share`: a share smaller than a thousandth re-reads a file less than
+/// once in a thousand plug-ins, which protects nothing.
+pub const MAX_SCRUB_SHARE: u32 = 1000;
+
+fn scrub_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > MAX_SCRUB_SHARE {
+        return Err(serde::de::Error::custom(format!(
+            "scrub_share = {v}: give 0 (off) or 1 to {MAX_SCRUB_SHARE} (every file re-read every N plug-ins)"
+        )));
+    }
+    Ok(v)
 }
 
 fn default_delete_share() -> Fraction {
@@ -389,6 +408,7 @@ impl Default for Policy {
             check_free_space: true,
             attention_on_unknown_drive: false,
             verify_every: 0,
+            scrub_share: 0,
         }
     }
 }

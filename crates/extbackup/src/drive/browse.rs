@@ -146,6 +146,8 @@ pub fn resolve(
 pub enum Opener {
     /// With its configured key file.
     KeyFile,
+    /// With this key file (a drive the configuration does not know: a bare machine).
+    KeyFileAt(PathBuf),
     /// With the recovery passphrase; `tries` attempts, each asking `ask` for it.
     Passphrase {
         /// How many attempts (3 on a terminal, 1 otherwise).
@@ -162,11 +164,24 @@ pub fn unlock(
     ask: &mut dyn FnMut() -> Result<Secret, Failure>,
 ) -> Result<PathBuf, Failure> {
     match opener {
+        Opener::KeyFileAt(key) => crypt
+            .unlock_read_only(&drive.device, Key::File(key), mapping)
+            .map_err(|e| {
+                Failure::with(
+                    format!(
+                        "opening {} read-only with the key file {}",
+                        drive.device.display(),
+                        key.display()
+                    ),
+                    e,
+                )
+            }),
         Opener::KeyFile => {
             let d = drive.config.as_ref().ok_or_else(|| {
                 Failure::new(format!(
                     "drive {} is not in the configuration, so its key file is unknown: use \
-                     --passphrase (the recovery passphrase)",
+                     --passphrase (the recovery passphrase), or --key-file FILE where the \
+                     command has it",
                     drive.name
                 ))
             })?;

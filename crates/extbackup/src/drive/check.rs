@@ -1,7 +1,8 @@
 //! The drive check, right after mounting: what lies at the top of the drive must be what a
 //! run put there. `data`, `generations` and each generation, each named source's folder in
-//! them, `.extbackup` and `.extbackup/headers` must be real folders; the records
-//! (`last-run.json`, `runs.jsonl`) and each header backup regular files. A symbolic link or an
+//! them, `.extbackup`, `.extbackup/headers` and `.extbackup/manifests` must be real folders;
+//! the records (`last-run.json`, `runs.jsonl`, `scrub.json`), each header backup and each
+//! manifest regular files. A symbolic link or an
 //! entry of the wrong type is moved aside into `.extbackup/quarantine/` (a warning for the log
 //! and the mail) and never followed; one that cannot be moved fails the run, naming it.
 //! Everything here goes through the drive's handle ([`crate::drive::handle`]).
@@ -9,7 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::drive::handle::{Drive, Kind};
-use crate::drive::layout::{DATA_DIR, GENERATIONS_DIR, HEADERS_DIR, LAST_RUN, META_DIR, RUNS_LOG};
+use crate::drive::layout::{
+    DATA_DIR, GENERATIONS_DIR, HEADERS_DIR, LAST_RUN, MANIFESTS_DIR, META_DIR, RUNS_LOG,
+    SCRUB_POSITION,
+};
 use crate::Failure;
 
 /// Where entries of the wrong kind are moved, below the drive's root.
@@ -33,6 +37,10 @@ pub fn check(mount_point: &Path, sources: &[String]) -> Result<Vec<String>, Fail
     if c.expect(Path::new(HEADERS_DIR), Kind::Dir)? {
         c.each(Path::new(HEADERS_DIR), Kind::File, &[])?;
     }
+    if c.expect(Path::new(MANIFESTS_DIR), Kind::Dir)? {
+        c.each(Path::new(MANIFESTS_DIR), Kind::File, &[])?;
+    }
+    c.expect(Path::new(SCRUB_POSITION), Kind::File)?;
     if c.expect(Path::new(DATA_DIR), Kind::Dir)? {
         for s in sources {
             c.expect(&Path::new(DATA_DIR).join(s), Kind::Dir)?;
@@ -204,6 +212,29 @@ mod tests {
             1
         );
         assert!(check(&mp, &["docs".into()]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn manifests_of_the_wrong_kind_are_moved_aside() {
+        let (_d, mp, nas) = nas_and_drive();
+        std::fs::create_dir_all(mp.join(".extbackup")).unwrap();
+        symlink(&nas, mp.join(MANIFESTS_DIR)).unwrap();
+        symlink(nas.join("runs.jsonl"), mp.join(SCRUB_POSITION)).unwrap();
+        let moved = check(&mp, &[]).unwrap();
+        assert_eq!(moved.len(), 2, "{moved:#?}");
+        std::fs::create_dir_all(mp.join(MANIFESTS_DIR)).unwrap();
+        std::fs::write(mp.join(MANIFESTS_DIR).join("a.sha256"), "").unwrap();
+        symlink(
+            nas.join("runs.jsonl"),
+            mp.join(MANIFESTS_DIR).join("b.files"),
+        )
+        .unwrap();
+        std::fs::create_dir(mp.join(MANIFESTS_DIR).join("c.files")).unwrap();
+        let moved = check(&mp, &[]).unwrap();
+        assert_eq!(moved.len(), 2, "{moved:#?}");
+        assert!(mp.join(MANIFESTS_DIR).join("a.sha256").is_file());
+        assert_eq!(std::fs::read(nas.join("runs.jsonl")).unwrap(), b"nas\n");
+        assert!(check(&mp, &[]).unwrap().is_empty());
     }
 
     #[test]

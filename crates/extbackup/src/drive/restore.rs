@@ -34,7 +34,7 @@ struct Item {
 /// The path inside the copy for a user's `p`: when absolute under a source, its place in
 /// that source's folder (`NAME/...` for a named source); otherwise `p` as written (a path
 /// in the copy, `NAME/...` for named sources).
-fn relative_in_copy(p: &Path, sources: &[Source]) -> Result<PathBuf, Failure> {
+pub fn relative_in_copy(p: &Path, sources: &[Source]) -> Result<PathBuf, Failure> {
     let under = sources
         .iter()
         .find(|s| p.is_absolute() && p.starts_with(&s.path));

@@ -25,7 +25,7 @@ pub struct DriveStatus {
     /// run log instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
-    /// Recovery notes: a missing recovery passphrase, the last verify.
+    /// Recovery notes: a missing recovery passphrase, the last verify, the last scrub.
     pub notes: Vec<String>,
 }
 
@@ -59,11 +59,10 @@ pub fn status(cfg: &Config, now: u64) -> std::io::Result<Status> {
             last_failure: s.last_failure,
             notes: crate::drive::recovery::status_note(&cfg.state_dir, d.name.as_str())
                 .into_iter()
-                .chain([crate::drive::verify::status_note(
-                    &cfg.state_dir,
-                    d.name.as_str(),
-                    now,
-                )])
+                .chain([
+                    crate::drive::verify::status_note(&cfg.state_dir, d.name.as_str(), now),
+                    crate::drive::scrub::status_note(&cfg.state_dir, d.name.as_str(), now),
+                ])
                 .collect(),
         });
     }

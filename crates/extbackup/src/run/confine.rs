@@ -5,7 +5,8 @@
 //! write into) only beneath:
 //!
 //! - the drive's mount point (what the run is for);
-//! - the state directory (`verify/NAME.json` from `policy.verify_every`, the run's records);
+//! - the state directory (`verify/NAME.json` from `policy.verify_every`, `scrub/NAME.json`
+//!   from `policy.scrub_share`, the run's records);
 //! - the mail spool (a notifier used from the confined steps spools there);
 //! - the source-lock files themselves (a named source's lock is taken just before its copy;
 //!   one that does not exist yet is created empty first, as taking it would: its folder,

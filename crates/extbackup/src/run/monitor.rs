@@ -133,7 +133,7 @@ pub fn failure_body(log_tail: &str) -> String {
 /// `this_run` (the run that just ended) taken as its drive's newest record even when the
 /// state directory could not keep it: no outcome is missing from the textfile.
 pub fn textfile(cfg: &Config, state: &StateDir, this_run: Option<&RunRecord>) -> String {
-    let metrics: [(&str, &str); 5] = [
+    let metrics: [(&str, &str); 7] = [
         (
             "extbackup_last_success_timestamp_seconds",
             "When the drive's last successful backup finished (Unix time).",
@@ -153,6 +153,14 @@ pub fn textfile(cfg: &Config, state: &StateDir, this_run: Option<&RunRecord>) ->
         (
             "extbackup_last_run_bytes_copied",
             "Bytes the drive's last run copied (0 for a failed run).",
+        ),
+        (
+            "extbackup_last_scrub_timestamp_seconds",
+            "When the drive's last scrub (against its manifests) finished (Unix time).",
+        ),
+        (
+            "extbackup_last_scrub_faults",
+            "Files the drive's last scrub found missing, changed or unreadable.",
         ),
     ];
     let mut rows: Vec<Vec<String>> = vec![vec![]; metrics.len()];
@@ -189,6 +197,10 @@ pub fn textfile(cfg: &Config, state: &StateDir, this_run: Option<&RunRecord>) ->
                 l.finished.saturating_sub(l.started)
             ));
             rows[4].push(format!("{}{label} {}", metrics[4].0, l.bytes_copied));
+        }
+        if let Some(sc) = crate::drive::scrub::last(&cfg.state_dir, name) {
+            rows[5].push(format!("{}{label} {}", metrics[5].0, sc.finished));
+            rows[6].push(format!("{}{label} {}", metrics[6].0, sc.faults.len()));
         }
     }
     let mut out = String::new();

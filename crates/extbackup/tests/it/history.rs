@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code, unused_imports)]
 #[path = "../../../syncer/tests/it/util.rs"]
-mod sync_util;
+pub(crate) mod sync_util;
 use sync_util::{assert_same_tree, odd_tree};
 
 /// `extbackup mount NAME --at DIR` (read-only) for the duration of `f`.

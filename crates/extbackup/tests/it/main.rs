@@ -10,6 +10,7 @@ mod faults;
 mod history;
 mod host;
 mod linkdest;
+mod manifest;
 mod recovery;
 mod restores;
 mod safety;

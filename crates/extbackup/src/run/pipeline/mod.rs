@@ -24,6 +24,7 @@ use crate::run::logcapture::LogCapture;
 
 mod finish;
 mod generations;
+mod manifest;
 mod steps;
 mod sync;
 

@@ -47,12 +47,14 @@ impl Pipeline<'_> {
             self.b.host.unlock_source();
             run.done.source_locked = false;
         }
+        let name = generation.as_ref().map(|g| g.stamp.name());
         if let Some(g) = generation {
             if let Some(w) = &watch {
                 self.link_alarm(run, w, &base, &g.stamp.name());
             }
             self.end_generation(run, &g)?;
         }
+        self.manifest(run, name);
         Ok(())
     }
 
