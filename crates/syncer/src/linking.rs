@@ -61,11 +61,26 @@ pub struct Linked {
 /// mode set to itself (a change of its ctime and nothing else; rsync sets the folder's
 /// metadata afterwards anyway), then read back. Any inode linked by this pass gets a ctime
 /// at or after it.
+///
+/// On a filesystem that keeps whole seconds (ext4 with 128-byte inodes, as `mkfs.ext4`
+/// makes below 512 MiB), an inode changed earlier in the same second would read as
+/// changed by this pass: the clock is read again until its second has passed (at most a
+/// second, and only there).
 fn now_on(target: &Path) -> io::Result<(i64, i64)> {
-    let md = fs::symlink_metadata(target)?;
-    fs::set_permissions(target, md.permissions())?;
-    let md = fs::symlink_metadata(target)?;
-    Ok((md.ctime(), md.ctime_nsec()))
+    let perms = fs::symlink_metadata(target)?.permissions();
+    let mut first = None;
+    loop {
+        fs::set_permissions(target, perms.clone())?;
+        let md = fs::symlink_metadata(target)?;
+        let now = (md.ctime(), md.ctime_nsec());
+        match first {
+            _ if now.1 != 0 => return Ok(now),
+            Some(s) if now.0 > s => return Ok(now),
+            None => first = Some(now.0),
+            Some(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// What became of a hard-link group of the source (several names on one source inode).

@@ -231,6 +231,11 @@ impl RsyncSyncer {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Option<SyncReport>, SyncError> {
         let t0 = Instant::now();
+        tracing::info!(
+            "linking the unchanged files of {} from the previous generation {}",
+            source.display(),
+            prev.display()
+        );
         let max = generations::link_max(target);
         let linked = match crate::linking::link_unchanged(source, prev, target, &opts.exclude, max)
         {
