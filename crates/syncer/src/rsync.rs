@@ -266,7 +266,21 @@ impl RsyncSyncer {
                 linked.unshared
             );
         }
-        let mut report = self.pass(source, target, &opts.exclude, None, progress, None)?;
+        // Incremental recursion here: rsync holds one folder's list at a time instead of
+        // the whole tree's (measured, `rsync -aHAX` with nothing to do: 13 MB at 50,000
+        // files, 19 MB at 100,000 whole-tree; 7-11 MB incremental; about 130 MB at a
+        // million whole-tree), and with nearly everything linked the progress figures it
+        // cannot give up front matter little. Hard links stay exact (rsync's manual:
+        // incremental recursion only costs -H efficiency, not accuracy).
+        let mut report = self.pass_with(
+            source,
+            target,
+            &opts.exclude,
+            None,
+            progress,
+            None,
+            Recursion::Incremental,
+        )?;
         report.duration = t0.elapsed();
         if linked.over_link_limit > 0 {
             report.copied_not_linked = linked.over_link_limit;
@@ -376,8 +390,27 @@ impl RsyncSyncer {
         progress: &mut dyn FnMut(Progress),
         skip: Option<Vec<u8>>,
     ) -> Result<SyncReport, SyncError> {
+        let whole = Recursion::WholeTree;
+        self.pass_with(source, target, exclude, link_dest, progress, skip, whole)
+    }
+
+    /// [`pass`](Self::pass), choosing how rsync recurses.
+    #[allow(clippy::too_many_arguments)]
+    fn pass_with(
+        &self,
+        source: &Path,
+        target: &Path,
+        exclude: &Excludes,
+        link_dest: Option<&Path>,
+        progress: &mut dyn FnMut(Progress),
+        skip: Option<Vec<u8>>,
+        recursion: Recursion,
+    ) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
         let mut args = self.args(source, target);
+        if recursion == Recursion::Incremental {
+            args.retain(|a| a != "--no-inc-recursive");
+        }
         let at = args.len() - 2 - self.extra_args.len();
         args.splice(at..at, Self::exclude_args(exclude));
         if skip.is_some() {
@@ -525,6 +558,14 @@ impl RsyncSyncer {
         })?;
         map_status(status, &tail, target, &mut SyncReport::default())
     }
+}
+
+/// How rsync walks the source: the whole file list first (`--no-inc-recursive`: exact
+/// progress from the start) or folder by folder (its default: memory for one folder's list).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recursion {
+    WholeTree,
+    Incremental,
 }
 
 /// The error kind a failed linking pass ends the sync with: the drive full, failing or

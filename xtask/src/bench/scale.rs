@@ -16,11 +16,12 @@
 //!   `--link-dest` alone, the syncer's `generation_once --link-dest`) for comparison;
 //! - prune: removing the oldest generation (`generation_once --prune-oldest`, the syncer's
 //!   `Generations::remove`) / `rm -rf` of the `cp -al` copy;
-//! - peak memory: the largest sum of the resident sets of the run's whole process tree
-//!   (extbackup, rsync's three processes, cp), sampled every 50 ms (target <= 100 MB at a
-//!   million files);
-//! - where the generation run's time goes: the gaps between its log lines (each gap
-//!   belongs to the line that opened it), largest first.
+//! - peak memory: the largest sum of the proportional set sizes (`Pss`: a page shared by
+//!   rsync's forked processes counted once) of the run's whole process tree (extbackup,
+//!   rsync's three processes, cp), sampled every 50 ms (target <= 100 MB at a million
+//!   files);
+//! - where the runs' time goes: each pipeline step's time and the largest gaps between log
+//!   lines (each gap belongs to the line that opened it), from the runs' timestamped logs.
 //!
 //! Needs root (loop devices, mounts, drop_caches).
 
@@ -92,7 +93,7 @@ fn drop_caches() -> Result<()> {
 /// What a timed command did.
 struct Timed {
     took: Duration,
-    /// Peak of the summed resident sets of its process tree, bytes.
+    /// Peak of the summed proportional set sizes of its process tree, bytes.
     peak_rss: u64,
     stdout: String,
     stderr: String,
@@ -135,7 +136,7 @@ fn timed(cmd: &mut Command) -> Result<Timed> {
     })
 }
 
-/// The summed `VmRSS` of `pid` and its descendants.
+/// The summed proportional set size (`Pss`, else `VmRSS`) of `pid` and its descendants.
 fn tree_rss(pid: u32) -> u64 {
     let mut procs = vec![]; // (pid, ppid, rss)
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -155,7 +156,16 @@ fn tree_rss(pid: u32) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         };
         let ppid = field("PPid:").and_then(|v| u32::try_from(v).ok());
-        procs.push((p, ppid.unwrap_or(0), field("VmRSS:").unwrap_or(0)));
+        // The proportional set size: pages shared by rsync's forked processes counted
+        // once in all, not once per process.
+        let pss = fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            });
+        procs.push((p, ppid.unwrap_or(0), pss.or(field("VmRSS:")).unwrap_or(0)));
     }
     let mut tree = vec![pid];
     let mut i = 0;
@@ -330,14 +340,19 @@ require_source_mount_point = true
         secs(prune.took) / secs(rm.took)
     );
     println!(
-        "  peak memory (summed process tree, rsync included): first run {:.1} MB, generation run \
+        "  peak memory (Pss of the process tree, rsync included): first run {:.1} MB, generation run \
          {:.1} MB (target <= 100 MB at 1,000,000 files: compare two --files figures)",
         mb(first.peak_rss),
         mb(gen.peak_rss),
     );
     for (what, t) in [("first", &first), ("generation", &gen)] {
-        println!("  the {what} run's time, by log line (the gap after each line), largest first:");
-        for (gap, line) in profile(&t.stderr).into_iter().take(8) {
+        let (gaps, steps) = profile(&t.stderr);
+        println!("  the {what} run's time by step:");
+        for (took, line) in steps.iter().filter(|s| s.0 >= 0.01) {
+            println!("    {took:>7.2} s  {line}");
+        }
+        println!("    largest gaps after a log line:");
+        for (gap, line) in gaps.into_iter().take(5) {
             println!("    {gap:>7.2} s  {line}");
         }
     }
@@ -355,9 +370,11 @@ fn newest_generation(gens: &Path) -> Result<PathBuf> {
     names.pop().context("no generation on the drive")
 }
 
-/// The gaps between the timestamped log lines of `log`, each with the line that opened
-/// it, largest first.
-fn profile(log: &str) -> Vec<(f64, String)> {
+/// Where a run's time went, from its timestamped log lines: the time from each line to the
+/// next non-progress line (progress lines, `sync NN% ...`, count for the line before
+/// them), largest first; and the time of each pipeline step (`step N/M: NAME` to the next
+/// step line).
+fn profile(log: &str) -> (Vec<(f64, String)>, Vec<(f64, String)>) {
     let lines: Vec<(f64, &str)> = log
         .lines()
         .filter_map(|l| {
@@ -365,12 +382,24 @@ fn profile(log: &str) -> Vec<(f64, String)> {
             Some((seconds_of_day(stamp)?, rest.trim()))
         })
         .collect();
-    let mut gaps: Vec<(f64, String)> = lines
+    let is_progress =
+        |l: &str| l.split_whitespace().nth(1).is_some_and(|w| w == "sync") && l.contains('%');
+    let kept: Vec<(f64, &str)> = lines.into_iter().filter(|l| !is_progress(l.1)).collect();
+    let short = |l: &str| l.chars().take(110).collect::<String>();
+    let mut gaps: Vec<(f64, String)> = kept
         .windows(2)
-        .map(|w| (w[1].0 - w[0].0, w[0].1.chars().take(110).collect()))
+        .map(|w| (w[1].0 - w[0].0, short(w[0].1)))
         .collect();
     gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
-    gaps
+    let steps: Vec<&(f64, &str)> = kept.iter().filter(|l| l.1.contains(" step ")).collect();
+    let mut by_step: Vec<(f64, String)> = steps
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0, short(w[0].1)))
+        .collect();
+    if let (Some(last), Some(end)) = (steps.last(), kept.last()) {
+        by_step.push((end.0 - last.0, short(last.1)));
+    }
+    (gaps, by_step)
 }
 
 /// `2026-12-03T12:39:22.123456Z` -> seconds since midnight.
@@ -386,15 +415,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_profile_gives_each_gap_to_the_line_that_opened_it() {
-        let log = "2026-12-03T12:00:00.000000Z  INFO a\n\
+    fn the_profile_gives_each_gap_to_the_line_that_opened_it_and_sums_steps() {
+        let log = "2026-12-03T12:00:00.000000Z  INFO step 1/2: a\n\
+                   2026-12-03T12:00:01.000000Z  INFO sync 50% (10 bytes)\n\
                    2026-12-03T12:00:01.500000Z  INFO b\n\
                    not a log line\n\
-                   2026-12-03T12:00:01.750000Z  INFO c\n";
-        let p = profile(log);
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[0].1, "INFO a");
-        assert!((p[0].0 - 1.5).abs() < 1e-9);
-        assert!((p[1].0 - 0.25).abs() < 1e-9);
+                   2026-12-03T12:00:01.750000Z  INFO step 2/2: c\n\
+                   2026-12-03T12:00:02.000000Z  INFO d\n";
+        let (gaps, steps) = profile(log);
+        assert_eq!(gaps.len(), 3);
+        assert_eq!(
+            gaps[0].1, "INFO step 1/2: a",
+            "the progress line counts for a"
+        );
+        assert!((gaps[0].0 - 1.5).abs() < 1e-9);
+        assert!((gaps[1].0 - 0.25).abs() < 1e-9);
+        assert_eq!(steps.len(), 2);
+        assert!((steps[0].0 - 1.75).abs() < 1e-9 && (steps[1].0 - 0.25).abs() < 1e-9);
     }
 }
