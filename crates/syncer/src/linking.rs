@@ -7,9 +7,11 @@
 //! it finds the linked files up to date and changes nothing about them, and copies the
 //! rest as new inodes (without `--inplace` it writes a temporary file and renames it).
 //!
-//! Measured (`cargo xtask bench scale`): rsync `--link-dest` costs about twice one walk
-//! plus one link per file; this pass is a `cp -al` that looks before it links, and the
-//! rsync pass after it is a no-change mirror run.
+//! Measured (`cargo xtask bench scale`, 200,000 files on loop-device ext4): rsync
+//! `--link-dest` alone built a no-change generation in 8.5 s, this pass and rsync in 4.9 s;
+//! the whole run 0.98x `cp -al` + a bare no-change `rsync -aHAX --delete` (before: 2.4x at
+//! 300,000 files, issue 22). The pass is a `cp -al` that looks before it links; rsync after
+//! it is a no-change mirror run.
 //!
 //! What is never linked, so that no inode an older generation holds is ever changed in
 //! place by the rsync pass:

@@ -370,11 +370,14 @@ fn newest_generation(gens: &Path) -> Result<PathBuf> {
     names.pop().context("no generation on the drive")
 }
 
+/// Seconds, and the log line they are counted for.
+type Span = (f64, String);
+
 /// Where a run's time went, from its timestamped log lines: the time from each line to the
 /// next non-progress line (progress lines, `sync NN% ...`, count for the line before
 /// them), largest first; and the time of each pipeline step (`step N/M: NAME` to the next
 /// step line).
-fn profile(log: &str) -> (Vec<(f64, String)>, Vec<(f64, String)>) {
+fn profile(log: &str) -> (Vec<Span>, Vec<Span>) {
     let lines: Vec<(f64, &str)> = log
         .lines()
         .filter_map(|l| {
@@ -386,13 +389,13 @@ fn profile(log: &str) -> (Vec<(f64, String)>, Vec<(f64, String)>) {
         |l: &str| l.split_whitespace().nth(1).is_some_and(|w| w == "sync") && l.contains('%');
     let kept: Vec<(f64, &str)> = lines.into_iter().filter(|l| !is_progress(l.1)).collect();
     let short = |l: &str| l.chars().take(110).collect::<String>();
-    let mut gaps: Vec<(f64, String)> = kept
+    let mut gaps: Vec<Span> = kept
         .windows(2)
         .map(|w| (w[1].0 - w[0].0, short(w[0].1)))
         .collect();
     gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
     let steps: Vec<&(f64, &str)> = kept.iter().filter(|l| l.1.contains(" step ")).collect();
-    let mut by_step: Vec<(f64, String)> = steps
+    let mut by_step: Vec<Span> = steps
         .windows(2)
         .map(|w| (w[1].0 - w[0].0, short(w[0].1)))
         .collect();
