@@ -312,3 +312,70 @@ fn grow(mut call: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source with a two-name group, a single file and a changed file; a "previous
+    /// generation" that is a hard-linked copy of it (as `cp -al` makes).
+    fn setup(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let (src, prev, new) = (t.join("src"), t.join("prev"), t.join("new"));
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/a"), b"group\n").unwrap();
+        fs::hard_link(src.join("d/a"), src.join("b")).unwrap();
+        fs::write(src.join("single"), b"single\n").unwrap();
+        fs::write(src.join("changed"), b"old\n").unwrap();
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&prev)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        fs::write(src.join("changed"), b"new content\n").unwrap();
+        fs::create_dir(&new).unwrap();
+        (src, prev, new)
+    }
+
+    use std::path::PathBuf;
+
+    #[test]
+    fn links_identical_files_and_groups_whole_and_leaves_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, prev, new) = setup(t.path());
+        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), None).unwrap();
+        assert_eq!((l.linked, l.folders, l.over_link_limit), (3, 1, 0), "{l:?}");
+        let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+        assert_eq!(ino(&new.join("d/a")), ino(&prev.join("d/a")));
+        assert_eq!(ino(&new.join("b")), ino(&new.join("d/a")));
+        assert_eq!(ino(&new.join("single")), ino(&prev.join("single")));
+        assert!(
+            !new.join("changed").exists(),
+            "a changed file is left to rsync"
+        );
+    }
+
+    #[test]
+    fn a_group_past_the_link_limit_is_counted_and_not_linked() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, prev, new) = setup(t.path());
+        // prev's group inode has 2 links; the group adds 2: past a limit of 3. The single
+        // file (1 + 1) fits.
+        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), Some(3)).unwrap();
+        assert_eq!((l.linked, l.over_link_limit), (1, 2), "{l:?}");
+        assert!(!new.join("b").exists() && !new.join("d/a").exists());
+    }
+
+    #[test]
+    fn an_excluded_entry_is_neither_linked_nor_entered() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, prev, new) = setup(t.path());
+        let ex = Excludes::new(&["/d/", "single"]).unwrap();
+        let l = link_unchanged(&src, &prev, &new, &ex, None).unwrap();
+        assert!(
+            !new.join("d").exists() && !new.join("single").exists(),
+            "{l:?}"
+        );
+    }
+}
