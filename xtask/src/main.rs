@@ -27,10 +27,11 @@ Tasks:
                    parity table against the Python tool, the Debian package (deb --debug
                    --check: lintian, installed with dpkg), and the QEMU guest suite unless
                    --quick).
-  bench [AREA...]  Benchmarks, each against a baseline measured in the same run
-                   (areas: blinkstick crypt extbackup first-copy indicator sync
-                   verify;
-                   default all).
+  bench [AREA...] [--files N]
+                   Benchmarks, each against a baseline measured in the same run
+                   (areas: blinkstick crypt extbackup first-copy history indicator manifest
+                   scale sync verify; default all but scale, which runs only when
+                   named: a whole run at N files, default 200,000, minutes).
   parity           The blinkstick CLI against the real Python tool (PyPI BlinkStick
                    1.2.0 in a venv, its USB calls recorded by a fake device): a
                    table of cases, identical or deliberately different.

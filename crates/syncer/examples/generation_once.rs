@@ -8,8 +8,11 @@
 //! two walks (the source and the mirror, every entry stat'ed, as the pipeline's
 //! `tree_size` does) and the same `RsyncSyncer` onto the mirror.
 //!
-//! usage: generation_once SOURCE MOUNT | generation_once --prune-oldest MOUNT |
-//!        generation_once --mirror SOURCE TARGET
+//! `--link-dest SOURCE MOUNT` builds the generation as before issue 22, by rsync
+//! `--link-dest` alone (`RsyncSyncer::without_linking_pass`), for comparison.
+//!
+//! usage: generation_once SOURCE MOUNT | generation_once --link-dest SOURCE MOUNT |
+//!        generation_once --prune-oldest MOUNT | generation_once --mirror SOURCE TARGET
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +26,10 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         [flag, mount] if flag.as_os_str() == "--prune-oldest" => prune(mount),
         [flag, source, target] if flag.as_os_str() == "--mirror" => mirror(source, target),
-        [source, mount] => add(source, mount),
+        [source, mount] => add(source, mount, RsyncSyncer::new()),
+        [flag, source, mount] if flag.as_os_str() == "--link-dest" => {
+            add(source, mount, RsyncSyncer::new().without_linking_pass())
+        }
         _ => {
             eprintln!("usage: generation_once SOURCE MOUNT | generation_once --prune-oldest MOUNT");
             return ExitCode::from(2);
@@ -41,7 +47,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, String> {
+fn add(
+    source: &std::path::Path,
+    mount: &std::path::Path,
+    syncer: RsyncSyncer,
+) -> Result<String, String> {
     let gens = Generations::at(mount);
     let t = Instant::now();
     let prev = gens.newest().map_err(|e| e.to_string())?.map(|g| g.path);
@@ -65,7 +75,7 @@ fn add(source: &std::path::Path, mount: &std::path::Path) -> Result<String, Stri
         link_dest: if g.snapshot { None } else { prev },
         ..Default::default()
     };
-    let r = RsyncSyncer::new()
+    let r = syncer
         .sync(source, &g.path, &opts, &mut |_| {})
         .map_err(|e| format!("{e:#}"))?;
     let t_sync = t.elapsed();

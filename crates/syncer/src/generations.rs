@@ -691,6 +691,54 @@ pub fn new_cost(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io
     Ok(total)
 }
 
+/// At most what a copy of `source` takes on a drive whose blocks are `drive_block` bytes,
+/// without walking it, when `source` is a filesystem of its own (a mount point with no
+/// other filesystem mounted beneath it): its used blocks plus a drive block per used inode
+/// (a small file rounds up to a whole block there, whatever its size on the source), and
+/// its used inodes. An upper bound of [`new_cost`] and of a first copy's size (excluded
+/// entries, hard links and unchanged files only make the copy smaller); `None` when the
+/// source is not a filesystem of its own (the bound would miss what is mounted beneath, or
+/// count a whole filesystem for a folder of it) or cannot be read: then walk.
+///
+/// Issue 22: the walk costs 16 s at a million files, the statvfs call nothing; when the
+/// bound fits the drive the walk is not needed.
+pub fn whole_filesystem_bound(source: &Path, drive_block: u64) -> Option<Cost> {
+    let canon = fs::canonicalize(source).ok()?;
+    let mounts = oskit::mountinfo::read().ok()?;
+    if !mounts.iter().any(|m| m.target == canon)
+        || mounts
+            .iter()
+            .any(|m| m.target != canon && m.target.starts_with(&canon))
+    {
+        return None;
+    }
+    let st = nix::sys::statvfs::statvfs(&canon).ok()?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    let (blocks, free, frsize, files, ffree) = (
+        st.blocks() as u64,
+        st.blocks_free() as u64,
+        st.fragment_size() as u64,
+        st.files() as u64,
+        st.files_free() as u64,
+    );
+    if files == 0 {
+        // No fixed inode count (btrfs): the used inodes are unknown.
+        return None;
+    }
+    let inodes = files.saturating_sub(ffree);
+    Some(Cost {
+        bytes: blocks.saturating_sub(free) * frsize + inodes * drive_block,
+        inodes,
+    })
+}
+
+/// The block size of the filesystem holding `p` (`statvfs`'s `f_bsize`), 4096 when it
+/// cannot be read.
+pub fn block_size(p: &Path) -> u64 {
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    nix::sys::statvfs::statvfs(p).map_or(4096, |st| st.block_size() as u64)
+}
+
 /// The files of `source` (paths relative to it) that cannot be hard-linked to their copy
 /// in `previous` without passing `link_max` links on one inode: a file with several names
 /// in the source (a hard-link group of `k` names) whose unchanged copy in `previous` has

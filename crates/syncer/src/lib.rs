@@ -48,6 +48,7 @@ pub mod fake;
 pub mod first_copy;
 pub mod generations;
 pub mod guard;
+pub mod linking;
 mod lock;
 mod rsync;
 

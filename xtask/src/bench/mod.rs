@@ -10,6 +10,7 @@ pub mod first_copy;
 pub mod history;
 pub mod indicator;
 pub mod manifest;
+pub mod scale;
 pub mod sync;
 pub mod verify;
 
@@ -30,13 +31,28 @@ const AREAS: &[(&str, Bench)] = &[
     ("history", history::run),
     ("indicator", indicator::run),
     ("manifest", manifest::run),
+    ("scale", scale::run),
     ("sync", sync::run),
     ("verify", verify::run),
 ];
 
 /// Runs every benchmark in turn (or only the areas named, e.g. `cargo xtask bench verify`);
-/// stops at the first that fails.
+/// stops at the first that fails. `scale` runs only when named; `--files N` sets its number
+/// of files.
 pub fn run(args: &[String]) -> Result<()> {
+    let mut args = args.to_vec();
+    if let Some(i) = args.iter().position(|a| a == "--files") {
+        let n = args
+            .get(i + 1)
+            .and_then(|n| n.replace(['_', ','], "").parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .context(
+                "--files needs a number of files, e.g. `cargo xtask bench scale --files 50000`",
+            )?;
+        let _ = scale::FILES.set(n);
+        args.drain(i..i + 2);
+    }
+    let args = &args[..];
     for a in args {
         if !AREAS.iter().any(|(n, _)| n == a) {
             let names: Vec<&str> = AREAS.iter().map(|(n, _)| *n).collect();
@@ -48,7 +64,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let root = crate::util::root();
     for (name, f) in AREAS {
-        if args.is_empty() || args.iter().any(|a| a == name) {
+        // `scale` takes minutes and gigabytes: only when named.
+        if (args.is_empty() && *name != "scale") || args.iter().any(|a| a == name) {
             f(&root)?;
         }
     }

@@ -5,6 +5,7 @@ mod command;
 mod conformance;
 mod exclude;
 mod first_copy;
+mod generation;
 mod lock;
 mod rsync;
 mod util;

@@ -186,6 +186,18 @@ impl Pipeline<'_> {
         if run.history.is_some() && base != run.data_dir() {
             return self.generation_space(run, &base);
         }
+        if let Some(bound) = self.sources_bound(&run.mount_point) {
+            let free = self.b.host.free_space(&run.mount_point)?;
+            if bound.bytes <= free {
+                tracing::info!(
+                    "to copy at most {} (the source filesystems' used space, no walk), free on \
+                     the drive {}",
+                    oskit::human::bytes(bound.bytes),
+                    oskit::human::bytes(free)
+                );
+                return Ok(());
+            }
+        }
         let (mut src, mut have, mut need) = (0, 0, 0u64);
         for s in self.cfg.sources() {
             let size = self.b.host.tree_size(&s.path, &s.exclude)?;
