@@ -654,7 +654,7 @@ pub fn new_cost(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io
     while let Some(e) = it.next() {
         let e = e?;
         if e.depth() == 0 {
-            total.bytes += 4096;
+            total.bytes += FOLDER_BYTES;
             total.inodes += 1;
             continue;
         }
@@ -667,7 +667,7 @@ pub fn new_cost(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io
             continue;
         }
         if md.is_dir() {
-            total.bytes += 4096;
+            total.bytes += FOLDER_BYTES;
             total.inodes += 1;
             continue;
         }
@@ -678,17 +678,23 @@ pub fn new_cost(source: &Path, previous: &Path, exclude: &crate::Excludes) -> io
             total.inodes += 1;
             continue;
         }
-        let same = fs::symlink_metadata(previous.join(r)).is_ok_and(|p| {
-            p.is_file()
-                && p.size() == md.size()
-                && (p.mtime(), p.mtime_nsec()) == (md.mtime(), md.mtime_nsec())
-        });
-        if !same {
+        if !fs::symlink_metadata(previous.join(r)).is_ok_and(|p| quick_same(&p, &md)) {
             total.bytes += md.blocks() * 512;
             total.inodes += 1;
         }
     }
     Ok(total)
+}
+
+/// What [`new_cost`] counts for a folder: one block (a hard-link tree has its own folders).
+pub(crate) const FOLDER_BYTES: u64 = 4096;
+
+/// rsync's quick check: `prev` is a regular file with `src`'s size and modification time
+/// (to the nanosecond), so rsync would take it as unchanged content.
+pub(crate) fn quick_same(prev: &fs::Metadata, src: &fs::Metadata) -> bool {
+    prev.is_file()
+        && prev.size() == src.size()
+        && (prev.mtime(), prev.mtime_nsec()) == (src.mtime(), src.mtime_nsec())
 }
 
 /// At most what a copy of `source` takes on a drive whose blocks are `drive_block` bytes,

@@ -143,6 +143,11 @@ pub struct SyncReport {
     /// Files copied instead of hard-linked to [`SyncOptions::link_dest`]: their copy there
     /// had too many links already (the filesystem's limit per inode).
     pub copied_not_linked: u64,
+    /// What the new and changed files and the folders of a new generation take on the drive,
+    /// when the sync measured it on the way (the linking pass does; see
+    /// [`generations::new_cost`] for what it counts): the link-dest alarm's expectation
+    /// without a walk of its own. `None` when not measured.
+    pub new_bytes: Option<u64>,
 }
 
 /// Mirrors a source tree onto a target tree. Object safe: chosen at run time.

@@ -34,9 +34,9 @@
 //! again; a regular file there with more than one link that is not identical to the source
 //! is removed, so that the rsync pass writes a new inode instead of changing a shared one.
 
-use crate::{guard, Excludes};
+use crate::{generations, guard, Excludes};
 use nix::libc;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -57,6 +57,13 @@ pub struct Linked {
     /// Files of a resumed target removed because they shared an inode and were no longer
     /// identical to the source.
     pub unshared: u64,
+    /// What the new and changed files and the folders take on the drive, measured on the
+    /// way as [`crate::generations::new_cost`] measures it (a file whose copy in the previous
+    /// generation fails rsync's quick check of size and mtime counts its blocks, a hard-link
+    /// group once; every folder a block). Files left unlinked for any other reason (a
+    /// chmod-only change, the link limit) are not in it: what the generation takes beyond
+    /// it is what the link-dest alarm looks at.
+    pub new_bytes: u64,
 }
 
 /// The filesystem's clock now, as the ctime it gives an inode changed now: `target`'s
@@ -106,7 +113,11 @@ pub fn link_unchanged(
     link_max: Option<u64>,
 ) -> io::Result<Linked> {
     let fresh_before = now_on(target)?;
-    let mut out = Linked::default();
+    let mut out = Linked {
+        new_bytes: generations::FOLDER_BYTES,
+        ..Linked::default()
+    };
+    let mut counted: HashSet<(u64, u64)> = HashSet::new();
     let mut groups: HashMap<(u64, u64), Group> = HashMap::new();
     // Folders this pass made: nothing of theirs is in the target yet, so no look first.
     let mut made: Vec<std::path::PathBuf> = Vec::new();
@@ -143,6 +154,7 @@ pub fn link_unchanged(
             .is_some_and(|m| rel.parent() == Some(m.as_path()));
         let dst = target.join(rel);
         if dir {
+            out.new_bytes += generations::FOLDER_BYTES;
             let mut b = fs::DirBuilder::new();
             b.mode(0o700);
             match b.create(&dst) {
@@ -174,6 +186,8 @@ pub fn link_unchanged(
         if !parent_made {
             match fs::symlink_metadata(&dst) {
                 Ok(have) => {
+                    let prev = fs::symlink_metadata(previous.join(rel)).ok();
+                    count_new(&mut out, &mut counted, &src, prev.as_ref());
                     if have.is_file()
                         && have.nlink() > 1
                         && !identical(&src, e.path(), &have, &dst)?
@@ -190,10 +204,17 @@ pub fn link_unchanged(
         let from = previous.join(rel);
         let prev = match fs::symlink_metadata(&from) {
             Ok(p) if p.is_file() => p,
-            Ok(_) => continue,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Ok(_) => {
+                count_new(&mut out, &mut counted, &src, None);
+                continue;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                count_new(&mut out, &mut counted, &src, None);
+                continue;
+            }
             Err(err) => return Err(err),
         };
+        count_new(&mut out, &mut counted, &src, Some(&prev));
         let group_key = (src.nlink() > 1).then(|| (src.dev(), src.ino()));
         if let Some(k) = group_key {
             match groups.get(&k) {
@@ -231,6 +252,22 @@ pub fn link_unchanged(
         }
     }
     Ok(out)
+}
+
+/// Adds the file `src` to [`Linked::new_bytes`] unless `prev`, its copy in the previous
+/// generation, passes rsync's quick check (same size and mtime); a hard-link group once.
+fn count_new(
+    out: &mut Linked,
+    counted: &mut HashSet<(u64, u64)>,
+    src: &fs::Metadata,
+    prev: Option<&fs::Metadata>,
+) {
+    if src.nlink() > 1 && !counted.insert((src.dev(), src.ino())) {
+        return;
+    }
+    if !prev.is_some_and(|p| generations::quick_same(p, src)) {
+        out.new_bytes += src.blocks() * 512;
+    }
 }
 
 fn link(from: &Path, to: &Path, out: &mut Linked) -> io::Result<()> {
@@ -339,6 +376,27 @@ mod tests {
     }
 
     use std::path::PathBuf;
+
+    #[test]
+    fn measures_what_new_and_changed_files_take_as_new_cost_does_and_not_a_chmod() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, prev, new) = setup(t.path());
+        // A new file, and a chmod-only change: rsync's quick check calls its content
+        // unchanged, so it is not "new" (the alarm looks at what it costs beyond).
+        fs::write(src.join("fresh"), vec![7u8; 20_000]).unwrap();
+        let mut p = fs::metadata(src.join("single")).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
+        fs::set_permissions(src.join("single"), p).unwrap();
+        let want = crate::generations::new_cost(&src, &prev, &Excludes::default()).unwrap();
+        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), None).unwrap();
+        assert_eq!(l.new_bytes, want.bytes, "{l:?}");
+        let blocks = |p: &str| fs::metadata(src.join(p)).unwrap().blocks() * 512;
+        assert_eq!(
+            l.new_bytes,
+            blocks("fresh") + blocks("changed") + 2 * generations::FOLDER_BYTES,
+            "the two folders, the new and the changed file; not the chmod-only one"
+        );
+    }
 
     #[test]
     fn links_identical_files_and_groups_whole_and_leaves_the_rest() {

@@ -282,6 +282,7 @@ impl RsyncSyncer {
             Recursion::Incremental,
         )?;
         report.duration = t0.elapsed();
+        report.new_bytes = Some(linked.new_bytes);
         if linked.over_link_limit > 0 {
             report.copied_not_linked = linked.over_link_limit;
             report.warnings.push(format!(

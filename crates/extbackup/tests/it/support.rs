@@ -610,7 +610,21 @@ impl World {
         fs::create_dir_all(&mp).unwrap();
         sh(Command::new("mount").arg(&inner).arg(&mp));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mp)));
-        sh(Command::new("umount").arg(&mp));
+        // A mount namespace another test is making at this moment (`cmd_confined`) holds a
+        // copy of this mount until its script detaches it: busy for that while, not longer.
+        let mut last = None;
+        for _ in 0..50 {
+            let out = Command::new("umount").arg(&mp).output().unwrap();
+            let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+            last = (!out.status.success()).then_some(out);
+            if !busy {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if let Some(out) = last {
+            panic!("umount {}: {out:?}", mp.display());
+        }
         sh(Command::new("losetup").arg("-d").arg(&inner));
         match r {
             Ok(v) => v,

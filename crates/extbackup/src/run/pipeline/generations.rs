@@ -242,25 +242,10 @@ impl Pipeline<'_> {
     }
 
     /// The link-dest alarm's start, for a generation built with hard links to `previous`:
-    /// the drive's free bytes now and what the generation is expected to take (measured by
-    /// the free-space step, else here). `None` when either cannot be had (logged).
+    /// the drive's free bytes now, and what the generation is expected to take when the
+    /// free-space step measured it. `None` when the free bytes cannot be had (logged).
     pub(super) fn link_watch(&self, run: &Run, previous: &Path) -> Option<LinkWatch> {
-        let expected = match run.expected_new {
-            Some(e) => e,
-            None => {
-                let mut sum = 0;
-                for s in self.cfg.sources() {
-                    match syncer::generations::new_cost(&s.path, &s.copy_in(previous), &s.exclude) {
-                        Ok(c) => sum += c.bytes,
-                        Err(e) => {
-                            tracing::debug!("link-dest alarm off for this run: {e}");
-                            return None;
-                        }
-                    }
-                }
-                sum
-            }
-        };
+        let expected = run.expected_new;
         match self.b.host.free_space(&run.mount_point) {
             Ok(free_before) => Some(LinkWatch {
                 free_before,
@@ -285,12 +270,35 @@ impl Pipeline<'_> {
             return;
         };
         let allocated = w.free_before.saturating_sub(free_after);
+        // Expected: the free-space step's figure, else the linking pass's (measured on its
+        // way through the source), else a walk of the source against the previous
+        // generation (only when rsync --link-dest built the generation on its own).
+        let expected = match w.expected.or(run.report.new_bytes) {
+            Some(e) => e,
+            None => {
+                let mut sum = 0;
+                for s in self.cfg.sources() {
+                    match syncer::generations::new_cost(
+                        &s.path,
+                        &s.copy_in(&w.previous),
+                        &s.exclude,
+                    ) {
+                        Ok(c) => sum += c.bytes,
+                        Err(e) => {
+                            tracing::debug!("link-dest alarm off for this run: {e}");
+                            return;
+                        }
+                    }
+                }
+                sum
+            }
+        };
         tracing::info!(
             "history: generation {name} took {} on the drive (new and changed files: about {})",
             oskit::human::bytes(allocated),
-            oskit::human::bytes(w.expected)
+            oskit::human::bytes(expected)
         );
-        if !linkcheck::alarming(allocated, w.expected) {
+        if !linkcheck::alarming(allocated, expected) {
             return;
         }
         let found = match linkcheck::unlinked(new, &w.previous) {
@@ -307,7 +315,7 @@ impl Pipeline<'_> {
         let line = linkcheck::alarm_message(
             name,
             allocated,
-            w.expected,
+            expected,
             new,
             &w.previous,
             found.as_ref(),
@@ -356,6 +364,7 @@ impl Pipeline<'_> {
 /// What the link-dest alarm measured before the copy ([`Pipeline::link_watch`]).
 pub(super) struct LinkWatch {
     free_before: u64,
-    expected: u64,
+    /// The free-space step's figure, when it walked the source.
+    expected: Option<u64>,
     previous: PathBuf,
 }

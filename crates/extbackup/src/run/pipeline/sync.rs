@@ -36,11 +36,15 @@ impl Pipeline<'_> {
             count: sources.len(),
             ..Share::default()
         };
+        // What the new and changed files take, when every source's sync measured it.
+        let mut new_bytes = Some(0);
         for (i, src) in sources.iter().enumerate() {
             share.index = i;
             let r = self.sync_source(run, src, &base, link_base.as_deref(), &mut share)?;
+            new_bytes = new_bytes.zip(r.new_bytes).map(|(a, b)| a + b);
             add_report(&mut report, r, src);
         }
+        report.new_bytes = new_bytes;
         crate::drive::verify::after_sync(self.cfg, &run.name, &base, &mut report);
         run.report = report;
         if run.done.source_locked {
