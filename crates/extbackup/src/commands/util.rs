@@ -142,8 +142,16 @@ pub(crate) fn with_drive_view<T>(
     passphrase: bool,
     f: impl FnOnce(&browse::DriveView<'_>) -> Result<T>,
 ) -> Result<T> {
-    known_drive(cfg, name, device)?;
     let crypt = backends::crypt(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
+    // A drive open for browsing (`extbackup mount`) needs no configuration: the NAS may be
+    // gone. Otherwise an unknown name is a usage error before anything is opened.
+    let browsing = matches!(
+        crypt.status(&browse::browse_mapping(name)),
+        Ok(crypt::MappingStatus::Active { .. })
+    );
+    if !browsing {
+        known_drive(cfg, name, device)?;
+    }
     let mounter = backends::mounter(cfg).map_err(|e| UsageError(extbackup::chain(&e)))?;
     let resolve = || browse::resolve(cfg, crypt.as_ref(), Some(name), device);
     let view = browse::DriveView::open(
