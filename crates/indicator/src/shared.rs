@@ -98,11 +98,12 @@ impl SharedIndicator {
     /// The shared indicator of job `job` (a drive name) through hidapi.
     pub fn new(config: &IndicatorConfig, job: &str) -> Result<Self, IndicatorError> {
         let inner = BlinkStickIndicator::new(config)?;
-        Ok(Self::with_parts(inner, config, job, slots_of(config))?
-            .with_watcher(watcher_command(
+        Ok(
+            Self::with_parts(inner, config, job, slots_of(config))?.with_watcher(watcher_command(
                 std::env::var_os("INVOCATION_ID").as_deref(),
                 std::env::var_os("PATH").as_deref(),
-            )))
+            )),
+        )
     }
 
     /// On any backend and slots folder (tests).
@@ -245,16 +246,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("blinkstick");
         std::fs::write(&bin, "").unwrap();
-        let path = std::env::join_paths([dir.path().join("none"), dir.path().to_path_buf()])
-            .unwrap();
+        let path =
+            std::env::join_paths([dir.path().join("none"), dir.path().to_path_buf()]).unwrap();
         assert_eq!(watcher_command(None, Some(&path)), Some(bin.clone()));
-        assert_eq!(watcher_command(Some(OsStr::new("")), Some(&path)), Some(bin));
         assert_eq!(
-            watcher_command(Some(OsStr::new("2d7a5c0b9f1e4a60b6b1d7a3e0c4f5a1")), Some(&path)),
+            watcher_command(Some(OsStr::new("")), Some(&path)),
+            Some(bin)
+        );
+        assert_eq!(
+            watcher_command(
+                Some(OsStr::new("2d7a5c0b9f1e4a60b6b1d7a3e0c4f5a1")),
+                Some(&path)
+            ),
             None,
             "systemd supervises the unit's run"
         );
-        assert_eq!(watcher_command(None, Some(OsStr::new("/nonexistent"))), None);
+        assert_eq!(
+            watcher_command(None, Some(OsStr::new("/nonexistent"))),
+            None
+        );
         assert_eq!(watcher_command(None, None), None);
     }
 }

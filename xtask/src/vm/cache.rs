@@ -233,7 +233,10 @@ pub fn ensure_arm64() -> Result<Cache> {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let mut guest = vec![format!("{kernel_pkg}:arm64")];
-    let userland: Vec<String> = ARM64_USERLAND.iter().map(|p| format!("{p}:arm64")).collect();
+    let userland: Vec<String> = ARM64_USERLAND
+        .iter()
+        .map(|p| format!("{p}:arm64"))
+        .collect();
     guest.extend(full_closure(&userland)?);
     eprintln!(
         "xtask: fetching {} arm64 packages for the guest: {}",

@@ -401,29 +401,29 @@ fn boot(cache: &cache::Cache, share: &Path, job: &str, opts: &GuestOpts) -> Resu
         cmd.args(["-cpu", "max"]);
     }
     cmd.args(["-accel", "tcg", "-smp", &opts.cpus.to_string()])
-    .args(["-m", &opts.memory_mib.to_string()])
-    .args([
-        "-nodefaults",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ])
-    .arg("-kernel")
-    .arg(cache.vmlinuz())
-    .arg("-initrd")
-    .arg(&initrd)
-    .args(["-append", &append])
-    .args([
-        "-virtfs",
-        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-    ])
-    .arg("-virtfs")
-    .arg(format!(
-        "local,path={},mount_tag=share,security_model=none",
-        share.display()
-    ));
+        .args(["-m", &opts.memory_mib.to_string()])
+        .args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(cache.vmlinuz())
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append])
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        ])
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=share,security_model=none",
+            share.display()
+        ));
     if arm64 {
         cmd.arg("-virtfs").arg(format!(
             "local,path={},mount_tag=guestroot,security_model=none,readonly=on,multidevs=remap",
@@ -431,8 +431,8 @@ fn boot(cache: &cache::Cache, share: &Path, job: &str, opts: &GuestOpts) -> Resu
         ));
     }
     cmd.stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd
         .spawn()
@@ -843,8 +843,8 @@ impl Tally {
             failures,
         } = self;
         if !failures.is_empty() {
-        println!("\nfailures:\n{failures}");
-    }
+            println!("\nfailures:\n{failures}");
+        }
         if build_failed {
             println!("vm: some test targets did not build (see above); their tests did not run");
         }
@@ -890,7 +890,9 @@ fn report(bins: &[TestBin], share: &Path, per_test: u64, tally: &mut Tally) -> R
 /// arm64 what a NAS board does: `prepare` + `run` on real LUKS2 (dm-crypt) with the copy
 /// checked, the recovery path (open with the passphrase, mount, restore), and the LED
 /// (the indicator's states read back from an emulated BlinkStick over uhid and hidapi).
-/// Picked to finish in a few minutes under TCG; docs/testing.md names them.
+/// Picked to finish in a few minutes under TCG, and kept small for CI's time (each test
+/// here costs 25-45 s; `vm_history_*` passed too and was left out for that);
+/// docs/testing.md names them.
 pub const ARM64_SET: &[(&str, &str)] = &[
     (
         "extbackup",
@@ -899,10 +901,6 @@ pub const ARM64_SET: &[(&str, &str)] = &[
     (
         "extbackup",
         "vm::vm_recovery_the_nas_is_gone_open_with_the_passphrase_mount_and_restore",
-    ),
-    (
-        "extbackup",
-        "history::vm_history_generations_on_real_luks_keep_the_good_file_and_restore_at_brings_it_back",
     ),
     (
         "indicator",
@@ -1177,6 +1175,30 @@ pub fn vm_run(args: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_arm64_test_exists_in_its_package_it_binary() {
+        for (pkg, test) in ARM64_SET {
+            let (module, name) = test.split_once("::").expect("module::name");
+            assert!(name.starts_with("vm_"), "{test}: a vm_ test");
+            let dir = if *pkg == "hw-tests" {
+                util::root().join("hw-tests")
+            } else {
+                util::root().join("crates").join(pkg)
+            };
+            let main = fs::read_to_string(dir.join("tests/it/main.rs")).expect("it/main.rs");
+            assert!(
+                main.lines().any(|l| l.trim() == format!("mod {module};")),
+                "{pkg}: tests/it/main.rs has no `mod {module};`"
+            );
+            let src = fs::read_to_string(dir.join(format!("tests/it/{module}.rs")))
+                .unwrap_or_else(|e| panic!("{pkg} tests/it/{module}.rs: {e}"));
+            assert!(
+                src.contains(&format!("fn {name}()")),
+                "{pkg}: no test {name} in tests/it/{module}.rs"
+            );
+        }
+    }
 
     #[test]
     fn sh_quote_leaves_plain_words_and_quotes_the_rest() {

@@ -965,7 +965,10 @@ mod tests {
         assert_eq!(entries(text), entries(packaged));
         assert_eq!(
             entries(text),
-            ["d /run/blinkstick 0755 root root -", "d /run/blinkstick/slots 0755 root root -"]
+            [
+                "d /run/blinkstick 0755 root root -",
+                "d /run/blinkstick/slots 0755 root root -"
+            ]
         );
         write(&files).unwrap();
         let removed = uninstall(&paths).unwrap().0;
