@@ -25,8 +25,8 @@ Tasks:
                    cargo fmt --check, clippy -D warnings, the docs build and every
                    test (unit, host integration on loop devices, the blinkstick
                    parity table against the Python tool, the Debian package (deb --debug
-                   --check: lintian, installed with dpkg), and the QEMU guest suite unless
-                   --quick).
+                   --check: lintian, installed with dpkg), and the QEMU guest suites
+                   (amd64, then the arm64 set) unless --quick).
   bench [AREA...] [--files N]
                    Benchmarks, each against a baseline measured in the same run
                    (areas: blinkstick crypt extbackup first-copy history indicator manifest
@@ -41,13 +41,16 @@ Tasks:
                    Real LUKS: here if the kernel has dm-crypt, else in the QEMU guest
                    (--host: stay here, loopback-test backend, no encryption).
   vm-test [--filter SUBSTR] [--keep-going] [--verbose] [--timeout SECS]
-          [--test-timeout SECS] [-p PKG]
+          [--test-timeout SECS] [-p PKG] [--arch amd64|arm64]
                    Build the test binaries, boot Debian's kernel in QEMU (tcg) and
                    run every `vm_` test there (dm-crypt, uhid, USB gadget).
+                   --arch arm64: cross-build and run the arm64 set (docs/testing.md)
+                   in qemu-system-aarch64 on Debian's arm64 kernel and userland.
                    Ends with `N passed, N failed`; see docs/testing.md.
-  vm-run [--verbose] [--timeout SECS] -- CMD [ARGS...]
+  vm-run [--verbose] [--systemd] [--arch amd64|arm64] [--timeout SECS] -- CMD [ARGS...]
                    Run one command in the same QEMU guest (as root, chrooted into
-                   the host's /, cwd = repository root) and print its output.
+                   the host's / (arm64: the cache's arm64 tree), cwd = repository
+                   root) and print its output.
   hw-test [--blinkstick SERIAL] [--drive /dev/sdX --yes-destroy]
                    Tests against real hardware (a BlinkStick, a USB drive); lists
                    and skips what is absent. See docs/hardware-testing.md.
@@ -176,6 +179,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: --quick: skipping the QEMU guest suite (cargo xtask vm-test)");
     } else {
         vm::vm_test(&[])?;
+        // The arm64 set in an arm64 guest (cross-built; deps --arch arm64 the first time).
+        vm::vm_test(&["--arch".into(), "arm64".into()])?;
     }
     Ok(())
 }

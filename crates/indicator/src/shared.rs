@@ -11,7 +11,10 @@
 //!
 //! A run that dies leaves a `working` slot whose owner is gone: it is dropped at the
 //! next slot change by anyone, and at once when a `blinkstick` binary is on `PATH`
-//! (its `--slot-watch` watcher redraws the LED when the run's process exits).
+//! (its `--slot-watch` watcher redraws the LED when the run's process exits). Not in a
+//! systemd unit (`INVOCATION_ID` set): there systemd watches the run (extbackup's
+//! `OnFailure=` unit turns a dead run's slot red), and a helper left in the unit's
+//! cgroup would be killed with SIGKILL when the unit ends (`KillMode=mixed`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,9 +79,17 @@ fn state_of(shown: Option<SlotState>) -> State {
     }
 }
 
-/// Finds the `blinkstick` command on `PATH` (for the watcher of a dying run).
-fn blinkstick_on_path() -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
+/// The watcher of a dying run: the `blinkstick` command on `path` (`PATH`), unless this
+/// process runs in a systemd unit (`invocation_id`, systemd's `INVOCATION_ID`): see the
+/// [module docs](self).
+fn watcher_command(
+    invocation_id: Option<&std::ffi::OsStr>,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    if invocation_id.is_some_and(|v| !v.is_empty()) {
+        return None;
+    }
+    std::env::split_paths(path?)
         .map(|d| d.join("blinkstick"))
         .find(|p| p.is_file())
 }
@@ -87,8 +98,12 @@ impl SharedIndicator {
     /// The shared indicator of job `job` (a drive name) through hidapi.
     pub fn new(config: &IndicatorConfig, job: &str) -> Result<Self, IndicatorError> {
         let inner = BlinkStickIndicator::new(config)?;
-        Ok(Self::with_parts(inner, config, job, slots_of(config))?
-            .with_watcher(blinkstick_on_path()))
+        Ok(
+            Self::with_parts(inner, config, job, slots_of(config))?.with_watcher(watcher_command(
+                std::env::var_os("INVOCATION_ID").as_deref(),
+                std::env::var_os("PATH").as_deref(),
+            )),
+        )
     }
 
     /// On any backend and slots folder (tests).
@@ -219,4 +234,37 @@ pub fn ack_with(
     let shown = g.shown().map_err(|e| slot_err(what, e))?;
     inner.show_steady(state_of(shown))?;
     Ok(had)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watcher_command;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_watcher_is_blinkstick_on_path_but_never_inside_a_systemd_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("blinkstick");
+        std::fs::write(&bin, "").unwrap();
+        let path =
+            std::env::join_paths([dir.path().join("none"), dir.path().to_path_buf()]).unwrap();
+        assert_eq!(watcher_command(None, Some(&path)), Some(bin.clone()));
+        assert_eq!(
+            watcher_command(Some(OsStr::new("")), Some(&path)),
+            Some(bin)
+        );
+        assert_eq!(
+            watcher_command(
+                Some(OsStr::new("2d7a5c0b9f1e4a60b6b1d7a3e0c4f5a1")),
+                Some(&path)
+            ),
+            None,
+            "systemd supervises the unit's run"
+        );
+        assert_eq!(
+            watcher_command(None, Some(OsStr::new("/nonexistent"))),
+            None
+        );
+        assert_eq!(watcher_command(None, None), None);
+    }
 }

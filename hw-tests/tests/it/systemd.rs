@@ -31,6 +31,30 @@ fn extbackup_bin() -> PathBuf {
         .expect("the extbackup binary is built (cargo xtask vm-test builds the workspace)")
 }
 
+/// The `blinkstick` binary vm-test built, copied to /usr/local/bin (on the units' PATH;
+/// the guest's /usr is an in-memory overlay) while it lives.
+struct BlinkstickOnPath(PathBuf);
+
+impl BlinkstickOnPath {
+    fn new() -> Self {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        let from = ["debug", "release"]
+            .iter()
+            .map(|p| target.join(p).join("blinkstick"))
+            .find(|p| p.is_file())
+            .expect("the blinkstick binary is built (cargo xtask vm-test builds the workspace)");
+        let to = PathBuf::from("/usr/local/bin/blinkstick");
+        std::fs::copy(&from, &to).expect("copying blinkstick to /usr/local/bin");
+        BlinkstickOnPath(to)
+    }
+}
+
+impl Drop for BlinkstickOnPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn require_systemd() {
     assert!(
         Path::new("/run/systemd/system").is_dir(),
@@ -582,6 +606,10 @@ const SLOW: &str = "\n[syncer]\nkind = \"rsync\"\nextra_args = [\"--bwlimit=20\"
 #[ignore = "needs systemd as PID 1, dm-crypt, uhid and a USB gadget: run in the QEMU guest by cargo xtask vm-test"]
 fn vm_systemd_stop_mid_copy_unmounts_and_closes_in_time() {
     let mut rig = Rig::new("stop", SLOW);
+    // With `blinkstick` on the units' PATH (as the package's /usr/bin/blinkstick), a run
+    // outside systemd would leave a `--slot-watch` helper, which systemd would SIGKILL
+    // here: in a unit the run starts none.
+    let _bs = BlinkstickOnPath::new();
     rig.install();
     let (unit, _disk) = plugged_mid_copy(&mut rig, "offsite-f");
     sh(Command::new("systemctl").args(["stop", &unit]));

@@ -29,6 +29,7 @@ pub const REQUIRED_MODULES: &[&str] = &[
 /// Modules loaded when present (helpers for crypto, USB storage, overlay for /etc).
 pub const OPTIONAL_MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_mmio",
     "overlay",
     "crc32c_generic",
     "crc32c_intel",
@@ -80,7 +81,10 @@ pub fn build(cache: &Cache, init: &str, out: &Path) -> Result<()> {
     }
     // Every crypto module too, so the kernel's own module requests (crc32c, sha...) work.
     for path in deps.deps.keys() {
-        if path.starts_with("kernel/crypto/") || path.starts_with("kernel/arch/x86/crypto/") {
+        if path.starts_with("kernel/crypto/")
+            || path.starts_with("kernel/arch/x86/crypto/")
+            || path.starts_with("kernel/arch/arm64/crypto/")
+        {
             let name = module_name(path);
             visit(&deps, &name, &mut seen, &mut Vec::new());
         }

@@ -46,6 +46,14 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     }
     let cfg = load(cli)?;
     (paths.writable, paths.shared) = writable_dirs(&cfg);
+    // The LED's slots below /run go at every reboot: a source-built install has them made
+    // at boot by its own tmpfiles.d entry (the package ships one).
+    paths.boot_dirs = paths
+        .shared
+        .iter()
+        .filter(|d| **d == slots_dir(&cfg) && d.starts_with("/run"))
+        .cloned()
+        .collect();
     let drives: Vec<(&str, &str)> = cfg
         .drives
         .iter()
@@ -211,11 +219,7 @@ pub(crate) fn writable_dirs(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
     }
     writable.dedup();
     // The LED's slots, shared with other jobs and the `blinkstick` command.
-    let slots = cfg
-        .indicator
-        .slots_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(extbackup::system::install::DEFAULT_SLOTS_DIR));
+    let slots = slots_dir(cfg);
     let mut shared: Vec<PathBuf> = vec![];
     if !writable.iter().any(|w| slots.starts_with(w)) {
         shared.push(slots);
@@ -229,6 +233,14 @@ pub(crate) fn writable_dirs(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
         }
     }
     (writable, shared)
+}
+
+/// The LED's slots folder: `[indicator] slots_dir`, else the default.
+fn slots_dir(cfg: &Config) -> PathBuf {
+    cfg.indicator
+        .slots_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(extbackup::system::install::DEFAULT_SLOTS_DIR))
 }
 
 pub(crate) fn print_next_steps(cli: &Cli, cfg: &Config) {

@@ -51,6 +51,10 @@ pub const RULE_FILE: &str = "90-extbackup.rules";
 pub const SERVICE_TEMPLATE: &str = "extbackup@.service";
 /// The template unit `OnFailure=` starts when a run unit fails (crash, kill, exit 2).
 pub const FAILURE_TEMPLATE: &str = "extbackup-failed@.service";
+/// The tmpfiles.d entry a source-built `install` writes (in `/etc/tmpfiles.d`), as the
+/// package ships its own in `/usr/lib/tmpfiles.d`: the LED's slots folder below `/run`
+/// comes back at every boot.
+pub const TMPFILES_FILE: &str = "extbackup.conf";
 /// The name of the drop-in `install` writes next to packaged units
 /// (`/etc/systemd/system/UNIT.d/50-extbackup-install.conf`).
 pub const DROPIN: &str = "50-extbackup-install.conf";
@@ -106,6 +110,13 @@ pub struct InstallPaths {
     pub shared: Vec<PathBuf>,
     /// Render the units as the Debian package ships them (their comments say so).
     pub packaged: bool,
+    /// Directory of the tmpfiles.d entry (`/etc/tmpfiles.d`).
+    pub tmpfiles_dir: PathBuf,
+    /// Folders below `/run` the units write and nobody else makes (the LED's slots, when
+    /// `[indicator]` leaves them at the default): [`render`] writes a tmpfiles.d entry
+    /// that makes them, and their parents below `/run`, at boot. Never a system folder of
+    /// `SHARED_SYSTEM_DIRS` (tmpfiles would change its mode).
+    pub boot_dirs: Vec<PathBuf>,
 }
 
 impl Default for InstallPaths {
@@ -119,6 +130,8 @@ impl Default for InstallPaths {
             writable: vec!["/var/lib/extbackup".into(), "/run/extbackup".into()],
             shared: Vec::new(),
             packaged: false,
+            tmpfiles_dir: "/etc/tmpfiles.d".into(),
+            boot_dirs: Vec::new(),
         }
     }
 }
@@ -142,9 +155,18 @@ impl InstallPaths {
             .map(|u| self.systemd_dir.join(format!("{u}.d")).join(DROPIN))
     }
 
+    /// The tmpfiles.d entry [`render`] writes when there are [`boot_dirs`](Self::boot_dirs).
+    pub fn tmpfiles(&self) -> PathBuf {
+        self.tmpfiles_dir.join(TMPFILES_FILE)
+    }
+
     /// Everything either form of `install` writes, which `uninstall` removes.
     pub fn all_files(&self) -> Vec<PathBuf> {
-        self.files().into_iter().chain(self.dropins()).collect()
+        self.files()
+            .into_iter()
+            .chain(self.dropins())
+            .chain([self.tmpfiles()])
+            .collect()
     }
 
     /// The same paths below a staging root `root` (`--root DIR`, for packagers and tests):
@@ -550,8 +572,51 @@ WantedBy=timers.target
     )
 }
 
+/// The tmpfiles.d entry for `boot_dirs`: each folder and its parents below `/run`,
+/// `0755 root root` as the package's own entry. `None` when there is nothing to make.
+fn render_tmpfiles(boot_dirs: &[PathBuf]) -> Result<Option<String>, InstallError> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for d in boot_dirs {
+        if !d.starts_with("/run") || d.components().any(|c| c.as_os_str() == "..") {
+            return Err(InstallError::new(format!(
+                "{} is not a folder below /run: tmpfiles.d makes only those",
+                d.display()
+            )));
+        }
+        let chain: Vec<&Path> = d
+            .ancestors()
+            .take_while(|a| *a != Path::new("/run"))
+            .collect();
+        for a in chain.into_iter().rev() {
+            if SHARED_SYSTEM_DIRS.iter().any(|s| Path::new(s) == a) {
+                return Err(InstallError::new(format!(
+                    "{} is a system folder: tmpfiles.d would change its mode",
+                    a.display()
+                )));
+            }
+            if !dirs.contains(&a) {
+                dirs.push(a);
+            }
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let mut text = String::from(
+        "# Written by `extbackup install`; `extbackup uninstall` removes it.\n\
+         # Folders the units write below /run, made at every boot (the Debian package ships\n\
+         # the same in /usr/lib/tmpfiles.d/extbackup.conf).\n",
+    );
+    for d in dirs {
+        let d = exec_arg(d)?;
+        let _ = writeln!(text, "d {d} 0755 root root -");
+    }
+    Ok(Some(text))
+}
+
 /// Renders the udev rule, the template unit, the failure unit, the check service and its
-/// timer for `drives` (name, LUKS UUID), in the order of [`InstallPaths::files`].
+/// timer for `drives` (name, LUKS UUID), in the order of [`InstallPaths::files`], then
+/// the tmpfiles.d entry when there are [`InstallPaths::boot_dirs`].
 pub fn render(
     drives: &[(&str, &str)],
     paths: &InstallPaths,
@@ -564,13 +629,17 @@ pub fn render(
     let rw = rw_paths(&paths.writable, &paths.shared)?;
     let head = header(paths.packaged);
     let [rule, service, failed, check, timer] = paths.files();
-    Ok(vec![
+    let mut files = vec![
         (rule, render_rule(drives)),
         (service, render_service(head, &bin, &config, &rw)),
         (failed, render_failure_service(head, &bin, &config, &rw)),
         (check, render_check_service(head, &bin, &config, &rw)),
         (timer, render_check_timer(head)),
-    ])
+    ];
+    if let Some(t) = render_tmpfiles(&paths.boot_dirs)? {
+        files.push((paths.tmpfiles(), t));
+    }
+    Ok(files)
 }
 
 /// For a system with the packaged units: the udev rule and one drop-in per service (in
@@ -870,5 +939,54 @@ mod tests {
         assert_eq!(uninstall(&paths).unwrap().0.len(), 5);
         assert!(files.iter().all(|(p, _)| !p.exists()));
         assert!(uninstall(&paths).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_source_install_makes_the_led_slots_at_boot_as_the_package_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = InstallPaths {
+            udev_dir: dir.path().join("udev"),
+            systemd_dir: dir.path().join("systemd"),
+            tmpfiles_dir: dir.path().join("tmpfiles.d"),
+            boot_dirs: vec![DEFAULT_SLOTS_DIR.into()],
+            ..InstallPaths::default()
+        };
+        let files = render(&[("a", A)], &paths).unwrap();
+        let (path, text) = files.last().unwrap();
+        assert_eq!(path, &dir.path().join("tmpfiles.d/extbackup.conf"));
+        // The same entries as the package's own tmpfiles.d file.
+        let entries = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let packaged = include_str!("../../../../packaging/tmpfiles.conf");
+        assert_eq!(entries(text), entries(packaged));
+        assert_eq!(
+            entries(text),
+            [
+                "d /run/blinkstick 0755 root root -",
+                "d /run/blinkstick/slots 0755 root root -"
+            ]
+        );
+        write(&files).unwrap();
+        let removed = uninstall(&paths).unwrap().0;
+        assert!(removed.contains(path), "{removed:?}");
+        assert!(!path.exists());
+        // Without boot folders (slots elsewhere, or the packaged form) no entry is written.
+        let none = InstallPaths {
+            boot_dirs: vec![],
+            ..paths.clone()
+        };
+        assert_eq!(render(&[("a", A)], &none).unwrap().len(), 5);
+        // A system folder is refused: tmpfiles would take over its mode (/run/lock 1777).
+        for bad in ["/run/lock", "/var/lib/x", "/run/../etc"] {
+            let p = InstallPaths {
+                boot_dirs: vec![bad.into()],
+                ..paths.clone()
+            };
+            assert!(render(&[("a", A)], &p).is_err(), "{bad}");
+        }
     }
 }

@@ -151,7 +151,7 @@ fn the_rule_file_matches_any_luks_uuid_and_sorts_after_persistent_storage() {
 /// `systemd-analyze security --offline=yes`: the run unit at most 5.0, the check unit at
 /// most 2.5 (the guest's `vm_systemd_*` tests run the same units).
 #[test]
-fn installed_units_score_within_the_exposure_limits() {
+fn installed_units_score_within_the_exposure_limits_and_the_led_slots_come_back_at_boot() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(
@@ -183,6 +183,31 @@ fn installed_units_score_within_the_exposure_limits() {
     assert!(
         svc.contains("ExecStart=/usr/local/sbin/extbackup --config "),
         "{svc}"
+    );
+    // Without the package, the LED's slots folder (default) comes back at boot through
+    // install's own tmpfiles.d entry; systemd-tmpfiles accepts it.
+    let tmpfiles = root.join("etc/tmpfiles.d").join(install::TMPFILES_FILE);
+    let entry = std::fs::read_to_string(&tmpfiles).unwrap_or_default();
+    assert!(
+        entry.contains("\nd /run/blinkstick/slots 0755 root root -\n"),
+        "{}: {entry}",
+        tmpfiles.display()
+    );
+    // systemd-tmpfiles reads it and makes the folders (here below a scratch root).
+    let boot = dir.path().join("boot-root");
+    std::fs::create_dir_all(boot.join("run")).unwrap();
+    let o = Command::new("systemd-tmpfiles")
+        .arg("--create")
+        .arg(format!("--root={}", boot.display()))
+        .arg(&tmpfiles)
+        .output()
+        .expect("systemd-tmpfiles runs (Debian package `systemd`, cargo xtask deps)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let made = std::fs::metadata(boot.join("run/blinkstick/slots")).expect("slots made");
+    assert!(made.is_dir());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&made.permissions()) & 0o7777,
+        0o755
     );
     std::fs::copy(
         sysd.join(install::SERVICE_TEMPLATE),
