@@ -97,12 +97,9 @@ fn io(e: Errno) -> io::Error {
 static PINNED: std::sync::Mutex<Vec<(PathBuf, u64, Option<u64>)>> =
     std::sync::Mutex::new(Vec::new());
 
-/// Notes that the filesystem mounted at `root` now is the drive: from now on every
-/// [`Beneath::open`] of `root` in this process checks that this same mount is still there.
-/// A drive unmounted under a run (`umount -l`, a pulled disk) leaves `root` a plain folder of
-/// the filesystem beneath (the NAS's); opening it then is an error that says so, never a
-/// write there. [`unpin`] when the drive is unmounted by the run itself.
-pub fn pin(root: &Path) -> io::Result<()> {
+/// `root` itself (never followed when it is a symbolic link) as an `O_PATH` descriptor, with
+/// its device and mount ID.
+fn open_root(root: &Path) -> io::Result<(OwnedFd, nix::libc::dev_t, Option<u64>)> {
     let fd = nix::fcntl::open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -113,6 +110,16 @@ pub fn pin(root: &Path) -> io::Result<()> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let dev = fstat(fd.as_raw_fd()).map_err(io)?.st_dev;
     let mnt = mount_id(&fd);
+    Ok((fd, dev, mnt))
+}
+
+/// Notes that the filesystem mounted at `root` now is the drive: from now on every
+/// [`Beneath::open`] of `root` in this process checks that this same mount is still there.
+/// A drive unmounted under a run (`umount -l`, a pulled disk) leaves `root` a plain folder of
+/// the filesystem beneath (the NAS's); opening it then is an error that says so, never a
+/// write there. [`unpin`] when the drive is unmounted by the run itself.
+pub fn pin(root: &Path) -> io::Result<()> {
+    let (_, dev, mnt) = open_root(root)?;
     let mut p = PINNED.lock().unwrap_or_else(|e| e.into_inner());
     p.retain(|(r, _, _)| r != root);
     p.push((root.to_path_buf(), dev, mnt));
@@ -177,16 +184,7 @@ const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_BENEATH
 impl Beneath {
     /// A handle on `root` (itself not followed when it is a symbolic link).
     pub fn open(root: &Path) -> io::Result<Beneath> {
-        let fd = nix::fcntl::open(
-            root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io)?;
-        // SAFETY: `open` just returned this descriptor, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let dev = fstat(fd.as_raw_fd()).map_err(io)?.st_dev;
-        let mnt = mount_id(&fd);
+        let (fd, dev, mnt) = open_root(root)?;
         check_pinned(root, dev, mnt)?;
         Ok(Beneath {
             root: root.to_path_buf(),

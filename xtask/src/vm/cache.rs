@@ -28,6 +28,33 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// After unpacking: the kernel, qemu and busybox are there, and the kernel's modules
+    /// get their index (`busybox depmod`, run by `busybox`: the host's for a foreign tree).
+    fn finish_unpacked(&self, busybox: &Path) -> Result<()> {
+        for needed in [self.vmlinuz(), self.qemu(), self.busybox()] {
+            if !needed.is_file() {
+                bail!(
+                    "{} is missing after unpacking the packages",
+                    needed.display()
+                );
+            }
+        }
+        super::run_checked(
+            Command::new(busybox)
+                .arg("depmod")
+                .arg("-b")
+                .arg(&self.root)
+                .arg(&self.kver),
+        )
+        .with_context(|| {
+            format!(
+                "busybox depmod on the unpacked {} kernel modules",
+                self.kver
+            )
+        })?;
+        Ok(())
+    }
+
     /// The kernel image.
     pub fn vmlinuz(&self) -> PathBuf {
         self.root.join(format!("boot/vmlinuz-{}", self.kver))
@@ -132,22 +159,7 @@ pub fn ensure() -> Result<Cache> {
         kver,
         arch: AMD64,
     };
-    for needed in [cache.vmlinuz(), cache.qemu(), cache.busybox()] {
-        if !needed.is_file() {
-            bail!(
-                "{} is missing after unpacking the packages",
-                needed.display()
-            );
-        }
-    }
-    super::run_checked(
-        Command::new(cache.busybox())
-            .arg("depmod")
-            .arg("-b")
-            .arg(&cache.root)
-            .arg(&cache.kver),
-    )
-    .context("busybox depmod on the unpacked kernel modules")?;
+    cache.finish_unpacked(&cache.busybox())?;
     fs::write(&stamp, format!("{}\n", cache.kver))?;
     Ok(cache)
 }
@@ -265,22 +277,7 @@ pub fn ensure_arm64() -> Result<Cache> {
         qemu_root,
         arch: ARM64,
     };
-    for needed in [cache.vmlinuz(), cache.qemu(), cache.busybox()] {
-        if !needed.is_file() {
-            bail!(
-                "{} is missing after unpacking the packages",
-                needed.display()
-            );
-        }
-    }
-    super::run_checked(
-        Command::new(host.busybox())
-            .arg("depmod")
-            .arg("-b")
-            .arg(&cache.root)
-            .arg(&cache.kver),
-    )
-    .context("busybox depmod on the unpacked arm64 kernel modules")?;
+    cache.finish_unpacked(&host.busybox())?;
     let mut files: Vec<String> = fs::read_dir(&guest_debs)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -2,11 +2,10 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use std::path::PathBuf;
 
 use extbackup::drive::scrub;
 
-use crate::commands::util::{failure, load_or_default, opener_with_key, with_drive_view_by};
+use crate::commands::util::{failure, load_or_default, BareDrive};
 use crate::commands::verify::parse_percent;
 use crate::commands::Cli;
 
@@ -20,16 +19,8 @@ pub(crate) struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// The drive's LUKS device (needed without a configuration).
-    #[arg(long, value_name = "DEV")]
-    device: Option<PathBuf>,
-    /// Open with the recovery passphrase instead of the key file.
-    #[arg(long, conflicts_with = "key_file")]
-    passphrase: bool,
-    /// Open with this key file (a drive the configuration does not know, or no
-    /// configuration at all: a bare machine; default: the configured key file).
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    open: BareDrive,
 }
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
@@ -38,13 +29,9 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
         Some(p) => scrub::Selection::Sample(p),
         None => scrub::Selection::All,
     };
-    let r = with_drive_view_by(
-        &cfg,
-        &a.name,
-        a.device.as_deref(),
-        &opener_with_key(a.passphrase, a.key_file.as_deref()),
-        |view| scrub::scrub(view.mount_point(), &a.name, sel).map_err(failure),
-    )?;
+    let r = a.open.view(&cfg, &a.name, |view| {
+        scrub::scrub(view.mount_point(), &a.name, sel).map_err(failure)
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

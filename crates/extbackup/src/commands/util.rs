@@ -143,14 +143,35 @@ pub(crate) fn with_drive_view<T>(
     with_drive_view_by(cfg, name, device, &opener(passphrase), f)
 }
 
-/// The opener of `--passphrase` / `--key-file FILE` (the configured key file otherwise).
-pub(crate) fn opener_with_key(
+/// How `scrub` and `versions` open a drive, on the NAS or on a bare machine: `--device`,
+/// `--passphrase` or `--key-file FILE` (the configured key file otherwise).
+#[derive(clap::Args, Debug)]
+pub(crate) struct BareDrive {
+    /// The drive's LUKS device (needed without a configuration).
+    #[arg(long, value_name = "DEV")]
+    device: Option<std::path::PathBuf>,
+    /// Open with the recovery passphrase instead of the key file.
+    #[arg(long, conflicts_with = "key_file")]
     passphrase: bool,
-    key_file: Option<&std::path::Path>,
-) -> browse::Opener {
-    match key_file {
-        Some(k) if !passphrase => browse::Opener::KeyFileAt(k.to_path_buf()),
-        _ => opener(passphrase),
+    /// Open with this key file (a drive the configuration does not know, or no
+    /// configuration at all: a bare machine; default: the configured key file).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
+}
+
+impl BareDrive {
+    /// [`with_drive_view_by`] with the drive opened as these options say.
+    pub(crate) fn view<T>(
+        &self,
+        cfg: &Config,
+        name: &str,
+        f: impl FnOnce(&browse::DriveView<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let opener = match &self.key_file {
+            Some(k) if !self.passphrase => browse::Opener::KeyFileAt(k.clone()),
+            _ => opener(self.passphrase),
+        };
+        with_drive_view_by(cfg, name, self.device.as_deref(), &opener, f)
     }
 }
 

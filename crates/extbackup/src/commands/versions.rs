@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use extbackup::drive::{manifests, restore};
 
-use crate::commands::util::{
-    failure, load_or_default, opener_with_key, with_drive_view_by, UsageError,
-};
+use crate::commands::util::{failure, load_or_default, BareDrive, UsageError};
 use crate::commands::Cli;
 
 #[derive(ClapArgs, Debug)]
@@ -22,16 +20,8 @@ pub(crate) struct Args {
     /// shared_with).
     #[arg(long)]
     json: bool,
-    /// The drive's LUKS device (needed without a configuration).
-    #[arg(long, value_name = "DEV")]
-    device: Option<PathBuf>,
-    /// Open with the recovery passphrase instead of the key file.
-    #[arg(long, conflicts_with = "key_file")]
-    passphrase: bool,
-    /// Open with this key file (a drive the configuration does not know, or no
-    /// configuration at all: a bare machine; default: the configured key file).
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    open: BareDrive,
 }
 
 pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
@@ -42,13 +32,9 @@ pub(crate) fn exec(cli: &Cli, a: &Args) -> Result<u8> {
     if rel.as_os_str().is_empty() {
         bail!(UsageError("name a file, not the whole copy".into()));
     }
-    let (list, without) = with_drive_view_by(
-        &cfg,
-        &a.name,
-        a.device.as_deref(),
-        &opener_with_key(a.passphrase, a.key_file.as_deref()),
-        |view| manifests::versions(view.mount_point(), &rel).map_err(failure),
-    )?;
+    let (list, without) = a.open.view(&cfg, &a.name, |view| {
+        manifests::versions(view.mount_point(), &rel).map_err(failure)
+    })?;
     if !without.is_empty() {
         tracing::warn!(
             "{} tree(s) have no manifest and are not searched: {}",
