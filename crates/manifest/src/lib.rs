@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use oskit::beneath::Beneath;
 use sha2::Digest as _;
 
+pub mod follow;
 pub mod format;
 
 pub use format::ParseError;
@@ -63,6 +64,14 @@ impl Entry {
 
     fn key(&self) -> (u64, u64, i64, u32) {
         (self.ino, self.size, self.mtime, self.mtime_nsec)
+    }
+
+    /// Everything but the path (left empty).
+    fn clone_meta(&self) -> Entry {
+        Entry {
+            path: vec![],
+            ..*self
+        }
     }
 
     fn from_meta(path: Vec<u8>, m: &std::fs::Metadata, sha256: Digest) -> Entry {
@@ -119,10 +128,26 @@ pub struct Stats {
     pub carried: u64,
     /// Files read and hashed (a hard-link group counts once).
     pub read: u64,
+    /// Files whose hash was taken while the copy wrote them ([`follow::Follower`]).
+    pub alongside: u64,
     /// Bytes read.
     pub bytes_read: u64,
-    /// Files that could not be listed or read, with why (left out of the manifest).
+    /// Files that could not be listed or read, with why (left out of the manifest): the
+    /// first hundred.
     pub problems: Vec<String>,
+    /// How many there were in all.
+    pub problem_count: u64,
+    /// Why the previous manifest could not be used (from the line named on).
+    pub previous_unusable: Option<String>,
+}
+
+impl Stats {
+    fn problem(&mut self, what: String) {
+        self.problem_count += 1;
+        if self.problems.len() < PROBLEMS_KEPT {
+            self.problems.push(what);
+        }
+    }
 }
 
 /// How many threads hash: the machine's cores, at most 4 (a USB disk gains nothing more).
@@ -194,119 +219,333 @@ pub fn parallel<T: Sync, R: Send>(
         .collect()
 }
 
+/// Entries held before they are written out: a chunk ends at this many files to read, or
+/// this many entries in all.
+const CHUNK_READS: usize = 4096;
+const CHUNK_ENTRIES: usize = 16384;
+/// Problems kept by name (the rest only counted).
+const PROBLEMS_KEPT: usize = 100;
+
 /// The manifest of the tree at `root` (a real folder: the caller checked it), the hashes of
 /// files unchanged since `previous` (as `how` tells them) carried over, every other
 /// file read on [`threads`] threads (a hard-link group once). Symbolic links are not
 /// followed (nor listed: only regular files are), mounts not crossed. A file that cannot
 /// be read is left out and named in [`Stats::problems`]; only a root that cannot be opened
-/// is an error.
+/// is an error. The whole manifest in memory: for large trees, [`write`].
 pub fn build(
     root: &Path,
     previous: Option<&Manifest>,
     how: Carry,
 ) -> io::Result<(Manifest, Stats)> {
+    let bad = |e: ParseError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let prev = previous.map(Manifest::to_sidecar);
+    let prev = match &prev {
+        Some(p) => Some(format::SidecarReader::new(&p[..]).map_err(bad)?),
+        None => None,
+    };
+    let (mut sidecar, mut listing) = (vec![], vec![]);
+    let stats = write(
+        root,
+        prev.into_iter().flatten(),
+        how,
+        None,
+        &mut sidecar,
+        &mut listing,
+    )?;
+    Ok((Manifest::parse_sidecar(&sidecar).map_err(bad)?, stats))
+}
+
+/// The previous manifest, read along the walk (both go in path order).
+struct Previous<I> {
+    entries: I,
+    head: Option<Entry>,
+    started: bool,
+    broken: Option<String>,
+}
+
+impl<I: Iterator<Item = Result<Entry, ParseError>>> Previous<I> {
+    /// The previous entry of `path`, if it has one; entries before it are passed.
+    fn at(&mut self, path: &[u8]) -> Option<Entry> {
+        if !self.started {
+            self.started = true;
+            self.pull();
+        }
+        while self.head.as_ref().is_some_and(|h| h.path.as_slice() < path) {
+            self.pull();
+        }
+        if self.head.as_ref().is_some_and(|h| h.path == path) {
+            let e = self.head.take();
+            self.pull();
+            return e;
+        }
+        None
+    }
+
+    fn pull(&mut self) {
+        self.head = match self.entries.next() {
+            Some(Ok(e)) => Some(e),
+            Some(Err(e)) => {
+                // What follows a bad line is not trusted either: the rest is read.
+                self.broken.get_or_insert_with(|| e.to_string());
+                self.entries.by_ref().for_each(drop);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// One file of a chunk: its entry complete, or to read.
+enum Item {
+    Ready(Entry),
+    Read { path: Vec<u8>, ino: u64 },
+}
+
+/// The manifest of the tree at `root` written as the walk goes, in path order: the sidecar
+/// (header first) to `sidecar`, the `sha256sum` listing to `listing`. `previous` is the
+/// previous manifest's entries in path order ([`format::SidecarReader`]): a file at the same
+/// path that is unchanged as `how` tells carries its entry over (in a new generation the
+/// same inode, without a `stat`: [`Carry::SameInode`]). Every other file is read, on
+/// [`threads`] threads, in chunks in the order of their inodes, a hard-link group once.
+/// Memory stays small whatever the tree's size: a chunk of entries, the hard-link groups
+/// with names still to come. Symbolic links are not followed (nor listed: only regular
+/// files are), mounts not crossed. A file that cannot be read is left out and counted in
+/// [`Stats`]; a previous manifest that turns out bad part-way is not used from there on
+/// ([`Stats::previous_unusable`]); only a root that cannot be opened, or output that
+/// cannot be written, is an error.
+pub fn write(
+    root: &Path,
+    previous: impl Iterator<Item = Result<Entry, ParseError>>,
+    how: Carry,
+    seen: Option<&follow::Seen>,
+    sidecar: &mut dyn io::Write,
+    listing: &mut dyn io::Write,
+) -> io::Result<Stats> {
     use walkdir::DirEntryExt;
     let handle = Beneath::open(root)?;
     let mut stats = Stats::default();
-    let carry: HashMap<(u64, u64, i64, u32), Digest> = previous
-        .map(|p| p.entries.iter().map(|e| (e.key(), e.sha256)).collect())
-        .unwrap_or_default();
-    let by_inode: HashMap<u64, &Entry> = match (how, previous) {
-        (Carry::SameInode, Some(p)) => p.entries.iter().map(|e| (e.ino, e)).collect(),
-        _ => HashMap::new(),
+    let mut prev = Previous {
+        entries: previous,
+        head: None,
+        started: false,
+        broken: None,
     };
-    let mut entries: Vec<Entry> = vec![];
-    // Files to read: the index of the first entry of each inode not carried.
-    let mut to_read: Vec<usize> = vec![];
-    let mut seen: std::collections::HashSet<u64> = Default::default();
-    let mut carried: Vec<bool> = vec![];
+    sidecar.write_all(format::SIDECAR_HEADER.as_bytes())?;
+    sidecar.write_all(b"\n")?;
+    let mut out = Output {
+        sidecar,
+        listing,
+        side_buf: Vec::with_capacity(1 << 20),
+        list_buf: Vec::with_capacity(1 << 20),
+        linked: HashMap::new(),
+    };
+    let mut chunk: Vec<Item> = vec![];
+    let mut reads = 0usize;
+    // Below the root the walk's paths are the root's path, a slash (unless it ends in
+    // one), the rest.
+    let skip = root.as_os_str().len() + usize::from(!root.as_os_str().as_bytes().ends_with(b"/"));
+    // In path order, byte by byte: a folder's name sorts as if it ended in `/`, so its
+    // files come where their full paths sort (`a.b` before `a/x`).
     let walk = walkdir::WalkDir::new(root)
         .follow_links(false)
         .same_file_system(true)
-        .sort_by_file_name();
-    for item in walk {
+        .sort_by(|a, b| {
+            let key = |e: &walkdir::DirEntry| {
+                let dir = e.file_type().is_dir().then_some(&b'/');
+                let name = e.file_name().as_bytes().iter();
+                name.chain(dir).copied().collect::<Vec<u8>>()
+            };
+            key(a).cmp(&key(b))
+        });
+    'walk: for item in walk {
         let item = match item {
             Ok(i) => i,
             Err(e) => {
-                stats.problems.push(format!("listing: {e}"));
+                stats.problem(format!("listing: {e}"));
                 continue;
             }
         };
         if !item.file_type().is_file() {
             continue;
         }
-        let rel = item
-            .path()
-            .strip_prefix(root)
-            .expect("below the root")
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        // The previous generation's file itself: its entry as it was, no stat needed.
-        if let Some(prev) = by_inode.get(&item.ino()) {
-            let mut e = (*prev).clone();
-            e.path = rel;
-            stats.carried += 1;
-            carried.push(true);
-            entries.push(e);
-            continue;
-        }
-        let m = match item.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                stats
-                    .problems
-                    .push(format!("{}: {e}", item.path().display()));
-                continue;
+        let path = item.path().as_os_str().as_bytes()[skip..].to_vec();
+        let ino = item.ino();
+        let before = prev.at(&path);
+        // Carried over (`Ok`), or the path to read (`Err`).
+        let carried: Result<Entry, Vec<u8>> = match (how, before) {
+            // The previous generation's file itself: its entry as it was, no stat needed.
+            (Carry::SameInode, Some(b)) if b.ino == ino => Ok(Entry { path, ..b }),
+            (Carry::SameInode, _) => Err(path),
+            (Carry::SameInodeSizeMtime, before) => {
+                let m = match item.metadata() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        stats.problem(format!("{}: {e}", item.path().display()));
+                        continue;
+                    }
+                };
+                let now = Entry::from_meta(path, &m, [0; 32]);
+                match before {
+                    Some(b) if b.key() == now.key() => Ok(Entry {
+                        sha256: b.sha256,
+                        ..now
+                    }),
+                    _ => Err(now.path),
+                }
             }
         };
-        let mut e = Entry::from_meta(rel, &m, [0; 32]);
-        let i = entries.len();
-        if let Some(d) = carry.get(&e.key()) {
-            e.sha256 = *d;
-            stats.carried += 1;
-            carried.push(true);
-        } else {
-            if seen.insert(e.ino) {
-                to_read.push(i);
+        let next = 'item: {
+            let path = match carried {
+                Ok(e) => {
+                    stats.carried += 1;
+                    break 'item Item::Ready(e);
+                }
+                Err(path) => path,
+            };
+            let path = match out.linked(path, ino) {
+                Ok(e) => break 'item Item::Ready(e),
+                Err(path) => path,
+            };
+            // Hashed while the copy wrote it, and unchanged since.
+            if let Some(seen) = seen.filter(|s| !s.is_empty()) {
+                match item.metadata() {
+                    Ok(m) => {
+                        if let Some(d) = seen.digest(&m) {
+                            stats.alongside += 1;
+                            break 'item Item::Ready(Entry::from_meta(path, &m, d));
+                        }
+                    }
+                    Err(e) => {
+                        stats.problem(format!("{}: {e}", item.path().display()));
+                        continue 'walk;
+                    }
+                }
             }
-            carried.push(false);
+            reads += 1;
+            Item::Read { path, ino }
+        };
+        chunk.push(next);
+        if reads >= CHUNK_READS || chunk.len() >= CHUNK_ENTRIES {
+            out.chunk(&handle, root, &mut chunk, &mut stats)?;
+            reads = 0;
         }
-        entries.push(e);
     }
-    let hashed = parallel(&to_read, threads(), |&i| {
-        hash_file(&handle, entries[i].rel())
-    });
-    let mut digest_of: HashMap<u64, Digest> = HashMap::new();
-    for (&i, r) in to_read.iter().zip(hashed) {
-        match r {
-            Ok((d, m)) => {
-                let path = std::mem::take(&mut entries[i].path);
-                entries[i] = Entry::from_meta(path, &m, d);
-                digest_of.insert(entries[i].ino, d);
-                stats.read += 1;
-                stats.bytes_read += m.size();
-            }
-            Err(e) => stats
-                .problems
-                .push(format!("{}: {e}", root.join(entries[i].rel()).display())),
+    out.chunk(&handle, root, &mut chunk, &mut stats)?;
+    out.flush()?;
+    stats.previous_unusable = prev.broken;
+    Ok(stats)
+}
+
+/// Where [`write`] puts what it has: both files, buffered, and the hard-link groups read
+/// whose other names are still to come.
+struct Output<'a> {
+    sidecar: &'a mut dyn io::Write,
+    listing: &'a mut dyn io::Write,
+    side_buf: Vec<u8>,
+    list_buf: Vec<u8>,
+    /// Inode → its entry (the path left empty) and how many of its names are still to come.
+    linked: HashMap<u64, (Entry, u64)>,
+}
+
+impl Output<'_> {
+    /// The entry of `path` when it is another name of a hard-link group read already.
+    fn linked(&mut self, path: Vec<u8>, ino: u64) -> Result<Entry, Vec<u8>> {
+        let Some((e, left)) = self.linked.get_mut(&ino) else {
+            return Err(path);
+        };
+        let e = Entry {
+            path,
+            ..e.clone_meta()
+        };
+        *left -= 1;
+        if *left == 0 {
+            self.linked.remove(&ino);
         }
+        Ok(e)
     }
-    // The other names of a group read above take its digest; a group that could not be
-    // read is left out.
-    let entries: Vec<Entry> = entries
-        .into_iter()
-        .zip(carried)
-        .filter_map(|(mut e, carried)| {
-            if carried {
-                return Some(e);
+
+    /// Reads the chunk's files to read (each inode once, in inode order: on a hard disk,
+    /// roughly the order of their data) and writes the chunk out in its order.
+    fn chunk(
+        &mut self,
+        handle: &Beneath,
+        root: &Path,
+        chunk: &mut Vec<Item>,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        let mut order: Vec<(u64, usize)> = vec![];
+        let mut first = std::collections::HashSet::new();
+        for (i, item) in chunk.iter().enumerate() {
+            if let Item::Read { ino, .. } = item {
+                if first.insert(*ino) {
+                    order.push((*ino, i));
+                }
             }
-            e.sha256 = *digest_of.get(&e.ino)?;
-            Some(e)
-        })
-        .collect();
-    stats.files = entries.len() as u64;
-    Ok((Manifest { entries }, stats))
+        }
+        order.sort_unstable();
+        let rel = |i: usize| match &chunk[i] {
+            Item::Read { path, .. } => Path::new(std::ffi::OsStr::from_bytes(path)),
+            Item::Ready(e) => e.rel(),
+        };
+        let hashed = parallel(&order, threads(), |&(_, i)| hash_file(handle, rel(i)));
+        // Inode → its entry (path empty) and link count, or `None`: it could not be read.
+        let mut got: HashMap<u64, Option<(Entry, u64)>> = HashMap::new();
+        for (&(ino, i), r) in order.iter().zip(hashed) {
+            let v = match r {
+                Ok((d, m)) => {
+                    stats.read += 1;
+                    stats.bytes_read += m.size();
+                    Some((Entry::from_meta(vec![], &m, d), m.nlink()))
+                }
+                Err(e) => {
+                    stats.problem(format!("{}: {e}", root.join(rel(i)).display()));
+                    None
+                }
+            };
+            got.insert(ino, v);
+        }
+        let mut names: HashMap<u64, u64> = HashMap::new();
+        for item in chunk.drain(..) {
+            let e = match item {
+                Item::Ready(e) => e,
+                Item::Read { path, ino } => {
+                    // A group that could not be read is left out.
+                    let Some(Some((e, _))) = got.get(&ino) else {
+                        continue;
+                    };
+                    *names.entry(ino).or_default() += 1;
+                    Entry {
+                        path,
+                        ..e.clone_meta()
+                    }
+                }
+            };
+            stats.files += 1;
+            e.push_sidecar_line(&mut self.side_buf);
+            e.push_listing_line(&mut self.list_buf);
+            if self.side_buf.len() >= 1 << 20 {
+                self.flush()?;
+            }
+        }
+        // Groups with names still to come (later in the walk) keep their entry.
+        for (ino, v) in got {
+            if let Some((e, nlink)) = v {
+                let left = nlink.saturating_sub(names.get(&ino).copied().unwrap_or(0));
+                if left > 0 {
+                    self.linked.insert(ino, (e, left));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sidecar.write_all(&self.side_buf)?;
+        self.listing.write_all(&self.list_buf)?;
+        self.side_buf.clear();
+        self.list_buf.clear();
+        Ok(())
+    }
 }
 
 /// What a check found wrong with one file.
@@ -401,6 +640,69 @@ mod tests {
         // generations only, where rsync never writes into an existing inode.
         let (m6, _) = build(&a, Some(&m4), Carry::SameInode).unwrap();
         assert_eq!(m6.get(b"sub/two").unwrap().sha256, sha(b"two"));
+    }
+
+    #[test]
+    fn entries_are_sorted_by_path_bytes_so_get_finds_every_one() {
+        // The walk gives a folder's files before a sibling whose name continues with a
+        // byte below `/` (`photos/x` before `photos 2020`, `a/x` before `a.b`).
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("r");
+        for d in ["photos", "photos 2020", "a", "a-b"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+            fs::write(r.join(d).join("x"), d).unwrap();
+        }
+        fs::write(r.join("a.b"), b"file").unwrap();
+        // A root given with a trailing slash lists the same paths.
+        let mut with_slash = r.clone().into_os_string();
+        with_slash.push("/");
+        for root in [r.clone(), with_slash.into()] {
+            let (m, _) = build(&root, None, Carry::SameInode).unwrap();
+            let names: Vec<&[u8]> = m.entries.iter().map(|e| e.path.as_slice()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted);
+            for n in ["photos/x", "photos 2020/x", "a/x", "a-b/x", "a.b"] {
+                assert!(m.get(n.as_bytes()).is_some(), "{n} in {names:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_larger_than_a_chunk_reads_each_link_group_once_and_survives_a_bad_previous() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("r");
+        let n = CHUNK_READS + 904;
+        for i in 0..n {
+            let d = r.join(format!("d{:02}", i % 50));
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join(format!("f{i:05}")), i.to_string()).unwrap();
+        }
+        // A group whose names lie in the first and the last chunk.
+        fs::write(r.join("aaa"), b"linked").unwrap();
+        fs::hard_link(r.join("aaa"), r.join("zzz")).unwrap();
+        let (m, s) = build(&r, None, Carry::SameInode).unwrap();
+        assert_eq!((s.files, s.read), (n as u64 + 2, n as u64 + 1));
+        assert_eq!(m.get(b"zzz").unwrap().sha256, sha(b"linked"));
+        assert_eq!(m.get(b"d07/f00057").unwrap().sha256, sha(b"57"));
+        // A previous sidecar bad from some line on: used up to there, the rest read.
+        let mut side = m.to_sidecar();
+        let at = side.len() / 2;
+        let cut = at + side[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        side.splice(cut..cut + 3, *b"zzz");
+        let prev = format::SidecarReader::new(&side[..]).unwrap();
+        let (mut out, mut list) = (vec![], vec![]);
+        let s2 = write(&r, prev, Carry::SameInode, None, &mut out, &mut list).unwrap();
+        assert!(s2
+            .previous_unusable
+            .as_deref()
+            .unwrap()
+            .contains("bad SHA-256"));
+        assert!(s2.carried > 1000 && s2.read > 1000, "{s2:?}");
+        // `aaa` carried over, `zzz` (after the bad line) read.
+        assert_eq!(s2.carried + s2.read, n as u64 + 2);
+        assert_eq!(Manifest::parse_sidecar(&out).unwrap(), m);
+        assert_eq!(list, m.to_sha256sum());
     }
 
     #[test]

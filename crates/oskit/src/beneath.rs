@@ -394,56 +394,41 @@ impl Beneath {
     /// once (two journal commits on ext4 instead of two a file). A failure before the
     /// renames leaves every target as it was.
     pub fn write_atomic_all(&self, files: &[(&Path, &[u8])], mode: u32) -> io::Result<()> {
-        let mut staged = vec![];
-        let result = (|| {
-            for (rel, data) in files {
-                let (dir, name) = self.parent(rel)?;
-                let tmp = format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id());
-                let dirfd = dir.as_raw_fd();
-                let _ = unlinkat(Some(dirfd), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-                let mut f = file_at(
-                    dirfd,
-                    OsStr::new(&tmp),
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
-                    mode,
-                )?;
-                staged.push((dir, tmp, name));
-                f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-                f.write_all(data)?;
-                f.sync_all()?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for (dir, tmp, _) in &staged {
-                let _ = unlinkat(
-                    Some(dir.as_raw_fd()),
-                    tmp.as_str(),
-                    UnlinkatFlags::NoRemoveDir,
-                );
-            }
-            return Err(e);
+        let rels: Vec<&Path> = files.iter().map(|(rel, _)| *rel).collect();
+        let mut staged = self.stage(&rels, mode)?;
+        for (i, (_, data)) in files.iter().enumerate() {
+            staged.file(i).write_all(data)?;
         }
-        let mut dirs = vec![];
-        for (dir, tmp, name) in staged {
+        staged.commit()
+    }
+
+    /// Temporary files beside each of `rels` (created with `mode`), to write as they grow
+    /// ([`Staged::file`]) and then put in place all at once ([`Staged::commit`]), as
+    /// [`Beneath::write_atomic_all`] does; dropped uncommitted, they are removed and the
+    /// targets stay as they were.
+    pub fn stage(&self, rels: &[&Path], mode: u32) -> io::Result<Staged> {
+        let mut staged = Staged { files: vec![] };
+        for rel in rels {
+            let (dir, name) = self.parent(rel)?;
+            let tmp = format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id());
             let dirfd = dir.as_raw_fd();
-            if let Err(e) =
-                nix::fcntl::renameat(Some(dirfd), tmp.as_str(), Some(dirfd), name.as_os_str())
-            {
-                let _ = unlinkat(Some(dirfd), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-                return Err(io(e));
-            }
-            dirs.push(dir);
+            let _ = unlinkat(Some(dirfd), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            let f = file_at(
+                dirfd,
+                OsStr::new(&tmp),
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+                mode,
+            )?;
+            staged.files.push(StagedFile {
+                dir,
+                tmp,
+                name,
+                file: f,
+            });
+            let f = &staged.files.last().expect("just pushed").file;
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         }
-        // One fsync per distinct folder (the files of one folder share it).
-        let mut seen = std::collections::HashSet::new();
-        for d in dirs {
-            let st = fstat(d.as_raw_fd()).map_err(io)?;
-            if seen.insert((st.st_dev, st.st_ino)) {
-                nix::unistd::fsync(d.as_raw_fd()).map_err(io)?;
-            }
-        }
-        Ok(())
+        Ok(staged)
     }
 
     /// Appends `data` to the file `rel` (created with `mode` when missing), fsynced.
@@ -551,6 +536,67 @@ impl FromBytes for OsStr {
 }
 
 /// A file `name` in the folder `dirfd` (no symbolic link followed).
+/// Files written beside their targets, put in place by [`Staged::commit`]
+/// ([`Beneath::stage`]).
+pub struct Staged {
+    files: Vec<StagedFile>,
+}
+
+struct StagedFile {
+    dir: OwnedFd,
+    tmp: String,
+    name: OsString,
+    file: std::fs::File,
+}
+
+impl Staged {
+    /// The temporary file of the `i`th target (in the order given to [`Beneath::stage`]).
+    pub fn file(&mut self, i: usize) -> &mut std::fs::File {
+        &mut self.files[i].file
+    }
+
+    /// Every file fsynced, then each renamed over its target, then each folder fsynced
+    /// once. A failure before the renames leaves every target as it was.
+    pub fn commit(mut self) -> io::Result<()> {
+        for f in &self.files {
+            f.file.sync_all()?;
+        }
+        let mut dirs = vec![];
+        while !self.files.is_empty() {
+            let f = self.files.remove(0);
+            let dirfd = f.dir.as_raw_fd();
+            if let Err(e) =
+                nix::fcntl::renameat(Some(dirfd), f.tmp.as_str(), Some(dirfd), f.name.as_os_str())
+            {
+                let _ = unlinkat(Some(dirfd), f.tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                return Err(io(e));
+            }
+            dirs.push(f.dir);
+        }
+        // One fsync per distinct folder (the files of one folder share it).
+        let mut seen = std::collections::HashSet::new();
+        for d in dirs {
+            let st = fstat(d.as_raw_fd()).map_err(io)?;
+            if seen.insert((st.st_dev, st.st_ino)) {
+                nix::unistd::fsync(d.as_raw_fd()).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = unlinkat(
+                Some(f.dir.as_raw_fd()),
+                f.tmp.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+}
+
 fn file_at(dirfd: RawFd, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<std::fs::File> {
     let fd = nix::fcntl::openat(
         Some(dirfd),
@@ -644,6 +690,33 @@ mod tests {
             2,
             "no temporary left"
         );
+    }
+
+    #[test]
+    fn staged_files_dropped_uncommitted_leave_every_target_as_it_was() {
+        let (_d, b, _nas) = setup();
+        b.create_dir_all(Path::new("m"), 0o755).unwrap();
+        b.write_atomic(Path::new("m/a"), b"old", 0o644).unwrap();
+        let mut st = b
+            .stage(&[Path::new("m/a"), Path::new("m/b")], 0o644)
+            .unwrap();
+        st.file(0).write_all(b"half of a new").unwrap();
+        drop(st);
+        assert_eq!(b.read(Path::new("m/a")).unwrap(), b"old");
+        assert_eq!(
+            b.read_dir(Path::new("m")).unwrap().len(),
+            1,
+            "no temporary left"
+        );
+        let mut st = b
+            .stage(&[Path::new("m/a"), Path::new("m/b")], 0o600)
+            .unwrap();
+        st.file(0).write_all(b"new a").unwrap();
+        st.file(1).write_all(b"new b").unwrap();
+        st.commit().unwrap();
+        assert_eq!(b.read(Path::new("m/a")).unwrap(), b"new a");
+        assert_eq!(b.read(Path::new("m/b")).unwrap(), b"new b");
+        assert_eq!(b.read_dir(Path::new("m")).unwrap().len(), 2);
     }
 
     #[test]

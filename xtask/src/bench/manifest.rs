@@ -7,9 +7,10 @@
 //!    generation with the previous sidecar (every hash carried over: no file read). Target
 //!    <= 1.10x.
 //! 2. A first copy onto an empty folder: `cp -a` against the product's first copy
-//!    (`sync_once`: the guard, cp) followed by `manifest_once` on the copy (every file read
-//!    right after it was written: from the page cache), each timed up to `sync -f` (data on
-//!    the disk). Target <= 1.20x.
+//!    (`sync_once`: the guard, cp) run by `manifest_once -- sync_once ...`, which hashes
+//!    each file as the copy closes it (`manifest::follow`, from the page cache, on the core
+//!    cp leaves free) and then writes the manifest, each timed up to `sync -f` (data on the
+//!    disk). Target <= 1.20x.
 //!
 //! Rounds alternate which goes first; the verdict is the median of the per-round ratios
 //! (a slow spell of the shared machine slows both of a round). Needs root.
@@ -131,8 +132,16 @@ fn first_copy(sync_once: &Path, manifest: &Path, src: &Path, lo: &super::LoopFs)
                 output(Command::new("sync").arg("-f").arg(&lo.mnt))?;
                 cp.push(t0.elapsed());
             } else {
-                output(Command::new(sync_once).arg(src).arg(&dst))?;
-                let said = output(Command::new(manifest).arg(&dst).arg(&out))?;
+                // As a run's first copy: each file hashed as the copy closes it.
+                let said = output(
+                    Command::new(manifest)
+                        .arg(&dst)
+                        .arg(&out)
+                        .arg("--")
+                        .arg(sync_once)
+                        .arg(src)
+                        .arg(&dst),
+                )?;
                 output(Command::new("sync").arg("-f").arg(&lo.mnt))?;
                 ours.push(t0.elapsed());
                 ensure!(

@@ -82,17 +82,34 @@ pub fn load(mount_point: &Path, name: &str) -> Result<Option<Manifest>, Failure>
 /// mirror, inode, size and mtime must match: [`manifest::Carry`]), the rest read; both
 /// files written atomically; manifests of trees no longer on the drive removed. A failure
 /// is the caller's warning, never a failed run.
-pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<Stats, Failure> {
-    let prev = match previous {
-        Some(p) => load(mount_point, p).unwrap_or_else(|e| {
+pub fn write(
+    mount_point: &Path,
+    tree: &Tree,
+    previous: Option<&str>,
+    seen: Option<&manifest::follow::Seen>,
+) -> Result<Stats, Failure> {
+    let drive = handle::open(mount_point)?;
+    // The previous sidecar, read along the walk (never whole: a million files' sidecar is
+    // 150 MB).
+    let prev = previous.and_then(|p| {
+        let rel = layout::manifest_sidecar(p);
+        let unusable = |why: String| {
             tracing::warn!(
-                "manifest: the previous manifest cannot be used ({}); every file is read",
-                e.chain().join(": ")
+                "manifest: the previous manifest {} cannot be used ({why}); every file is read",
+                mount_point.join(&rel).display()
             );
-            None
-        }),
-        None => None,
-    };
+        };
+        match drive.open_file(&rel) {
+            Ok((f, _)) => manifest::format::SidecarReader::new(std::io::BufReader::new(f))
+                .map_err(|e| unusable(e.to_string()))
+                .ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                unusable(drive.explain(&rel, e).to_string());
+                None
+            }
+        }
+    });
     let root = handle::real_dir(mount_point, &tree.path)?;
     // A generation is new: what it shares with the previous one is the same inode. The
     // mirror is updated in place: size and mtime must match too.
@@ -101,9 +118,6 @@ pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<
     } else {
         manifest::Carry::SameInode
     };
-    let (m, stats) = manifest::build(&root, prev.as_ref(), how)
-        .map_err(|e| Failure::with(format!("listing {}", root.display()), e))?;
-    let drive = handle::open(mount_point)?;
     let io = |rel: &Path, e: std::io::Error| {
         Failure::with(
             format!("writing {}", mount_point.join(rel).display()),
@@ -114,10 +128,33 @@ pub fn write(mount_point: &Path, tree: &Tree, previous: Option<&str>) -> Result<
     drive.create_dir_all(dir, 0o755).map_err(|e| io(dir, e))?;
     let sidecar = layout::manifest_sidecar(&tree.name);
     let listing = layout::manifest_listing(&tree.name);
-    let (side, list) = (m.to_sidecar(), m.to_sha256sum());
-    drive
-        .write_atomic_all(&[(&sidecar, &side), (&listing, &list)], 0o644)
+    // Both written as the walk goes, then put in place together.
+    let mut staged = drive
+        .stage(&[&sidecar, &listing], 0o644)
         .map_err(|e| io(&sidecar, e))?;
+    let mut side =
+        std::io::BufWriter::new(staged.file(0).try_clone().map_err(|e| io(&sidecar, e))?);
+    let mut list =
+        std::io::BufWriter::new(staged.file(1).try_clone().map_err(|e| io(&listing, e))?);
+    let stats = manifest::write(
+        &root,
+        prev.into_iter().flatten(),
+        how,
+        seen,
+        &mut side,
+        &mut list,
+    )
+    .map_err(|e| Failure::with(format!("making the manifest of {}", root.display()), e))?;
+    std::io::Write::flush(&mut side).map_err(|e| io(&sidecar, e))?;
+    std::io::Write::flush(&mut list).map_err(|e| io(&listing, e))?;
+    drop((side, list));
+    staged.commit().map_err(|e| io(&sidecar, e))?;
+    if let Some(why) = &stats.previous_unusable {
+        tracing::warn!(
+            "manifest: the previous manifest could not be used from {why} on; the files after it \
+             were read"
+        );
+    }
     remove_orphans(mount_point);
     Ok(stats)
 }

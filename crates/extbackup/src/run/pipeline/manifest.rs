@@ -5,46 +5,94 @@
 
 use std::time::Instant;
 
+use manifest::follow::{Follower, Seen};
+
 use crate::drive::manifests::{self, Tree};
 use crate::drive::{handle, layout};
 
 use super::{Pipeline, Run};
 
-impl Pipeline<'_> {
-    /// The manifest of the generation `generation` (its name), or of `data/` when `None`.
-    pub(super) fn manifest(&self, run: &mut Run, generation: Option<String>) {
-        let mp = run.mount_point.clone();
-        let (tree, previous) = match generation {
-            Some(name) => {
-                let path = crate::drive::history::generations_at(&mp).dir().join(&name);
-                let previous = previous_with_manifest(&mp, &name);
-                (Tree { name, path }, previous)
-            }
-            None => (
+/// The tree the manifest is made of and the tree whose manifest it carries hashes over from.
+fn trees(run: &Run, generation: Option<&str>) -> (Tree, Option<String>) {
+    let mp = &run.mount_point;
+    match generation {
+        Some(name) => {
+            let path = crate::drive::history::generations_at(mp).dir().join(name);
+            let previous = previous_with_manifest(mp, name);
+            (
+                Tree {
+                    name: name.to_string(),
+                    path,
+                },
+                previous,
+            )
+        }
+        None => {
+            let previous = handle::open(mp).ok().and_then(|d| {
+                let side = layout::manifest_sidecar(layout::DATA_DIR);
+                (d.kind(&side).ok().flatten() == Some(handle::Kind::File))
+                    .then(|| layout::DATA_DIR.to_string())
+            });
+            (
                 Tree {
                     name: layout::DATA_DIR.to_string(),
                     path: run.data_dir(),
                 },
-                Some(layout::DATA_DIR.to_string()),
-            ),
-        };
+                previous,
+            )
+        }
+    }
+}
+
+impl Pipeline<'_> {
+    /// With no previous manifest to carry hashes over from (a first copy), every file the
+    /// copy writes is hashed as it is closed, while the copy goes on ([`Follower`]); `None`
+    /// otherwise, or when that cannot be (said in the log: the files are read after).
+    pub(super) fn follow_copy(run: &mut Run, generation: Option<&str>) -> Option<Follower> {
+        if trees(run, generation).1.is_some() {
+            return None;
+        }
+        match Follower::start(&run.mount_point) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                Self::note(
+                    run,
+                    format!(
+                        "manifest: the first copy's files are read after the copy, not while it \
+                         writes them (fanotify: {e})"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The manifest of the generation `generation` (its name), or of `data/` when `None`;
+    /// `seen`: the files hashed while the copy wrote them.
+    pub(super) fn manifest(&self, run: &mut Run, generation: Option<String>, seen: Option<Seen>) {
+        let mp = run.mount_point.clone();
+        let (tree, previous) = trees(run, generation.as_deref());
         let t0 = Instant::now();
-        match manifests::write(&mp, &tree, previous.as_deref()) {
+        match manifests::write(&mp, &tree, previous.as_deref(), seen.as_ref()) {
             Ok(s) => {
                 Self::note(
                     run,
                     format!(
-                        "manifest: {} lists {} file(s): {} read ({}), {} carried over{}, in {}",
+                        "manifest: {} lists {} file(s): {} read ({}), {} carried over{}{}, in {}",
                         layout::manifest_listing(&tree.name).display(),
                         s.files,
                         s.read,
                         oskit::human::bytes(s.bytes_read),
                         s.carried,
                         previous.map(|p| format!(" from {p}")).unwrap_or_default(),
+                        match s.alongside {
+                            0 => String::new(),
+                            n => format!(", {n} hashed while the copy wrote them"),
+                        },
                         oskit::human::duration(t0.elapsed()),
                     ),
                 );
-                let n = s.problems.len();
+                let n = s.problem_count as usize;
                 for p in s.problems.into_iter().take(20) {
                     run.drive_warnings
                         .push(format!("manifest: left out, cannot be read: {p}"));
@@ -80,11 +128,16 @@ impl Pipeline<'_> {
     }
 }
 
-/// The newest generation before `name` that has a manifest to carry hashes over from.
+/// The newest generation before `name` (listed or still being made) that has a manifest to
+/// carry hashes over from.
 fn previous_with_manifest(mp: &std::path::Path, name: &str) -> Option<String> {
     let trees = manifests::trees(mp).ok()?;
     let drive = handle::open(mp).ok()?;
-    let before = trees.iter().position(|t| t.name == name)?;
+    // A generation still being made (`.incomplete`) is not listed yet: every one is before it.
+    let before = trees
+        .iter()
+        .position(|t| t.name == name)
+        .unwrap_or(trees.len());
     trees[..before]
         .iter()
         .filter(|t| t.name != layout::DATA_DIR)

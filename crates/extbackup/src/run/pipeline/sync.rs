@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use indicator::{Indicator, State};
+use manifest::follow::Follower;
 use syncer::{GuardedSync, Progress, SyncOptions, SyncReport};
 
 use super::{Pipeline, Run, StepError};
@@ -38,12 +39,15 @@ impl Pipeline<'_> {
         };
         // What the new and changed files take, when every source's sync measured it.
         let mut new_bytes = Some(0);
+        let name = generation.as_ref().map(|g| g.stamp.name());
+        let follower = Self::follow_copy(run, name.as_deref());
         for (i, src) in sources.iter().enumerate() {
             share.index = i;
             let r = self.sync_source(run, src, &base, link_base.as_deref(), &mut share)?;
             new_bytes = new_bytes.zip(r.new_bytes).map(|(a, b)| a + b);
             add_report(&mut report, r, src);
         }
+        let seen = follower.map(Follower::finish);
         report.new_bytes = new_bytes;
         crate::drive::verify::after_sync(self.cfg, &run.name, &base, &mut report);
         run.report = report;
@@ -51,14 +55,13 @@ impl Pipeline<'_> {
             self.b.host.unlock_source();
             run.done.source_locked = false;
         }
-        let name = generation.as_ref().map(|g| g.stamp.name());
         if let Some(g) = generation {
             if let Some(w) = &watch {
                 self.link_alarm(run, w, &base, &g.stamp.name());
             }
             self.end_generation(run, &g)?;
         }
-        self.manifest(run, name);
+        self.manifest(run, name, seen);
         Ok(())
     }
 
