@@ -13,13 +13,13 @@
 //! available (no `CAP_SYS_ADMIN`, an old kernel) are simply read after the copy.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+use oskit::closed::ClosedWrites;
 
 use crate::Digest;
 
@@ -76,21 +76,12 @@ impl Follower {
     /// Starts following the mount that holds `dir`. An error when fanotify is not
     /// available here (the caller reads every file after the copy instead).
     pub fn start(dir: &Path) -> io::Result<Follower> {
-        let fan = Fanotify::init(
-            InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
-            EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
-        )?;
-        fan.mark(
-            MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
-            MaskFlags::FAN_CLOSE_WRITE,
-            None,
-            Some(dir),
-        )?;
+        let closed = ClosedWrites::watch(dir)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("manifest-follow".into())
-            .spawn(move || follow(&fan, &flag))?;
+            .spawn(move || follow(&closed, &flag))?;
         Ok(Follower {
             stop,
             thread: Some(thread),
@@ -113,36 +104,20 @@ impl Drop for Follower {
     }
 }
 
-fn follow(fan: &Fanotify, stop: &AtomicBool) -> Seen {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+fn follow(closed: &ClosedWrites, stop: &AtomicBool) -> Seen {
     let mut seen = Seen::default();
     while !stop.load(Ordering::Relaxed) {
-        let mut fds = [PollFd::new(fan.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(50u16)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-        let events = match fan.read_events() {
-            Ok(ev) => ev,
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+        let Ok(batch) = closed.next(Duration::from_millis(50)) else {
+            break;
         };
-        for ev in events {
+        seen.overflowed |= batch.overflowed;
+        for file in batch.files {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            if ev.mask().contains(MaskFlags::FAN_Q_OVERFLOW) {
-                seen.overflowed = true;
-            }
-            let Some(fd) = ev.fd() else { continue };
             if seen.digests.len() >= KEPT {
                 continue;
             }
-            let Ok(owned) = fd.try_clone_to_owned() else {
-                continue;
-            };
-            let file = std::fs::File::from(owned);
             let Ok(before) = file.metadata() else {
                 continue;
             };

@@ -231,7 +231,7 @@ const PROBLEMS_KEPT: usize = 100;
 /// file read on [`threads`] threads (a hard-link group once). Symbolic links are not
 /// followed (nor listed: only regular files are), mounts not crossed. A file that cannot
 /// be read is left out and named in [`Stats::problems`]; only a root that cannot be opened
-/// is an error. The whole manifest in memory: for large trees, [`write`].
+/// is an error. The whole manifest in memory: for large trees, [`write()`].
 pub fn build(
     root: &Path,
     previous: Option<&Manifest>,

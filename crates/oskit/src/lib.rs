@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod beneath;
+pub mod closed;
 pub mod human;
 pub mod mountinfo;
 pub mod process;

@@ -429,8 +429,10 @@ LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service @mount
-# The run confines its own writes with Landlock and touches the drive through openat2.
+# The run confines its own writes with Landlock and touches the drive through openat2; a
+# first copy's files are hashed for the manifest as the copy closes them (fanotify).
 SystemCallFilter=openat2 landlock_create_ruleset landlock_add_rule landlock_restrict_self
+SystemCallFilter=fanotify_init fanotify_mark
 SystemCallFilter=~@clock @cpu-emulation @debug @module @obsolete @raw-io @reboot @swap
 # - Sockets: UNIX (journal, sendmail), INET/INET6 (SMTP), NETLINK (udev, device-mapper
 #   events), ALG (libcryptsetup's keyslot crypto goes through the kernel crypto API).
