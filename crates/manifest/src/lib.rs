@@ -255,6 +255,24 @@ pub fn build(
     Ok((Manifest::parse_sidecar(&sidecar).map_err(bad)?, stats))
 }
 
+/// A walk entry's name: its path's last component (found with one backward scan; walkdir's
+/// `file_name` parses the whole path, and the sort asks for it at every comparison).
+fn name(e: &walkdir::DirEntry) -> &[u8] {
+    let p = e.path().as_os_str().as_bytes();
+    &p[p.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..]
+}
+
+/// The order of two names of one folder as their full paths sort byte by byte: a folder's
+/// name as if it ended in `/` (its files' paths go on with a `/`).
+fn path_order(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| {
+        // One is the other's beginning: the next byte (a folder's `/`, or the end) decides.
+        let next = |s: &[u8], dir: bool| s.get(n).copied().or(dir.then_some(b'/'));
+        next(a, a_dir).cmp(&next(b, b_dir))
+    })
+}
+
 /// The previous manifest, read along the walk (both go in path order).
 struct Previous<I> {
     entries: I,
@@ -350,12 +368,12 @@ pub fn write(
         .follow_links(false)
         .same_file_system(true)
         .sort_by(|a, b| {
-            let key = |e: &walkdir::DirEntry| {
-                let dir = e.file_type().is_dir().then_some(&b'/');
-                let name = e.file_name().as_bytes().iter();
-                name.chain(dir).copied().collect::<Vec<u8>>()
-            };
-            key(a).cmp(&key(b))
+            path_order(
+                name(a),
+                a.file_type().is_dir(),
+                name(b),
+                b.file_type().is_dir(),
+            )
         });
     'walk: for item in walk {
         let item = match item {
@@ -703,6 +721,26 @@ mod tests {
         assert_eq!(s2.carried + s2.read, n as u64 + 2);
         assert_eq!(Manifest::parse_sidecar(&out).unwrap(), m);
         assert_eq!(list, m.to_sha256sum());
+    }
+
+    #[test]
+    fn path_order_is_the_full_paths_byte_order() {
+        use std::cmp::Ordering::*;
+        for (a, ad, b, bd, want) in [
+            ("a", true, "a.b", false, Greater), // "a/..." after "a.b"
+            ("a", false, "a.b", false, Less),
+            ("photos", true, "photos 2020", true, Greater),
+            ("ab", false, "a", true, Greater), // 'b' after '/'
+            ("a0", false, "a", true, Greater), // '0' after '/'
+            ("x", false, "y", true, Less),
+            ("same", false, "same", false, Equal),
+        ] {
+            assert_eq!(
+                path_order(a.as_bytes(), ad, b.as_bytes(), bd),
+                want,
+                "{a} {b}"
+            );
+        }
     }
 
     #[test]

@@ -451,6 +451,12 @@ impl Beneath {
         nix::unistd::fsync(self.dir(rel)?.as_raw_fd()).map_err(io)
     }
 
+    /// Writes back everything of the folder's filesystem still in the page cache
+    /// (`syncfs(2)`).
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        nix::unistd::syncfs(self.fd.as_raw_fd()).map_err(io)
+    }
+
     /// The contents of the regular file `rel`.
     pub fn read(&self, rel: &Path) -> io::Result<Vec<u8>> {
         let fd = self.open_how(rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;

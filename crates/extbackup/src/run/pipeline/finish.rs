@@ -256,6 +256,7 @@ impl Pipeline<'_> {
             done.source_locked = false;
             tracing::info!("undo: released the source lock");
         }
+        done.wait_writeback();
         let mut still_mounted = done.still_mounted;
         if let Some(mp) = done.mounted.take() {
             oskit::beneath::unpin(&mp);

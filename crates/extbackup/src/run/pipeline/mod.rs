@@ -170,6 +170,32 @@ struct Done {
     /// Unmount failed: the mapping can only be closed deferred.
     still_mounted: bool,
     source_locked: bool,
+    /// The drive's write-back started after the copy ([`Done::start_writeback`]).
+    writeback: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Done {
+    /// Starts writing the copy back to the disk (`syncfs`) on a thread of its own, so that
+    /// it overlaps the work after the copy (the manifest, the record, pruning) instead of
+    /// all of it waiting in the unmount. Joined before any unmount ([`Done::wait_writeback`]:
+    /// the thread holds a descriptor on the mount).
+    fn start_writeback(&mut self, mount_point: &std::path::Path) {
+        if let Ok(drive) = crate::drive::handle::open(mount_point) {
+            self.writeback = std::thread::Builder::new()
+                .name("writeback".into())
+                .spawn(move || {
+                    // A failed write-back is the unmount's to report: it writes back again.
+                    let _ = drive.sync_filesystem();
+                })
+                .ok();
+        }
+    }
+
+    fn wait_writeback(&mut self) {
+        if let Some(w) = self.writeback.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 /// One run: the drive, where it is opened and mounted, what has been done (to undo on a

@@ -241,6 +241,7 @@ impl Pipeline<'_> {
     }
 
     pub(super) fn unmount(&mut self, run: &mut Run) -> Result<(), StepError> {
+        run.done.wait_writeback();
         let mp = &run.mount_point;
         let u = self.b.mounter.unmount(mp);
         oskit::beneath::unpin(mp);

@@ -48,6 +48,7 @@ impl Pipeline<'_> {
             add_report(&mut report, r, src);
         }
         let seen = follower.map(Follower::finish);
+        run.done.start_writeback(&run.mount_point);
         report.new_bytes = new_bytes;
         crate::drive::verify::after_sync(self.cfg, &run.name, &base, &mut report);
         run.report = report;
