@@ -390,6 +390,8 @@ pub fn write(
         let ino = item.ino();
         let before = prev.at(&path);
         // Carried over (`Ok`), or the path to read (`Err`).
+        // Its metadata, once asked for (a mirror's carry-over and the follower need it).
+        let mut meta: Option<std::fs::Metadata> = None;
         let carried: Result<Entry, Vec<u8>> = match (how, before) {
             // The previous generation's file itself: its entry as it was, no stat needed.
             (Carry::SameInode, Some(b)) if b.ino == ino => Ok(Entry { path, ..b }),
@@ -403,6 +405,7 @@ pub fn write(
                     }
                 };
                 let now = Entry::from_meta(path, &m, [0; 32]);
+                meta = Some(m);
                 match before {
                     Some(b) if b.key() == now.key() => Ok(Entry {
                         sha256: b.sha256,
@@ -426,17 +429,16 @@ pub fn write(
             };
             // Hashed while the copy wrote it, and unchanged since.
             if let Some(seen) = seen.filter(|s| !s.is_empty()) {
-                match item.metadata() {
-                    Ok(m) => {
-                        if let Some(d) = seen.digest(&m) {
-                            stats.alongside += 1;
-                            break 'item Item::Ready(Entry::from_meta(path, &m, d));
-                        }
-                    }
+                let m = match meta.take().map_or_else(|| item.metadata(), Ok) {
+                    Ok(m) => m,
                     Err(e) => {
                         stats.problem(format!("{}: {e}", item.path().display()));
                         continue 'walk;
                     }
+                };
+                if let Some(d) = seen.digest(&m) {
+                    stats.alongside += 1;
+                    break 'item Item::Ready(Entry::from_meta(path, &m, d));
                 }
             }
             reads += 1;

@@ -67,6 +67,8 @@ pub fn first_copy_applies(target: &Path, opts: &SyncOptions) -> bool {
         force: _,
         link_dest,
         exclude,
+        // Progress only: cp needs no count.
+        expected_entries: _,
     } = opts;
     // cp cannot exclude: rsync copies what is not excluded.
     if link_dest.is_some() || !exclude.is_empty() {

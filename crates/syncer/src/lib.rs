@@ -111,6 +111,9 @@ pub struct SyncOptions {
     /// deleted (the target equals the source without the excluded entries), and the guard
     /// counts those deletions.
     pub exclude: Excludes,
+    /// How many entries the source is expected to hold (the guard's count of the previous
+    /// generation's), for the linking pass's progress; `None`: not known.
+    pub expected_entries: Option<u64>,
 }
 
 /// Progress during a sync.
@@ -193,7 +196,13 @@ impl<T: Syncer + ?Sized> GuardedSync for T {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<SyncReport, SyncError> {
         let gone = guard::guard(source, target, opts)?;
-        let mut report = self.mirror(source, target, opts, progress)?;
+        let counted = SyncOptions {
+            expected_entries: opts
+                .expected_entries
+                .or((gone.total > 0).then_some(gone.total)),
+            ..opts.clone()
+        };
+        let mut report = self.mirror(source, target, &counted, progress)?;
         if opts.link_dest.is_some() {
             // A new generation deletes nothing: what it lacks of the previous one is what
             // the guard counted (when the deletion check is on).

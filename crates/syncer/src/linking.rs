@@ -102,7 +102,8 @@ enum Group {
 }
 
 /// Links the unchanged files of `source` from `previous` into `target` (see the module).
-/// `target` exists. Errors are the filesystem's (e.g. ENOSPC making a folder); the caller
+/// `target` exists. `walked` is told every 1024 entries of the source how many it has
+/// walked (for progress). Errors are the filesystem's (e.g. ENOSPC making a folder); the caller
 /// decides what a failed pass means (the files linked so far are identical to the source,
 /// so the tree stays correct for rsync to finish).
 pub fn link_unchanged(
@@ -111,6 +112,7 @@ pub fn link_unchanged(
     target: &Path,
     exclude: &Excludes,
     link_max: Option<u64>,
+    walked: &mut dyn FnMut(u64),
 ) -> io::Result<Linked> {
     let fresh_before = now_on(target)?;
     let mut out = Linked {
@@ -122,7 +124,12 @@ pub fn link_unchanged(
     // Folders this pass made: nothing of theirs is in the target yet, so no look first.
     let mut made: Vec<std::path::PathBuf> = Vec::new();
     let mut it = walkdir::WalkDir::new(source).min_depth(1).into_iter();
+    let mut entries = 0u64;
     while let Some(e) = it.next() {
+        entries += 1;
+        if entries.is_multiple_of(1024) {
+            walked(entries);
+        }
         let e = match e {
             Ok(e) => e,
             // Vanished meanwhile: rsync sees what is there when it gets there.
@@ -388,7 +395,7 @@ mod tests {
         std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
         fs::set_permissions(src.join("single"), p).unwrap();
         let want = crate::generations::new_cost(&src, &prev, &Excludes::default()).unwrap();
-        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), None).unwrap();
+        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), None, &mut |_| ()).unwrap();
         assert_eq!(l.new_bytes, want.bytes, "{l:?}");
         let blocks = |p: &str| fs::metadata(src.join(p)).unwrap().blocks() * 512;
         assert_eq!(
@@ -402,7 +409,7 @@ mod tests {
     fn links_identical_files_and_groups_whole_and_leaves_the_rest() {
         let t = tempfile::tempdir().unwrap();
         let (src, prev, new) = setup(t.path());
-        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), None).unwrap();
+        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), None, &mut |_| ()).unwrap();
         assert_eq!((l.linked, l.folders, l.over_link_limit), (3, 1, 0), "{l:?}");
         let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
         assert_eq!(ino(&new.join("d/a")), ino(&prev.join("d/a")));
@@ -420,7 +427,15 @@ mod tests {
         let (src, prev, new) = setup(t.path());
         // prev's group inode has 2 links; the group adds 2: past a limit of 3. The single
         // file (1 + 1) fits.
-        let l = link_unchanged(&src, &prev, &new, &Excludes::default(), Some(3)).unwrap();
+        let l = link_unchanged(
+            &src,
+            &prev,
+            &new,
+            &Excludes::default(),
+            Some(3),
+            &mut |_| (),
+        )
+        .unwrap();
         assert_eq!((l.linked, l.over_link_limit), (1, 2), "{l:?}");
         assert!(!new.join("b").exists() && !new.join("d/a").exists());
     }
@@ -430,7 +445,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (src, prev, new) = setup(t.path());
         let ex = Excludes::new(&["/d/", "single"]).unwrap();
-        let l = link_unchanged(&src, &prev, &new, &ex, None).unwrap();
+        let l = link_unchanged(&src, &prev, &new, &ex, None, &mut |_| ()).unwrap();
         assert!(
             !new.join("d").exists() && !new.join("single").exists(),
             "{l:?}"

@@ -57,6 +57,10 @@ impl Default for RsyncSyncer {
     }
 }
 
+/// The share of a generation's sync the progress gives the linking pass (measured: 4.4 s
+/// of the 6.8 s of a no-change generation at 200,000 files, rsync the rest).
+const LINKING_SHARE: f64 = 0.65;
+
 impl RsyncSyncer {
     /// `rsync` from `PATH`, no extra arguments.
     pub fn new() -> Self {
@@ -237,8 +241,26 @@ impl RsyncSyncer {
             prev.display()
         );
         let max = generations::link_max(target);
-        let linked = match crate::linking::link_unchanged(source, prev, target, &opts.exclude, max)
-        {
+        // Progress: the pass is the first LINKING_SHARE of the sync, measured against the
+        // entries the guard counted in the previous generation (unknown without the guard).
+        let expected = opts.expected_entries.filter(|&n| n > 0);
+        let mut walked = |done: u64| {
+            if let Some(n) = expected {
+                let f = (LINKING_SHARE * done as f64 / n as f64).min(LINKING_SHARE);
+                progress(Progress {
+                    bytes: 0,
+                    fraction: Some(f as f32),
+                });
+            }
+        };
+        let linked = match crate::linking::link_unchanged(
+            source,
+            prev,
+            target,
+            &opts.exclude,
+            max,
+            &mut walked,
+        ) {
             Ok(l) => l,
             Err(e) => {
                 if let Some(kind) = linking_failure(&e) {
@@ -272,12 +294,22 @@ impl RsyncSyncer {
         // million whole-tree), and with nearly everything linked the progress figures it
         // cannot give up front matter little. Hard links stay exact (rsync's manual:
         // incremental recursion only costs -H efficiency, not accuracy).
+        // rsync's own progress the rest of the way.
+        let mut rest = |p: Progress| {
+            progress(Progress {
+                fraction: p
+                    .fraction
+                    .map(|f| (LINKING_SHARE + (1.0 - LINKING_SHARE) * f64::from(f)) as f32)
+                    .or(expected.map(|_| LINKING_SHARE as f32)),
+                ..p
+            })
+        };
         let mut report = self.pass_with(
             source,
             target,
             &opts.exclude,
             None,
-            progress,
+            &mut rest,
             None,
             Recursion::Incremental,
         )?;

@@ -111,9 +111,12 @@ pub fn write(
         }
     });
     let root = handle::real_dir(mount_point, &tree.path)?;
-    // A generation is new: what it shares with the previous one is the same inode. The
-    // mirror is updated in place: size and mtime must match too.
-    let how = if tree.name == layout::DATA_DIR {
+    // A generation on ext4 is new: what it shares with the previous one is the same inode,
+    // which rsync never changes (a linked inode is an older generation's too). The mirror is
+    // updated in place, and so is a btrfs generation (a snapshot of the previous one: its
+    // files keep their inode numbers while rsync changes their mode, owner or times in
+    // place): there size and mtime must match too, and the rest is taken fresh.
+    let how = if tree.name == layout::DATA_DIR || syncer::generations::is_btrfs(&root) {
         manifest::Carry::SameInodeSizeMtime
     } else {
         manifest::Carry::SameInode

@@ -585,3 +585,141 @@ fn vm_manifest_scrub_on_real_luks_with_the_key_file_and_no_configuration_names_a
     assert!(lines[0].contains("content changed"), "{said}");
     assert!(said.contains("DIFFERENCES"), "{said}");
 }
+
+#[test]
+fn manifest_restore_of_a_file_rotted_on_the_drive_says_mismatched_and_exits_1() {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
+        return;
+    };
+    let out = w.run(&lo.dev);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    w.with_drive_rw(&lo.dev, |mp| {
+        let (g, _) = generations(mp);
+        crate::support::flip_one_byte_keeping_mtime(&g[0].join("sub/c.txt"), 1);
+    });
+    let to = w.path("restored");
+    let out = w.restore_from("t1", &lo.dev, "sub", None, &to);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("checked against the drive's manifest: 1 file(s) verified, 1 mismatched"),
+        "{said}"
+    );
+    assert!(
+        stderr(&out).contains("restored file") && stderr(&out).contains("c.txt"),
+        "the file is named: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn manifest_scrub_sample_reads_about_the_share_asked() {
+    let Some((w, lo)) = World::prepared("t1", 64) else {
+        return;
+    };
+    let many = w.path("src/many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..400 {
+        fs::write(many.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    let out = w.run(&lo.dev);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let files = |more: &[&str]| -> (u64, String) {
+        let mut args = vec![
+            "scrub",
+            "t1",
+            "--json",
+            "--device",
+            lo.dev.to_str().unwrap(),
+        ];
+        args.extend(more);
+        let out = w.cmd(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["files"].as_u64().unwrap(),
+            v["selection"].as_str().unwrap().to_string(),
+        )
+    };
+    let (all, sel) = files(&[]);
+    assert!(all >= 400, "{all}");
+    assert_eq!(sel, "all");
+    let (hundred, _) = files(&["--sample", "100"]);
+    assert_eq!(hundred, all);
+    // A quarter picked at random: 7 standard deviations either side of the mean.
+    let (quarter, sel) = files(&["--sample", "25"]);
+    assert_eq!(sel, "sample 25%");
+    let mean = all as f64 / 4.0;
+    let sd = (all as f64 * 0.25 * 0.75).sqrt();
+    assert!(
+        (quarter as f64 - mean).abs() < 7.0 * sd,
+        "{quarter} of {all} for 25%"
+    );
+    let out = w.cmd(&[
+        "scrub",
+        "t1",
+        "--sample",
+        "101",
+        "--device",
+        lo.dev.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn manifest_on_btrfs_a_chmod_in_place_is_listed_as_it_is_now_and_sha256sum_checks_it() {
+    let Some((w, lo)) = World::blank(200) else {
+        return;
+    };
+    let out = w.try_prepare(
+        &lo.dev,
+        "t1",
+        &["--fs", "btrfs", "--no-recovery-passphrase"],
+    );
+    assert_eq!(out.status.code(), Some(0), "prepare --fs btrfs");
+    let out = w.run(&lo.dev);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A mode changed alone (rsync changes it in the snapshot, same inode) and a content
+    // changed (a new inode).
+    let before = fs::metadata(w.path("src/a.txt")).unwrap().mode() & 0o7777;
+    assert_ne!(before, 0o600);
+    fs::set_permissions(
+        w.path("src/a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    fs::write(w.path("src/sub/c.txt"), "changed\n").unwrap();
+    let out = w.run(&lo.dev);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("btrfs snapshot"), "{}", stderr(&out));
+    w.with_drive_rw(&lo.dev, |mp| {
+        let (mut g, _) = generations(mp);
+        g.sort();
+        assert_eq!(g.len(), 2);
+        let (m1, m2) = (sidecar(mp, &name_of(&g[0])), sidecar(mp, &name_of(&g[1])));
+        let a1 = m1.get(b"a.txt").unwrap();
+        let a2 = m2.get(b"a.txt").unwrap();
+        assert_eq!(a2.sha256, a1.sha256, "content unchanged: carried over");
+        assert_eq!(a2.mode & 0o7777, 0o600, "the mode as it is now");
+        assert_eq!(a1.mode & 0o7777, before, "the older generation's as it was");
+        assert_eq!(
+            fs::metadata(g[0].join("a.txt")).unwrap().mode() & 0o7777,
+            before
+        );
+        assert_eq!(
+            manifest::format::hex(&m2.get(b"sub/c.txt").unwrap().sha256),
+            sync_util_sha(b"changed\n")
+        );
+        for gen in &g {
+            let listing =
+                Path::new("../..").join(format!(".extbackup/manifests/{}.sha256", name_of(gen)));
+            let ok = sha256sum_check(gen, &listing);
+            assert!(
+                ok.status.success(),
+                "{}{}",
+                text(&ok.stdout),
+                text(&ok.stderr)
+            );
+        }
+    });
+}

@@ -288,3 +288,44 @@ fn generation_a_resumed_generation_never_changes_an_inode_it_shares_with_an_olde
     assert_eq!(md(&g2.join("g")).ino(), md(&g1.join("g")).ino());
     assert_ne!(md(&g2.join("f")).ino(), md(&g1.join("f")).ino());
 }
+
+#[test]
+fn generation_the_linking_pass_reports_progress_against_the_previous_generations_entries() {
+    if !root_or_skip_here() {
+        return;
+    }
+    let mut w = World::new();
+    for i in 0..5000 {
+        write(&w.src().join(format!("d{}/f{i}", i % 10)), b"x");
+    }
+    w.generation();
+    let gens = Generations::at(&w.drive.mnt);
+    let prev = gens.newest().unwrap().map(|g| g.path);
+    w.next += 60;
+    let g = gens.start(Stamp(w.next)).unwrap();
+    let o = SyncOptions {
+        link_dest: prev,
+        ..opts()
+    };
+    let mut seen: Vec<f32> = vec![];
+    let r = RsyncSyncer::new()
+        .sync(&w.src.mnt, &g.path, &o, &mut |p| {
+            if let Some(f) = p.fraction {
+                seen.push(f);
+            }
+        })
+        .unwrap();
+    assert!(r.files_copied == 0, "{r:?}");
+    // Every 1024 entries of the 5010 the linking pass walks: four steps below its share
+    // (0.65), climbing; then rsync's own the rest of the way, never back below it.
+    let linking: Vec<f32> = seen.iter().copied().take_while(|&f| f < 0.65).collect();
+    assert!(linking.len() >= 4, "{seen:?}");
+    assert!(linking.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(linking[0] > 0.1 && linking[3] > 0.5, "{seen:?}");
+    assert!(
+        seen[linking.len()..]
+            .iter()
+            .all(|&f| (0.65..=1.0).contains(&f)),
+        "{seen:?}"
+    );
+}

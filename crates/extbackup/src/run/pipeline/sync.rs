@@ -130,6 +130,8 @@ impl Pipeline<'_> {
             force: self.opts.force,
             link_dest: link_base.map(|p| src.copy_in(p)).filter(|p| p.is_dir()),
             exclude: src.exclude.clone(),
+            // The guard counts them.
+            expected_entries: None,
         }
     }
 
