@@ -95,13 +95,6 @@ impl ScrubReport {
     }
 }
 
-/// One manifest entry to check: its tree, its path and what it should hold.
-struct Item {
-    tree: usize,
-    rel: PathBuf,
-    sha256: manifest::Digest,
-}
-
 /// A stable pseudo-random number for `x` (splitmix64), for the sample.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -110,15 +103,149 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Manifest entries checked at a time (one chunk's paths in memory).
+const CHUNK: usize = 4096;
+
+/// A file (device, inode) as opened now.
+type FileKey = (u64, u64);
+
+/// A difference found: the file when it could be opened, its tree, the line (the
+/// generations sharing the file are added at the end).
+struct Found {
+    key: Option<FileKey>,
+    line: String,
+}
+
+/// The scrub as it goes: each file read once, what differs.
+struct Scrubbing<'a> {
+    mount_point: &'a Path,
+    /// Each file read so far: what it holds now, or why it could not be read (one entry a
+    /// file, not a path: memory follows the drive's distinct files, not its generations).
+    read: HashMap<FileKey, Result<manifest::Digest, String>>,
+    found: Vec<Found>,
+    report: ScrubReport,
+}
+
+impl Scrubbing<'_> {
+    /// Checks one chunk of the tree `t`'s entries (all selected).
+    fn chunk(&mut self, t: &Tree, root: &handle::Drive, chunk: &mut Vec<manifest::Entry>) {
+        let threads = manifest::threads();
+        let shown = |e: &manifest::Entry| {
+            t.path
+                .strip_prefix(self.mount_point)
+                .unwrap_or(&t.path)
+                .join(e.rel())
+                .display()
+                .to_string()
+        };
+        // Which file each path is now (opened, not read: cheap), so each is read once.
+        let keys = manifest::parallel(chunk, threads, |e| {
+            root.open_file(e.rel()).map(|(_, m)| (m.dev(), m.ino()))
+        });
+        let mut to_read: Vec<(FileKey, usize)> = vec![];
+        let mut queued = std::collections::HashSet::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Ok(k) = k {
+                if !self.read.contains_key(k) && queued.insert(*k) {
+                    to_read.push((*k, i));
+                }
+            }
+        }
+        let hashed = manifest::parallel(&to_read, threads, |&(_, i)| {
+            manifest::hash_file(root, chunk[i].rel())
+        });
+        for (&(k, _), r) in to_read.iter().zip(hashed) {
+            let v = match r {
+                Ok((d, m)) => {
+                    self.report.read += 1;
+                    self.report.bytes += m.size();
+                    Ok(d)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            self.read.insert(k, v);
+        }
+        // An unreadable file is said once, at its first path.
+        let mut said_unreadable = std::collections::HashSet::new();
+        for (e, k) in chunk.iter().zip(keys) {
+            self.report.files += 1;
+            let (key, fault) = match k {
+                Err(err) => (
+                    None,
+                    match err.kind() {
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput => {
+                            manifest::Fault::Missing
+                        }
+                        _ => manifest::Fault::Unreadable(err.to_string()),
+                    },
+                ),
+                Ok(k) => match &self.read[&k] {
+                    Ok(d) if *d == e.sha256 => continue,
+                    Ok(d) => (Some(k), manifest::Fault::Changed { found: *d }),
+                    Err(msg) => {
+                        if self.found.iter().any(|f| f.key == Some(k)) || !said_unreadable.insert(k)
+                        {
+                            continue;
+                        }
+                        (Some(k), manifest::Fault::Unreadable(msg.clone()))
+                    }
+                },
+            };
+            self.found.push(Found {
+                key,
+                line: format!("{}: {fault}", shown(e)),
+            });
+        }
+        chunk.clear();
+    }
+}
+
+/// The tree `t`'s manifest, read line by line; `None` (said in `report`) when it has none
+/// or it cannot be opened.
+fn sidecar_of(
+    drive: &handle::Drive,
+    mount_point: &Path,
+    t: &Tree,
+    report: &mut ScrubReport,
+) -> Option<manifest::format::SidecarReader<std::io::BufReader<std::fs::File>>> {
+    let rel = layout::manifest_sidecar(&t.name);
+    let file = match drive.open_file(&rel) {
+        Ok((f, _)) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.without_manifest.push(t.name.clone());
+            return None;
+        }
+        Err(e) => {
+            report.faults.push(format!(
+                "{}: the manifest: reading {}: {}",
+                t.name,
+                mount_point.join(&rel).display(),
+                drive.explain(&rel, e)
+            ));
+            return None;
+        }
+    };
+    match manifest::format::SidecarReader::new(std::io::BufReader::new(file)) {
+        Ok(r) => Some(r.unordered()),
+        Err(e) => {
+            report.faults.push(format!(
+                "{}: the manifest: reading {}: {e}",
+                t.name,
+                mount_point.join(&rel).display()
+            ));
+            None
+        }
+    }
+}
+
 /// Scrubs the drive `drive` mounted at `mount_point`: every selected file of every tree
-/// with a manifest is read (once per inode) and compared with its manifest.
+/// with a manifest is read (once per file: a file shared by several generations once) and
+/// compared with its manifest. The manifests are read line by line, a chunk of paths at a
+/// time; what is held for the whole drive is one digest per distinct file read. A file
+/// that differs is named in every tree holding it (a second pass over the manifests, only
+/// when something differs).
 pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubReport, Failure> {
     let trees: Vec<Tree> = manifests::trees(mount_point)?;
-    let mut report = ScrubReport {
-        drive: drive.to_string(),
-        selection: sel.words(),
-        ..ScrubReport::default()
-    };
     let seed = mix(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -128,125 +255,88 @@ pub fn scrub(mount_point: &Path, drive: &str, sel: Selection) -> Result<ScrubRep
         Selection::Sample(p) => (mix(ino ^ seed) as f64) < p / 100.0 * u64::MAX as f64,
         Selection::Share { of, part } => ino % u64::from(of.max(1)) == u64::from(part),
     };
-    let mut roots = vec![];
-    let mut items = vec![];
-    for (ti, t) in trees.iter().enumerate() {
-        let m = match manifests::load(mount_point, &t.name) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                report.without_manifest.push(t.name.clone());
-                roots.push(None);
-                continue;
-            }
-            Err(e) => {
-                report.faults.push(format!(
-                    "{}: the manifest: {}",
-                    t.name,
-                    e.chain().join(": ")
-                ));
-                roots.push(None);
-                continue;
-            }
+    let handle = handle::open(mount_point)?;
+    let mut s = Scrubbing {
+        mount_point,
+        read: HashMap::new(),
+        found: vec![],
+        report: ScrubReport {
+            drive: drive.to_string(),
+            selection: sel.words(),
+            ..ScrubReport::default()
+        },
+    };
+    // The trees checked, with their roots (for the second pass).
+    let mut checked: Vec<(&Tree, handle::Drive)> = vec![];
+    for t in &trees {
+        let Some(entries) = sidecar_of(&handle, mount_point, t, &mut s.report) else {
+            continue;
         };
-        let root = handle::real_dir(mount_point, &t.path).and_then(|p| handle::open(&p));
-        match root {
-            Ok(r) => roots.push(Some(r)),
+        let root = match handle::real_dir(mount_point, &t.path).and_then(|p| handle::open(&p)) {
+            Ok(r) => r,
             Err(e) => {
-                report
+                s.report
                     .faults
                     .push(format!("{}: {}", t.name, e.chain().join(": ")));
-                roots.push(None);
                 continue;
             }
-        }
-        report.trees += 1;
-        for e in m.entries.into_iter().filter(|e| selected(e.ino)) {
-            items.push(Item {
-                tree: ti,
-                rel: e.rel().to_path_buf(),
-                sha256: e.sha256,
-            });
-        }
-    }
-    report.files = items.len() as u64;
-    // Named from the drive's root (`generations/DATE/PATH`): the mount point of a scrub is
-    // often a temporary one.
-    let shown = |it: &Item| {
-        let t = &trees[it.tree].path;
-        t.strip_prefix(mount_point)
-            .unwrap_or(t)
-            .join(&it.rel)
-            .display()
-            .to_string()
-    };
-    // Which file each path is now (opened, not read: cheap), so each is read once.
-    let threads = manifest::threads();
-    let stats = manifest::parallel(&items, threads, |it| {
-        let root = roots[it.tree].as_ref().expect("only trees with a root");
-        root.open_file(&it.rel).map(|(_, m)| (m.dev(), m.ino()))
-    });
-    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    let mut order = vec![];
-    for (i, s) in stats.into_iter().enumerate() {
-        match s {
-            Ok(k) => {
-                let g = groups.entry(k).or_default();
-                if g.is_empty() {
-                    order.push(k);
-                }
-                g.push(i);
-            }
-            Err(e) => {
-                let f = match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput => {
-                        manifest::Fault::Missing
-                    }
-                    _ => manifest::Fault::Unreadable(e.to_string()),
-                };
-                report.faults.push(format!("{}: {f}", shown(&items[i])));
-            }
-        }
-    }
-    let read = manifest::parallel(&order, threads, |k| {
-        let first = &items[groups[k][0]];
-        let root = roots[first.tree].as_ref().expect("only trees with a root");
-        manifest::hash_file(root, &first.rel)
-    });
-    for (k, r) in order.iter().zip(read) {
-        let members = &groups[k];
-        let sharing = || {
-            let names: Vec<&str> = members
-                .iter()
-                .map(|&i| trees[items[i].tree].name.as_str())
-                .collect();
-            if names.len() > 1 {
-                format!("; the same file (inode {}) is in {}", k.1, names.join(", "))
-            } else {
-                String::new()
-            }
         };
-        match r {
-            Ok((d, m)) => {
-                report.read += 1;
-                report.bytes += m.size();
-                for &i in members {
-                    if items[i].sha256 != d {
-                        report.faults.push(format!(
-                            "{}: {}{}",
-                            shown(&items[i]),
-                            manifest::Fault::Changed { found: d },
-                            sharing()
-                        ));
+        s.report.trees += 1;
+        let mut chunk = vec![];
+        for e in entries {
+            match e {
+                Ok(e) if selected(e.ino) => chunk.push(e),
+                Ok(_) => {}
+                Err(e) => {
+                    s.report
+                        .faults
+                        .push(format!("{}: the manifest: {e}", t.name));
+                    break;
+                }
+            }
+            if chunk.len() >= CHUNK {
+                s.chunk(t, &root, &mut chunk);
+            }
+        }
+        s.chunk(t, &root, &mut chunk);
+        checked.push((t, root));
+    }
+    // Every tree holding a file that differs, for its lines.
+    let faulty: std::collections::HashSet<FileKey> = s.found.iter().filter_map(|f| f.key).collect();
+    let mut holders: HashMap<FileKey, Vec<&str>> = HashMap::new();
+    if !faulty.is_empty() {
+        let inos: std::collections::HashSet<u64> = faulty.iter().map(|k| k.1).collect();
+        for (t, root) in &checked {
+            let mut scratch = ScrubReport::default();
+            let Some(entries) = sidecar_of(&handle, mount_point, t, &mut scratch) else {
+                continue;
+            };
+            for e in entries.map_while(Result::ok) {
+                // The manifest's inode number first (no open for the rest).
+                if !inos.contains(&e.ino) || !selected(e.ino) {
+                    continue;
+                }
+                if let Ok((_, m)) = root.open_file(e.rel()) {
+                    let k = (m.dev(), m.ino());
+                    if faulty.contains(&k) {
+                        let h = holders.entry(k).or_default();
+                        if h.last() != Some(&t.name.as_str()) {
+                            h.push(&t.name);
+                        }
                     }
                 }
             }
-            Err(e) => {
-                let f = manifest::Fault::Unreadable(e.to_string());
-                report
-                    .faults
-                    .push(format!("{}: {f}{}", shown(&items[members[0]]), sharing()));
-            }
         }
+    }
+    let mut report = s.report;
+    for f in s.found {
+        let sharing = match f.key.and_then(|k| holders.get(&k).map(|h| (k, h))) {
+            Some((k, h)) if h.len() > 1 => {
+                format!("; the same file (inode {}) is in {}", k.1, h.join(", "))
+            }
+            _ => String::new(),
+        };
+        report.faults.push(format!("{}{sharing}", f.line));
     }
     report.finished = crate::fmt::now();
     Ok(report)
