@@ -66,8 +66,9 @@ impl Seen {
 
 /// Hashes every regular file closed after writing on the mount of a folder, on one thread
 /// (the copy keeps the other cores), until [`Follower::finish`]. (At the lowest CPU
-/// priority it reached too few files in time on two busy cores: `cargo xtask bench
-/// manifest` measured the first copy 1.35x `cp -a` against 1.06-1.12x at normal priority.)
+/// priority `cargo xtask bench manifest` measured the first copy 1.06x and 1.35x `cp -a` in
+/// two runs, at normal priority 1.12x and 1.16x: with cp taking both cores it reaches
+/// fewer files in time.)
 /// Dropped without [`Follower::finish`] (the copy failed), it stops.
 pub struct Follower {
     stop: Arc<AtomicBool>,

@@ -374,10 +374,20 @@ pub fn unmount(crypt: &dyn Crypt, mounter: &dyn Mounter, drive: &str) -> Result<
             let _ = std::fs::remove_dir(&mp);
         }
     }
-    crypt
-        .lock(&mapping, LockMode::Normal)
-        .map_err(|e| Failure::with(format!("closing {mapping}"), e))?;
-    Ok(true)
+    // Just unmounted, the volume can be held a moment longer: udev probing it, or a mount
+    // namespace another program made while it was mounted, until that lets go of its copy.
+    // Wait that out (two seconds), not longer.
+    let mut tries = 0;
+    loop {
+        match crypt.lock(&mapping, LockMode::Normal) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == crypt::ErrorKind::Busy && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(Failure::with(format!("closing {mapping}"), e)),
+        }
+    }
 }
 
 /// Read access to a drive's files for `restore` and `verify`: the browse mount when the
