@@ -361,32 +361,7 @@ impl Beneath {
     /// Replaces the file `rel` with `data` (a temporary file beside it, fsynced, renamed
     /// over it, the folder fsynced), with `mode`.
     pub fn write_atomic(&self, rel: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-        let (dir, name) = self.parent(rel)?;
-        let tmp = format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id());
-        let dirfd = dir.as_raw_fd();
-        let _ = unlinkat(Some(dirfd), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        let written = (|| {
-            let mut f = file_at(
-                dirfd,
-                OsStr::new(&tmp),
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
-                mode,
-            )?;
-            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-            f.write_all(data)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = unlinkat(Some(dirfd), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(e);
-        }
-        nix::fcntl::renameat(Some(dirfd), tmp.as_str(), Some(dirfd), name.as_os_str()).map_err(
-            |e| {
-                let _ = unlinkat(Some(dirfd), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-                io(e)
-            },
-        )?;
-        nix::unistd::fsync(dirfd).map_err(io)
+        self.write_atomic_all(&[(rel, data)], mode)
     }
 
     /// Replaces several files of one folder at once, each atomically: every temporary file

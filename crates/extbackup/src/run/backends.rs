@@ -76,6 +76,15 @@ pub fn notifier(cfg: &Config) -> Result<Option<Box<dyn Notifier>>, BackendError>
     Ok(Some(Box::new(n)))
 }
 
+/// The notifier for a failure told outside a run: none (said in the log) when it cannot be
+/// built.
+fn failure_notifier(cfg: &Config) -> Option<Box<dyn Notifier>> {
+    notifier(cfg).unwrap_or_else(|e| {
+        tracing::error!("no failure mail: {}", crate::chain(&e));
+        None
+    })
+}
+
 /// The indicator; one that cannot be built is logged and replaced by none (an indicator
 /// never stops a backup).
 pub fn indicator(cfg: &Config) -> Box<dyn Indicator> {
@@ -204,10 +213,7 @@ pub fn report_unbuilt(
         bytes_total: 0,
         warnings: vec![],
     };
-    let notifier = notifier(cfg).unwrap_or_else(|e| {
-        tracing::error!("no failure mail: {}", crate::chain(&e));
-        None
-    });
+    let notifier = failure_notifier(cfg);
     let mut ind = indicator_for(cfg, job);
     crate::run::ending::failed_outside(
         cfg,
@@ -237,10 +243,7 @@ pub fn report_interrupted_if_idle(cfg: &Config) {
         return;
     };
     if let Some(rec) = crate::run::ending::take_interrupted(cfg, &state) {
-        let notifier = notifier(cfg).unwrap_or_else(|e| {
-            tracing::error!("no failure mail: {}", crate::chain(&e));
-            None
-        });
+        let notifier = failure_notifier(cfg);
         // A console indicator writes on stderr: `status --json`'s stdout is JSON only.
         let mut ind = console_on_stderr(cfg).unwrap_or_else(|| indicator_for(cfg, &rec.drive));
         crate::run::ending::failed_outside(
